@@ -1,0 +1,281 @@
+"""`SessionManager`: lifetimes, throttled touches, delta saves with compare-and-set, cleanup.
+
+Timeouts: `session_lifetime` is the idle timeout (sliding, renewed on access);
+`absolute_lifetime` counts from `created_at` and is never extended. The stored expiry is the
+earlier of the two, so an expired session reads as absent on every backend.
+
+Reads do not write: `get_session` persists `last_accessed_at` at most once per
+`touch_interval` (default a quarter of the idle timeout), without bumping the version.
+
+Saves never lose updates: `update_session` saves the session's delta with a compare-and-set;
+on a conflict it reloads, re-applies the delta and retries. `mutate` re-runs a function on a
+fresh copy until its save wins, for read-modify-write such as counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Self
+
+from .errors import SessionConflict, SessionNotFound
+from .ids import id_hash, new_session_id, validate_session_id, validate_user_id
+from .session import HistoryPage, Session
+from .stores.base import SessionStore
+
+__all__ = ["SessionManager"]
+
+logger = logging.getLogger(__name__)
+
+MutateFn = Callable[[Session], Awaitable[Any] | Any]
+
+
+class SessionManager:
+    """Session manager for lifecycle management: creation, retrieval, saving and expiry."""
+
+    def __init__(
+        self,
+        store: SessionStore,
+        session_lifetime: int | float = 3600,
+        cleanup_interval: int | float = 300,
+        auto_cleanup: bool = True,
+        *,
+        absolute_lifetime: float | None = 24 * 3600,
+        touch_interval: float | None = None,
+        max_retries: int = 100,
+    ) -> None:
+        if session_lifetime <= 0:
+            raise ValueError("session_lifetime (the idle timeout) must be > 0 seconds")
+        if absolute_lifetime is not None and absolute_lifetime <= 0:
+            raise ValueError("absolute_lifetime must be > 0 seconds, or None for no absolute timeout")
+        if cleanup_interval <= 0:
+            raise ValueError("cleanup_interval must be > 0 seconds")
+        if max_retries < 1:
+            raise ValueError("max_retries must be >= 1")
+        self.store = store
+        self.session_lifetime = session_lifetime
+        self.absolute_lifetime = absolute_lifetime
+        self.cleanup_interval = cleanup_interval
+        self.auto_cleanup = auto_cleanup
+        self.touch_interval = session_lifetime / 4 if touch_interval is None else touch_interval
+        self.max_retries = max_retries
+        self.last_cleanup: float = self.clock()
+        self.cleanup_task: asyncio.Task[None] | None = None
+
+    def clock(self) -> float:
+        """The store's clock (inject one into the store to control time in tests)."""
+        return self.store.clock()
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        """Start the background cleanup loop (if `auto_cleanup`). Idempotent."""
+        if self.auto_cleanup and (self.cleanup_task is None or self.cleanup_task.done()):
+            self.cleanup_task = asyncio.create_task(self._cleanup_loop(), name="agent_sessions.cleanup")
+
+    async def stop(self) -> None:
+        """Stop the cleanup loop and close the store."""
+        task, self.cleanup_task = self.cleanup_task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    raise
+        await self.store.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ expiry
+    def expiry_for(self, session: Session, now: float) -> float:
+        """The earlier of the idle deadline from `now` and the absolute deadline."""
+        idle = now + self.session_lifetime
+        if self.absolute_lifetime is None:
+            return idle
+        return min(idle, session.created_at + self.absolute_lifetime)
+
+    # ------------------------------------------------------------------ reads
+    async def get_session(self, session_id: str, create_if_missing: bool = False) -> Session | None:
+        """The live session, or None (or a brand-new session with a new id if asked).
+
+        An unknown id is never adopted: `create_if_missing` issues a fresh server-side id.
+        The access time is persisted at most once per `touch_interval`.
+        """
+        sid = validate_session_id(session_id)
+        session = await self.store.get(sid)
+        if session is None:
+            return await self.create_session() if create_if_missing else None
+        now = self.clock()
+        if now - session.last_accessed_at >= self.touch_interval:
+            expiry = self.expiry_for(session, now)
+            if not await self.store.touch(sid, now, expiry):
+                return await self.create_session() if create_if_missing else None
+            session.last_accessed_at = now
+            session.expiry_at = expiry
+            session._mark_clean()
+        return session
+
+    async def get_user_sessions(self, user_id: str) -> list[Session]:
+        """The live sessions of a user (through the store's per-user index)."""
+        return await self.store.get_user_sessions(user_id)
+
+    async def get_history(self, session_id: str, *, limit: int = 50, before: int | None = None) -> HistoryPage:
+        """A page of history, oldest to newest; pass `next_before` back to go further back."""
+        return await self.store.get_history(session_id, limit=limit, before=before)
+
+    # ------------------------------------------------------------------ writes
+    async def create_session(
+        self,
+        user_id: str | None = None,
+        data: dict[str, Any] | None = None,
+        *,
+        preferences: dict[str, Any] | None = None,
+    ) -> Session:
+        """Create and save a new session with a fresh id.
+
+        A session of a known `user_id` starts with that user's preferences and ``user:``
+        state; every session sees the ``app:`` state. `data` is initial state.
+        """
+        uid = None if user_id is None else validate_user_id(user_id)
+        now = self.clock()
+        session = Session(session_id=new_session_id(), user_id=uid, created_at=now, last_accessed_at=now)
+        session.expiry_at = self.expiry_for(session, now)
+        scopes = await self.store.load_scopes(uid)
+        session.state.update(scopes.state)
+        session.preferences.update(scopes.preferences)
+        # The scope values are the baseline: only what the caller adds counts as a change.
+        session._mark_clean()
+        session.version = 0
+        if data:
+            for key, value in data.items():
+                session.set(key, value)
+        if preferences:
+            session.preferences.update(preferences)
+        session.last_accessed_at = now
+        await self.store.set(session)
+        return session
+
+    async def update_session(self, session: Session) -> Session:
+        """Save the session's changes (touching it); concurrent changes to other keys survive.
+
+        On a version conflict the delta is re-applied to a fresh copy and saved again; `session`
+        then holds the merged result. Raises `SessionNotFound` if the session was deleted or
+        expired meanwhile, `SessionConflict` after `max_retries` lost races.
+        """
+        now = self.clock()
+        session.last_accessed_at = now
+        session.expiry_at = self.expiry_for(session, now)
+        if not session.is_persisted or session.version == 0:
+            await self.store.set(session)
+            return session
+        delta = session.changes()
+        target = session
+        for attempt in range(self.max_retries):
+            try:
+                await self.store.set(target)
+            except SessionConflict:
+                fresh = await self.store.get(session.session_id)
+                if fresh is None:
+                    raise SessionNotFound("the session was deleted or expired while it was being saved") from None
+                delta.apply(fresh)
+                now = self.clock()
+                fresh.last_accessed_at = now
+                fresh.expiry_at = self.expiry_for(fresh, now)
+                target = fresh
+                await self._backoff(attempt)
+                continue
+            if target is not session:
+                session._adopt(target)
+            return session
+        raise SessionConflict(
+            f"session {id_hash(session.session_id)}: gave up after {self.max_retries} conflicting saves"
+        )
+
+    async def mutate(self, session_id: str, fn: MutateFn) -> Session:
+        """Apply `fn(session)` (sync or async, mutating in place) and save; re-run on conflict.
+
+        `fn` always sees the latest saved state, so read-modify-write (counters) is exact.
+        Returns the saved session. Raises `SessionNotFound` if the session is gone.
+        """
+        sid = validate_session_id(session_id)
+        for attempt in range(self.max_retries):
+            session = await self.store.get(sid)
+            if session is None:
+                raise SessionNotFound("the session does not exist or has expired")
+            result = fn(session)
+            if inspect.isawaitable(result):
+                await result
+            now = self.clock()
+            session.last_accessed_at = now
+            session.expiry_at = self.expiry_for(session, now)
+            try:
+                await self.store.set(session)
+            except SessionConflict:
+                await self._backoff(attempt)
+                continue
+            return session
+        raise SessionConflict(f"session {id_hash(sid)}: gave up after {self.max_retries} conflicting saves")
+
+    async def refresh_session(self, session_id: str, extend_lifetime: bool = True) -> Session | None:
+        """Touch the session now and (by default) renew its idle deadline; None if it is gone."""
+        sid = validate_session_id(session_id)
+        session = await self.store.get(sid)
+        if session is None:
+            return None
+        now = self.clock()
+        expiry = self.expiry_for(session, now) if extend_lifetime else session.expiry_at
+        if not await self.store.touch(sid, now, expiry):
+            return None
+        session.last_accessed_at = now
+        session.expiry_at = expiry
+        session._mark_clean()
+        return session
+
+    async def regenerate_id(self, session_id: str) -> Session:
+        """Move the session to a fresh id and kill the old one at once (call it on login)."""
+        sid = validate_session_id(session_id)
+        return await self.store.rename(sid, new_session_id())
+
+    async def delete_session(self, session_id: str) -> None:
+        """Delete the session; concurrent writers then get `SessionNotFound`."""
+        await self.store.delete(validate_session_id(session_id))
+
+    # ------------------------------------------------------------------ cleanup
+    async def cleanup(self, force: bool = False) -> int:
+        """Remove expired sessions (unless the interval has not passed and not `force`)."""
+        now = self.clock()
+        if not force and (now - self.last_cleanup) < self.cleanup_interval:
+            return 0
+        count = await self.store.cleanup_expired()
+        self.last_cleanup = now
+        if count:
+            logger.info("removed %d expired sessions", count)
+        return count
+
+    async def _cleanup_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.cleanup_interval)
+            try:
+                await self.cleanup(force=True)
+            except Exception:
+                # The loop must outlive a transient store outage; the failure is reported, not hidden.
+                logger.exception("session cleanup failed; retrying in %s s", self.cleanup_interval)
+
+    @staticmethod
+    async def _backoff(attempt: int) -> None:
+        # Jittered exponential backoff, capped: contenders spread out instead of colliding again.
+        await asyncio.sleep(random.uniform(0, min(0.05, 0.0005 * (2 ** min(attempt, 10)))))

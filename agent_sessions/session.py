@@ -1,0 +1,257 @@
+"""The `Session` model: the original fields and methods, plus a version and change tracking.
+
+A session remembers what it looked like when it was loaded (or last saved). `changes()` returns
+the delta since then: keys set or deleted in `state`, `preferences`, `ai_context` and
+`feature_flags`, replaced top-level fields, and history entries appended. The manager saves that
+delta with a compare-and-set and, on a conflict, re-applies it to a fresh copy, so concurrent
+writers of different keys all survive.
+
+State key prefixes (scopes):
+
+- ``user:`` — shared by every session of the same `user_id`;
+- ``app:`` — shared by every session;
+- ``temp:`` — lives in this object only, never persisted.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from .codec import check_json, json_clone
+from .errors import SerializationError
+from .ids import new_session_id
+
+__all__ = [
+    "APP_PREFIX",
+    "TEMP_PREFIX",
+    "USER_PREFIX",
+    "HistoryPage",
+    "Session",
+    "SessionDelta",
+]
+
+USER_PREFIX: Final = "user:"
+APP_PREFIX: Final = "app:"
+TEMP_PREFIX: Final = "temp:"
+
+#: The dict-valued fields whose changes are tracked per key.
+TRACKED_MAPS: Final = ("state", "preferences", "ai_context", "feature_flags")
+#: Top-level fields whose changes are tracked as whole-value replacements.
+TRACKED_FIELDS: Final = ("user_id", "last_accessed_at", "expiry_at", "environment", "auth_info")
+
+
+def _same(a: Any, b: Any) -> bool:
+    # `1 == True` in Python; a value changing type must still count as a change.
+    return a is b or (type(a) is type(b) and a == b)
+
+
+@dataclass(slots=True)
+class SessionDelta:
+    """What changed in a session since it was loaded; `apply` replays it onto another copy."""
+
+    sets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deletes: dict[str, set[str]] = field(default_factory=dict)
+    fields: dict[str, Any] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def is_empty(self) -> bool:
+        """True when nothing changed."""
+        return not (self.sets or self.deletes or self.fields or self.history)
+
+    def apply(self, session: Session) -> None:
+        """Replay this delta onto `session` (a fresher copy of the same session)."""
+        for name, values in self.sets.items():
+            getattr(session, name).update(json_clone(values))
+        for name, keys in self.deletes.items():
+            target: dict[str, Any] = getattr(session, name)
+            for key in keys:
+                target.pop(key, None)
+        for name, value in self.fields.items():
+            setattr(session, name, json_clone(value))
+        session.history.extend(json_clone(entry) for entry in self.history)
+
+
+@dataclass(slots=True)
+class _Snapshot:
+    maps: dict[str, dict[str, Any]]
+    fields: dict[str, Any]
+    history_len: int
+
+
+@dataclass(slots=True)
+class HistoryPage:
+    """One page of a session's history, oldest to newest.
+
+    `next_before` is the cursor for the next (older) page, or None when there is none.
+    """
+
+    entries: list[dict[str, Any]]
+    next_before: int | None = None
+
+    def __iter__(self) -> Any:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+class Session(BaseModel):
+    """Session model with rich metadata: state, preferences, history, AI context, flags.
+
+    Timestamps are float epoch seconds. `version` is bumped by every successful save.
+    `auth_info` is persisted but never shown by `repr`, `to_dict()` or `model_dump()`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    session_id: str = Field(default_factory=new_session_id)
+    user_id: str | None = None
+    created_at: float = Field(default_factory=time.time)
+    last_accessed_at: float = Field(default_factory=time.time)
+    expiry_at: float | None = None
+    state: dict[str, Any] = Field(default_factory=dict)
+    preferences: dict[str, Any] = Field(default_factory=dict)
+    history: list[dict[str, Any]] = Field(default_factory=list)
+    auth_info: dict[str, Any] | None = Field(default=None, repr=False, exclude=True)
+    ai_context: dict[str, Any] = Field(default_factory=dict)
+    feature_flags: dict[str, Any] = Field(default_factory=dict)
+    environment: dict[str, Any] = Field(default_factory=dict)
+    version: int = 0
+
+    _snapshot: _Snapshot | None = PrivateAttr(default=None)
+    # Sequence number of the newest history entry already persisted (entries ever appended).
+    _history_seq: int = PrivateAttr(default=0)
+
+    # ----------------------------------------------------------------- the original API
+    def get(self, key: str, default: Any = None) -> Any:
+        """Get session state value."""
+        return self.state.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        """Set session state value; raises `SerializationError` if it is not strict JSON."""
+        if type(key) is not str:
+            raise SerializationError(f"state keys must be str, got {type(key).__name__}")
+        check_json(value, f"state[{key!r}]")
+        self.state[key] = value
+        self.touch()
+
+    def delete(self, key: str) -> None:
+        """Delete session state value."""
+        if key in self.state:
+            del self.state[key]
+            self.touch()
+
+    def has(self, key: str) -> bool:
+        """Check if session state has key."""
+        return key in self.state
+
+    def clear(self) -> None:
+        """Clear all session state."""
+        self.state.clear()
+        self.touch()
+
+    def touch(self) -> None:
+        """Update last accessed time (in memory; the manager persists it, throttled)."""
+        self.last_accessed_at = time.time()
+
+    def is_expired(self, now: float | None = None) -> bool:
+        """Check if session is expired (at `now`, default the wall clock)."""
+        if self.expiry_at is None:
+            return False
+        return (time.time() if now is None else now) >= self.expiry_at
+
+    def set_expiry(self, seconds: float) -> None:
+        """Set session expiry time `seconds` from now."""
+        self.expiry_at = time.time() + seconds
+
+    def add_history_entry(self, entry_type: str, data: dict[str, Any]) -> None:
+        """Append an entry ``{"timestamp", "type", "data"}``; `data` must be strict JSON."""
+        if type(entry_type) is not str:
+            raise SerializationError(f"history entry type must be str, got {type(entry_type).__name__}")
+        check_json(data, f"history[{entry_type!r}].data")
+        self.history.append({"timestamp": time.time(), "type": entry_type, "data": data})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Convert to the original summary dictionary (no state values, no auth_info)."""
+        return {
+            "session_id": self.session_id,
+            "user_id": self.user_id,
+            "created_at": self.created_at,
+            "last_accessed_at": self.last_accessed_at,
+            "expiry_at": self.expiry_at,
+            "state_keys": list(self.state.keys()),
+            "preferences": self.preferences,
+            "history_count": len(self.history),
+            "environment": self.environment,
+        }
+
+    # ----------------------------------------------------------------- change tracking
+    @property
+    def is_persisted(self) -> bool:
+        """True once the session was loaded from, or saved to, a store."""
+        return self._snapshot is not None
+
+    @property
+    def history_seq(self) -> int:
+        """Sequence number of the newest persisted history entry (0 when none)."""
+        return self._history_seq
+
+    def new_history(self) -> list[dict[str, Any]]:
+        """History entries appended since the session was loaded or last saved."""
+        base = 0 if self._snapshot is None else self._snapshot.history_len
+        return self.history[base:]
+
+    def changes(self) -> SessionDelta:
+        """The delta since load (for a never-saved session: everything). `temp:` keys excluded."""
+        delta = SessionDelta()
+        snap = self._snapshot
+        for name in TRACKED_MAPS:
+            current: dict[str, Any] = getattr(self, name)
+            before = snap.maps[name] if snap is not None else {}
+            sets = {
+                k: v
+                for k, v in current.items()
+                if not (name == "state" and type(k) is str and k.startswith(TEMP_PREFIX))
+                and (k not in before or not _same(before[k], v))
+            }
+            deleted = {k for k in before if k not in current}
+            if sets:
+                delta.sets[name] = sets
+            if deleted:
+                delta.deletes[name] = deleted
+        for name in TRACKED_FIELDS:
+            value = getattr(self, name)
+            if snap is None or not _same(snap.fields[name], value):
+                delta.fields[name] = value
+        delta.history = list(self.new_history())
+        return delta
+
+    def _mark_clean(self, *, history_seq: int | None = None) -> None:
+        """Record the current contents as the persisted baseline (after a load or a save)."""
+        self._snapshot = _Snapshot(
+            maps={
+                name: {
+                    k: json_clone(v)
+                    for k, v in getattr(self, name).items()
+                    if not (name == "state" and k.startswith(TEMP_PREFIX))
+                }
+                for name in TRACKED_MAPS
+            },
+            fields={name: json_clone(getattr(self, name)) for name in TRACKED_FIELDS},
+            history_len=len(self.history),
+        )
+        if history_seq is not None:
+            self._history_seq = history_seq
+
+    def _adopt(self, other: Session) -> None:
+        """Take over the contents and baseline of `other` (a fresher copy), keeping `temp:` keys."""
+        temp = {k: v for k, v in self.state.items() if k.startswith(TEMP_PREFIX)}
+        for name in type(self).model_fields:
+            setattr(self, name, getattr(other, name))
+        self.state.update(temp)
+        self._snapshot = other._snapshot
+        self._history_seq = other._history_seq

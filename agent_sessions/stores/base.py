@@ -1,0 +1,593 @@
+"""`SessionStore`: the storage contract, with the shared logic above a handful of primitives.
+
+A backend implements the underscore primitives (`_load`, `_write`, `_delete`, `_touch`,
+`_load_scopes`, `_write_scopes`, `_history_page`, `_user_session_ids`, `_scan`, `_iter_scopes`,
+`_cleanup_expired`, `close`). Everything a caller uses — id validation before any I/O, strict
+encoding and size limits, expiry, scopes, history numbering, change tracking — lives here, so
+every backend behaves the same and the contract suite in `tests/contract/` proves it.
+
+The primitives deal in bytes produced by the store's codec, never in `Session` objects:
+
+- a session is one *record* (every field but `history`, with `user:`/`app:`/`temp:` state keys
+  removed) plus columns the backend indexes (`user_id`, `expiry_at`, `version`, ...);
+- history is append-only rows numbered by `seq` (1, 2, ... per session), stored apart from the
+  record and capped at `max_history` per session;
+- scope data is per-key: the `user` scope of a `user_id` holds its `user:` state keys and its
+  preferences (as ``pref:<name>``), the `app` scope holds the `app:` keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from pydantic import ValidationError
+
+from ..codec import Codec, JsonCodec, check_json
+from ..errors import (
+    ScopeError,
+    SerializationError,
+    SessionConflict,
+    SessionNotFound,
+    SessionTooLarge,
+)
+from ..ids import id_hash, validate_session_id, validate_user_id
+from ..session import APP_PREFIX, TEMP_PREFIX, USER_PREFIX, HistoryPage, Session
+
+__all__ = [
+    "DEFAULT_HISTORY_WINDOW",
+    "DEFAULT_MAX_HISTORY",
+    "DEFAULT_MAX_SESSION_BYTES",
+    "PREF_PREFIX",
+    "HistoryRow",
+    "ScopeChange",
+    "ScopeData",
+    "SessionStore",
+    "SessionWrite",
+    "StoredSession",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_SESSION_BYTES = 1024 * 1024
+DEFAULT_MAX_HISTORY = 1000
+DEFAULT_HISTORY_WINDOW = 50
+#: Preferences of a user are kept in the user scope under this key prefix.
+PREF_PREFIX = "pref:"
+RECORD_FORMAT = 1
+
+OnCorrupt = Literal["raise", "skip"]
+
+
+@dataclass(slots=True)
+class HistoryRow:
+    """One encoded history entry; `seq` numbers a session's entries from 1, never reused."""
+
+    seq: int
+    timestamp: float
+    type: str
+    payload: bytes
+
+
+@dataclass(slots=True)
+class StoredSession:
+    """What a backend returns for one session.
+
+    `last_accessed_at` / `expiry_at` are the backend's columns and win over the record's copy
+    (touches update only the columns). `history` is the recent window, oldest to newest.
+    `user_scope` / `app_scope` are the scope rows (key -> encoded value); a backend that lists
+    sessions in bulk may leave them empty and set `scopes_loaded=False`.
+    """
+
+    session_id: str
+    user_id: str | None
+    version: int
+    last_accessed_at: float
+    expiry_at: float | None
+    record: bytes
+    history: list[bytes]
+    history_seq: int
+    user_scope: dict[str, bytes] = field(default_factory=dict)
+    app_scope: dict[str, bytes] = field(default_factory=dict)
+    scopes_loaded: bool = True
+
+
+@dataclass(slots=True)
+class ScopeChange:
+    """Per-key changes to one scope: `kind` "user" (owner = user id) or "app" (owner "")."""
+
+    kind: Literal["user", "app"]
+    owner: str
+    sets: dict[str, bytes] = field(default_factory=dict)
+    deletes: list[str] = field(default_factory=list)
+
+    def is_empty(self) -> bool:
+        return not (self.sets or self.deletes)
+
+
+@dataclass(slots=True)
+class SessionWrite:
+    """One compare-and-set save.
+
+    `expected_version == 0` means insert: fail with `SessionConflict` if the id exists.
+    Otherwise update only if the stored version equals `expected_version` and the session is
+    live at `now`: a missing or expired session raises `SessionNotFound` (a save never
+    resurrects), a different version raises `SessionConflict`. On success the stored version
+    is `new_version`, `history` rows are appended, rows with ``seq <= history_seq - max_history``
+    dropped, and the scope changes applied (atomically with the record where the backend can).
+    """
+
+    session_id: str
+    user_id: str | None
+    previous_user_id: str | None
+    expected_version: int
+    new_version: int
+    created_at: float
+    last_accessed_at: float
+    expiry_at: float | None
+    record: bytes
+    history: list[HistoryRow]
+    history_seq: int
+    max_history: int
+    user_scope: ScopeChange | None = None
+    app_scope: ScopeChange | None = None
+
+
+@dataclass(slots=True)
+class ScopeData:
+    """Decoded scope values: `user` holds ``user:`` keys and ``pref:`` preferences."""
+
+    user: dict[str, Any] = field(default_factory=dict)
+    app: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def preferences(self) -> dict[str, Any]:
+        n = len(PREF_PREFIX)
+        return {k[n:]: v for k, v in self.user.items() if k.startswith(PREF_PREFIX)}
+
+    @property
+    def state(self) -> dict[str, Any]:
+        merged = {k: v for k, v in self.user.items() if k.startswith(USER_PREFIX)}
+        merged.update(self.app)
+        return merged
+
+
+class SessionStore(ABC):
+    """Abstract session store. Backends implement the primitives; the contract lives here.
+
+    Keyword options shared by every backend:
+
+    - `codec`: how records are encoded (default strict `JsonCodec`; wrap with `FernetCodec`
+      for encryption at rest);
+    - `max_session_bytes`: the largest encoded record (and history entry) a save accepts;
+    - `max_history`: history entries kept per session (oldest dropped);
+    - `history_window`: how many recent entries `get` loads into `Session.history`;
+    - `clock`: the time source (inject one in tests instead of sleeping).
+    """
+
+    def __init__(
+        self,
+        *,
+        codec: Codec | None = None,
+        max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES,
+        max_history: int = DEFAULT_MAX_HISTORY,
+        history_window: int = DEFAULT_HISTORY_WINDOW,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_session_bytes <= 0 or max_history <= 0 or history_window < 0:
+            raise ValueError("max_session_bytes and max_history must be > 0, history_window >= 0")
+        self.codec: Codec = codec if codec is not None else JsonCodec()
+        self.max_session_bytes = max_session_bytes
+        self.max_history = max_history
+        self.history_window = min(history_window, max_history)
+        self.clock = clock
+
+    # ================================================================ backend primitives
+    @abstractmethod
+    async def _load(self, session_id: str, now: float) -> StoredSession | None:
+        """The session with its recent `history_window` and scopes, or None if absent/expired."""
+
+    async def _load_many(self, session_ids: list[str], now: float) -> list[StoredSession]:
+        """Several sessions (absent or expired ones left out); override to batch."""
+        loaded = [await self._load(sid, now) for sid in session_ids]
+        return [s for s in loaded if s is not None]
+
+    @abstractmethod
+    async def _write(self, write: SessionWrite, now: float) -> None:
+        """Apply one compare-and-set save (see `SessionWrite`)."""
+
+    @abstractmethod
+    async def _delete(self, session_id: str) -> bool:
+        """Delete the session, its history and its index entries; True if it existed."""
+
+    @abstractmethod
+    async def _touch(self, session_id: str, last_accessed_at: float, expiry_at: float | None, now: float) -> bool:
+        """Set the two columns of a live session without bumping its version; False if absent."""
+
+    @abstractmethod
+    async def _load_scopes(self, user_id: str | None) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        """The (user scope, app scope) rows; the user scope is empty when `user_id` is None."""
+
+    @abstractmethod
+    async def _write_scopes(self, changes: list[ScopeChange]) -> None:
+        """Apply scope changes outside of a session save (import, migration)."""
+
+    @abstractmethod
+    async def _iter_scopes(self) -> AsyncIterator[ScopeChange]:
+        """Every non-empty scope as a `ScopeChange` whose `sets` hold all its rows."""
+        yield ScopeChange("app", "")  # pragma: no cover - abstract
+
+    @abstractmethod
+    async def _history_page(
+        self, session_id: str, limit: int, before_seq: int | None, now: float
+    ) -> list[tuple[int, bytes]] | None:
+        """Up to `limit` newest entries with ``seq < before_seq``, ascending; None if absent."""
+
+    @abstractmethod
+    async def _user_session_ids(self, user_id: str, now: float) -> list[str]:
+        """Ids of the live sessions of `user_id`, from an index (never a scan)."""
+
+    @abstractmethod
+    def _scan(self, batch_size: int, now: float) -> AsyncIterator[list[StoredSession]]:
+        """Every live session in batches of about `batch_size`, streaming (never all at once)."""
+
+    @abstractmethod
+    async def _cleanup_expired(self, now: float, batch_size: int) -> int:
+        """Delete sessions expired at `now` (with history and index entries) in batches."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+
+    # ================================================================ public API
+    async def get(self, session_id: str) -> Session | None:
+        """The live session with this id (recent history window, scopes merged), or None.
+
+        Raises `InvalidSessionId` before any I/O, `SerializationError` for a corrupt record,
+        `StoreUnavailable` when the backend cannot be reached.
+        """
+        sid = validate_session_id(session_id)
+        now = self.clock()
+        stored = await self._load(sid, now)
+        if stored is None:
+            return None
+        return self._build(stored, now)
+
+    async def set(self, session: Session) -> None:
+        """Save `session` with a compare-and-set on `session.version`.
+
+        A session never saved (version 0) is inserted; an existing id raises `SessionConflict`.
+        Otherwise the stored version must still be `session.version`: `SessionConflict` if
+        someone saved in between, `SessionNotFound` if the session was deleted or expired
+        (it is never re-created). On success `session.version` is bumped and its change
+        tracking reset. Nothing is written when encoding fails (`SerializationError`) or the
+        record exceeds `max_session_bytes` (`SessionTooLarge`).
+        """
+        write = self._prepare_write(session)
+        now = self.clock()
+        if write.expiry_at is not None and write.expiry_at <= now:
+            raise SessionNotFound("the session has expired; create a new one")
+        await self._write(write, now)
+        session.version = write.new_version
+        session._mark_clean(history_seq=write.history_seq)
+
+    async def delete(self, session_id: str) -> bool:
+        """Delete the session, its history and index entries. True if it existed."""
+        return await self._delete(validate_session_id(session_id))
+
+    async def touch(self, session_id: str, last_accessed_at: float, expiry_at: float | None) -> bool:
+        """Persist an access time and expiry without a version bump; False if the session is gone."""
+        sid = validate_session_id(session_id)
+        return await self._touch(sid, last_accessed_at, expiry_at, self.clock())
+
+    async def get_user_sessions(self, user_id: str) -> list[Session]:
+        """The live sessions of `user_id`, found through the per-user index."""
+        uid = validate_user_id(user_id)
+        now = self.clock()
+        ids = await self._user_session_ids(uid, now)
+        if not ids:
+            return []
+        stored = await self._load_many(ids, now)
+        sessions = [self._build(s, now) for s in stored]
+        return [s for s in sessions if s is not None and s.user_id == uid]
+
+    async def iter_sessions(self, *, batch_size: int = 500, on_corrupt: OnCorrupt = "raise") -> AsyncIterator[Session]:
+        """Stream every live session. A corrupt record raises, or with ``on_corrupt="skip"``
+        is logged at ERROR and left out."""
+        now = self.clock()
+        scopes: dict[str | None, tuple[dict[str, bytes], dict[str, bytes]]] = {}
+        async for batch in self._scan(batch_size, now):
+            for stored in batch:
+                if not stored.scopes_loaded:
+                    if stored.user_id not in scopes:
+                        if len(scopes) > 1024:
+                            scopes.clear()
+                        scopes[stored.user_id] = await self._load_scopes(stored.user_id)
+                    stored.user_scope, stored.app_scope = scopes[stored.user_id]
+                try:
+                    session = self._build(stored, now)
+                except SerializationError:
+                    if on_corrupt == "raise":
+                        raise
+                    logger.error("skipping corrupt session record %s", id_hash(stored.session_id))
+                    continue
+                if session is not None:
+                    yield session
+
+    async def get_all(self, filter_func: Callable[[Session], bool] | None = None) -> list[Session]:
+        """All live sessions matching `filter_func` (loads them all: prefer `iter_sessions`)."""
+        return [s async for s in self.iter_sessions() if filter_func is None or filter_func(s)]
+
+    async def get_history(self, session_id: str, *, limit: int = 50, before: int | None = None) -> HistoryPage:
+        """A page of history: the newest `limit` entries older than cursor `before`, oldest first.
+
+        Pass the returned `next_before` as `before` to get the previous page. An absent or
+        expired session has an empty history.
+        """
+        sid = validate_session_id(session_id)
+        if limit <= 0:
+            raise ValueError("limit must be > 0")
+        rows = await self._history_page(sid, limit + 1, before, self.clock())
+        if not rows:
+            return HistoryPage([], None)
+        more = len(rows) > limit
+        rows = rows[-limit:]
+        entries = [self._decode_entry(payload, sid) for _, payload in rows]
+        return HistoryPage(entries, rows[0][0] if more else None)
+
+    async def load_scopes(self, user_id: str | None) -> ScopeData:
+        """The decoded user scope of `user_id` (``user:`` keys, ``pref:`` preferences) and app scope."""
+        uid = None if user_id is None else validate_user_id(user_id)
+        user_raw, app_raw = await self._load_scopes(uid)
+        return ScopeData(self._decode_scope(user_raw), self._decode_scope(app_raw))
+
+    async def write_scopes(self, user_id: str | None, values: dict[str, Any], *, delete: Iterable[str] = ()) -> None:
+        """Set (and delete) scope keys directly: ``user:x`` / ``pref:x`` need `user_id`; ``app:x`` do not."""
+        user = ScopeChange("user", "" if user_id is None else validate_user_id(user_id))
+        app = ScopeChange("app", "")
+        for key, value in values.items():
+            self._route_scope_key(key, user, app, user_id).sets[key] = self._encode_value(value, key)
+        for key in delete:
+            self._route_scope_key(key, user, app, user_id).deletes.append(key)
+        await self._write_scopes([c for c in (user, app) if not c.is_empty()])
+
+    async def iter_scopes(self) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
+        """Every scope as ``(kind, owner, values)``: kind "user" (owner = user id) or "app"."""
+        async for change in self._iter_scopes():
+            yield change.kind, change.owner, self._decode_scope(change.sets)
+
+    async def cleanup_expired(self, *, batch_size: int = 500) -> int:
+        """Delete expired sessions (index-backed, in batches); returns how many were removed."""
+        return await self._cleanup_expired(self.clock(), batch_size)
+
+    async def restore(self, session: Session, history: list[dict[str, Any]], *, history_seq: int | None = None) -> None:
+        """Insert `session` as it was exported: its `version`, and `history` (oldest first) in full.
+
+        Raises `SessionConflict` if the id exists. Used by import and migration; scope data is
+        restored separately with `write_scopes`.
+        """
+        sid = validate_session_id(session.session_id)
+        now = self.clock()
+        if session.expiry_at is not None and session.expiry_at <= now:
+            raise SessionNotFound("the session has expired; it is not restored")
+        kept = history[-self.max_history :]
+        last_seq = history_seq if history_seq is not None else len(history)
+        first_seq = last_seq - len(kept) + 1
+        rows = [self._history_row(entry, first_seq + i, sid) for i, entry in enumerate(kept)]
+        write = SessionWrite(
+            session_id=sid,
+            user_id=session.user_id,
+            previous_user_id=None,
+            expected_version=0,
+            new_version=max(session.version, 1),
+            created_at=session.created_at,
+            last_accessed_at=session.last_accessed_at,
+            expiry_at=session.expiry_at,
+            record=self._encode_record(session),
+            history=rows,
+            history_seq=last_seq,
+            max_history=self.max_history,
+        )
+        await self._write(write, now)
+
+    async def rename(self, old_id: str, new_id: str) -> Session:
+        """Move a session (record and full history) to `new_id` and delete the old id.
+
+        Backends with transactions override this to do it atomically; this default copies,
+        then deletes. Raises `SessionNotFound` if the old session is gone.
+        """
+        old = validate_session_id(old_id)
+        new = validate_session_id(new_id)
+        session = await self.get(old)
+        if session is None:
+            raise SessionNotFound("the session does not exist or has expired")
+        history: list[dict[str, Any]] = []
+        before: int | None = None
+        while True:
+            page = await self.get_history(old, limit=500, before=before)
+            history[:0] = page.entries
+            if page.next_before is None:
+                break
+            before = page.next_before
+        seq = session.history_seq
+        session.session_id = new
+        await self.restore(session, history, history_seq=seq)
+        if not await self._delete(old):
+            await self._delete(new)
+            raise SessionNotFound("the session was deleted while its id was being regenerated")
+        moved = await self.get(new)
+        if moved is None:
+            raise SessionNotFound("the session expired while its id was being regenerated")
+        return moved
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ================================================================ shared internals
+    def _encode_value(self, value: Any, where: str) -> bytes:
+        data = self.codec.encode(value)
+        if len(data) > self.max_session_bytes:
+            raise SessionTooLarge(
+                f"{where}: {len(data)} bytes encoded exceeds max_session_bytes={self.max_session_bytes}"
+            )
+        return data
+
+    def _decode_scope(self, raw: dict[str, bytes]) -> dict[str, Any]:
+        return {k: self.codec.decode(v) for k, v in raw.items()}
+
+    def _decode_entry(self, payload: bytes, session_id: str) -> dict[str, Any]:
+        entry = self.codec.decode(payload)
+        if not isinstance(entry, dict):
+            logger.error("corrupt history entry in session %s", id_hash(session_id))
+            raise SerializationError("a stored history entry is not a JSON object")
+        return entry
+
+    @staticmethod
+    def _route_scope_key(key: str, user: ScopeChange, app: ScopeChange, user_id: str | None) -> ScopeChange:
+        if key.startswith(APP_PREFIX):
+            return app
+        if key.startswith((USER_PREFIX, PREF_PREFIX)):
+            if user_id is None:
+                raise ScopeError(f"scope key {key!r} needs a user_id")
+            return user
+        raise ScopeError(f"scope keys start with {USER_PREFIX!r}, {PREF_PREFIX!r} or {APP_PREFIX!r}; got {key!r}")
+
+    def _encode_record(self, session: Session) -> bytes:
+        state = {}
+        for key, value in session.state.items():
+            if type(key) is not str:
+                raise SerializationError(f"state keys must be str, got {type(key).__name__}")
+            if not key.startswith((USER_PREFIX, APP_PREFIX, TEMP_PREFIX)):
+                state[key] = value
+        record = {
+            "format": RECORD_FORMAT,
+            "session_id": session.session_id,
+            "user_id": session.user_id,
+            "created_at": session.created_at,
+            "last_accessed_at": session.last_accessed_at,
+            "expiry_at": session.expiry_at,
+            "state": state,
+            "preferences": session.preferences,
+            "auth_info": session.auth_info,
+            "ai_context": session.ai_context,
+            "feature_flags": session.feature_flags,
+            "environment": session.environment,
+        }
+        if not (math.isfinite(session.created_at) and math.isfinite(session.last_accessed_at)):
+            raise SerializationError("created_at and last_accessed_at must be finite numbers")
+        data = self.codec.encode(record)
+        if len(data) > self.max_session_bytes:
+            raise SessionTooLarge(
+                f"session record is {len(data)} bytes encoded, over max_session_bytes={self.max_session_bytes}; "
+                "keep large data elsewhere and store a reference"
+            )
+        return data
+
+    def _history_row(self, entry: Any, seq: int, session_id: str) -> HistoryRow:
+        if not isinstance(entry, dict):
+            raise SerializationError("history entries must be dicts like {'timestamp', 'type', 'data'}")
+        check_json(entry, f"history[{seq}]")
+        timestamp = entry.get("timestamp")
+        kind = entry.get("type")
+        if not isinstance(timestamp, int | float) or isinstance(timestamp, bool) or not isinstance(kind, str):
+            raise SerializationError("history entries need a numeric 'timestamp' and a str 'type'")
+        payload = self._encode_value(entry, f"history entry {seq}")
+        return HistoryRow(seq, float(timestamp), kind, payload)
+
+    def _prepare_write(self, session: Session) -> SessionWrite:
+        sid = validate_session_id(session.session_id)
+        user_id = None if session.user_id is None else validate_user_id(session.user_id)
+        delta = session.changes()
+        record = self._encode_record(session)
+        seq = session.history_seq
+        rows = []
+        for entry in delta.history:
+            seq += 1
+            rows.append(self._history_row(entry, seq, sid))
+
+        user = ScopeChange("user", user_id or "")
+        app = ScopeChange("app", "")
+        state_sets = delta.sets.get("state", {})
+        for key, value in state_sets.items():
+            if key.startswith((USER_PREFIX, APP_PREFIX)):
+                self._route_scope_key(key, user, app, user_id).sets[key] = self._encode_value(value, f"state[{key!r}]")
+        for key in delta.deletes.get("state", ()):
+            if key.startswith((USER_PREFIX, APP_PREFIX)):
+                self._route_scope_key(key, user, app, user_id).deletes.append(key)
+        if user_id is not None:
+            for key, value in delta.sets.get("preferences", {}).items():
+                user.sets[PREF_PREFIX + key] = self._encode_value(value, f"preferences[{key!r}]")
+            user.deletes.extend(PREF_PREFIX + key for key in delta.deletes.get("preferences", ()))
+
+        snapshot = session._snapshot
+        previous_user = snapshot.fields["user_id"] if snapshot is not None else None
+        return SessionWrite(
+            session_id=sid,
+            user_id=user_id,
+            previous_user_id=previous_user if session.version > 0 else None,
+            expected_version=session.version,
+            new_version=session.version + 1,
+            created_at=session.created_at,
+            last_accessed_at=session.last_accessed_at,
+            expiry_at=session.expiry_at,
+            record=record,
+            history=rows,
+            history_seq=seq,
+            max_history=self.max_history,
+            user_scope=None if user.is_empty() else user,
+            app_scope=None if app.is_empty() else app,
+        )
+
+    def _build(self, stored: StoredSession, now: float) -> Session | None:
+        """Decode a stored session (scopes merged, tracking reset); None if expired at `now`."""
+        try:
+            record = self.codec.decode(stored.record)
+            if not isinstance(record, dict):
+                raise SerializationError("the stored record is not a JSON object")
+            record.pop("format", None)
+            record["session_id"] = stored.session_id
+            record["user_id"] = stored.user_id
+            record["last_accessed_at"] = stored.last_accessed_at
+            record["expiry_at"] = stored.expiry_at
+            record["version"] = stored.version
+            record["history"] = [self._decode_entry(p, stored.session_id) for p in stored.history]
+            state = record.setdefault("state", {})
+            prefs = record.setdefault("preferences", {})
+            for key, raw in stored.user_scope.items():
+                if key.startswith(PREF_PREFIX):
+                    prefs[key[len(PREF_PREFIX) :]] = self.codec.decode(raw)
+                else:
+                    state[key] = self.codec.decode(raw)
+            for key, raw in stored.app_scope.items():
+                state[key] = self.codec.decode(raw)
+            session = Session.model_validate(record)
+        except (SerializationError, ValidationError, TypeError, AttributeError) as exc:
+            logger.error("corrupt session record %s: %s", id_hash(stored.session_id), type(exc).__name__)
+            if isinstance(exc, SerializationError):
+                raise
+            raise SerializationError(f"stored session record is invalid: {exc}") from exc
+        if session.is_expired(now):
+            return None
+        session._mark_clean(history_seq=stored.history_seq)
+        return session
+
+
+def raise_conflict(session_id: str) -> SessionConflict:
+    """The `SessionConflict` a backend raises when a compare-and-set loses."""
+    return SessionConflict(
+        f"session {id_hash(session_id)} was saved by someone else since it was loaded; reload and retry"
+    )

@@ -1,0 +1,223 @@
+"""`MemorySessionStore`: sessions in a dict, for tests, notebooks and single-process apps.
+
+It keeps encoded bytes, not live objects, so it behaves like the real backends: a caller
+mutating a returned `Session` changes nothing until it saves, and a value that cannot be
+encoded fails here exactly as it would on Redis or PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import SessionNotFound
+from .base import ScopeChange, SessionStore, SessionWrite, StoredSession, raise_conflict
+
+__all__ = ["MemorySessionStore"]
+
+
+@dataclass(slots=True)
+class _Entry:
+    user_id: str | None
+    version: int
+    last_accessed_at: float
+    expiry_at: float | None
+    record: bytes
+    history: deque[tuple[int, bytes]] = field(default_factory=deque)
+    history_seq: int = 0
+
+    def live(self, now: float) -> bool:
+        return self.expiry_at is None or self.expiry_at > now
+
+
+class MemorySessionStore(SessionStore):
+    """In-memory session store.
+
+    `max_sessions` bounds the number of sessions kept; when full, the least recently saved
+    session is evicted to make room (as a cache would). Thread-safe.
+    """
+
+    def __init__(self, *, max_sessions: int | None = None, **options: Any) -> None:
+        super().__init__(**options)
+        if max_sessions is not None and max_sessions <= 0:
+            raise ValueError("max_sessions must be > 0")
+        self.max_sessions = max_sessions
+        self._sessions: OrderedDict[str, _Entry] = OrderedDict()
+        self._by_user: dict[str, set[str]] = {}
+        self._expiries: list[tuple[float, str]] = []  # lazy heap: stale pairs are skipped
+        self._user_scopes: dict[str, dict[str, bytes]] = {}
+        self._app_scope: dict[str, bytes] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def sessions(self) -> dict[str, Any]:
+        """Read-only view of the stored ids (kept for the original attribute name)."""
+        return dict.fromkeys(self._sessions)
+
+    def _stored(self, sid: str, entry: _Entry, window: int) -> StoredSession:
+        history = [payload for _, payload in list(entry.history)[-window:]] if window else []
+        user_scope = dict(self._user_scopes.get(entry.user_id, {})) if entry.user_id is not None else {}
+        return StoredSession(
+            session_id=sid,
+            user_id=entry.user_id,
+            version=entry.version,
+            last_accessed_at=entry.last_accessed_at,
+            expiry_at=entry.expiry_at,
+            record=entry.record,
+            history=history,
+            history_seq=entry.history_seq,
+            user_scope=user_scope,
+            app_scope=dict(self._app_scope),
+        )
+
+    async def _load(self, session_id: str, now: float) -> StoredSession | None:
+        with self._lock:
+            entry = self._sessions.get(session_id)
+            if entry is None or not entry.live(now):
+                return None
+            return self._stored(session_id, entry, self.history_window)
+
+    async def _write(self, write: SessionWrite, now: float) -> None:
+        with self._lock:
+            entry = self._sessions.get(write.session_id)
+            if write.expected_version == 0:
+                if entry is not None:
+                    raise raise_conflict(write.session_id)
+                self._evict_if_full()
+                entry = _Entry(write.user_id, 0, write.last_accessed_at, write.expiry_at, write.record)
+                self._sessions[write.session_id] = entry
+            else:
+                if entry is None or not entry.live(now):
+                    raise SessionNotFound("the session was deleted or has expired; it is not re-created")
+                if entry.version != write.expected_version:
+                    raise raise_conflict(write.session_id)
+                self._sessions.move_to_end(write.session_id)
+            if write.previous_user_id is not None and write.previous_user_id != write.user_id:
+                self._by_user.get(write.previous_user_id, set()).discard(write.session_id)
+            if write.user_id is not None:
+                self._by_user.setdefault(write.user_id, set()).add(write.session_id)
+            entry.user_id = write.user_id
+            entry.version = write.new_version
+            entry.last_accessed_at = write.last_accessed_at
+            entry.expiry_at = write.expiry_at
+            entry.record = write.record
+            entry.history.extend((row.seq, row.payload) for row in write.history)
+            entry.history_seq = write.history_seq
+            floor = write.history_seq - write.max_history
+            while entry.history and entry.history[0][0] <= floor:
+                entry.history.popleft()
+            if write.expiry_at is not None:
+                heapq.heappush(self._expiries, (write.expiry_at, write.session_id))
+            self._apply_scopes([c for c in (write.user_scope, write.app_scope) if c is not None])
+
+    def _evict_if_full(self) -> None:
+        if self.max_sessions is None:
+            return
+        while len(self._sessions) >= self.max_sessions:
+            sid, entry = self._sessions.popitem(last=False)
+            self._unindex(sid, entry)
+
+    def _unindex(self, sid: str, entry: _Entry) -> None:
+        if entry.user_id is not None:
+            ids = self._by_user.get(entry.user_id)
+            if ids is not None:
+                ids.discard(sid)
+                if not ids:
+                    del self._by_user[entry.user_id]
+
+    def _apply_scopes(self, changes: list[ScopeChange]) -> None:
+        for change in changes:
+            target = self._app_scope if change.kind == "app" else self._user_scopes.setdefault(change.owner, {})
+            target.update(change.sets)
+            for key in change.deletes:
+                target.pop(key, None)
+            if change.kind == "user" and not target:
+                self._user_scopes.pop(change.owner, None)
+
+    async def _delete(self, session_id: str) -> bool:
+        with self._lock:
+            entry = self._sessions.pop(session_id, None)
+            if entry is None:
+                return False
+            self._unindex(session_id, entry)
+            return True
+
+    async def _touch(self, session_id: str, last_accessed_at: float, expiry_at: float | None, now: float) -> bool:
+        with self._lock:
+            entry = self._sessions.get(session_id)
+            if entry is None or not entry.live(now):
+                return False
+            entry.last_accessed_at = max(entry.last_accessed_at, last_accessed_at)
+            entry.expiry_at = expiry_at
+            if expiry_at is not None:
+                heapq.heappush(self._expiries, (expiry_at, session_id))
+            return True
+
+    async def _load_scopes(self, user_id: str | None) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        with self._lock:
+            user = dict(self._user_scopes.get(user_id, {})) if user_id is not None else {}
+            return user, dict(self._app_scope)
+
+    async def _write_scopes(self, changes: list[ScopeChange]) -> None:
+        with self._lock:
+            self._apply_scopes(changes)
+
+    async def _iter_scopes(self) -> AsyncIterator[ScopeChange]:
+        with self._lock:
+            scopes = [ScopeChange("user", uid, dict(v)) for uid, v in self._user_scopes.items() if v]
+            if self._app_scope:
+                scopes.append(ScopeChange("app", "", dict(self._app_scope)))
+        for change in scopes:
+            yield change
+
+    async def _history_page(
+        self, session_id: str, limit: int, before_seq: int | None, now: float
+    ) -> list[tuple[int, bytes]] | None:
+        with self._lock:
+            entry = self._sessions.get(session_id)
+            if entry is None or not entry.live(now):
+                return None
+            rows = [r for r in entry.history if before_seq is None or r[0] < before_seq]
+            return rows[-limit:]
+
+    async def _user_session_ids(self, user_id: str, now: float) -> list[str]:
+        with self._lock:
+            ids = self._by_user.get(user_id, set())
+            return [sid for sid in ids if (e := self._sessions.get(sid)) is not None and e.live(now)]
+
+    async def _scan(self, batch_size: int, now: float) -> AsyncIterator[list[StoredSession]]:
+        with self._lock:
+            ids = list(self._sessions)
+        for start in range(0, len(ids), batch_size):
+            with self._lock:
+                batch = [
+                    self._stored(sid, e, self.history_window)
+                    for sid in ids[start : start + batch_size]
+                    if (e := self._sessions.get(sid)) is not None and e.live(now)
+                ]
+            yield batch
+
+    async def _cleanup_expired(self, now: float, batch_size: int) -> int:
+        removed = 0
+        while True:
+            with self._lock:
+                done = 0
+                while self._expiries and self._expiries[0][0] <= now and done < batch_size:
+                    _, sid = heapq.heappop(self._expiries)
+                    done += 1
+                    entry = self._sessions.get(sid)
+                    # Stale heap pairs (the expiry moved on) are skipped: only real expiry counts.
+                    if entry is not None and not entry.live(now):
+                        del self._sessions[sid]
+                        self._unindex(sid, entry)
+                        removed += 1
+                if not self._expiries or self._expiries[0][0] > now:
+                    return removed
+
+    async def close(self) -> None:
+        """Nothing to release; the data stays until the object is dropped."""
+        return

@@ -40,8 +40,9 @@ TEMP_PREFIX: Final = "temp:"
 
 #: The dict-valued fields whose changes are tracked per key.
 TRACKED_MAPS: Final = ("state", "preferences", "ai_context", "feature_flags")
-#: Top-level fields whose changes are tracked as whole-value replacements.
-TRACKED_FIELDS: Final = ("user_id", "last_accessed_at", "expiry_at", "environment", "auth_info")
+#: Top-level fields whose changes are tracked as whole-value replacements (`last_accessed_at` is
+#: not: the manager sets it on every save).
+TRACKED_FIELDS: Final = ("user_id", "expiry_at", "environment", "auth_info")
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -1,0 +1,153 @@
+"""SessionManager lifecycle, the original call patterns, encryption and the store factory."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from cryptography.fernet import Fernet
+
+from agent_sessions import (
+    FernetCodec,
+    MemorySessionStore,
+    SerializationError,
+    Session,
+    SessionManager,
+    create_store,
+)
+from agent_sessions.ids import id_hash, is_valid_session_id, new_session_id
+
+from ..support import FakeClock
+
+
+async def test_seed_usage_memory_store_and_manager() -> None:
+    """The original document's code paths through the public names."""
+    session_store = MemorySessionStore()
+    session_manager = SessionManager(session_store)
+    await session_manager.start()
+    session = await session_manager.create_session(user_id="u1", data={"k": "v"})
+    session.preferences.update({"theme": "dark"})
+    await session_manager.update_session(session)
+    got = await session_manager.get_session(session.session_id)
+    assert got is not None and got.preferences == {"theme": "dark"} and got.get("k") == "v"
+    refreshed = await session_manager.refresh_session(session.session_id)
+    assert refreshed is not None
+    assert [s.session_id for s in await session_manager.get_user_sessions("u1")] == [session.session_id]
+    assert await session_store.get_all(lambda s: s.user_id == "u1")
+    await session_manager.delete_session(session.session_id)
+    assert await session_manager.get_session(session.session_id) is None
+    assert await session_manager.cleanup() == 0  # interval not elapsed
+    await session_manager.stop()
+
+
+async def test_background_cleanup_runs_and_stops_cleanly() -> None:
+    clock = FakeClock()
+    store = MemorySessionStore(clock=clock)
+    manager = SessionManager(store, session_lifetime=10, cleanup_interval=0.02)
+    async with manager:
+        assert manager.cleanup_task is not None
+        for _ in range(3):
+            await manager.create_session()
+        clock.advance(11)
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if not [s async for s in store.iter_sessions()] and not store.sessions:
+                break
+        assert store.sessions == {}
+        task = manager.cleanup_task
+    assert manager.cleanup_task is None and task.done()
+    await manager.stop()  # idempotent
+
+
+async def test_cleanup_loop_survives_a_failing_store(caplog: pytest.LogCaptureFixture) -> None:
+    store = MemorySessionStore()
+    calls = 0
+
+    async def failing_cleanup(now: float, batch_size: int) -> int:
+        nonlocal calls
+        calls += 1
+        raise ConnectionError("store down")
+
+    store._cleanup_expired = failing_cleanup  # type: ignore[method-assign]
+    manager = SessionManager(store, cleanup_interval=0.01)
+    with caplog.at_level(logging.ERROR, logger="agent_sessions.manager"):
+        async with manager:
+            for _ in range(100):
+                await asyncio.sleep(0.01)
+                if calls >= 2:
+                    break
+    assert calls >= 2  # kept going after the first failure
+    assert "session cleanup failed" in caplog.text
+
+
+def test_invalid_manager_settings_are_rejected() -> None:
+    store = MemorySessionStore()
+    for kwargs in ({"session_lifetime": 0}, {"cleanup_interval": 0}, {"absolute_lifetime": -1}, {"max_retries": 0}):
+        with pytest.raises(ValueError):
+            SessionManager(store, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_encryption_at_rest_hides_plaintext_and_round_trips() -> None:
+    key = Fernet.generate_key()
+    store = MemorySessionStore(codec=FernetCodec(key))
+    manager = SessionManager(store, auto_cleanup=False)
+    s = await manager.create_session(user_id="u", data={"secret": "PLAINTEXT-VALUE"})
+    s.add_history_entry("msg", {"text": "PLAINTEXT-HISTORY"})
+    await manager.update_session(s)
+    entry = store._sessions[s.session_id]
+    assert b"PLAINTEXT" not in entry.record
+    assert all(b"PLAINTEXT" not in payload for _, payload in entry.history)
+    loaded = await manager.get_session(s.session_id)
+    assert loaded is not None and loaded.get("secret") == "PLAINTEXT-VALUE"
+    assert loaded.history[-1]["data"]["text"] == "PLAINTEXT-HISTORY"
+    other = MemorySessionStore(codec=FernetCodec(Fernet.generate_key()))
+    other._sessions = store._sessions
+    with pytest.raises(SerializationError):
+        await other.get(s.session_id)
+
+
+async def test_corrupt_record_is_reported_not_half_loaded(caplog: pytest.LogCaptureFixture) -> None:
+    store = MemorySessionStore()
+    s = Session()
+    await store.set(s)
+    store._sessions[s.session_id].record = b'{"state": "not a dict"'
+    with caplog.at_level(logging.ERROR), pytest.raises(SerializationError):
+        await store.get(s.session_id)
+    assert s.session_id not in caplog.text and id_hash(s.session_id) in caplog.text
+    store._sessions[s.session_id].record = b'{"state": ["not", "a", "dict"]}'
+    with pytest.raises(SerializationError):
+        await store.get(s.session_id)
+    assert [x async for x in store.iter_sessions(on_corrupt="skip")] == []
+    with pytest.raises(SerializationError):
+        await store.get_all()
+
+
+def test_create_store_schemes() -> None:
+    assert isinstance(create_store("memory://"), MemorySessionStore)
+    with pytest.raises(ValueError, match="unknown store URL scheme"):
+        create_store("ftp://x")
+    with pytest.raises(ValueError):
+        create_store("no-scheme")
+
+
+def test_ids() -> None:
+    sid = new_session_id()
+    assert is_valid_session_id(sid) and len(sid) == 43
+    assert not is_valid_session_id(sid + "=")
+    assert len(id_hash(sid)) == 12 and sid not in id_hash(sid)
+    for bad in ("", "a" * 42, sid[:-1] + "*", sid + "\n"):
+        assert not is_valid_session_id(bad)
+
+
+async def test_memory_store_max_sessions_evicts_least_recently_saved() -> None:
+    store = MemorySessionStore(max_sessions=3)
+    manager = SessionManager(store, auto_cleanup=False)
+    made = [await manager.create_session(user_id="u") for _ in range(3)]
+    made[0].set("touched", 1)
+    await manager.update_session(made[0])  # made[1] is now the least recently saved
+    newest = await manager.create_session(user_id="u")
+    assert await store.get(made[1].session_id) is None
+    for s in (made[0], made[2], newest):
+        assert await store.get(s.session_id) is not None
+    assert len(await manager.get_user_sessions("u")) == 3

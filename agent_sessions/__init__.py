@@ -21,6 +21,8 @@ from .errors import (
     SessionNotFound,
     SessionTooLarge,
     StoreUnavailable,
+    ToolArgumentsError,
+    ToolNotFound,
 )
 from .ids import new_session_id
 from .manager import SessionManager
@@ -60,6 +62,8 @@ __all__ = [
     "SessionTooLarge",
     "SmartDependencyContainer",
     "StoreUnavailable",
+    "ToolArgumentsError",
+    "ToolNotFound",
     "ToolRegistry",
     "create_store",
     "current_context",

@@ -12,6 +12,8 @@ __all__ = [
     "SessionNotFound",
     "SessionTooLarge",
     "StoreUnavailable",
+    "ToolArgumentsError",
+    "ToolNotFound",
 ]
 
 
@@ -63,3 +65,14 @@ class StoreUnavailable(AgentSessionsError, ConnectionError):
 
 class InvalidUserId(AgentSessionsError, ValueError):
     """A user id is not a non-empty string of at most 256 printable characters."""
+
+
+class ToolNotFound(AgentSessionsError, LookupError):
+    """No tool with that name is registered in the `ToolRegistry` that was asked to call it."""
+
+
+class ToolArgumentsError(AgentSessionsError, ValueError):
+    """A tool call's arguments do not match the tool's signature (pydantic validation failed).
+
+    The message lists each invalid argument and why, so it can be shown to a model to retry.
+    """

@@ -1,0 +1,25 @@
+"""Operations on whole stores: backup to a file and restore from it, and migration between stores.
+
+- `export_sessions(store, path)` / `import_sessions(store, path)`: JSON Lines (gzip when the
+  name ends in ``.gz``), streaming in constant memory, history and scopes included;
+- `migrate(src, dst)`: copy between any two stores, batched and resumable.
+"""
+
+from __future__ import annotations
+
+from ._transfer import ON_CONFLICT_CHOICES, OnConflict, Progress, TransferReport
+from .backup import FORMAT_VERSION, BackupFormatError, ExportReport, export_sessions, import_sessions
+from .migrate import migrate
+
+__all__ = [
+    "FORMAT_VERSION",
+    "ON_CONFLICT_CHOICES",
+    "BackupFormatError",
+    "ExportReport",
+    "OnConflict",
+    "Progress",
+    "TransferReport",
+    "export_sessions",
+    "import_sessions",
+    "migrate",
+]

@@ -1,0 +1,461 @@
+"""Backup and restore: a store to a JSON Lines file and back, streaming in constant memory.
+
+The file (gzip-compressed when its name ends in ``.gz``) is one JSON object per line:
+
+1. a header: ``{"format": "agent-sessions-export", "format_version": 1, "exported_at": ...,
+   "include_auth": false, "library_version": ...}``;
+2. one ``{"kind": "scope", "scope": "user"|"app", "owner": ..., "values": {...}}`` per user
+   scope (``user:`` state keys and ``pref:`` preferences) and for the app scope;
+3. one ``{"kind": "session", "session": {...}, "history": [...]}`` per live session: every
+   field but `history` (with its `version` and `history_seq`; `auth_info` is null unless
+   exported with ``include_auth=True``), and its full stored history, oldest first;
+4. an end marker ``{"kind": "end", "sessions": n, "scopes": m, "history_entries": h}``, so a
+   file cut short at a line boundary is still recognised as truncated.
+
+Import reads line by line. The first bad line (not JSON, wrong shape, unknown kind, cut short)
+stops it with `BackupFormatError` naming the line: everything before that line is imported,
+nothing after it, and no session is ever half-written (each is one atomic insert).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import logging
+import os
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+from pydantic import ValidationError
+
+from ..errors import AgentSessionsError, InvalidSessionId, InvalidUserId
+from ..ids import validate_session_id, validate_user_id
+from ..session import Session
+from ..stores.base import SessionStore
+from ._transfer import (
+    OnConflict,
+    Progress,
+    TransferReport,
+    check_on_conflict,
+    full_history,
+    restore_scope,
+    restore_session,
+    session_payload,
+)
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "BackupFormatError",
+    "ExportReport",
+    "export_sessions",
+    "import_sessions",
+]
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "agent-sessions-export"
+FORMAT_VERSION = 1
+#: Lines read from the file per hop to the reader thread.
+_READ_CHUNK = 256
+
+
+class BackupFormatError(AgentSessionsError, ValueError):
+    """An export file is not valid: not JSON, wrong shape, a newer format, or truncated.
+
+    `line` is the 1-based number of the first bad line; `report` counts what was imported
+    from the lines before it (nothing after it was).
+    """
+
+    def __init__(self, line: int, message: str, report: TransferReport | None = None) -> None:
+        super().__init__(f"line {line}: {message}")
+        self.line = line
+        self.report = report if report is not None else TransferReport()
+
+
+@dataclass(slots=True)
+class ExportReport:
+    """What `export_sessions` wrote."""
+
+    path: Path
+    sessions: int = 0
+    scopes: int = 0
+    history_entries: int = 0
+    bytes_written: int = 0
+    include_auth: bool = False
+    compressed: bool = False
+
+
+# ---------------------------------------------------------------- encoding
+def _dumps(obj: Any) -> bytes:
+    return (json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n").encode()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in strict JSON")
+
+
+def _is_gzip(path: Path, compress: bool | None) -> bool:
+    return path.suffix == ".gz" if compress is None else compress
+
+
+def _library_version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+# ---------------------------------------------------------------- export
+class _Writer:
+    """Writes to a temporary file beside `path`, moved into place only when complete."""
+
+    def __init__(self, path: Path, compressed: bool) -> None:
+        self.path = path
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        self._raw: BinaryIO = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit()/abort()
+        self._out: BinaryIO | gzip.GzipFile = self._raw
+        if compressed:
+            self._out = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=6)
+
+    def write(self, lines: list[bytes]) -> None:
+        self._out.writelines(lines)
+
+    def commit(self) -> int:
+        if self._out is not self._raw:
+            self._out.close()
+        self._raw.flush()
+        os.fsync(self._raw.fileno())
+        self._raw.close()
+        os.replace(self.tmp, self.path)
+        return self.path.stat().st_size
+
+    def abort(self) -> None:
+        try:
+            if self._out is not self._raw:
+                self._out.close()
+            self._raw.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+async def export_sessions(
+    store: SessionStore,
+    path: str | os.PathLike[str],
+    *,
+    include_auth: bool = False,
+    batch_size: int = 500,
+    compress: bool | None = None,
+    progress: Progress | None = None,
+) -> ExportReport:
+    """Write every live session (with its full history) and all scope data to `path`.
+
+    Streams: at most `batch_size` sessions are held at once. gzip is used when `path` ends in
+    ``.gz`` (or force it with `compress`). `auth_info` is written only with
+    ``include_auth=True``. The file appears at `path` only once complete (written beside it,
+    then renamed). `progress` is called with the running counts after each batch.
+    Raises `StoreUnavailable` / `SerializationError` from the store; a corrupt stored record
+    stops the export (nothing is left at `path`).
+    """
+    if batch_size <= 0:
+        raise ValueError("batch_size must be > 0")
+    target = Path(path)
+    compressed = _is_gzip(target, compress)
+    report = ExportReport(path=target, include_auth=include_auth, compressed=compressed)
+    running = TransferReport()
+    writer = await asyncio.to_thread(_Writer, target, compressed)
+    try:
+        header = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "library_version": _library_version(),
+            "exported_at": time.time(),
+            "include_auth": include_auth,
+            "source": type(store).__name__,
+        }
+        lines = [_dumps(header)]
+        async for kind, owner, values in store.iter_scopes():
+            lines.append(_dumps({"kind": "scope", "scope": kind, "owner": owner, "values": values}))
+            report.scopes += 1
+            if len(lines) >= batch_size:
+                await asyncio.to_thread(writer.write, lines)
+                lines = []
+        async for session in store.iter_sessions(batch_size=batch_size):
+            history = await full_history(store, session)
+            payload = session_payload(session, include_auth=include_auth)
+            lines.append(_dumps({"kind": "session", "session": payload, "history": history}))
+            report.sessions += 1
+            report.history_entries += len(history)
+            if len(lines) >= batch_size:
+                await asyncio.to_thread(writer.write, lines)
+                lines = []
+                if progress is not None:
+                    running.imported, running.history_entries = report.sessions, report.history_entries
+                    progress(running)
+        end = {
+            "kind": "end",
+            "sessions": report.sessions,
+            "scopes": report.scopes,
+            "history_entries": report.history_entries,
+        }
+        lines.append(_dumps(end))
+        await asyncio.to_thread(writer.write, lines)
+        report.bytes_written = await asyncio.to_thread(writer.commit)
+    except BaseException:
+        await asyncio.to_thread(writer.abort)
+        raise
+    if progress is not None:
+        running.imported, running.history_entries = report.sessions, report.history_entries
+        progress(running)
+    logger.info(
+        "exported %d sessions, %d scopes, %d history entries (%d bytes)",
+        report.sessions,
+        report.scopes,
+        report.history_entries,
+        report.bytes_written,
+    )
+    return report
+
+
+# ---------------------------------------------------------------- import
+class _Reader:
+    """Numbered lines of a (possibly gzip) file, read in chunks in a worker thread."""
+
+    def __init__(self, path: Path) -> None:
+        self._file: BinaryIO | gzip.GzipFile
+        if _is_gzip(path, None):
+            self._file = gzip.GzipFile(path, "rb")
+        else:
+            self._file = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self._lineno = 0
+        self._error: BackupFormatError | None = None
+
+    def chunk(self, size: int) -> list[tuple[int, bytes]] | BackupFormatError:
+        """Up to `size` (line number, line) pairs; [] at the end; a `BackupFormatError` once the
+        lines before an unreadable spot have been handed out."""
+        if self._error is not None:
+            return self._error
+        out: list[tuple[int, bytes]] = []
+        for _ in range(size):
+            try:
+                line = self._file.readline()
+            except (EOFError, OSError, zlib.error) as exc:
+                # A truncated or corrupt gzip stream: the line being read is the bad one.
+                self._error = BackupFormatError(self._lineno + 1, f"the file cannot be read ({exc}); is it truncated?")
+                self._error.__cause__ = exc
+                return out if out else self._error
+            if not line:
+                break
+            self._lineno += 1
+            out.append((self._lineno, line))
+        return out
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _parse(lineno: int, raw: bytes) -> dict[str, Any]:
+    if not raw.endswith(b"\n"):
+        raise BackupFormatError(lineno, "the line is cut short (no newline): the file is truncated")
+    try:
+        obj = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BackupFormatError(lineno, f"not valid JSON ({exc})") from exc
+    if not isinstance(obj, dict):
+        raise BackupFormatError(lineno, "expected a JSON object")
+    return obj
+
+
+def _check_header(obj: dict[str, Any]) -> None:
+    if obj.get("format") != FORMAT_NAME:
+        raise BackupFormatError(1, f"not an agent-sessions export (the header must have format={FORMAT_NAME!r})")
+    version = obj.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise BackupFormatError(1, "the header has no valid format_version")
+    if version > FORMAT_VERSION:
+        raise BackupFormatError(
+            1, f"format_version {version} is newer than this library reads ({FORMAT_VERSION}); upgrade agent-sessions"
+        )
+
+
+@dataclass(slots=True)
+class _SessionLine:
+    session: Session
+    history: list[dict[str, Any]]
+    history_seq: int
+
+
+def _parse_session(lineno: int, obj: dict[str, Any]) -> _SessionLine:
+    data = obj.get("session")
+    history = obj.get("history")
+    if not isinstance(data, dict) or not isinstance(history, list):
+        raise BackupFormatError(lineno, "a session line needs a 'session' object and a 'history' list")
+    data = dict(data)
+    seq = data.pop("history_seq", len(history))
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < len(history):
+        raise BackupFormatError(lineno, "history_seq must be an integer >= the number of history entries")
+    for i, entry in enumerate(history):
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("type"), str)
+            or not isinstance(entry.get("timestamp"), int | float)
+            or isinstance(entry.get("timestamp"), bool)
+        ):
+            raise BackupFormatError(lineno, f"history[{i}] is not an entry like {{'timestamp', 'type', 'data'}}")
+    try:
+        validate_session_id(data.get("session_id"))
+        if data.get("user_id") is not None:
+            validate_user_id(data["user_id"])
+        session = Session.model_validate(data)
+    except (InvalidSessionId, InvalidUserId) as exc:
+        raise BackupFormatError(lineno, str(exc)) from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise BackupFormatError(lineno, f"invalid session: {first['msg']} at {first['loc']}") from exc
+    return _SessionLine(session, history, seq)
+
+
+def _parse_scope(lineno: int, obj: dict[str, Any]) -> tuple[Literal["user", "app"], str, dict[str, Any]]:
+    kind, owner, values = obj.get("scope"), obj.get("owner"), obj.get("values")
+    if not isinstance(values, dict) or not isinstance(owner, str):
+        raise BackupFormatError(lineno, "a scope line needs an 'owner' string and a 'values' object")
+    if kind == "app":
+        if any(not k.startswith("app:") for k in values):
+            raise BackupFormatError(lineno, "app scope keys must start with 'app:'")
+        return "app", "", values
+    if kind == "user":
+        try:
+            validate_user_id(owner)
+        except InvalidUserId as exc:
+            raise BackupFormatError(lineno, str(exc)) from exc
+        if any(not k.startswith(("user:", "pref:")) for k in values):
+            raise BackupFormatError(lineno, "user scope keys must start with 'user:' or 'pref:'")
+        return "user", owner, values
+    raise BackupFormatError(lineno, f"unknown scope {kind!r}; expected 'user' or 'app'")
+
+
+@dataclass(slots=True)
+class _ImportState:
+    report: TransferReport = field(default_factory=TransferReport)
+    header_seen: bool = False
+    end_seen: bool = False
+    sessions: int = 0
+    scopes: int = 0
+    history_entries: int = 0
+    last_line: int = 0
+
+
+async def import_sessions(
+    store: SessionStore,
+    path: str | os.PathLike[str],
+    *,
+    on_conflict: OnConflict = "skip",
+    progress: Progress | None = None,
+) -> TransferReport:
+    """Load an export file written by `export_sessions` into `store`; returns the counts.
+
+    Each session is inserted with its exported `version` and full history. `on_conflict`
+    decides what happens to ids (and scope keys) the store already has: ``"skip"`` (default),
+    ``"overwrite"``, ``"newer"`` (higher version wins) or ``"error"``. Sessions that have
+    expired by now are not restored (counted as `expired`). Streams the file: memory stays
+    constant whatever its size.
+
+    Raises `BackupFormatError` at the first bad line (its `report` says what was imported
+    before it; nothing after it is), `SessionConflict` under ``"error"``, and the store's own
+    errors (`StoreUnavailable`, `SessionTooLarge`, ...) with the line number in a note.
+    """
+    policy = check_on_conflict(on_conflict)
+    source = Path(path)
+    reader = await asyncio.to_thread(_Reader, source)
+    state = _ImportState()
+    try:
+        while not state.end_seen:
+            chunk = await asyncio.to_thread(reader.chunk, _READ_CHUNK)
+            if isinstance(chunk, BackupFormatError):
+                chunk.report = state.report
+                raise chunk
+            if not chunk:
+                break
+            for lineno, raw in chunk:
+                await _import_line(store, policy, state, lineno, raw)
+            if progress is not None:
+                progress(state.report)
+    except BackupFormatError as exc:
+        exc.report = state.report
+        raise
+    finally:
+        await asyncio.to_thread(reader.close)
+    if not state.header_seen:
+        raise BackupFormatError(1, "the file is empty", state.report)
+    if not state.end_seen:
+        raise BackupFormatError(
+            state.last_line + 1, "the file ends without its end marker: it is truncated", state.report
+        )
+    logger.info(
+        "imported %d sessions (%d replaced, %d skipped, %d expired), %d scope keys",
+        state.report.imported,
+        state.report.replaced,
+        state.report.skipped,
+        state.report.expired,
+        state.report.scopes,
+    )
+    return state.report
+
+
+async def _import_line(store: SessionStore, policy: OnConflict, state: _ImportState, lineno: int, raw: bytes) -> None:
+    state.last_line = lineno
+    if state.end_seen:
+        raise BackupFormatError(lineno, "content after the end marker")
+    obj = _parse(lineno, raw)
+    if not state.header_seen:
+        _check_header(obj)
+        state.header_seen = True
+        return
+    kind = obj.get("kind")
+    try:
+        if kind == "session":
+            item = _parse_session(lineno, obj)
+            outcome = await restore_session(store, item.session, item.history, item.history_seq, policy)
+            state.report.count(outcome, len(item.history))
+            state.sessions += 1
+            state.history_entries += len(item.history)
+        elif kind == "scope":
+            scope, owner, values = _parse_scope(lineno, obj)
+            state.report.scopes += await restore_scope(store, scope, owner, values, policy)
+            state.scopes += 1
+        elif kind == "end":
+            expected = (obj.get("sessions"), obj.get("scopes"), obj.get("history_entries"))
+            if expected != (state.sessions, state.scopes, state.history_entries):
+                raise BackupFormatError(
+                    lineno,
+                    f"the end marker counts (sessions, scopes, history entries) {expected} but the file holds "
+                    f"{(state.sessions, state.scopes, state.history_entries)}",
+                )
+            state.end_seen = True
+        else:
+            raise BackupFormatError(lineno, f"unknown line kind {kind!r}")
+    except BackupFormatError:
+        raise
+    except AgentSessionsError as exc:
+        exc.add_note(f"while importing line {lineno} of the export file")
+        raise
+
+
+def iter_export_lines(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """The parsed lines of an export file (header first), for inspection and tests."""
+    reader = _Reader(Path(path))
+    try:
+        while True:
+            chunk = reader.chunk(_READ_CHUNK)
+            if isinstance(chunk, BackupFormatError):
+                raise chunk
+            if not chunk:
+                return
+            for lineno, raw in chunk:
+                yield _parse(lineno, raw)
+    finally:
+        reader.close()

@@ -190,6 +190,12 @@ class Session(BaseModel):
             "environment": self.environment,
         }
 
+    def _repr_html_(self) -> str:
+        """Jupyter display: an HTML summary, values escaped, `auth_info` never shown."""
+        from .display import session_html
+
+        return session_html(self)
+
     # ----------------------------------------------------------------- change tracking
     @property
     def is_persisted(self) -> bool:

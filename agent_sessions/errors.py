@@ -4,10 +4,14 @@ from __future__ import annotations
 
 __all__ = [
     "AgentSessionsError",
+    "DependencyCycle",
+    "InvalidServiceConfig",
     "InvalidSessionId",
     "InvalidUserId",
     "ScopeError",
     "SerializationError",
+    "ServiceNotRegistered",
+    "ServiceResolutionError",
     "SessionConflict",
     "SessionNotFound",
     "SessionTooLarge",
@@ -76,3 +80,30 @@ class ToolArgumentsError(AgentSessionsError, ValueError):
 
     The message lists each invalid argument and why, so it can be shown to a model to retry.
     """
+
+
+class ServiceResolutionError(AgentSessionsError, LookupError):
+    """`SmartDependencyContainer` could not build a service.
+
+    `chain` is the resolution path that led to the failure, outermost first (e.g.
+    ``["OrderService", "PaymentGateway", "HttpClient"]``); the message spells it out.
+    """
+
+    def __init__(self, message: str, chain: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.chain: list[str] = list(chain or [])
+
+
+class ServiceNotRegistered(ServiceResolutionError):
+    """Nothing is registered under the requested name or type (or a required constructor
+    parameter of a service being built). Register it, or give the parameter a default."""
+
+
+class DependencyCycle(ServiceResolutionError):
+    """Services depend on each other in a cycle; the message shows it (``A -> B -> A``).
+    Break it by injecting the container and resolving one side lazily."""
+
+
+class InvalidServiceConfig(AgentSessionsError, ValueError):
+    """A per-session ``service_config`` names keys the service does not accept, or a value of
+    the wrong kind. The message names the service, the offending keys and the accepted ones."""

@@ -150,6 +150,22 @@ class SessionManager:
         A session of a known `user_id` starts with that user's preferences and ``user:``
         state; every session sees the ``app:`` state. `data` is initial state.
         """
+        session = await self.new_session(user_id, data, preferences=preferences)
+        await self.store.set(session)
+        return session
+
+    async def new_session(
+        self,
+        user_id: str | None = None,
+        data: dict[str, Any] | None = None,
+        *,
+        preferences: dict[str, Any] | None = None,
+    ) -> Session:
+        """Build a new session exactly as `create_session` does, but do not save it.
+
+        For lazy callers (the web middleware) that write a record only once there is
+        something in it: save it with `update_session`. Reads the scopes, writes nothing.
+        """
         uid = None if user_id is None else validate_user_id(user_id)
         now = self.clock()
         session = Session(session_id=new_session_id(), user_id=uid, created_at=now, last_accessed_at=now)
@@ -166,7 +182,6 @@ class SessionManager:
         if preferences:
             session.preferences.update(preferences)
         session.last_accessed_at = now
-        await self.store.set(session)
         return session
 
     async def update_session(self, session: Session) -> Session:

@@ -1,0 +1,553 @@
+"""The `agent-sessions` command: inspect, back up, restore, migrate and clean a session store.
+
+Every command takes ``--store URL`` (default: ``$AGENT_SESSIONS_STORE``, else the embedded
+SQLite file ``agent_sessions.db`` in the working directory). Exit codes: 0 success, 1 the
+operation failed (store unreachable, session not found, bad export file), 2 bad usage (unknown
+URL scheme, malformed session id, bad option), 130 interrupted. Errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import math
+import re
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+try:
+    import typer
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.panel import Panel
+    from rich.pretty import Pretty
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.table import Table
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError("the agent-sessions command needs typer and rich: pip install agent-sessions[cli]") from exc
+
+from . import __version__
+from .errors import AgentSessionsError, InvalidSessionId, InvalidUserId, StoreUnavailable
+from .ids import validate_session_id
+from .ops import BackupFormatError, TransferReport, export_sessions, import_sessions, migrate
+from .session import Session
+from .stores import DEFAULT_STORE_URL, SessionStore, create_store
+
+__all__ = ["app", "main", "redact"]
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    name="agent-sessions",
+    help="Inspect, back up, restore, migrate and clean agent_sessions stores.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+STORE_HELP = "Store URL: memory://, sqlite+aiosqlite:///file.db, postgresql+asyncpg://..., redis://..."
+Store = Annotated[
+    str,
+    typer.Option("--store", "-s", envvar="AGENT_SESSIONS_STORE", help=STORE_HELP, show_envvar=True),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables (for scripts).")]
+
+REDACTED = "***redacted***"
+#: Keys whose values `show` never prints.
+SECRET_KEY = re.compile(
+    r"pass(word|wd|phrase)?|secret|token|api[-_]?key|auth|credential|cookie|private[-_]?key|bearer|signature",
+    re.IGNORECASE,
+)
+
+
+class ConflictPolicy(enum.StrEnum):
+    """What import and migrate do with session ids the destination already has."""
+
+    skip = "skip"
+    overwrite = "overwrite"
+    newer = "newer"
+    error = "error"
+
+
+class CliError(Exception):
+    """A failure reported to the shell as one line on stderr and an exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ---------------------------------------------------------------- plumbing
+def _out() -> Console:
+    return Console(soft_wrap=False)
+
+
+def _err() -> Console:
+    return Console(stderr=True, soft_wrap=True)
+
+
+def safe_url(url: str) -> str:
+    """`url` with any password replaced, for messages."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return url.split("://", 1)[0] + "://…"
+
+
+def _sqlite_file(url: str) -> Path | None:
+    scheme, _, rest = url.partition("://")
+    if not scheme.lower().startswith("sqlite"):
+        return None
+    database = rest[1:].split("?", 1)[0] if rest.startswith("/") else ""
+    if database in ("", ":memory:"):
+        return None
+    return Path(database)
+
+
+def _open(url: str, *, must_exist: bool) -> SessionStore:
+    if must_exist:
+        path = _sqlite_file(url)
+        if path is not None and not path.exists():
+            raise CliError(f"no store at {safe_url(url)} (file {path} does not exist); pass --store URL")
+    try:
+        return create_store(url)
+    except ImportError as exc:
+        raise CliError(str(exc), code=1) from exc
+    except ValueError as exc:
+        raise CliError(f"bad --store URL {safe_url(url)!r}: {exc}", code=2) from exc
+
+
+@asynccontextmanager
+async def _store(url: str, *, must_exist: bool = True) -> AsyncIterator[SessionStore]:
+    store = _open(url, must_exist=must_exist)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    _err().print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _run(url: str | None, factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a command's coroutine, turning expected failures into one line and an exit code."""
+    where = f" at {safe_url(url)}" if url else ""
+    try:
+        return asyncio.run(factory())
+    except CliError as exc:
+        _fail(str(exc), exc.code)
+    except (InvalidSessionId, InvalidUserId) as exc:
+        _fail(str(exc), 2)
+    except StoreUnavailable as exc:
+        cause = f": {_one_line(exc.__cause__)}" if exc.__cause__ is not None else ""
+        _fail(f"cannot reach the store{where}: {_one_line(exc)}{cause}", 1)
+    except BackupFormatError as exc:
+        _fail(f"{exc} ({exc.report.sessions_seen} sessions before it were processed; nothing after it)", 1)
+    except AgentSessionsError as exc:
+        _fail(_one_line(exc), 1)
+    except (ConnectionError, TimeoutError) as exc:
+        _fail(f"cannot reach the store{where}: {_one_line(exc) or type(exc).__name__}", 1)
+    except FileNotFoundError as exc:
+        _fail(f"no such file: {exc.filename}", 1)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+
+
+def _when(ts: float | None) -> str:
+    if ts is None or not math.isfinite(ts):
+        return "never"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def redact(value: Any) -> Any:
+    """A copy of a JSON value with the values of secret-looking keys replaced."""
+    if isinstance(value, dict):
+        return {k: REDACTED if SECRET_KEY.search(str(k)) else redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+@contextmanager
+def _progress(console: Console, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    columns = [SpinnerColumn(), TextColumn("{task.description}")]
+    if total is not None:
+        columns += [BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+    else:
+        columns += [TextColumn("{task.completed} sessions"), TimeElapsedColumn()]
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda done: bar.update(task, completed=done)
+
+
+def _summary(report: TransferReport) -> str:
+    return (
+        f"{report.imported} new, {report.replaced} replaced, {report.skipped} skipped, "
+        f"{report.expired} expired; {report.scopes} scope keys, {report.history_entries} history entries"
+    )
+
+
+# ---------------------------------------------------------------- commands
+def _version(value: bool) -> None:
+    if value:
+        _out().print(f"agent-sessions {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Inspect, back up, restore, migrate and clean agent_sessions stores."""
+
+
+@app.command("list")
+def list_sessions(
+    store: Store = DEFAULT_STORE_URL,
+    user: Annotated[str | None, typer.Option("--user", "-u", help="Only this user's sessions.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="Sessions per page.")] = 20,
+    page: Annotated[int, typer.Option("--page", "-p", min=1, help="Page number (1 = first).")] = 1,
+    as_json: AsJson = False,
+) -> None:
+    """List live sessions, a page at a time (a user's newest first; all sessions in store order)."""
+
+    async def body() -> tuple[list[Session], bool]:
+        async with _store(store) as s:
+            skip = (page - 1) * limit
+            if user is not None:
+                found = sorted(await s.get_user_sessions(user), key=lambda x: x.last_accessed_at, reverse=True)
+                return found[skip : skip + limit], len(found) > skip + limit
+            rows: list[Session] = []
+            seen = 0
+            async for session in s.iter_sessions(batch_size=min(max(limit, 100), 1000)):
+                seen += 1
+                if seen <= skip:
+                    continue
+                if len(rows) == limit:
+                    return rows, True
+                rows.append(session)
+            return rows, False
+
+    sessions, more = _run(store, body)
+    if as_json:
+        _out().print_json(data={"page": page, "more": more, "sessions": [s.to_dict() for s in sessions]})
+        return
+    console = _out()
+    if not sessions:
+        console.print("No sessions." if page == 1 else f"No sessions on page {page}.")
+        return
+    table = Table(title=f"Sessions{f' of {user}' if user else ''} — page {page}", title_justify="left")
+    table.add_column("session id", no_wrap=True, min_width=43, style="cyan")
+    table.add_column("user")
+    table.add_column("last access (UTC)", no_wrap=True)
+    table.add_column("expires (UTC)", no_wrap=True)
+    table.add_column("version", justify="right")
+    table.add_column("state keys", justify="right")
+    table.add_column("history", justify="right")
+    for s in sessions:
+        table.add_row(
+            s.session_id,
+            escape(s.user_id or "—"),
+            _when(s.last_accessed_at),
+            _when(s.expiry_at),
+            str(s.version),
+            str(len(s.state)),
+            str(s.history_seq),
+        )
+    console.print(table)
+    if more:
+        console.print(f"More on page {page + 1}: [bold]--page {page + 1}[/]")
+
+
+@app.command("show")
+def show_session(
+    session_id: Annotated[str, typer.Argument(metavar="ID", help="The session id.")],
+    store: Store = DEFAULT_STORE_URL,
+    history: Annotated[int, typer.Option("--history", min=0, help="Recent history entries to show.")] = 10,
+    as_json: AsJson = False,
+) -> None:
+    """Show one session in full; auth_info and secret-looking values are redacted."""
+    try:
+        sid = validate_session_id(session_id)
+    except InvalidSessionId as exc:
+        _fail(str(exc), 2)
+
+    async def body() -> tuple[Session, list[dict[str, Any]]]:
+        async with _store(store) as s:
+            session = await s.get(sid)
+            if session is None:
+                raise CliError("no live session with that id (it never existed, expired or was deleted)")
+            entries = (await s.get_history(sid, limit=history)).entries if history else []
+            return session, entries
+
+    session, entries = _run(store, body)
+    data = redact(session.model_dump(exclude={"history"}))
+    data["auth_info"] = None if session.auth_info is None else REDACTED
+    if as_json:
+        data["history"] = redact(entries)
+        _out().print_json(data=data)
+        return
+    console = _out()
+    meta = Table.grid(padding=(0, 2))
+    meta.add_column(style="bold")
+    meta.add_column()
+    meta.add_row("session id", session.session_id)
+    meta.add_row("user", escape(session.user_id or "— (anonymous)"))
+    meta.add_row("version", str(session.version))
+    meta.add_row("created (UTC)", _when(session.created_at))
+    meta.add_row("last access (UTC)", _when(session.last_accessed_at))
+    meta.add_row("expires (UTC)", _when(session.expiry_at))
+    meta.add_row("auth_info", "none" if session.auth_info is None else f"[yellow]{REDACTED}[/]")
+    meta.add_row("history entries", str(session.history_seq))
+    console.print(Panel(meta, title="Session", title_align="left"))
+    for name in ("state", "preferences", "ai_context", "feature_flags", "environment"):
+        if data[name]:
+            console.print(Panel(Pretty(data[name]), title=name, title_align="left"))
+    if entries:
+        table = Table(title=f"Last {len(entries)} history entries", title_justify="left")
+        table.add_column("time (UTC)", no_wrap=True)
+        table.add_column("type")
+        table.add_column("data")
+        for entry in entries:
+            table.add_row(
+                _when(entry.get("timestamp")),
+                escape(str(entry.get("type"))),
+                escape(json.dumps(redact(entry.get("data")), ensure_ascii=False)),
+            )
+        console.print(table)
+
+
+@app.command("export")
+def export_command(
+    path: Annotated[Path, typer.Argument(help="Output file (.jsonl, or .jsonl.gz for gzip).")],
+    store: Store = DEFAULT_STORE_URL,
+    include_auth: Annotated[
+        bool, typer.Option("--include-auth", help="Also export auth_info (secrets: protect the file).")
+    ] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 500,
+) -> None:
+    """Back up every live session, its full history and all scope data to a JSON Lines file."""
+    console = _err()
+
+    async def body() -> Any:
+        async with _store(store) as s:
+            with _progress(console, "Exporting", None) as update:
+                return await export_sessions(
+                    s,
+                    path,
+                    include_auth=include_auth,
+                    batch_size=batch_size,
+                    progress=lambda r: update(r.imported),
+                )
+
+    report = _run(store, body)
+    _out().print(
+        f"Exported {report.sessions} sessions, {report.scopes} scopes and {report.history_entries} history "
+        f"entries to {escape(str(report.path))} ({report.bytes_written:,} bytes"
+        f"{', auth_info included' if include_auth else ''})."
+    )
+
+
+@app.command("import")
+def import_command(
+    path: Annotated[Path, typer.Argument(help="A file written by `agent-sessions export`.")],
+    store: Store = DEFAULT_STORE_URL,
+    on_conflict: Annotated[
+        ConflictPolicy, typer.Option("--on-conflict", help="What to do with ids the store already has.")
+    ] = ConflictPolicy.skip,
+) -> None:
+    """Restore sessions from an export file (sessions that have expired since are not restored)."""
+    console = _err()
+
+    async def body() -> TransferReport:
+        async with _store(store, must_exist=False) as s:
+            with _progress(console, "Importing", None) as update:
+                return await import_sessions(
+                    s, path, on_conflict=on_conflict.value, progress=lambda r: update(r.sessions_seen)
+                )
+
+    report = _run(store, body)
+    _out().print(f"Imported from {escape(str(path))}: {_summary(report)}.")
+
+
+@app.command("migrate")
+def migrate_command(
+    src: Annotated[str, typer.Argument(metavar="SRC", help="Source store URL.")],
+    dst: Annotated[str, typer.Argument(metavar="DST", help="Destination store URL.")],
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 500,
+    on_conflict: Annotated[
+        ConflictPolicy, typer.Option("--on-conflict", help="What to do with ids DST already has.")
+    ] = ConflictPolicy.newer,
+    count: Annotated[
+        bool, typer.Option("--count/--no-count", help="Count SRC first to show a bar with an ETA.")
+    ] = True,
+) -> None:
+    """Copy every live session, its history and scope data from SRC to DST (safe to re-run)."""
+    console = _err()
+
+    async def body() -> TransferReport:
+        async with _store(src) as source, _store(dst, must_exist=False) as target:
+            total = None
+            if count:
+                with console.status("Counting sessions in SRC…"):
+                    total = 0
+                    async for _ in source.iter_sessions(batch_size=batch_size):
+                        total += 1
+            with _progress(console, "Migrating", total) as update:
+                return await migrate(
+                    source,
+                    target,
+                    batch_size=batch_size,
+                    on_conflict=on_conflict.value,
+                    progress=lambda r: update(r.sessions_seen),
+                )
+
+    report = _run(None, body)
+    _out().print(f"Migrated {safe_url(src)} → {safe_url(dst)}: {_summary(report)}.", highlight=False)
+
+
+@app.command("cleanup")
+def cleanup_command(
+    store: Store = DEFAULT_STORE_URL,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 500,
+) -> None:
+    """Delete expired sessions now (with their history and index entries)."""
+
+    async def body() -> int:
+        async with _store(store) as s:
+            return await s.cleanup_expired(batch_size=batch_size)
+
+    removed = _run(store, body)
+    _out().print(f"Removed {removed} expired session{'' if removed == 1 else 's'}.")
+
+
+@app.command("stats")
+def stats_command(store: Store = DEFAULT_STORE_URL, as_json: AsJson = False) -> None:
+    """Counts, sizes and a summary of what the stored histories show."""
+
+    async def body() -> dict[str, Any]:
+        async with _store(store) as s:
+            return await _collect_stats(s)
+
+    stats = _run(store, body)
+    if as_json:
+        _out().print_json(data=stats)
+        return
+    _print_stats(_out(), stats)
+
+
+async def _collect_stats(store: SessionStore) -> dict[str, Any]:
+    now = store.clock()
+    sessions = anonymous = history_entries = total_bytes = largest = expiring_soon = 0
+    users: set[str] = set()
+    types: dict[str, int] = {}
+    async for session in store.iter_sessions():
+        sessions += 1
+        if session.user_id is None:
+            anonymous += 1
+        else:
+            users.add(session.user_id)
+        size = len(json.dumps(session.model_dump(exclude={"history"}), separators=(",", ":")).encode())
+        total_bytes += size
+        largest = max(largest, size)
+        history_entries += session.history_seq
+        if session.expiry_at is not None and session.expiry_at - now < 3600:
+            expiring_soon += 1
+        for entry in session.history:
+            kind = str(entry.get("type"))
+            types[kind] = types.get(kind, 0) + 1
+    scopes = 0
+    async for _ in store.iter_scopes():
+        scopes += 1
+    return {
+        "sessions": sessions,
+        "users": len(users),
+        "anonymous_sessions": anonymous,
+        "expiring_within_an_hour": expiring_soon,
+        "scopes": scopes,
+        "bytes_total": total_bytes,
+        "bytes_average": total_bytes // sessions if sessions else 0,
+        "bytes_largest": largest,
+        "history_entries": history_entries,
+        "recent_history_types": dict(sorted(types.items(), key=lambda kv: -kv[1])),
+    }
+
+
+def _print_stats(console: Console, stats: dict[str, Any]) -> None:
+    table = Table(title="Store", title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("live sessions", f"{stats['sessions']:,}")
+    table.add_row("users", f"{stats['users']:,}")
+    table.add_row("anonymous sessions", f"{stats['anonymous_sessions']:,}")
+    table.add_row("expiring within an hour", f"{stats['expiring_within_an_hour']:,}")
+    table.add_row("scopes (users + app)", f"{stats['scopes']:,}")
+    table.add_row("size, total (bytes)", f"{stats['bytes_total']:,}")
+    table.add_row("size, average (bytes)", f"{stats['bytes_average']:,}")
+    table.add_row("size, largest (bytes)", f"{stats['bytes_largest']:,}")
+    table.add_row("history entries appended", f"{stats['history_entries']:,}")
+    console.print(table)
+    if stats["recent_history_types"]:
+        types = Table(title="Recent history by type", title_justify="left")
+        types.add_column("type")
+        types.add_column("entries", justify="right")
+        for kind, n in stats["recent_history_types"].items():
+            types.add_row(escape(kind), f"{n:,}")
+        console.print(types)
+
+
+@app.command("demo")
+def demo_command(
+    store: Store = DEFAULT_STORE_URL,
+    model: Annotated[
+        str | None, typer.Option("--model", help="A pydantic-ai model name; default: an offline scripted model.")
+    ] = None,
+    user: Annotated[str, typer.Option("--user", help="The demo user's id.")] = "demo-user",
+) -> None:
+    """Run an agent with a persistent session over a few turns (offline unless --model is given)."""
+    from .demo import run_demo
+
+    async def body() -> None:
+        # A bad URL or an unreachable server fails here, in one line, before the demo starts.
+        async with _store(store, must_exist=False) as s:
+            await s.get_user_sessions(user)
+        await run_demo(store, model=model, console=_out(), user_id=user)
+
+    _run(store, body)
+
+
+def main() -> None:
+    """Entry point of the `agent-sessions` console script."""
+    app(prog_name="agent-sessions")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

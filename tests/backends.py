@@ -12,6 +12,7 @@ from typing import Any
 
 from agent_sessions import MemorySessionStore, SessionStore
 
+from .redis.stores import redis_cluster_store, redis_store
 from .support import FakeClock
 
 StoreFactory = Callable[..., AbstractAsyncContextManager[SessionStore]]
@@ -28,4 +29,6 @@ async def memory_store(clock: FakeClock, **options: Any) -> AsyncIterator[Sessio
 
 BACKENDS: dict[str, StoreFactory] = {
     "memory": memory_store,
+    "redis": redis_store,
+    "redis_cluster": redis_cluster_store,
 }

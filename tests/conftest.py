@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -11,12 +11,20 @@ import pytest
 from agent_sessions import SessionManager, SessionStore
 
 from .backends import BACKENDS
+from .redis.servers import stop_shared_cluster
 from .support import FakeClock
 
 
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_redis_cluster() -> Iterator[None]:
+    """The test-owned Redis Cluster starts on first use (redis_cluster backend); stop it at the end."""
+    yield
+    stop_shared_cluster()
 
 
 @pytest.fixture(params=sorted(BACKENDS))

@@ -1,0 +1,954 @@
+"""`RedisSessionStore`: sessions on Redis or Redis Cluster through `redis.asyncio`.
+
+Key layout (``P`` is the configured prefix; the part in braces is the Redis Cluster hash tag,
+so the keys of one session, of one user or of one expiry shard share a slot):
+
+- ``P{<sid>}:rec`` — the session as one string: a one-line header
+  ``R1 <version> <history_seq> <last_accessed_at> <expiry_at|-> <write token> <user id bytes|-1>``,
+  then the user id, then the record encoded by the store's codec. One string (not a hash) so a
+  get is one ``GET`` and the Lua scripts can check the version and the expiry without decoding
+  the record;
+- ``P{<sid>}:hist`` — the history list, oldest first, capped at `max_history` (``LTRIM``).
+  Its entries are numbered implicitly: the last one is ``history_seq``;
+- ``P{~u:<h>}:idx`` — the per-user index, a sorted set of session ids scored by expiry
+  (``+inf`` for none), where ``<h>`` is a hash of the user id: user ids may contain any
+  printable character, ``{``, ``}`` and ``:`` included, and must never become part of a hash
+  tag or of a ``SCAN`` pattern;
+- ``P{~u:<h>}:scope`` — the user scope (``user:`` keys and ``pref:`` preferences; the field
+  ``~owner`` holds the user id so scopes can be exported), ``P{~app}:scope`` — the app scope;
+- ``P{~x:<n>}:exp`` for n in 0..15 — the expiry index, sharded: a sorted set of
+  ``<sid>`` / ``<sid>:<h>`` members scored by expiry. A single global expiry set cannot be
+  updated in the same script as a session on a cluster (other slot) and would be one hot key;
+  sixteen shards spread the load and are each walked in batches by `cleanup_expired`.
+
+Round trips. A get is one ``EVALSHA`` of a read-only script returning the record and the
+recent history window atomically; the scopes are read in the same round trip: on one node
+the script also reads them (their keys are declared in ``KEYS``), on a cluster they are
+pipelined beside it (one request per node, sent concurrently). The user scope's key depends on
+the user id, known only after reading the record, so the store remembers the owner of the
+sessions it has seen (a bounded map, verified on every read; a miss costs a second round trip).
+
+A save is one ``EVALSHA`` of the write script, registered once with `register_script`
+(``EVALSHA``, falling back to ``SCRIPT LOAD`` on ``NOSCRIPT``). It checks existence, expiry and
+version, writes the record with ``PX`` = ``expiry_at - clock()`` (at least 1 ms, never
+``EX 0``; ``expiry_at`` is also checked against the store clock by every script, so an injected
+clock works without waiting for Redis), appends and trims the history and sets its TTL. On a
+single node the same script updates the user index, the expiry shard and the scopes: the
+save is atomic. On a cluster those keys live in other slots, so they are updated right after
+the script succeeded, in one pipelined call (concurrently per node): the record and its
+history are still atomic, but a client dying between the two calls leaves the index or a
+scope change behind. The next save of the session re-indexes it; cleanup repairs index
+scores; a failure of that second call is raised as `StoreUnavailable` saying the record was
+saved. Index updates that do not run inside the session's script use ``ZADD GT`` so that
+reordered updates can only leave a score too high (cleanup later), never too low (a live
+session missing from `get_user_sessions`).
+
+Writes carry a random token stored in the header, so a write re-sent by the client's retry
+policy after a lost reply is recognised as already applied instead of reported as a conflict.
+
+Cleanup. Redis expires the keys itself (their TTL is the session's expiry). `cleanup_expired`
+walks each expiry shard with ``ZRANGEBYSCORE -inf now LIMIT 0 batch``: a member whose record is
+gone (Redis expired it) has its index entries pruned; one whose record is expired under the
+store clock is deleted with its history; one still live is re-scored with its real expiry.
+The shard member carries the hash of the user id, so the user index can be pruned even when
+the record is already gone. Nothing ever runs ``KEYS``; `get_all` / `iter_sessions` use
+``SCAN`` (on every primary of a cluster) with a fixed pattern built from the configured prefix
+only, glob characters escaped, and load the sessions found in batches: one script call per
+batch on a single node, one pipeline per batch (split per node) on a cluster, where a multi-key
+``MGET`` cannot span the slots of different sessions.
+
+Failures. Connection errors, timeouts and cluster errors are raised as `StoreUnavailable`
+with the cause chained. The time to fail is bounded by the client's settings: at most
+``retries + 1`` attempts, each bounded by `socket_connect_timeout` and `socket_timeout`, with a
+jittered backoff capped at 0.5 s. The connection pool reconnects by itself when Redis returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import secrets
+import zlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from ..errors import SerializationError, SessionNotFound, StoreUnavailable
+from ..ids import id_hash, is_valid_session_id
+from .base import ScopeChange, SessionStore, SessionWrite, StoredSession, raise_conflict
+
+try:
+    from redis import exceptions as redis_errors
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialWithJitterBackoff
+    from redis.commands.core import AsyncScript
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "RedisSessionStore needs the 'redis' package (redis-py >= 5): pip install agent-sessions[redis]"
+    ) from exc
+
+__all__ = ["DEFAULT_PREFIX", "RedisSessionStore"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PREFIX: Final = "agent_sessions:"
+#: Number of expiry-index shards; part of the key layout (every client must agree on it).
+EXPIRY_SHARDS: Final = 16
+_OWNER_FIELD: Final = b"~owner"
+_OWNER_FIELD_STR: Final = "~owner"
+_HEADER_MAGIC: Final = b"R1"
+_GLOB_SPECIAL: Final = frozenset("*?[]\\")
+_REDIS_ERRORS: Final = (redis_errors.RedisError, redis_errors.RedisClusterException, OSError)
+
+# ---------------------------------------------------------------------------------- Lua
+# Shared helpers. Floats are never formatted by Lua (it would round them): header fields are
+# copied as the strings Python wrote, and only compared after `tonumber`.
+_LUA_PRELUDE = r"""
+local function header(rec)
+  local nl = string.find(rec, '\n', 1, true)
+  if not nl then return nil end
+  local f = {}
+  for w in string.gmatch(string.sub(rec, 1, nl - 1), '[^ ]+') do f[#f + 1] = w end
+  if #f ~= 7 or f[1] ~= 'R1' then return nil end
+  return f, nl
+end
+local function live(f, now)
+  return f[5] == '-' or tonumber(f[5]) > now
+end
+local function owner(rec, f, nl)
+  local n = tonumber(f[7])
+  if n < 0 then return false end
+  return string.sub(rec, nl + 1, nl + n)
+end
+local function guessed(user, guess)
+  if guess == '' then return false end
+  if guess == 'a' then return user == false end
+  return user ~= false and ('u' .. user) == guess
+end
+local function set_ttl(key, pttl)
+  if pttl > 0 then redis.call('PEXPIRE', key, pttl) else redis.call('PERSIST', key) end
+end
+local function apply_ops(first)
+  local n = tonumber(ARGV[first])
+  local i = first + 1
+  for _ = 1, n do
+    local code, key, a, b = ARGV[i], KEYS[tonumber(ARGV[i + 1])], ARGV[i + 2], ARGV[i + 3]
+    if code == 'Z' then redis.call('ZADD', key, a, b)
+    elseif code == 'G' then redis.call('ZADD', key, 'GT', a, b)
+    elseif code == 'R' then redis.call('ZREM', key, a)
+    elseif code == 'H' then redis.call('HSET', key, a, b)
+    elseif code == 'D' then redis.call('HDEL', key, a)
+    elseif code == 'T' then
+      if redis.call('HLEN', key) <= 1 and redis.call('HEXISTS', key, a) == 1 then redis.call('DEL', key) end
+    else error('agent_sessions: unknown index operation') end
+    i = i + 4
+  end
+end
+"""
+
+# KEYS: n pairs (record, history), then hashes read whole. ARGV: history window, n.
+_LUA_LOAD = r"""
+local window = tonumber(ARGV[1])
+local n = tonumber(ARGV[2])
+local out = {}
+for i = 1, n do
+  local rec = redis.call('GET', KEYS[2 * i - 1])
+  out[#out + 1] = rec
+  if rec and window > 0 then
+    out[#out + 1] = redis.call('LRANGE', KEYS[2 * i], -window, -1)
+  else
+    out[#out + 1] = {}
+  end
+end
+for j = 2 * n + 1, #KEYS do out[#out + 1] = redis.call('HGETALL', KEYS[j]) end
+return out
+"""
+
+# KEYS: record, history, then index/scope keys (single node). ARGV: now, expected version,
+# new version, token, value, pttl, max history, n history rows, rows..., index operations.
+# Returns 1 written, 2 already written by this very call (a retry), 0 conflict,
+# -1 absent or expired, -3 corrupt header.
+_LUA_WRITE = (
+    _LUA_PRELUDE
+    + r"""
+local now = tonumber(ARGV[1])
+local rec = redis.call('GET', KEYS[1])
+if rec then
+  local f = header(rec)
+  if not f then return -3 end
+  if f[2] == ARGV[3] and f[6] == ARGV[4] then return 2 end
+  if ARGV[2] == '0' then return 0 end
+  if not live(f, now) then return -1 end
+  if f[2] ~= ARGV[2] then return 0 end
+elseif ARGV[2] ~= '0' then
+  return -1
+else
+  redis.call('DEL', KEYS[2])
+end
+local pttl = tonumber(ARGV[6])
+if pttl > 0 then
+  redis.call('SET', KEYS[1], ARGV[5], 'PX', pttl)
+else
+  redis.call('SET', KEYS[1], ARGV[5])
+end
+local nh = tonumber(ARGV[8])
+local i = 9
+while i <= 8 + nh do
+  local j = math.min(i + 999, 8 + nh)
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, i, j))
+  i = j + 1
+end
+if nh > 0 then redis.call('LTRIM', KEYS[2], '-' .. ARGV[7], '-1') end
+set_ttl(KEYS[2], pttl)
+apply_ops(9 + nh)
+return 1
+"""
+)
+
+# KEYS: record, history, index keys. ARGV: now, last_accessed_at, expiry ('-'), pttl,
+# owner guess ('' none, 'a' anonymous, 'u'..user id), index operations (applied only when the
+# guess is right). Returns {0} absent/expired, {-3} corrupt, {1, user id or nil, applied}.
+_LUA_TOUCH = (
+    _LUA_PRELUDE
+    + r"""
+local now = tonumber(ARGV[1])
+local rec = redis.call('GET', KEYS[1])
+if not rec then return {0} end
+local f, nl = header(rec)
+if not f then return {-3} end
+if not live(f, now) then return {0} end
+local la = ARGV[2]
+if tonumber(f[4]) > tonumber(la) then la = f[4] end
+local value = table.concat({'R1', f[2], f[3], la, ARGV[3], f[6], f[7]}, ' ') .. string.sub(rec, nl)
+local pttl = tonumber(ARGV[4])
+if pttl > 0 then
+  redis.call('SET', KEYS[1], value, 'PX', pttl)
+else
+  redis.call('SET', KEYS[1], value)
+end
+set_ttl(KEYS[2], pttl)
+local user = owner(rec, f, nl)
+if guessed(user, ARGV[5]) then
+  apply_ops(6)
+  return {1, user, 1}
+end
+return {1, user, 0}
+"""
+)
+
+# KEYS: record, history, index keys. ARGV: owner guess, index operations.
+# Returns {0} absent, {2} deleted with an unreadable header, {1, user id or nil, applied}.
+_LUA_DELETE = (
+    _LUA_PRELUDE
+    + r"""
+local rec = redis.call('GET', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2])
+if not rec then return {0} end
+local f, nl = header(rec)
+if not f then return {2} end
+local user = owner(rec, f, nl)
+if guessed(user, ARGV[1]) then
+  apply_ops(2)
+  return {1, user, 1}
+end
+return {1, user, 0}
+"""
+)
+
+# KEYS: record, history. ARGV: now, limit, before ('' = newest).
+# Returns nil if absent/expired, -3 if corrupt, else {history_seq, rows...} (oldest first).
+_LUA_HISTORY = (
+    _LUA_PRELUDE
+    + r"""
+local now = tonumber(ARGV[1])
+local rec = redis.call('GET', KEYS[1])
+if not rec then return false end
+local f = header(rec)
+if not f then return -3 end
+if not live(f, now) then return false end
+local hseq = tonumber(f[3])
+local last = hseq
+if ARGV[3] ~= '' then last = math.min(last, tonumber(ARGV[3]) - 1) end
+local first = math.max(hseq - redis.call('LLEN', KEYS[2]) + 1, last - tonumber(ARGV[2]) + 1)
+if last < first then return {f[3]} end
+local rows = redis.call('LRANGE', KEYS[2], first - hseq - 1, last - hseq - 1)
+table.insert(rows, 1, f[3])
+return rows
+"""
+)
+
+# KEYS: record, history. ARGV: now. Deletes the session if it is expired at `now`.
+# Returns {0} absent, {-3} corrupt, {1, user id or nil} deleted, {2, user id or nil, expiry} live.
+_LUA_REAP = (
+    _LUA_PRELUDE
+    + r"""
+local now = tonumber(ARGV[1])
+local rec = redis.call('GET', KEYS[1])
+if not rec then
+  redis.call('DEL', KEYS[2])
+  return {0}
+end
+local f, nl = header(rec)
+if not f then return {-3} end
+local user = owner(rec, f, nl)
+if live(f, now) then return {2, user, f[5]} end
+redis.call('DEL', KEYS[1], KEYS[2])
+return {1, user}
+"""
+)
+
+# KEYS: the keys the operations name. ARGV: index operations.
+_LUA_OPS = _LUA_PRELUDE + "\napply_ops(1)\nreturn 1\n"
+
+
+@dataclass(frozen=True, slots=True)
+class _Op:
+    """One index or scope update: ZADD (Z, GT: G), ZREM (R), HSET (H), HDEL (D), drop-if-empty (T)."""
+
+    tag: str
+    key: str
+    code: str
+    a: bytes | str
+    b: bytes | str = ""
+
+
+class _Unknown:
+    """Marker: this store has not seen the session, so its owner is not known."""
+
+
+_UNKNOWN: Final = _Unknown()
+Owner = str | None
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in _GLOB_SPECIAL else ch for ch in text)
+
+
+def _score(expiry_at: float | None) -> str:
+    if expiry_at is None or expiry_at == math.inf:
+        return "+inf"
+    return repr(float(expiry_at))
+
+
+def _user_hash(user_id: str) -> str:
+    return hashlib.sha256(user_id.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _unavailable(exc: BaseException, action: str) -> StoreUnavailable:
+    return StoreUnavailable(f"Redis could not {action}: {type(exc).__name__}: {exc}")
+
+
+class RedisSessionStore(SessionStore):
+    """Sessions on Redis (one node or a Redis Cluster): one round trip per get and per save.
+
+    `url_or_client` is a ``redis://`` / ``rediss://`` URL, a ``redis+cluster://`` /
+    ``rediss+cluster://`` URL (any node of the cluster), or a `redis.asyncio.Redis` /
+    `redis.asyncio.cluster.RedisCluster` created with ``decode_responses=False``. A client
+    passed in stays the caller's: `close` does not close it. The timeouts and `retries`
+    apply to clients built from a URL; `client_options` are passed on to ``from_url``.
+
+    Every key starts with `prefix`; use one prefix per application sharing a Redis. Other
+    keyword options are those of `SessionStore` (codec, limits, history window, clock).
+    """
+
+    def __init__(
+        self,
+        url_or_client: str | Redis | RedisCluster,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        socket_timeout: float = 2.0,
+        socket_connect_timeout: float = 1.0,
+        retries: int = 2,
+        client_options: dict[str, Any] | None = None,
+        owner_cache_size: int = 10_000,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
+            raise ValueError("prefix must be a str without '{' or '}' (they would break the cluster hash tags)")
+        if socket_timeout <= 0 or socket_connect_timeout <= 0 or retries < 0:
+            raise ValueError("socket timeouts must be > 0 and retries >= 0")
+        self.prefix = prefix
+        self._owns_client = isinstance(url_or_client, str)
+        if isinstance(url_or_client, str):
+            self.client: Redis | RedisCluster = self._client_from_url(
+                url_or_client, socket_timeout, socket_connect_timeout, retries, client_options or {}
+            )
+        elif isinstance(url_or_client, Redis | RedisCluster):
+            self.client = url_or_client
+        else:
+            raise TypeError(
+                "RedisSessionStore needs a redis:// or redis+cluster:// URL, a redis.asyncio.Redis "
+                f"or a redis.asyncio.cluster.RedisCluster, not {type(url_or_client).__name__}"
+            )
+        if self._connection_kwargs().get("decode_responses"):
+            raise ValueError("RedisSessionStore needs a client created with decode_responses=False")
+        self._cluster = isinstance(self.client, RedisCluster)
+        self._closed = False
+        self._owners: dict[str, Owner] = {}
+        self._owner_cache_size = max(0, owner_cache_size)
+        register = self.client.register_script
+        self._load_script = register(_LUA_LOAD)
+        self._write_script = register(_LUA_WRITE)
+        self._touch_script = register(_LUA_TOUCH)
+        self._delete_script = register(_LUA_DELETE)
+        self._history_script = register(_LUA_HISTORY)
+        self._reap_script = register(_LUA_REAP)
+        self._ops_script = register(_LUA_OPS)
+        self._scripts = (
+            self._load_script,
+            self._write_script,
+            self._touch_script,
+            self._delete_script,
+            self._history_script,
+            self._reap_script,
+            self._ops_script,
+        )
+        self._app_key = f"{prefix}{{~app}}:scope"
+        self._shard_keys = [f"{prefix}{{~x:{n}}}:exp" for n in range(EXPIRY_SHARDS)]
+
+    @staticmethod
+    def _client_from_url(
+        url: str, socket_timeout: float, connect_timeout: float, retries: int, extra: dict[str, Any]
+    ) -> Redis | RedisCluster:
+        scheme, rest = url.split("://", 1) if "://" in url else ("", url)
+        scheme = scheme.lower()
+        settings: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": connect_timeout,
+            "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries),
+            **extra,
+            "decode_responses": False,
+        }
+        if scheme in ("redis+cluster", "rediss+cluster"):
+            return RedisCluster.from_url(f"{scheme.split('+')[0]}://{rest}", **settings)
+        if scheme in ("redis", "rediss", "unix"):
+            return Redis.from_url(url, **settings)
+        raise ValueError(f"not a Redis URL: scheme {scheme!r} (use redis://, rediss:// or redis+cluster://)")
+
+    def _connection_kwargs(self) -> dict[str, Any]:
+        if isinstance(self.client, RedisCluster):
+            return dict(self.client.get_connection_kwargs())
+        return dict(self.client.connection_pool.connection_kwargs)
+
+    # ------------------------------------------------------------------------- keys
+    def _rec_key(self, sid: str) -> str:
+        return f"{self.prefix}{{{sid}}}:rec"
+
+    def _hist_key(self, sid: str) -> str:
+        return f"{self.prefix}{{{sid}}}:hist"
+
+    def _shard(self, sid: str) -> tuple[str, str]:
+        n = zlib.crc32(sid.encode()) % EXPIRY_SHARDS
+        return f"~x:{n}", self._shard_keys[n]
+
+    def _user_keys(self, user_hash: str) -> tuple[str, str, str]:
+        """(hash tag, index key, scope key) of the user with this id hash."""
+        tag = f"~u:{user_hash}"
+        return tag, f"{self.prefix}{{{tag}}}:idx", f"{self.prefix}{{{tag}}}:scope"
+
+    def _member(self, sid: str, user_id: Owner) -> str:
+        return sid if user_id is None else f"{sid}:{_user_hash(user_id)}"
+
+    # ------------------------------------------------------------------------- owners
+    def _remember(self, sid: str, user_id: Owner) -> None:
+        if self._owner_cache_size == 0:
+            return
+        owners = self._owners
+        if sid not in owners and len(owners) >= self._owner_cache_size:
+            del owners[next(iter(owners))]
+        owners[sid] = user_id
+
+    @staticmethod
+    def _guess_arg(guess: Owner | _Unknown) -> str:
+        if isinstance(guess, _Unknown):
+            return ""
+        return "a" if guess is None else "u" + guess
+
+    # ------------------------------------------------------------------------- calls
+    async def _script(self, script: AsyncScript, keys: list[str], args: Sequence[Any], action: str) -> Any:
+        try:
+            return await script(keys=keys, args=args)
+        except _REDIS_ERRORS as exc:
+            raise _unavailable(exc, action) from exc
+
+    async def _pipeline(self, calls: list[tuple[Any, ...]], action: str) -> list[Any]:
+        """Run `calls` in one round trip (per node, concurrently, on a cluster).
+
+        A script missing from a server's cache (``NOSCRIPT``: restart, failover) is loaded and
+        only the calls that failed for that reason are sent again.
+        """
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        try:
+            for attempt in range(2):
+                pipe = self.client.pipeline(transaction=False)
+                for i in todo:
+                    pipe.execute_command(*calls[i])
+                replies = await pipe.execute(raise_on_error=False)
+                again: list[int] = []
+                for i, reply in zip(todo, replies, strict=True):
+                    if isinstance(reply, redis_errors.NoScriptError) and attempt == 0:
+                        again.append(i)
+                    elif isinstance(reply, BaseException):
+                        raise reply
+                    else:
+                        results[i] = reply
+                if not again:
+                    break
+                for script in self._scripts:
+                    await self.client.script_load(script.script)
+                todo = again
+        except _REDIS_ERRORS as exc:
+            raise _unavailable(exc, action) from exc
+        return results
+
+    def _evalsha(self, script: AsyncScript, keys: list[str], args: Sequence[Any]) -> tuple[Any, ...]:
+        return ("EVALSHA", script.sha, len(keys), *keys, *args)
+
+    def _encode_ops(self, ops: list[_Op], keys: list[str], *, gt: bool = False) -> list[Any]:
+        """Append the keys `ops` name to `keys` and return the operations as script arguments."""
+        index = {key: i for i, key in enumerate(keys, 1)}
+        argv: list[Any] = [len(ops)]
+        for op in ops:
+            i = index.get(op.key)
+            if i is None:
+                keys.append(op.key)
+                i = index[op.key] = len(keys)
+            argv += ["G" if gt and op.code == "Z" else op.code, i, op.a, op.b]
+        return argv
+
+    async def _apply_ops(self, ops: list[_Op], *, gt: bool, action: str) -> None:
+        """Apply index/scope operations: one script per slot group, all in one round trip."""
+        if not ops:
+            return
+        groups: dict[str, list[_Op]] = {}
+        for op in ops:
+            groups.setdefault(op.tag if self._cluster else "", []).append(op)
+        calls = []
+        for group in groups.values():
+            keys: list[str] = []
+            argv = self._encode_ops(group, keys, gt=gt)
+            calls.append(self._evalsha(self._ops_script, keys, argv))
+        await self._pipeline(calls, action)
+
+    # ------------------------------------------------------------------------- index ops
+    def _index_ops(self, sid: str, user_id: Owner, expiry_at: float | None) -> list[_Op]:
+        tag, shard_key = self._shard(sid)
+        score = _score(expiry_at)
+        ops = [_Op(tag, shard_key, "Z", score, self._member(sid, user_id))]
+        if user_id is not None:
+            utag, idx_key, _ = self._user_keys(_user_hash(user_id))
+            ops.append(_Op(utag, idx_key, "Z", score, sid))
+        return ops
+
+    def _unindex_ops(self, sid: str, user_id: Owner) -> list[_Op]:
+        tag, shard_key = self._shard(sid)
+        ops = [_Op(tag, shard_key, "R", self._member(sid, user_id))]
+        if user_id is not None:
+            utag, idx_key, _ = self._user_keys(_user_hash(user_id))
+            ops.append(_Op(utag, idx_key, "R", sid))
+        return ops
+
+    def _scope_ops(self, change: ScopeChange) -> list[_Op]:
+        if change.kind == "app":
+            tag, key, owner = "~app", self._app_key, None
+        else:
+            tag, _, key = self._user_keys(_user_hash(change.owner))
+            owner = change.owner
+        ops = [] if owner is None or not change.sets else [_Op(tag, key, "H", _OWNER_FIELD_STR, owner)]
+        ops += [_Op(tag, key, "H", field, value) for field, value in change.sets.items()]
+        ops += [_Op(tag, key, "D", field) for field in change.deletes]
+        if change.deletes:
+            ops.append(_Op(tag, key, "T", _OWNER_FIELD_STR))
+        return ops
+
+    # ------------------------------------------------------------------------- records
+    @staticmethod
+    def _pack(write: SessionWrite, token: bytes) -> bytes:
+        user = b"" if write.user_id is None else write.user_id.encode("utf-8", "surrogatepass")
+        expiry = b"-" if write.expiry_at is None else repr(float(write.expiry_at)).encode()
+        head = b"R1 %d %d %s %s %s %d\n" % (
+            write.new_version,
+            write.history_seq,
+            repr(float(write.last_accessed_at)).encode(),
+            expiry,
+            token,
+            -1 if write.user_id is None else len(user),
+        )
+        return head + user + write.record
+
+    @staticmethod
+    def _unpack(sid: str, raw: bytes, history: list[bytes]) -> StoredSession:
+        try:
+            nl = raw.index(b"\n")
+            magic, version, hseq, accessed, expiry, _token, ulen = raw[:nl].split(b" ")
+            if magic != _HEADER_MAGIC:
+                raise ValueError("unknown record format")
+            start = nl + 1
+            size = int(ulen)
+            user = None if size < 0 else raw[start : start + size].decode("utf-8", "surrogatepass")
+            return StoredSession(
+                session_id=sid,
+                user_id=user,
+                version=int(version),
+                last_accessed_at=float(accessed),
+                expiry_at=None if expiry == b"-" else float(expiry),
+                record=raw[start + max(size, 0) :],
+                history=history,
+                history_seq=int(hseq),
+            )
+        except (ValueError, UnicodeDecodeError) as exc:
+            logger.error("corrupt Redis session header %s", id_hash(sid))
+            raise SerializationError("a stored Redis session record has an unreadable header") from exc
+
+    @staticmethod
+    def _ttl_ms(expiry_at: float | None, now: float) -> int:
+        """The key TTL in ms (0 = none): `expiry_at` relative to the store clock, at least 1 ms."""
+        if expiry_at is None or expiry_at == math.inf:
+            return 0
+        if math.isnan(expiry_at):
+            raise SerializationError("expiry_at must be a number, not NaN")
+        return max(1, math.ceil((expiry_at - now) * 1000))
+
+    @staticmethod
+    def _hash(reply: Any) -> dict[bytes, bytes]:
+        """A HGETALL reply: a dict from a pipeline, a flat list from a script."""
+        if isinstance(reply, dict):
+            return reply
+        return dict(zip(reply[::2], reply[1::2], strict=True))
+
+    @staticmethod
+    def _scope_rows(raw: dict[bytes, bytes]) -> dict[str, bytes]:
+        return {k.decode(): v for k, v in raw.items() if k != _OWNER_FIELD}
+
+    # ------------------------------------------------------------------------- reads
+    async def _fetch(self, sids: list[str], now: float, *, scopes: bool) -> list[StoredSession | None]:
+        """Load sessions (None for absent or expired) in one round trip, two on an owner miss."""
+        hinted: list[str] = []
+        if scopes:
+            for sid in sids:
+                owner = self._owners.get(sid)
+                if owner is not None and owner not in hinted:
+                    hinted.append(owner)
+        scope_keys = [self._app_key, *(self._user_keys(_user_hash(u))[2] for u in hinted)] if scopes else []
+        if self._cluster:
+            calls = [
+                self._evalsha(self._load_script, [self._rec_key(sid), self._hist_key(sid)], [self.history_window, 1])
+                for sid in sids
+            ]
+            calls += [("HGETALL", key) for key in scope_keys]
+            replies = await self._pipeline(calls, "load sessions")
+            pairs = [item for reply in replies[: len(sids)] for item in reply]
+            hashes = replies[len(sids) :]
+        else:
+            keys = [k for sid in sids for k in (self._rec_key(sid), self._hist_key(sid))]
+            reply = await self._script(
+                self._load_script, keys + scope_keys, [self.history_window, len(sids)], "load sessions"
+            )
+            pairs, hashes = reply[: 2 * len(sids)], reply[2 * len(sids) :]
+
+        out: list[StoredSession | None] = []
+        for i, sid in enumerate(sids):
+            raw = pairs[2 * i]
+            if raw is None:
+                self._owners.pop(sid, None)
+                out.append(None)
+                continue
+            loaded = self._unpack(sid, raw, list(pairs[2 * i + 1]))
+            out.append(None if loaded.expiry_at is not None and loaded.expiry_at <= now else loaded)
+        if not scopes:
+            for stored in out:
+                if stored is not None:
+                    stored.scopes_loaded = False
+            return out
+
+        app = self._scope_rows(self._hash(hashes[0]))
+        user_rows = {u: self._scope_rows(self._hash(h)) for u, h in zip(hinted, hashes[1:], strict=True)}
+        missing = sorted({s.user_id for s in out if s is not None and s.user_id is not None} - user_rows.keys())
+        if missing:
+            replies = await self._pipeline(
+                [("HGETALL", self._user_keys(_user_hash(u))[2]) for u in missing], "load user scopes"
+            )
+            user_rows.update({u: self._scope_rows(self._hash(h)) for u, h in zip(missing, replies, strict=True)})
+        for stored in out:
+            if stored is not None:
+                self._remember(stored.session_id, stored.user_id)
+                stored.app_scope = app
+                if stored.user_id is not None:
+                    stored.user_scope = user_rows[stored.user_id]
+        return out
+
+    async def _load(self, session_id: str, now: float) -> StoredSession | None:
+        return (await self._fetch([session_id], now, scopes=True))[0]
+
+    async def _load_many(self, session_ids: list[str], now: float) -> list[StoredSession]:
+        if not session_ids:
+            return []
+        return [s for s in await self._fetch(session_ids, now, scopes=True) if s is not None]
+
+    async def _history_page(
+        self, session_id: str, limit: int, before_seq: int | None, now: float
+    ) -> list[tuple[int, bytes]] | None:
+        keys = [self._rec_key(session_id), self._hist_key(session_id)]
+        args = [repr(now), limit, "" if before_seq is None else before_seq]
+        reply = await self._script(self._history_script, keys, args, "read history")
+        if reply is None:
+            return None
+        if reply == -3:
+            raise SerializationError("a stored Redis session record has an unreadable header")
+        hseq = int(reply[0])
+        rows: list[bytes] = list(reply[1:])
+        last = hseq if before_seq is None else min(hseq, before_seq - 1)
+        first = last - len(rows) + 1
+        return [(first + i, row) for i, row in enumerate(rows)]
+
+    async def _user_session_ids(self, user_id: str, now: float) -> list[str]:
+        _, idx_key, _ = self._user_keys(_user_hash(user_id))
+        try:
+            members: list[bytes] = await self.client.execute_command("ZRANGEBYSCORE", idx_key, f"({now!r}", "+inf")
+        except _REDIS_ERRORS as exc:
+            raise _unavailable(exc, "read the user index") from exc
+        return [m.decode() for m in members]
+
+    async def _load_scopes(self, user_id: str | None) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        keys = [self._app_key] if user_id is None else [self._app_key, self._user_keys(_user_hash(user_id))[2]]
+        replies = await self._pipeline([("HGETALL", key) for key in keys], "load scopes")
+        app = self._scope_rows(self._hash(replies[0]))
+        user = self._scope_rows(self._hash(replies[1])) if user_id is not None else {}
+        return user, app
+
+    async def _scan_keys(self, pattern: str, count: int) -> AsyncIterator[bytes]:
+        try:
+            async for key in self.client.scan_iter(match=pattern, count=count):
+                yield key
+        except _REDIS_ERRORS as exc:
+            raise _unavailable(exc, "scan keys") from exc
+
+    async def _scan(self, batch_size: int, now: float) -> AsyncIterator[list[StoredSession]]:
+        head = self.prefix.encode() + b"{"
+        pattern = _glob_escape(self.prefix) + "{*}:rec"
+        seen: set[str] = set()  # SCAN may return a key twice while Redis resizes its table
+        batch: list[str] = []
+        async for key in self._scan_keys(pattern, max(batch_size, 10)):
+            sid = key[len(head) : -len(b"}:rec")].decode("ascii", "replace")
+            if not key.startswith(head) or not is_valid_session_id(sid) or sid in seen:
+                continue
+            seen.add(sid)
+            batch.append(sid)
+            if len(batch) >= batch_size:
+                yield await self._scan_batch(batch, now)
+                batch = []
+        if batch:
+            yield await self._scan_batch(batch, now)
+
+    async def _scan_batch(self, sids: list[str], now: float) -> list[StoredSession]:
+        try:
+            loaded = await self._fetch(sids, now, scopes=False)
+        except SerializationError:
+            # One unreadable header must not hide the batch: load one by one, and hand the
+            # corrupt ones to `iter_sessions` as undecodable records (it raises or skips them).
+            loaded = []
+            for sid in sids:
+                try:
+                    loaded.extend(await self._fetch([sid], now, scopes=False))
+                except SerializationError:
+                    loaded.append(StoredSession(sid, None, 0, 0.0, None, b"", [], 0, scopes_loaded=False))
+        return [s for s in loaded if s is not None]
+
+    async def _iter_scopes(self) -> AsyncIterator[ScopeChange]:
+        pattern = _glob_escape(self.prefix) + "{~u:*}:scope"
+        batch: list[bytes] = []
+
+        async def flush(keys: list[bytes]) -> list[ScopeChange]:
+            replies = await self._pipeline([("HGETALL", key) for key in keys], "read user scopes")
+            changes = []
+            for key, reply in zip(keys, replies, strict=True):
+                raw = self._hash(reply)
+                owner = raw.get(_OWNER_FIELD)
+                rows = self._scope_rows(raw)
+                if owner is None:
+                    logger.error("user scope without an owner field skipped (key hash %s)", id_hash(key.hex()))
+                    continue
+                if rows:
+                    changes.append(ScopeChange("user", owner.decode("utf-8", "surrogatepass"), rows))
+            return changes
+
+        async for key in self._scan_keys(pattern, 200):
+            batch.append(key)
+            if len(batch) >= 200:
+                for change in await flush(batch):
+                    yield change
+                batch = []
+        if batch:
+            for change in await flush(batch):
+                yield change
+        app = (await self._load_scopes(None))[1]
+        if app:
+            yield ScopeChange("app", "", app)
+
+    # ------------------------------------------------------------------------- writes
+    async def _write(self, write: SessionWrite, now: float) -> None:
+        sid = write.session_id
+        token = secrets.token_hex(8).encode()
+        keys = [self._rec_key(sid), self._hist_key(sid)]
+        args: list[Any] = [
+            repr(now),
+            write.expected_version,
+            write.new_version,
+            token,
+            self._pack(write, token),
+            self._ttl_ms(write.expiry_at, now),
+            write.max_history,
+            len(write.history),
+            *(row.payload for row in write.history),
+        ]
+        ops = self._index_ops(sid, write.user_id, write.expiry_at)
+        if write.expected_version != 0 and write.previous_user_id != write.user_id:
+            stale = self._unindex_ops(sid, write.previous_user_id)
+            ops = stale[:1] + ops + stale[1:]  # the shard member changes with the owner
+        for change in (write.user_scope, write.app_scope):
+            if change is not None:
+                ops += self._scope_ops(change)
+        if self._cluster:
+            args.append(0)
+        else:
+            args += self._encode_ops(ops, keys)
+        code = await self._script(self._write_script, keys, args, "save the session")
+        if code == 0:
+            raise raise_conflict(sid)
+        if code == -1:
+            raise SessionNotFound("the session was deleted or has expired; it is not re-created")
+        if code == -3:
+            raise SerializationError("the stored Redis session record has an unreadable header; delete it")
+        self._remember(sid, write.user_id)
+        if self._cluster:
+            try:
+                await self._apply_ops(ops, gt=True, action="update the indexes and scopes")
+            except StoreUnavailable as exc:
+                raise StoreUnavailable(
+                    f"session {id_hash(sid)} was saved, but its user index / scope changes could not be applied: {exc}"
+                ) from exc
+
+    async def _touch(self, session_id: str, last_accessed_at: float, expiry_at: float | None, now: float) -> bool:
+        guess = _UNKNOWN if self._cluster else self._owners.get(session_id, _UNKNOWN)
+        keys = [self._rec_key(session_id), self._hist_key(session_id)]
+        args: list[Any] = [
+            repr(now),
+            repr(float(last_accessed_at)),
+            "-" if expiry_at is None else repr(float(expiry_at)),
+            self._ttl_ms(expiry_at, now),
+            self._guess_arg(guess),
+        ]
+        if isinstance(guess, _Unknown):
+            args.append(0)
+        else:
+            args += self._encode_ops(self._index_ops(session_id, guess, expiry_at), keys)
+        reply = await self._script(self._touch_script, keys, args, "touch the session")
+        if reply[0] == -3:
+            raise SerializationError("the stored Redis session record has an unreadable header; delete it")
+        if reply[0] == 0:
+            self._owners.pop(session_id, None)
+            return False
+        user = None if reply[1] is None else reply[1].decode("utf-8", "surrogatepass")
+        self._remember(session_id, user)
+        if not reply[2]:
+            await self._apply_ops(self._index_ops(session_id, user, expiry_at), gt=True, action="update the indexes")
+        return True
+
+    async def _delete(self, session_id: str) -> bool:
+        guess = _UNKNOWN if self._cluster else self._owners.get(session_id, _UNKNOWN)
+        self._owners.pop(session_id, None)
+        keys = [self._rec_key(session_id), self._hist_key(session_id)]
+        args: list[Any] = [self._guess_arg(guess)]
+        if isinstance(guess, _Unknown):
+            args.append(0)
+        else:
+            args += self._encode_ops(self._unindex_ops(session_id, guess), keys)
+        reply = await self._script(self._delete_script, keys, args, "delete the session")
+        if reply[0] == 0:
+            return False
+        if reply[0] == 1 and not reply[2]:
+            user = None if reply[1] is None else reply[1].decode("utf-8", "surrogatepass")
+            await self._apply_ops(self._unindex_ops(session_id, user), gt=False, action="update the indexes")
+        return True
+
+    async def _write_scopes(self, changes: list[ScopeChange]) -> None:
+        ops = [op for change in changes for op in self._scope_ops(change)]
+        await self._apply_ops(ops, gt=False, action="write scopes")
+
+    # ------------------------------------------------------------------------- cleanup
+    async def _cleanup_expired(self, now: float, batch_size: int) -> int:
+        removed = 0
+        for shard_key in self._shard_keys:
+            previous: list[bytes] = []
+            while True:
+                try:
+                    members: list[bytes] = await self.client.execute_command(
+                        "ZRANGEBYSCORE", shard_key, "-inf", repr(now), "LIMIT", 0, batch_size
+                    )
+                except _REDIS_ERRORS as exc:
+                    raise _unavailable(exc, "read the expiry index") from exc
+                if not members or members == previous:
+                    break
+                previous = members
+                removed += await self._reap(shard_key, members, now)
+        return removed
+
+    async def _reap(self, shard_key: str, members: list[bytes], now: float) -> int:
+        """Delete the expired sessions among `members` of one shard and repair their index entries."""
+        tag = shard_key[len(self.prefix) + 1 : shard_key.index("}", len(self.prefix))]
+        parsed: list[tuple[bytes, str, str | None]] = []
+        ops: list[_Op] = []
+        for member in members:
+            text = member.decode("ascii", "replace")
+            sid, _, member_hash = text.partition(":")
+            if not is_valid_session_id(sid):
+                ops.append(_Op(tag, shard_key, "R", member))
+                continue
+            parsed.append((member, sid, member_hash or None))
+        replies = await self._pipeline(
+            [
+                self._evalsha(self._reap_script, [self._rec_key(sid), self._hist_key(sid)], [repr(now)])
+                for _, sid, _ in parsed
+            ],
+            "delete expired sessions",
+        )
+        removed = 0
+        for (member, sid, user_hash), reply in zip(parsed, replies, strict=True):
+            status = reply[0]
+            user = None if status not in (1, 2) or reply[1] is None else reply[1].decode("utf-8", "surrogatepass")
+            real_hash = None if user is None else _user_hash(user)
+            stale_user_entry = user_hash is not None and (status != 2 or user_hash != real_hash)
+            if status != 2 or user_hash != real_hash:
+                ops.append(_Op(tag, shard_key, "R", member))
+            if stale_user_entry and user_hash is not None:
+                utag, idx_key, _ = self._user_keys(user_hash)
+                ops.append(_Op(utag, idx_key, "R", sid))
+            if status == 1:
+                removed += 1
+                self._owners.pop(sid, None)
+                if real_hash is not None and real_hash != user_hash:
+                    utag, idx_key, _ = self._user_keys(real_hash)
+                    ops.append(_Op(utag, idx_key, "R", sid))
+            elif status == 2:
+                expiry = None if reply[2] == b"-" else float(reply[2])
+                ops += [_Op(op.tag, op.key, "G", op.a, op.b) for op in self._index_ops(sid, user, expiry)]
+            elif status == -3:
+                logger.error("corrupt Redis session header %s left in place by cleanup", id_hash(sid))
+        await self._apply_ops(ops, gt=False, action="prune the indexes")
+        return removed
+
+    async def close(self) -> None:
+        """Close the client if this store created it (a client passed in stays open). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._owns_client:
+            try:
+                await self.client.aclose()
+            except _REDIS_ERRORS as exc:
+                raise _unavailable(exc, "close the connection") from exc

@@ -30,7 +30,7 @@ class Script:
         self.instructions: list[str | None] = []
         self.offered: list[list[str]] = []
         self.returns: list[ToolReturnPart] = []
-        self.retries: list[RetryPromptPart] = []
+        self.retries: list[ToolReturnPart | RetryPromptPart] = []
 
     def model(self) -> FunctionModel:
         return FunctionModel(self)
@@ -41,7 +41,9 @@ class Script:
         last = messages[-1]
         if isinstance(last, ModelRequest):
             for part in last.parts:
-                if isinstance(part, ToolReturnPart):
+                if isinstance(part, ToolReturnPart) and part.outcome == "retried":
+                    self.retries.append(part)
+                elif isinstance(part, ToolReturnPart):
                     self.returns.append(part)
                 elif isinstance(part, RetryPromptPart):
                     self.retries.append(part)
@@ -55,6 +57,10 @@ class Script:
                 ]
             )
         return ModelResponse(parts=[TextPart(self.final)])
+
+    def refused(self, tool_name: str) -> list[str]:
+        """The retry messages the model got back for calls of `tool_name`."""
+        return [str(part.content) for part in self.retries if part.tool_name == tool_name]
 
     def returned(self, tool_name: str) -> list[Any]:
         """The contents returned by `tool_name`, in call order."""

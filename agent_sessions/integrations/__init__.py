@@ -1,0 +1,10 @@
+"""Integrations with agent frameworks and web servers.
+
+Import the one you use on purpose; each needs its extra:
+
+- `agent_sessions.integrations.pydantic_ai` (``pip install agent-sessions[pydantic-ai]``):
+  `SessionCapability`, `session_toolset`, `SessionDeps`, `run_turn`, and pydantic-ai
+  `ConversationStore` backends on SQL databases and Redis;
+- `agent_sessions.integrations.asgi` (``pip install agent-sessions[fastapi]``): `SessionMiddleware`
+  and the FastAPI dependency `get_session`.
+"""

@@ -1,0 +1,265 @@
+"""`RedisConversationStore`: pydantic-ai conversations in Redis, beside the sessions.
+
+Every key shares one hash tag (``<prefix>{conv}:...``), so the Lua scripts that make each write
+atomic also run on Redis Cluster (all conversations then live in one slot). Keys:
+
+- ``rec:<conversation id>`` — a hash: the record as JSON, its revision, lineage and scope index;
+- ``ent:<entry id>`` — a hash: parent id, message JSON, lineage;
+- ``idx`` and ``scope:<sha256 of scope>`` — sorted sets of conversation ids by last save time;
+- ``lin:<lineage>`` / ``linrec:<lineage>`` — the entries and the conversations of a lineage.
+
+A write checks the revision and the entry its history hangs from, then stores entries and
+record, all in one script: a conflicting `write_record` raises `ConversationConflict` and writes
+nothing. A history is walked server-side in one round trip. Entries are shared by forks and
+grouped by lineage (the conversation a chain of forks started from): `delete_record` deletes the
+record at once, and the lineage's entries when its last conversation is deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any, Final
+
+from pydantic_ai.conversation_store import (
+    ConversationConflict,
+    ConversationEntry,
+    ConversationRecord,
+    ConversationStore,
+)
+
+from ...errors import StoreUnavailable
+from ._records import decode_entry, decode_record, encode_message, encode_record
+
+try:
+    from redis import exceptions as redis_exceptions
+    from redis.asyncio import Redis
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError("RedisConversationStore needs redis: pip install agent-sessions[redis]") from exc
+
+__all__ = ["RedisConversationStore"]
+
+# KEYS: record, index, scope index ("" key name not allowed: the scope index is passed in ARGV).
+# ARGV: base, conversation id, expected revision or "", record JSON, revision, score,
+#       scope index key or "", anchor entry id or "", entry count, then (id, parent or "", message)*.
+_WRITE: Final = """
+local rec = KEYS[1]
+local base = ARGV[1]
+local cid = ARGV[2]
+local cur = redis.call('HGET', rec, 'r')
+if ARGV[3] == '' then
+  if cur then return 0 end
+elseif cur ~= ARGV[3] then
+  return 0
+end
+local lineage = false
+if cur then lineage = redis.call('HGET', rec, 'l') end
+if ARGV[8] ~= '' then
+  local anchor_lineage = redis.call('HGET', base .. 'ent:' .. ARGV[8], 'l')
+  if not anchor_lineage then return 0 end
+  if not lineage then lineage = anchor_lineage end
+end
+if not lineage then lineage = cid end
+local n = tonumber(ARGV[9])
+local i = 10
+for _ = 1, n do
+  redis.call('HSET', base .. 'ent:' .. ARGV[i], 'p', ARGV[i + 1], 'm', ARGV[i + 2], 'l', lineage)
+  redis.call('SADD', base .. 'lin:' .. lineage, ARGV[i])
+  i = i + 3
+end
+local old_scope = redis.call('HGET', rec, 'sk')
+if old_scope and old_scope ~= '' and old_scope ~= ARGV[7] then redis.call('ZREM', old_scope, cid) end
+redis.call('HSET', rec, 'd', ARGV[4], 'r', ARGV[5], 'l', lineage, 'sk', ARGV[7])
+redis.call('SADD', base .. 'linrec:' .. lineage, cid)
+redis.call('ZADD', KEYS[2], ARGV[6], cid)
+if ARGV[7] ~= '' then redis.call('ZADD', ARGV[7], ARGV[6], cid) end
+return 1
+"""
+
+# KEYS: record, index. ARGV: base, conversation id, expected revision.
+_DELETE: Final = """
+local rec = KEYS[1]
+local base = ARGV[1]
+local cid = ARGV[2]
+local cur = redis.call('HGET', rec, 'r')
+if (not cur) or cur ~= ARGV[3] then return 0 end
+local lineage = redis.call('HGET', rec, 'l')
+local scope_key = redis.call('HGET', rec, 'sk')
+redis.call('DEL', rec)
+redis.call('ZREM', KEYS[2], cid)
+if scope_key and scope_key ~= '' then redis.call('ZREM', scope_key, cid) end
+redis.call('SREM', base .. 'linrec:' .. lineage, cid)
+if redis.call('SCARD', base .. 'linrec:' .. lineage) == 0 then
+  for _, id in ipairs(redis.call('SMEMBERS', base .. 'lin:' .. lineage)) do
+    redis.call('DEL', base .. 'ent:' .. id)
+  end
+  redis.call('DEL', base .. 'lin:' .. lineage)
+end
+return 1
+"""
+
+# KEYS: the head entry (for routing). ARGV: base, head id, limit (-1: none).
+# Returns {1, id, parent, message, ...} newest first, or {0, missing id}.
+_HISTORY: Final = """
+local base = ARGV[1]
+local id = ARGV[2]
+local limit = tonumber(ARGV[3])
+local out = {1}
+local count = 0
+while id ~= '' and (limit < 0 or count < limit) do
+  local v = redis.call('HMGET', base .. 'ent:' .. id, 'p', 'm')
+  if not v[2] then return {0, id} end
+  table.insert(out, id)
+  table.insert(out, v[1])
+  table.insert(out, v[2])
+  count = count + 1
+  id = v[1]
+end
+return out
+"""
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisConversationStore(ConversationStore):
+    """A pydantic-ai `ConversationStore` in the Redis of a `RedisSessionStore`.
+
+    `source` is a `RedisSessionStore` (its client and key prefix are shared), a
+    `redis.asyncio` client (``Redis`` or ``RedisCluster``), or a ``redis://`` URL (the store then
+    owns the client and `close()` closes it). `prefix` defaults to the session store's prefix, or
+    ``agent_sessions:``.
+    """
+
+    def __init__(self, source: Any, *, prefix: str | None = None) -> None:
+        self._owns_client = isinstance(source, str)
+        if isinstance(source, str):
+            self.client: Any = Redis.from_url(source, socket_timeout=10, socket_connect_timeout=5)
+            default_prefix = "agent_sessions:"
+        elif hasattr(source, "client") and hasattr(source, "prefix"):
+            self.client = source.client
+            default_prefix = str(source.prefix)
+        elif hasattr(source, "evalsha"):
+            self.client = source
+            default_prefix = "agent_sessions:"
+        else:
+            raise TypeError("source must be a RedisSessionStore, a redis.asyncio client or a redis:// URL")
+        self.prefix = default_prefix if prefix is None else prefix
+        if "{" in self.prefix or "}" in self.prefix:
+            raise ValueError("the key prefix must not contain '{' or '}' (the store adds its own hash tag)")
+        self._base = f"{self.prefix}{{conv}}:"
+        self._write_script = self.client.register_script(_WRITE)
+        self._delete_script = self.client.register_script(_DELETE)
+        self._history_script = self.client.register_script(_HISTORY)
+
+    async def close(self) -> None:
+        """Close the client if this store created it (a shared client is left open)."""
+        if self._owns_client:
+            await self.client.aclose()
+
+    async def __aenter__(self) -> RedisConversationStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ keys
+    def _record_key(self, conversation_id: str) -> str:
+        return f"{self._base}rec:{conversation_id}"
+
+    def _index_key(self) -> str:
+        return f"{self._base}idx"
+
+    def _scope_key(self, scope: str | None) -> str:
+        if scope is None:
+            return ""
+        return f"{self._base}scope:{hashlib.sha256(scope.encode()).hexdigest()[:32]}"
+
+    async def _run(self, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except (redis_exceptions.ConnectionError, redis_exceptions.TimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"conversation store unavailable: {exc}") from exc
+
+    # ------------------------------------------------------------------ primitives
+    async def read_record(self, conversation_id: str) -> ConversationRecord | None:
+        data = await self._run(self.client.hget(self._record_key(conversation_id), "d"))
+        return None if data is None else decode_record(data)
+
+    async def read_records(self, *, scope: str | None = None, limit: int | None = None) -> Sequence[ConversationRecord]:
+        if limit == 0:
+            return []
+        index = self._index_key() if scope is None else self._scope_key(scope)
+        ids = await self._run(self.client.zrevrange(index, 0, -1 if limit is None else limit - 1))
+        if not ids:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for cid in ids:
+            pipe.hget(self._record_key(_text(cid)), "d")
+        found = await self._run(pipe.execute())
+        records = [decode_record(data) for data in found if data is not None]
+        # A scope index is keyed by a hash of the scope: check the scope itself too.
+        return [r for r in records if scope is None or r.scope == scope]
+
+    async def write_record(
+        self,
+        record: ConversationRecord,
+        *,
+        new_entries: Sequence[ConversationEntry] = (),
+        expected_revision: str | None,
+    ) -> None:
+        cid = record.conversation_id
+        new_ids = {entry.id for entry in new_entries}
+        anchor = record.head_id if record.head_id not in new_ids else new_entries[0].parent_id
+        args: list[Any] = [
+            self._base,
+            cid,
+            expected_revision or "",
+            encode_record(record),
+            record.revision,
+            record.updated_at.timestamp(),
+            self._scope_key(record.scope),
+            anchor or "",
+            len(new_entries),
+        ]
+        for entry in new_entries:
+            args.extend((entry.id, entry.parent_id or "", encode_message(entry)))
+        written = await self._run(self._write_script(keys=[self._record_key(cid), self._index_key()], args=args))
+        if not written:
+            raise ConversationConflict(cid)
+
+    async def delete_record(self, conversation_id: str, *, expected_revision: str) -> None:
+        deleted = await self._run(
+            self._delete_script(
+                keys=[self._record_key(conversation_id), self._index_key()],
+                args=[self._base, conversation_id, expected_revision],
+            )
+        )
+        if not deleted:
+            raise ConversationConflict(conversation_id)
+
+    async def read_entry(self, entry_id: str) -> ConversationEntry:
+        parent, message = await self._run(self.client.hmget(f"{self._base}ent:{entry_id}", ["p", "m"]))
+        if message is None:
+            raise KeyError(entry_id)
+        return decode_entry(entry_id, _text(parent) or None, message)
+
+    async def read_history(self, head_id: str | None, *, limit: int | None = None) -> list[ConversationEntry]:
+        """The chain up to `head_id`, walked server-side in one call; `KeyError` if an entry is missing."""
+        if head_id is None or limit == 0:
+            return []
+        # The head's key routes the call to the conversations' slot on a cluster.
+        out = await self._run(
+            self._history_script(
+                keys=[f"{self._base}ent:{head_id}"], args=[self._base, head_id, -1 if limit is None else limit]
+            )
+        )
+        if int(out[0]) == 0:
+            raise KeyError(_text(out[1]))
+        rows = out[1:]
+        entries = [
+            decode_entry(_text(rows[i]), _text(rows[i + 1]) or None, rows[i + 2]) for i in range(0, len(rows), 3)
+        ]
+        entries.reverse()
+        return entries

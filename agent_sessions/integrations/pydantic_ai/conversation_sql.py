@@ -1,0 +1,299 @@
+"""`DatabaseConversationStore`: pydantic-ai conversations in SQLite or PostgreSQL (SQLAlchemy 2 async).
+
+Two tables beside the session tables: ``<prefix>conversations`` (one row per conversation: its
+record as JSON, revision, scope, last save time) and ``<prefix>conversation_entries`` (one row per
+message, pointing at its parent). A history is read in one recursive query.
+
+Every write is one transaction with a compare-and-set on the revision, so a conflicting
+`write_record` raises `ConversationConflict` and writes nothing. SQLite transactions take the
+write lock up front (``BEGIN IMMEDIATE``); PostgreSQL locks the rows it checks.
+
+Entries are shared by forks, so they are grouped by *lineage* (the conversation a chain of forks
+started from). `delete_record` removes the record at once, and the lineage's entries when its last
+conversation is deleted: until then, entries only a deleted conversation used are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic_ai.conversation_store import (
+    ConversationConflict,
+    ConversationEntry,
+    ConversationRecord,
+    ConversationStore,
+)
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from ...errors import StoreUnavailable
+from ._records import decode_entry, decode_record, encode_message, encode_record
+
+__all__ = ["DatabaseConversationStore"]
+
+logger = logging.getLogger(__name__)
+
+_ID = sa.String(255)
+
+
+def _tables(metadata: sa.MetaData, prefix: str) -> tuple[sa.Table, sa.Table]:
+    records = sa.Table(
+        f"{prefix}conversations",
+        metadata,
+        sa.Column("conversation_id", _ID, primary_key=True),
+        sa.Column("lineage", _ID, nullable=False, index=True),
+        sa.Column("scope", sa.Text, nullable=True),
+        sa.Column("revision", _ID, nullable=False),
+        sa.Column("updated_at", sa.Float, nullable=False),
+        sa.Column("data", sa.Text, nullable=False),
+        sa.Index(f"ix_{prefix}conversations_scope_updated", "scope", "updated_at"),
+        sa.Index(f"ix_{prefix}conversations_updated", "updated_at"),
+    )
+    entries = sa.Table(
+        f"{prefix}conversation_entries",
+        metadata,
+        sa.Column("entry_id", _ID, primary_key=True),
+        sa.Column("parent_id", _ID, nullable=True),
+        sa.Column("lineage", _ID, nullable=False, index=True),
+        sa.Column("kind", sa.String(32), nullable=False),
+        sa.Column("message", sa.Text, nullable=False),
+    )
+    return records, entries
+
+
+class DatabaseConversationStore(ConversationStore):
+    """A pydantic-ai `ConversationStore` on the SQL database of a `DatabaseSessionStore`.
+
+    `source` is a `DatabaseSessionStore` (its engine is shared), an `AsyncEngine`, or a URL
+    (``sqlite+aiosqlite:///app.db``, ``postgresql+asyncpg://...``; the store then owns the engine
+    and `close()` disposes of it). Tables are created on first use.
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        *,
+        table_prefix: str = "agent_sessions_",
+        schema: str | None = None,
+        create_tables: bool = True,
+    ) -> None:
+        self._owns_engine = isinstance(source, str)
+        if isinstance(source, str):
+            self.engine: AsyncEngine = _engine_for_url(source)
+        elif isinstance(source, AsyncEngine):
+            self.engine = source
+        elif isinstance(getattr(source, "engine", None), AsyncEngine):
+            self.engine = source.engine
+        else:
+            raise TypeError("source must be a DatabaseSessionStore, an AsyncEngine or a database URL")
+        self._metadata = sa.MetaData(schema=schema)
+        self.records, self.entries = _tables(self._metadata, table_prefix)
+        self._create_tables = create_tables
+        self._ready = False
+        self._ready_lock = asyncio.Lock()
+        self._sqlite = self.engine.dialect.name == "sqlite"
+
+    async def close(self) -> None:
+        """Dispose of the engine if this store created it (a shared engine is left open)."""
+        if self._owns_engine:
+            await self.engine.dispose()
+
+    async def __aenter__(self) -> DatabaseConversationStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ plumbing
+    async def _ensure_tables(self) -> None:
+        if self._ready or not self._create_tables:
+            return
+        async with self._ready_lock:
+            if self._ready:
+                return
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.run_sync(self._metadata.create_all)
+            except (sa_exc.OperationalError, sa_exc.InterfaceError, OSError) as exc:
+                raise StoreUnavailable(f"cannot create the conversation tables: {exc}") from exc
+            self._ready = True
+
+    @asynccontextmanager
+    async def _reading(self) -> AsyncIterator[AsyncConnection]:
+        await self._ensure_tables()
+        try:
+            async with self.engine.connect() as conn:
+                yield conn
+        except (sa_exc.OperationalError, sa_exc.InterfaceError, OSError) as exc:
+            raise StoreUnavailable(f"conversation store unavailable: {exc}") from exc
+
+    @asynccontextmanager
+    async def _writing(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction: committed when the block ends, rolled back if it raises."""
+        await self._ensure_tables()
+        try:
+            async with self.engine.connect() as conn:
+                if self._sqlite:
+                    # Take the write lock now: a read that later upgrades can fail on a busy database.
+                    raw = await conn.get_raw_connection()
+                    if not getattr(raw.driver_connection, "in_transaction", False):
+                        await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                yield conn
+                await conn.commit()
+        except (sa_exc.OperationalError, sa_exc.InterfaceError, OSError) as exc:
+            raise StoreUnavailable(f"conversation store unavailable: {exc}") from exc
+
+    # ------------------------------------------------------------------ primitives
+    async def read_record(self, conversation_id: str) -> ConversationRecord | None:
+        async with self._reading() as conn:
+            data = (
+                await conn.execute(
+                    sa.select(self.records.c.data).where(self.records.c.conversation_id == conversation_id)
+                )
+            ).scalar_one_or_none()
+        return None if data is None else decode_record(data)
+
+    async def read_records(self, *, scope: str | None = None, limit: int | None = None) -> Sequence[ConversationRecord]:
+        query = sa.select(self.records.c.data).order_by(self.records.c.updated_at.desc())
+        if scope is not None:
+            query = query.where(self.records.c.scope == scope)
+        if limit is not None:
+            query = query.limit(limit)
+        async with self._reading() as conn:
+            rows = (await conn.execute(query)).scalars().all()
+        return [decode_record(data) for data in rows]
+
+    async def write_record(
+        self,
+        record: ConversationRecord,
+        *,
+        new_entries: Sequence[ConversationEntry] = (),
+        expected_revision: str | None,
+    ) -> None:
+        cid = record.conversation_id
+        new_ids = {entry.id for entry in new_entries}
+        # The stored entry the record's history hangs from: its head, or the parent of the first new entry.
+        anchor = record.head_id if record.head_id not in new_ids else new_entries[0].parent_id
+        r, e = self.records.c, self.entries.c
+        values = {
+            "scope": record.scope,
+            "revision": record.revision,
+            "updated_at": record.updated_at.timestamp(),
+            "data": encode_record(record),
+        }
+        async with self._writing() as conn:
+            anchor_lineage: str | None = None
+            if anchor is not None:
+                # FOR SHARE: a concurrent delete of the lineage waits for this transaction (PostgreSQL).
+                anchor_lineage = (
+                    await conn.execute(sa.select(e.lineage).where(e.entry_id == anchor).with_for_update(read=True))
+                ).scalar_one_or_none()
+                if anchor_lineage is None:
+                    raise ConversationConflict(cid)
+            if expected_revision is None:
+                lineage = anchor_lineage or cid
+                try:
+                    await conn.execute(self.records.insert().values(conversation_id=cid, lineage=lineage, **values))
+                except sa_exc.IntegrityError as exc:
+                    # The id exists: nothing of this transaction is committed.
+                    raise ConversationConflict(cid) from exc
+            else:
+                stored_lineage = (
+                    await conn.execute(
+                        sa.select(r.lineage)
+                        .where(r.conversation_id == cid, r.revision == expected_revision)
+                        .with_for_update()
+                    )
+                ).scalar_one_or_none()
+                if stored_lineage is None:
+                    raise ConversationConflict(cid)
+                lineage = str(stored_lineage)
+                await conn.execute(self.records.update().where(r.conversation_id == cid).values(**values))
+            if new_entries:
+                await conn.execute(
+                    self.entries.insert(),
+                    [
+                        {
+                            "entry_id": entry.id,
+                            "parent_id": entry.parent_id,
+                            "lineage": lineage,
+                            "kind": entry.kind,
+                            "message": encode_message(entry),
+                        }
+                        for entry in new_entries
+                    ],
+                )
+
+    async def delete_record(self, conversation_id: str, *, expected_revision: str) -> None:
+        r, e = self.records.c, self.entries.c
+        async with self._writing() as conn:
+            lineage = (
+                await conn.execute(
+                    sa.select(r.lineage)
+                    .where(r.conversation_id == conversation_id, r.revision == expected_revision)
+                    .with_for_update()
+                )
+            ).scalar_one_or_none()
+            if lineage is None:
+                raise ConversationConflict(conversation_id)
+            await conn.execute(self.records.delete().where(r.conversation_id == conversation_id))
+            # Lock the lineage's entries, waiting out any fork still attaching to them, then look again.
+            await conn.execute(sa.select(e.entry_id).where(e.lineage == lineage).with_for_update())
+            remaining = (
+                await conn.execute(sa.select(r.conversation_id).where(r.lineage == lineage).limit(1))
+            ).scalar_one_or_none()
+            if remaining is None:
+                await conn.execute(self.entries.delete().where(e.lineage == lineage))
+
+    async def read_entry(self, entry_id: str) -> ConversationEntry:
+        e = self.entries.c
+        async with self._reading() as conn:
+            row = (await conn.execute(sa.select(e.parent_id, e.message).where(e.entry_id == entry_id))).one_or_none()
+        if row is None:
+            raise KeyError(entry_id)
+        return decode_entry(entry_id, row.parent_id, row.message)
+
+    async def read_history(self, head_id: str | None, *, limit: int | None = None) -> list[ConversationEntry]:
+        """The chain up to `head_id` in one recursive query; `KeyError` if an entry is missing."""
+        if head_id is None or limit == 0:
+            return []
+        e = self.entries.c
+        chain = (
+            sa.select(e.entry_id, e.parent_id, e.message, sa.literal(1).label("depth"))
+            .where(e.entry_id == head_id)
+            .cte("chain", recursive=True)
+        )
+        step = sa.select(e.entry_id, e.parent_id, e.message, (chain.c.depth + 1).label("depth")).join(
+            chain, e.entry_id == chain.c.parent_id
+        )
+        if limit is not None:
+            step = step.where(chain.c.depth < limit)
+        chain = chain.union_all(step)
+        async with self._reading() as conn:
+            rows = (await conn.execute(sa.select(chain).order_by(chain.c.depth.desc()))).all()
+        if not rows:
+            raise KeyError(head_id)
+        oldest = rows[0]
+        if oldest.parent_id is not None and (limit is None or len(rows) < limit):
+            raise KeyError(oldest.parent_id)
+        return [decode_entry(row.entry_id, row.parent_id, row.message) for row in rows]
+
+
+def _engine_for_url(url: str) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_async_engine(url, pool_pre_ping=True)

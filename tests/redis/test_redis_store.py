@@ -1,0 +1,393 @@
+"""Redis-specific guarantees of `RedisSessionStore` beyond the shared contract suite:
+round trips, key layout and hash slots, TTLs, SCAN patterns, index pruning, script reloads,
+idempotent re-sent saves, corrupt records and client handling."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import AbstractConnection
+
+from agent_sessions import (
+    SerializationError,
+    Session,
+    SessionManager,
+    SessionStore,
+    create_store,
+)
+from agent_sessions.stores import redis as redis_module
+from agent_sessions.stores.redis import RedisSessionStore
+
+from ..support import REDIS_START, REDIS_URL, FakeClock, require_service
+from .servers import RedisServer
+from .stores import delete_prefix, redis_cluster_store, redis_host_port, redis_store
+
+pytestmark = pytest.mark.asyncio
+
+WEIRD_USER = "ünï {code}:*?[x] \\ }{"
+
+
+def as_redis(store: SessionStore) -> RedisSessionStore:
+    assert isinstance(store, RedisSessionStore)
+    return store
+
+
+@pytest.fixture(params=["redis", "redis_cluster"])
+def open_store(request: pytest.FixtureRequest, clock: FakeClock) -> Any:
+    factory = redis_store if request.param == "redis" else redis_cluster_store
+
+    def make(**options: Any) -> AbstractAsyncContextManager[SessionStore]:
+        return factory(clock, **options)
+
+    return make
+
+
+@pytest.fixture
+async def single(clock: FakeClock) -> AsyncIterator[RedisSessionStore]:
+    async with redis_store(clock) as store:
+        yield as_redis(store)
+
+
+@pytest.fixture
+async def cluster(clock: FakeClock) -> AsyncIterator[RedisSessionStore]:
+    async with redis_cluster_store(clock) as store:
+        yield as_redis(store)
+
+
+class RoundTrips:
+    """Counts the requests a client writes to Redis (a pipeline is one request)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        original = AbstractConnection.send_packed_command
+
+        async def counting(conn: AbstractConnection, command: Any, check_health: bool = True) -> None:
+            self.count += 1
+            await original(conn, command, check_health)
+
+        monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+
+    def take(self) -> int:
+        count, self.count = self.count, 0
+        return count
+
+
+@pytest.fixture
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> RoundTrips:
+    return RoundTrips(monkeypatch)
+
+
+# ---------------------------------------------------------------- round trips
+async def test_a_get_and_a_save_are_one_round_trip_each(
+    single: RedisSessionStore, round_trips: RoundTrips, clock: FakeClock
+) -> None:
+    manager = SessionManager(single, auto_cleanup=False)
+    session = await manager.create_session(user_id="alice", data={"user:lang": "fr"})
+    session.preferences["theme"] = "dark"
+    await manager.update_session(session)
+    round_trips.take()
+
+    for turn in range(3):
+        loaded = await single.get(session.session_id)
+        assert round_trips.take() == 1
+        assert loaded is not None and loaded.preferences == {"theme": "dark"}
+        assert loaded.get("user:lang") == ("fr" if turn == 0 else f"l{turn - 1}")
+        loaded.set("turn", turn)
+        loaded.set("user:lang", f"l{turn}")  # a user-scope change rides in the same script
+        loaded.add_history_entry("turn", {"i": turn})
+        await single.set(loaded)
+        assert round_trips.take() == 1
+
+
+async def test_a_store_that_never_saw_a_session_loads_it_in_two_round_trips_then_one(
+    single: RedisSessionStore, round_trips: RoundTrips, clock: FakeClock
+) -> None:
+    manager = SessionManager(single, auto_cleanup=False)
+    session = await manager.create_session(user_id="bob", data={"user:x": 1})
+    other = RedisSessionStore(single.client, prefix=single.prefix, clock=clock)
+    round_trips.take()
+    first = await other.get(session.session_id)
+    assert round_trips.take() == 2  # the owner's scope key is learnt from the record
+    assert first is not None and first.get("user:x") == 1
+    await other.get(session.session_id)
+    assert round_trips.take() == 1
+
+
+# ---------------------------------------------------------------- key layout
+async def test_every_key_of_a_session_shares_one_slot_and_user_ids_never_reach_key_names(
+    cluster: RedisSessionStore, clock: FakeClock
+) -> None:
+    manager = SessionManager(cluster, auto_cleanup=False)
+    session = await manager.create_session(user_id=WEIRD_USER, data={"user:lang": "fr", "app:motd": "hi"})
+    session.add_history_entry("turn", {"i": 1})
+    session.preferences["theme"] = "dark"
+    await manager.update_session(session)
+
+    client = cluster.client
+    assert isinstance(client, RedisCluster)
+    keys = [key.decode() async for key in client.scan_iter(match=cluster.prefix + "*")]
+    session_keys = [k for k in keys if session.session_id in k]
+    assert sorted(k.rsplit(":", 1)[1] for k in session_keys) == ["hist", "rec"]
+    assert len({client.keyslot(k) for k in session_keys}) == 1
+    assert all(WEIRD_USER not in k and "{code}" not in k for k in keys)
+
+    assert [s.session_id for s in await manager.get_user_sessions(WEIRD_USER)] == [session.session_id]
+    scopes = {(kind, owner): values async for kind, owner, values in cluster.iter_scopes()}
+    assert scopes == {
+        ("user", WEIRD_USER): {"user:lang": "fr", "pref:theme": "dark"},
+        ("app", ""): {"app:motd": "hi"},
+    }
+
+
+async def test_sessions_spread_over_every_master_and_get_all_finds_them_all(cluster: RedisSessionStore) -> None:
+    manager = SessionManager(cluster, auto_cleanup=False)
+    made = {(await manager.create_session(data={"i": i})).session_id for i in range(30)}
+    client = cluster.client
+    assert isinstance(client, RedisCluster)
+    owners = {client.get_node_from_key(cluster._rec_key(sid)).name for sid in made}
+    assert len(owners) == 3
+    assert {s.session_id async for s in cluster.iter_sessions(batch_size=4)} == made
+
+
+async def test_ttl_is_the_expiry_relative_to_the_store_clock(single: RedisSessionStore, clock: FakeClock) -> None:
+    session = Session(created_at=clock.now, last_accessed_at=clock.now, expiry_at=clock.now + 600)
+    session.add_history_entry("turn", {})
+    await single.set(session)
+    client = single.client
+    for key in (single._rec_key(session.session_id), single._hist_key(session.session_id)):
+        assert 599_000 < await client.pttl(key) <= 600_000
+
+    clock.advance(100)
+    assert await single.touch(session.session_id, clock.now, clock.now + 50)
+    assert 49_000 < await client.pttl(single._rec_key(session.session_id)) <= 50_000
+
+    forever = Session(expiry_at=None)
+    forever.add_history_entry("turn", {})
+    await single.set(forever)
+    assert await client.pttl(single._rec_key(forever.session_id)) == -1
+    assert await client.pttl(single._hist_key(forever.session_id)) == -1
+
+
+async def test_expiry_under_the_store_clock_wins_over_a_live_redis_key(
+    single: RedisSessionStore, clock: FakeClock
+) -> None:
+    session = Session(created_at=clock.now, last_accessed_at=clock.now, expiry_at=clock.now + 10)
+    await single.set(session)
+    clock.advance(10)
+    assert await single.client.exists(single._rec_key(session.session_id)) == 1
+    assert await single.get(session.session_id) is None
+    assert await single.touch(session.session_id, clock.now, clock.now + 100) is False
+    assert (await single.get_history(session.session_id)).entries == []
+
+
+# ---------------------------------------------------------------- SCAN
+async def test_get_all_scans_only_its_own_prefix_even_with_glob_characters_in_it(clock: FakeClock) -> None:
+    require_service("Redis", *redis_host_port(REDIS_URL), REDIS_START)
+    tag = uuid.uuid4().hex[:8]
+    # Unescaped, "t<tag>*[a]?:" would match the other store's prefix "t<tag>ZZa1:".
+    globby = RedisSessionStore(REDIS_URL, prefix=f"t{tag}*[a]?:", clock=clock)
+    plain = RedisSessionStore(REDIS_URL, prefix=f"t{tag}ZZa1:", clock=clock)
+    try:
+        mine = Session()
+        theirs = Session()
+        await globby.set(mine)
+        await plain.set(theirs)
+        assert [s.session_id for s in await globby.get_all()] == [mine.session_id]
+        assert [s.session_id for s in await plain.get_all()] == [theirs.session_id]
+    finally:
+        for store in (globby, plain):
+            await delete_prefix(store)
+            await store.close()
+
+
+async def test_no_keys_command_is_ever_sent(clock: FakeClock) -> None:
+    server = RedisServer()
+    server.start()
+    try:
+        store = RedisSessionStore(server.url, clock=clock)
+        manager = SessionManager(store, auto_cleanup=False)
+        for i in range(5):
+            s = await manager.create_session(user_id=f"u{i % 2}", data={"user:k": i, "app:k": i})
+            s.add_history_entry("turn", {"i": i})
+            await manager.update_session(s)
+        await manager.get_user_sessions("u1")
+        assert len(await store.get_all()) == 5
+        assert [kind async for kind, _, _ in store.iter_scopes()].count("user") == 2
+        clock.advance(4000)
+        assert await manager.cleanup(force=True) == 5
+        stats = await store.client.info("commandstats")
+        assert "cmdstat_keys" not in stats
+        assert "cmdstat_scan" in stats and "cmdstat_evalsha" in stats
+        await store.close()
+    finally:
+        server.cleanup()
+
+
+# ---------------------------------------------------------------- cleanup and indexes
+async def test_cleanup_prunes_index_entries_of_sessions_redis_already_expired(
+    open_store: Any, clock: FakeClock
+) -> None:
+    async with open_store() as raw_store:
+        store = as_redis(raw_store)
+        manager = SessionManager(store, auto_cleanup=False)
+        gone = await manager.create_session(user_id="carol")
+        kept = await manager.create_session(user_id="carol")
+        client = store.client
+        sid = gone.session_id
+        for key in (store._rec_key(sid), store._hist_key(sid)):
+            await client.pexpire(key, 1)
+        while await client.exists(store._rec_key(sid)):
+            await asyncio.sleep(0.005)  # Redis expires it on its own clock
+
+        _, shard_key = store._shard(sid)
+        _, idx_key, _ = store._user_keys(redis_module._user_hash("carol"))
+        member = store._member(sid, "carol")
+        assert await client.zscore(shard_key, member) is not None
+        assert await client.zscore(idx_key, sid) is not None
+
+        clock.advance(3601)  # past the indexed expiry of both
+        kept_refreshed = await manager.refresh_session(kept.session_id)
+        assert kept_refreshed is None  # idle timeout passed: it is expired under the store clock too
+        assert await manager.cleanup(force=True) == 1  # `kept` deleted by cleanup; `gone` was Redis's
+        assert await client.zscore(shard_key, member) is None
+        assert await client.zscore(idx_key, sid) is None
+        assert await client.exists(idx_key) == 0
+        assert all([await client.zcard(k) == 0 for k in store._shard_keys])
+
+
+async def test_cleanup_rescores_a_live_session_with_a_stale_index_score(open_store: Any, clock: FakeClock) -> None:
+    async with open_store() as raw_store:
+        store = as_redis(raw_store)
+        manager = SessionManager(store, auto_cleanup=False)
+        session = await manager.create_session(user_id="dan")
+        sid = session.session_id
+        _, shard_key = store._shard(sid)
+        _, idx_key, _ = store._user_keys(redis_module._user_hash("dan"))
+        await store.client.zadd(shard_key, {store._member(sid, "dan"): clock.now - 100})
+        assert await manager.cleanup(force=True) == 0
+        assert await store.get(sid) is not None
+        assert await store.client.zscore(shard_key, store._member(sid, "dan")) == session.expiry_at
+        assert await store.client.zscore(idx_key, sid) == session.expiry_at
+
+
+async def test_a_store_that_never_saw_a_session_keeps_the_indexes_right_on_touch_and_delete(
+    single: RedisSessionStore, clock: FakeClock
+) -> None:
+    manager = SessionManager(single, auto_cleanup=False)
+    session = await manager.create_session(user_id="erin")
+    sid = session.session_id
+    stranger = RedisSessionStore(single.client, prefix=single.prefix, clock=clock)
+    _, shard_key = single._shard(sid)
+    _, idx_key, _ = single._user_keys(redis_module._user_hash("erin"))
+
+    assert await stranger.touch(sid, clock.now + 5, clock.now + 7200)
+    assert await single.client.zscore(idx_key, sid) == clock.now + 7200
+    assert await single.client.zscore(shard_key, single._member(sid, "erin")) == clock.now + 7200
+
+    other = RedisSessionStore(single.client, prefix=single.prefix, clock=clock)
+    assert await other.delete(sid) is True
+    assert await single.client.zscore(idx_key, sid) is None
+    assert await single.client.zscore(shard_key, single._member(sid, "erin")) is None
+    assert await manager.get_user_sessions("erin") == []
+
+
+async def test_emptied_user_scope_leaves_no_key_behind(single: RedisSessionStore) -> None:
+    await single.write_scopes("frank", {"user:a": 1, "pref:b": 2})
+    _, _, scope_key = single._user_keys(redis_module._user_hash("frank"))
+    assert await single.client.hget(scope_key, "~owner") == b"frank"
+    await single.write_scopes("frank", {}, delete=["user:a", "pref:b"])
+    assert await single.client.exists(scope_key) == 0
+    assert (await single.load_scopes("frank")).user == {}
+
+
+# ---------------------------------------------------------------- robustness
+async def test_a_resent_save_is_recognised_as_applied_not_as_a_conflict(
+    open_store: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_store() as raw_store:
+        store = as_redis(raw_store)
+        session = Session(created_at=clock.now, last_accessed_at=clock.now, expiry_at=clock.now + 60)
+        await store.set(session)
+        session.set("k", 1)
+        session.add_history_entry("turn", {"i": 1})
+        write = store._prepare_write(session)
+        monkeypatch.setattr(redis_module.secrets, "token_hex", lambda n: "ab" * n)
+        await store._write(write, clock.now)
+        await store._write(write, clock.now)  # the reply of the first was "lost"; the client resends
+        loaded = await store.get(session.session_id)
+        assert loaded is not None and loaded.version == 2 and loaded.get("k") == 1
+        assert [e["data"] for e in loaded.history] == [{"i": 1}]
+
+
+async def test_scripts_are_reloaded_after_the_server_forgets_them(open_store: Any, clock: FakeClock) -> None:
+    async with open_store() as raw_store:
+        store = as_redis(raw_store)
+        manager = SessionManager(store, auto_cleanup=False)
+        session = await manager.create_session(user_id="gus")
+        await store.client.script_flush()
+        loaded = await manager.get_session(session.session_id)
+        assert loaded is not None
+        loaded.set("after", "flush")
+        await manager.update_session(loaded)
+        await store.client.script_flush()
+        assert [s.get("after") for s in await manager.get_user_sessions("gus")] == ["flush"]
+        await store.client.script_flush()
+        clock.advance(4000)
+        assert await manager.cleanup(force=True) == 1
+
+
+async def test_a_corrupt_record_raises_or_is_skipped_when_streaming(single: RedisSessionStore) -> None:
+    good = Session()
+    bad = Session()
+    await single.set(good)
+    await single.set(bad)
+    await single.client.set(single._rec_key(bad.session_id), b"not a session record")
+    with pytest.raises(SerializationError):
+        await single.get(bad.session_id)
+    with pytest.raises(SerializationError):
+        await single.get_all()
+    skipped = [s.session_id async for s in single.iter_sessions(on_corrupt="skip")]
+    assert skipped == [good.session_id]
+
+
+# ---------------------------------------------------------------- construction
+@pytest.fixture
+def local_redis() -> Iterator[None]:
+    require_service("Redis", *redis_host_port(REDIS_URL), REDIS_START)
+    yield
+
+
+async def test_client_is_checked_and_a_passed_client_stays_open(local_redis: None) -> None:
+    decoding = Redis.from_url(REDIS_URL, decode_responses=True)
+    with pytest.raises(ValueError, match="decode_responses"):
+        RedisSessionStore(decoding)
+    await decoding.aclose()
+    with pytest.raises(ValueError, match="hash tags"):
+        RedisSessionStore(REDIS_URL, prefix="app{1}:")
+    with pytest.raises(TypeError):
+        RedisSessionStore(42)  # type: ignore[arg-type]
+
+    client = Redis.from_url(REDIS_URL)
+    store = RedisSessionStore(client, prefix=f"agent_sessions_test:{uuid.uuid4().hex[:12]}:")
+    assert store.client is client
+    await store.close()
+    await store.close()
+    assert await client.ping()
+    await client.aclose()
+
+
+async def test_create_store_routes_redis_and_cluster_urls(local_redis: None) -> None:
+    store = create_store(REDIS_URL, prefix="agent_sessions_test:routing:")
+    assert isinstance(store, RedisSessionStore) and isinstance(store.client, Redis)
+    assert store.prefix == "agent_sessions_test:routing:"
+    await store.close()
+    cluster_store = create_store("redis+cluster://127.0.0.1:7000")  # built lazily: no connection yet
+    assert isinstance(cluster_store, RedisSessionStore) and isinstance(cluster_store.client, RedisCluster)
+    await cluster_store.close()

@@ -1,0 +1,198 @@
+"""FastAPI with agent_sessions: the original usage example 1, a page, login and logout.
+
+Serve it (store from AGENT_SESSIONS_STORE, default the embedded SQLite file)::
+
+    uvicorn examples.fastapi_app:app
+
+then open http://127.0.0.1:8000/ and set a preference. Run as a script
+(``python examples/fastapi_app.py``) it serves nothing: it plays a short exchange against the
+app in-process and prints it.
+
+The session travels in an HttpOnly cookie. `SessionMiddleware` loads it only when an endpoint
+asks (`Depends(get_session)`), saves its changes when the response starts, and writes a
+record (and sends a cookie) only once there is something in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, Field
+
+from agent_sessions import Session, SessionManager, create_store
+from agent_sessions.integrations.asgi import RequestSession, SessionMiddleware, get_request_session, get_session
+
+STORE_URL_ENV = "AGENT_SESSIONS_STORE"
+DEFAULT_STORE_URL = "sqlite+aiosqlite:///agent_sessions.db"
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+  <meta charset="utf-8">
+  <title>agent_sessions: preferences</title>
+  <style>body { font-family: sans-serif; max-width: 40em; margin: 2em auto; }</style>
+</head>
+<body>
+  <h1>Your preferences</h1>
+  <p>Theme: <strong id="current-theme">(none yet)</strong></p>
+  <p>All preferences: <code id="preferences">{}</code></p>
+  <form id="preferences-form">
+    <label for="theme">Theme</label>
+    <select id="theme" name="theme">
+      <option value="light">light</option>
+      <option value="dark">dark</option>
+      <option value="solarized">solarized</option>
+    </select>
+    <button id="save" type="submit">Save</button>
+  </form>
+  <p id="status" role="status"></p>
+  <script>
+    // Values are shown with textContent, never parsed as HTML.
+    function show(preferences) {
+      document.getElementById("current-theme").textContent = preferences.theme ?? "(none yet)";
+      document.getElementById("preferences").textContent = JSON.stringify(preferences);
+    }
+    async function load() {
+      const response = await fetch("/api/user/preferences", {credentials: "same-origin"});
+      show((await response.json()).preferences);
+      document.getElementById("status").textContent = "loaded";
+    }
+    document.getElementById("preferences-form").addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const response = await fetch("/api/user/preferences", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: {"Content-Type": "application/json"},
+        body: JSON.stringify({theme: document.getElementById("theme").value}),
+      });
+      show((await response.json()).preferences);
+      document.getElementById("status").textContent = response.ok ? "saved" : "error " + response.status;
+    });
+    load();
+  </script>
+</body>
+</html>
+"""
+
+
+class Login(BaseModel):
+    """The body of `POST /api/login` (a real app would check a password here)."""
+
+    user_id: str = Field(min_length=1, max_length=256)
+
+
+def create_app(
+    manager: SessionManager | None = None,
+    *,
+    cookie_secure: bool = False,
+    cookie_max_age: int | None = 3600,
+) -> FastAPI:
+    """The example app. Without `manager`, it builds one on the store named by AGENT_SESSIONS_STORE
+    and starts/stops it with the app; a `manager` you pass stays yours to start and stop."""
+    owned = manager is None
+    if manager is None:
+        manager = SessionManager(create_store(os.environ.get(STORE_URL_ENV, DEFAULT_STORE_URL)))
+    session_manager = manager
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if not owned:
+            yield
+            return
+        async with session_manager:
+            yield
+
+    app = FastAPI(title="agent_sessions example", lifespan=lifespan)
+    app.state.session_manager = session_manager
+
+    # Add session middleware (the original keyword arguments)
+    app.add_middleware(
+        SessionMiddleware,
+        session_manager=session_manager,
+        cookie_name="session_id",
+        cookie_max_age=cookie_max_age,
+        cookie_secure=cookie_secure,
+        cookie_httponly=True,
+    )
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index() -> str:
+        # A static page: it never touches the session, so it costs no store I/O and sets no cookie.
+        return PAGE
+
+    # Endpoint with session (usage example 1)
+    @app.get("/api/user/preferences")
+    async def get_preferences(session: Annotated[Session, Depends(get_session)]) -> dict[str, Any]:
+        if not session:
+            return {"preferences": {}}
+        return {"preferences": session.preferences}
+
+    # Update preferences endpoint (usage example 1)
+    @app.post("/api/user/preferences")
+    async def update_preferences(
+        preferences: dict[str, Any],
+        session: Annotated[Session, Depends(get_session)],
+    ) -> dict[str, Any]:
+        if not session:
+            return {"error": "No session"}
+        session.preferences.update(preferences)
+        # Optional: the middleware saves the changes when the response starts anyway.
+        await session_manager.update_session(session)
+        return {"status": "success", "preferences": session.preferences}
+
+    @app.post("/api/login")
+    async def login(body: Login, handle: Annotated[RequestSession, Depends(get_request_session)]) -> dict[str, Any]:
+        # A fresh id on every privilege change: a planted (fixated) id never becomes a login.
+        session = await handle.regenerate_id()
+        session.user_id = body.user_id
+        return {"status": "logged in", "user_id": body.user_id}
+
+    @app.post("/api/logout")
+    async def logout(handle: Annotated[RequestSession, Depends(get_request_session)]) -> dict[str, Any]:
+        await handle.destroy()
+        return {"status": "logged out"}
+
+    return app
+
+
+app = create_app()
+
+
+async def demo() -> None:
+    """Play a short exchange against the app in-process, on a temporary SQLite file."""
+    import httpx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = os.environ.get(STORE_URL_ENV) or f"sqlite+aiosqlite:///{Path(tmp) / 'example.db'}"
+        async with SessionManager(create_store(url)) as manager:
+            transport = httpx.ASGITransport(app=create_app(manager))
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+                page = await client.get("/")
+                print(f"GET /                      -> {page.status_code}, Set-Cookie: {page.headers.get('set-cookie')}")
+                first = await client.get("/api/user/preferences")
+                print(f"GET /api/user/preferences  -> {first.json()} (no cookie: nothing was written)")
+                saved = await client.post("/api/user/preferences", json={"theme": "dark", "language": "en"})
+                cookie = saved.headers["set-cookie"].split(";")
+                print(f"POST /api/user/preferences -> {saved.json()}")
+                print(f"   cookie attributes: {'; '.join(c.strip() for c in cookie[1:])}")
+                again = await client.get("/api/user/preferences")
+                print(f"GET /api/user/preferences  -> {again.json()} (same session, from the store)")
+                login = await client.post("/api/login", json={"user_id": "alice"})
+                print(f"POST /api/login            -> {login.json()}, new id issued: {'set-cookie' in login.headers}")
+                logout = await client.post("/api/logout")
+                expired = "Max-Age=0" in logout.headers.get("set-cookie", "")
+                print(f"POST /api/logout           -> {logout.json()}, cookie expired: {expired}")
+                after = await client.get("/api/user/preferences")
+                print(f"GET /api/user/preferences  -> {after.json()} (logged out: an empty session)")
+
+
+if __name__ == "__main__":
+    asyncio.run(demo())

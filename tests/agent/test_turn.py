@@ -11,9 +11,16 @@ from pydantic_ai import Agent
 from pydantic_ai.conversation_store import ConversationStore, InMemoryConversationStore
 from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, TextPart, ToolCallPart, UserPromptPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.models.test import TestModel
 
 from agent_sessions import SessionManager, SessionNotFound
-from agent_sessions.integrations.pydantic_ai import DatabaseConversationStore, conversation_id_for, run_turn
+from agent_sessions.integrations.pydantic_ai import (
+    DatabaseConversationStore,
+    SessionCapability,
+    SessionIds,
+    conversation_id_for,
+    run_turn,
+)
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -125,3 +132,19 @@ async def test_a_turn_for_a_missing_session_raises_session_not_found(memory_mana
         )
     with pytest.raises(ValueError, match="max_save_attempts"):
         await run_turn(Agent("test"), memory_manager, gone.session_id, "hi", max_save_attempts=0)
+
+
+async def test_the_turns_capability_replaces_an_agent_level_one_instead_of_doubling_it(
+    memory_manager: SessionManager,
+) -> None:
+    session = await memory_manager.create_session("zed")
+    agent: Agent[SessionIds, str] = Agent(
+        TestModel(call_tools=["set_session_value"]),
+        deps_type=SessionIds,
+        capabilities=[SessionCapability(memory_manager)],
+    )
+    await run_turn(agent, memory_manager, session.session_id, "hi")
+    stored = await memory_manager.get_session(session.session_id)
+    assert stored is not None
+    # One tool call entry and one run entry: a single capability ran.
+    assert [e["data"]["tool_name"] for e in stored.history] == ["set_session_value", None]

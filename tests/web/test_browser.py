@@ -1,0 +1,142 @@
+"""A real browser against the example app: Debian's chromium, headless, driven by Playwright.
+
+`uvicorn examples.fastapi_app:app` runs as its own process on a free port (the socket is bound
+here and handed over, so there is no race), on an embedded SQLite file. The browser loads the
+page, sets a preference through the page's fetch, reloads and sees it persisted; the session
+cookie is HttpOnly, so the page's JavaScript can never read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ..support import services_required
+from .support import free_socket
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def require_chromium() -> None:
+    if Path(CHROMIUM).exists():
+        return
+    message = f"{CHROMIUM} is missing; install it with: apt-get update && apt-get install -y chromium"
+    if services_required():
+        pytest.fail(message + " (AGENT_SESSIONS_REQUIRE_SERVICES=1)")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def example_server(tmp_path: Path) -> Iterator[str]:
+    """`uvicorn examples.fastapi_app:app` on a free port and a fresh SQLite file; its base URL."""
+    sock = free_socket()
+    port = sock.getsockname()[1]
+    env = {
+        **os.environ,
+        "AGENT_SESSIONS_STORE": f"sqlite+aiosqlite:///{tmp_path / 'browser.db'}",
+        "PYTHONPATH": str(ROOT),
+    }
+    log = (tmp_path / "uvicorn.log").open("wb")
+    command = [sys.executable, "-m", "uvicorn", "examples.fastapi_app:app", "--fd", str(sock.fileno())]
+    process = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, pass_fds=[sock.fileno()]
+    )
+    sock.close()  # the child holds its own copy
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        log.close()
+
+
+async def wait_until_up(base_url: str, log: Path) -> None:
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        for _ in range(300):
+            try:
+                if (await client.get("/")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.05)
+    raise AssertionError(f"the example app did not come up:\n{log.read_text()}")
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    require_chromium()
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        instance = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield instance
+        finally:
+            await instance.close()
+
+
+async def test_preference_set_in_the_browser_survives_a_reload_and_the_cookie_stays_httponly(
+    browser: Any, example_server: str, tmp_path: Path
+) -> None:
+    await wait_until_up(example_server, tmp_path / "uvicorn.log")
+    context = await browser.new_context()
+    page = await context.new_page()
+
+    await page.goto(example_server + "/")
+    await page.wait_for_function("document.getElementById('status').textContent === 'loaded'")
+    assert await page.text_content("#current-theme") == "(none yet)"
+    assert await context.cookies() == []  # viewing and reading wrote nothing: no session, no cookie
+
+    await page.select_option("#theme", "dark")
+    await page.click("#save")
+    await page.wait_for_function("document.getElementById('status').textContent === 'saved'")
+
+    [session_cookie] = [c for c in await context.cookies() if c["name"] == "session_id"]
+    assert session_cookie["httpOnly"] is True
+    assert session_cookie["sameSite"] == "Lax"
+    assert session_cookie["path"] == "/"
+    visible = await page.evaluate("document.cookie")
+    assert "session_id" not in visible and session_cookie["value"] not in visible
+    # Nor does any response header hand the id to the page's JavaScript.
+    exposed = await page.evaluate(
+        "fetch('/api/user/preferences').then(r => [...r.headers.entries()].map(e => e.join(': ')).join('\\n'))"
+    )
+    assert session_cookie["value"] not in exposed
+
+    await page.reload()
+    await page.wait_for_function("document.getElementById('status').textContent === 'loaded'")
+    assert await page.text_content("#current-theme") == "dark"
+    [after_reload] = [c for c in await context.cookies() if c["name"] == "session_id"]
+    assert after_reload["value"] == session_cookie["value"]
+
+    # Another browser profile is another visitor: it does not see the preference.
+    stranger = await browser.new_context()
+    other = await stranger.new_page()
+    await other.goto(example_server + "/")
+    await other.wait_for_function("document.getElementById('status').textContent === 'loaded'")
+    assert await other.text_content("#current-theme") == "(none yet)"
+    await stranger.close()
+    await context.close()

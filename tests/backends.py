@@ -12,6 +12,7 @@ from typing import Any
 
 from agent_sessions import MemorySessionStore, SessionStore
 
+from .database.stores import postgres_store, sqlite_store
 from .redis.stores import redis_cluster_store, redis_store
 from .support import FakeClock
 
@@ -29,6 +30,8 @@ async def memory_store(clock: FakeClock, **options: Any) -> AsyncIterator[Sessio
 
 BACKENDS: dict[str, StoreFactory] = {
     "memory": memory_store,
+    "sqlite": sqlite_store,
+    "postgres": postgres_store,
     "redis": redis_store,
     "redis_cluster": redis_cluster_store,
 }

@@ -1,0 +1,856 @@
+"""`DatabaseSessionStore`: sessions in SQLite (the embedded default) or PostgreSQL.
+
+Built on SQLAlchemy 2 async: the engine, its pool and events come from SQLAlchemy, the schema
+is declared with Core `Table` objects, and the statements on the hot path are plain SQL run
+with `exec_driver_sql` (no ORM, no per-call compilation). Tables, with the default
+``table_prefix="agent_"`` (and, on PostgreSQL, an optional ``schema=``):
+
+- ``agent_sessions`` — one row per session: ``session_id`` (primary key), ``user_id``
+  (indexed), ``expiry_at`` (indexed), ``version``, ``history_seq``, ``created_at``,
+  ``last_accessed_at`` and ``record`` (the codec's bytes);
+- ``agent_session_history`` — one row per history entry: ``session_id``, ``seq``,
+  ``timestamp``, ``type``, ``payload``; primary key ``(session_id, seq)``, where ``seq`` is
+  the append order, so the key is also the per-session time index;
+- ``agent_session_scopes`` — user and app scope values: ``kind``, ``owner``, ``key``,
+  ``value``; primary key ``(kind, owner, key)``;
+- ``agent_schema_version`` — ``component``, ``version``: the row ``("sessions", 1)`` lets a
+  later release migrate.
+
+Tables are created on first use (serialised between processes by an advisory lock on
+PostgreSQL and ``BEGIN IMMEDIATE`` on SQLite). A save is one compare-and-set on ``version``
+with its history rows and scope upserts in the same transaction — on PostgreSQL a single
+statement (data-modifying CTEs), on SQLite one short transaction. A get is one statement
+(``UNION ALL`` of the record, its recent history window and its scope rows).
+
+Invariant the queries rely on: a session's history ``seq`` values are contiguous (saves number
+new entries from the stored ``history_seq``; trimming drops a prefix), so the recent window of
+a session is ``seq > history_seq - history_window``.
+"""
+
+# SQL is assembled from table names checked against `_IDENT` and quoted; values are always bound.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import re
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Double,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    event,
+)
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from ..errors import SessionConflict, SessionNotFound, StoreUnavailable
+from ..ids import id_hash, validate_session_id
+from ..session import Session
+from .base import ScopeChange, SessionStore, SessionWrite, StoredSession, raise_conflict
+
+__all__ = ["SCHEMA_VERSION", "DatabaseSessionStore", "create_database_engine"]
+
+logger = logging.getLogger(__name__)
+
+#: The schema version this release writes and reads.
+SCHEMA_VERSION = 1
+_COMPONENT = "sessions"
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+# Everything that means "the database could not do it": driver and pool errors, sockets, timeouts.
+_DB_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
+_NO_CURSOR = 2**62  # "before" cursor meaning "from the newest entry"
+
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+
+
+def _normalise_url(url: str | URL) -> URL:
+    parsed = make_url(url)
+    driver = _DRIVERS.get(parsed.drivername)
+    if driver is None:
+        raise ValueError(
+            f"unsupported database URL scheme {parsed.drivername!r}: use sqlite+aiosqlite:///path.db "
+            "or postgresql+asyncpg://user@host/db"
+        )
+    return parsed.set(drivername=driver)
+
+
+def create_database_engine(
+    url: str | URL,
+    *,
+    pool_size: int | None = None,
+    max_overflow: int | None = None,
+    pool_timeout: float = 10.0,
+    connect_timeout: float = 10.0,
+    command_timeout: float | None = 30.0,
+    busy_timeout: float = 5.0,
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL",
+    **engine_options: Any,
+) -> AsyncEngine:
+    """An `AsyncEngine` set up the way `DatabaseSessionStore` expects; share it with other stores.
+
+    Plain ``sqlite://`` and ``postgresql://`` / ``postgres://`` URLs map to the async drivers.
+    Every wait is bounded: `connect_timeout` (PostgreSQL connect), `command_timeout` (one
+    PostgreSQL statement), `pool_timeout` (waiting for a pooled connection) and
+    `busy_timeout` (SQLite waiting for the write lock). SQLite files run in WAL mode with
+    ``synchronous=NORMAL`` (durable across crashes of the process; the last transactions can
+    be lost on power failure — pass ``sqlite_synchronous="FULL"`` if that matters).
+    """
+    parsed = _normalise_url(url)
+    options: dict[str, Any] = {"pool_timeout": pool_timeout}
+    connect_args: dict[str, Any] = dict(engine_options.pop("connect_args", {}))
+    if parsed.drivername == "postgresql+asyncpg":
+        options["pool_size"] = 10 if pool_size is None else pool_size
+        options["max_overflow"] = 10 if max_overflow is None else max_overflow
+        connect_args.setdefault("timeout", connect_timeout)
+        connect_args.setdefault("command_timeout", command_timeout)
+        connect_args.setdefault("server_settings", {"application_name": "agent_sessions"})
+        try:
+            import asyncpg  # noqa: F401
+        except ImportError as exc:
+            raise ImportError(
+                "PostgreSQL support needs the asyncpg driver: pip install agent-sessions[postgres]"
+            ) from exc
+    else:
+        memory = parsed.database in (None, "", ":memory:")
+        if memory:
+            options.pop("pool_timeout")
+        else:
+            options["pool_size"] = 5 if pool_size is None else pool_size
+            options["max_overflow"] = 5 if max_overflow is None else max_overflow
+        connect_args.setdefault("timeout", busy_timeout)
+    options.update(engine_options)
+    engine = create_async_engine(parsed, connect_args=connect_args, **options)
+    if parsed.drivername == "sqlite+aiosqlite":
+        _install_sqlite_pragmas(engine, busy_timeout, sqlite_synchronous)
+    return engine
+
+
+def _install_sqlite_pragmas(engine: AsyncEngine, busy_timeout: float, synchronous: str) -> None:
+    if synchronous not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise ValueError("sqlite_synchronous must be one of OFF, NORMAL, FULL, EXTRA")
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute(f"PRAGMA synchronous = {synchronous}")
+        finally:
+            cursor.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Stmt:
+    """A SQL statement in the driver's own parameter style, with the order of its parameters."""
+
+    sql: str
+    names: tuple[str, ...]
+
+    def args(self, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        return tuple(params[name] for name in self.names)
+
+
+def _compile(sql: str, paramstyle: str) -> _Stmt:
+    """Turn ``:name`` placeholders into the driver's style once, so executing skips compilation."""
+    names: list[str] = []
+    if paramstyle == "qmark":
+
+        def qmark(match: re.Match[str]) -> str:
+            names.append(match.group(1))
+            return "?"
+
+        return _Stmt(_PARAM.sub(qmark, sql), tuple(names))
+    if paramstyle == "numeric_dollar":
+        index: dict[str, int] = {}
+
+        def dollar(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in index:
+                index[name] = len(index) + 1
+                names.append(name)
+            return f"${index[name]}"
+
+        return _Stmt(_PARAM.sub(dollar, sql), tuple(names))
+    raise ValueError(f"unsupported driver parameter style {paramstyle!r}")
+
+
+def _tables(metadata: MetaData, prefix: str, schema: str | None) -> tuple[Table, Table, Table, Table]:
+    sessions = Table(
+        f"{prefix}sessions",
+        metadata,
+        Column("session_id", String(64), primary_key=True),
+        Column("user_id", String(256), nullable=True),
+        Column("version", BigInteger, nullable=False),
+        Column("history_seq", BigInteger, nullable=False),
+        Column("created_at", Double, nullable=False),
+        Column("last_accessed_at", Double, nullable=False),
+        Column("expiry_at", Double, nullable=True),
+        Column("record", LargeBinary, nullable=False),
+        Index(f"ix_{prefix}sessions_user_id", "user_id"),
+        Index(f"ix_{prefix}sessions_expiry_at", "expiry_at"),
+        schema=schema,
+    )
+    history = Table(
+        f"{prefix}session_history",
+        metadata,
+        Column("session_id", String(64), nullable=False),
+        Column("seq", BigInteger, nullable=False),
+        Column("timestamp", Double, nullable=False),
+        Column("type", Text, nullable=False),
+        Column("payload", LargeBinary, nullable=False),
+        PrimaryKeyConstraint("session_id", "seq", name=f"pk_{prefix}session_history"),
+        schema=schema,
+    )
+    scopes = Table(
+        f"{prefix}session_scopes",
+        metadata,
+        Column("kind", String(8), nullable=False),
+        Column("owner", String(256), nullable=False),
+        Column("key", Text, nullable=False),
+        Column("value", LargeBinary, nullable=False),
+        PrimaryKeyConstraint("kind", "owner", "key", name=f"pk_{prefix}session_scopes"),
+        schema=schema,
+    )
+    versions = Table(
+        f"{prefix}schema_version",
+        metadata,
+        Column("component", String(64), primary_key=True),
+        Column("version", Integer, nullable=False),
+        schema=schema,
+    )
+    return sessions, history, scopes, versions
+
+
+_LIVE = "(expiry_at IS NULL OR expiry_at > :now)"
+
+
+class _Sql:
+    """Every statement the store runs, written once per dialect and compiled to the driver's style."""
+
+    def __init__(self, *, postgres: bool, paramstyle: str, s: str, h: str, sc: str, v: str) -> None:
+        self.postgres = postgres
+        self.paramstyle = paramstyle
+        self.s, self.h, self.sc = s, h, sc
+        c = self._c
+        ids = "(SELECT unnest(CAST(:ids AS text[])))" if postgres else "(SELECT value FROM json_each(:ids))"
+        self.ids_source = ids
+        greatest = "GREATEST" if postgres else "max"
+
+        self.load = c(
+            f"""
+SELECT 0, user_id, version, history_seq, last_accessed_at, expiry_at, record
+  FROM {s} WHERE session_id = :id AND {_LIVE}
+UNION ALL
+SELECT 1, NULL, seq, NULL, NULL, NULL, payload FROM (
+  SELECT seq, payload FROM {h} WHERE session_id = :id ORDER BY seq DESC LIMIT :window) AS w
+UNION ALL
+SELECT 2, "key", NULL, NULL, NULL, NULL, value FROM {sc}
+  WHERE kind = 'user' AND owner = (SELECT user_id FROM {s} WHERE session_id = :id)
+UNION ALL
+SELECT 3, "key", NULL, NULL, NULL, NULL, value FROM {sc} WHERE kind = 'app' AND owner = ''"""
+        )
+        self.load_many = c(self._batch(ids, with_scopes=True))
+        self.scan = c(
+            f"WITH page AS (SELECT session_id FROM {s} WHERE session_id > :after AND {_LIVE} "
+            f"ORDER BY session_id LIMIT :n) " + self._batch("(SELECT session_id FROM page)", with_scopes=False)
+        )
+        self.state = c(f"SELECT version, expiry_at FROM {s} WHERE session_id = :id")
+        self.insert = c(
+            f"INSERT INTO {s} (session_id, user_id, version, history_seq, created_at, last_accessed_at, "
+            "expiry_at, record) VALUES (:id, :uid, :newv, :hseq, :created, :la, :exp, :rec) "
+            "ON CONFLICT (session_id) DO NOTHING"
+        )
+        self.update = c(
+            f"UPDATE {s} SET user_id = :uid, version = :newv, history_seq = :hseq, last_accessed_at = :la, "
+            f"expiry_at = :exp, record = :rec WHERE session_id = :id AND version = :expv AND {_LIVE}"
+        )
+        self.add_history = c(
+            f'INSERT INTO {h} (session_id, seq, "timestamp", "type", payload) VALUES (:id, :seq, :ts, :kind, :payload)'
+        )
+        self.trim = c(f"DELETE FROM {h} WHERE session_id = :id AND seq <= :floor")
+        self.upsert_scope = c(
+            f'INSERT INTO {sc} (kind, owner, "key", value) VALUES (:kind, :owner, :key, :value) '
+            'ON CONFLICT (kind, owner, "key") DO UPDATE SET value = excluded.value'
+        )
+        self.delete_scope = c(f'DELETE FROM {sc} WHERE kind = :kind AND owner = :owner AND "key" = :key')
+        self.delete_session = c(f"DELETE FROM {s} WHERE session_id = :id")
+        self.delete_history = c(f"DELETE FROM {h} WHERE session_id = :id")
+        self.touch = c(
+            f"UPDATE {s} SET last_accessed_at = {greatest}(last_accessed_at, :la), expiry_at = :exp "
+            f"WHERE session_id = :id AND {_LIVE}"
+        )
+        self.user_scopes = c(
+            f'SELECT kind, "key", value FROM {sc} '
+            "WHERE (kind = 'user' AND owner = :uid) OR (kind = 'app' AND owner = '')"
+        )
+        self.app_scope = c(f"SELECT kind, \"key\", value FROM {sc} WHERE kind = 'app' AND owner = ''")
+        self.iter_scopes = c(
+            f'SELECT kind, owner, "key", value FROM {sc} WHERE (kind, owner, "key") > (:k, :o, :key) '
+            'ORDER BY kind, owner, "key" LIMIT :n'
+        )
+        self.history_page = c(
+            f"""
+SELECT 0, NULL, NULL FROM {s} WHERE session_id = :id AND {_LIVE}
+UNION ALL
+SELECT 1, seq, payload FROM (
+  SELECT seq, payload FROM {h} WHERE session_id = :id AND seq < :before ORDER BY seq DESC LIMIT :n) AS p"""
+        )
+        self.user_ids = c(f"SELECT session_id FROM {s} WHERE user_id = :uid AND {_LIVE}")
+        lock = " FOR UPDATE SKIP LOCKED" if postgres else ""
+        self.expire = c(
+            f"DELETE FROM {s} WHERE session_id IN (SELECT session_id FROM {s} WHERE expiry_at <= :now "
+            f"ORDER BY expiry_at LIMIT :n{lock}) AND expiry_at <= :now RETURNING session_id"
+        )
+        self.delete_histories = c(f"DELETE FROM {h} WHERE session_id IN {ids}")
+        self.rename_session = c(f"UPDATE {s} SET session_id = :new WHERE session_id = :old AND {_LIVE}")
+        self.rename_history = c(f"UPDATE {h} SET session_id = :new WHERE session_id = :old")
+        self.read_version = c(f"SELECT version FROM {v} WHERE component = :component")
+        self.write_version = c(f"INSERT INTO {v} (component, version) VALUES (:component, :version)")
+        self._pg_writes: dict[tuple[bool, bool, bool, bool, bool], _Stmt] = {}
+
+    def _c(self, sql: str) -> _Stmt:
+        return _compile(sql.strip(), self.paramstyle)
+
+    def _batch(self, ids: str, *, with_scopes: bool) -> str:
+        s, h, sc = self.s, self.h, self.sc
+        sql = f"""
+SELECT 0, session_id, user_id, version, history_seq, last_accessed_at, expiry_at, record
+  FROM {s} WHERE session_id IN {ids} AND {_LIVE}
+UNION ALL
+SELECT 1, hh.session_id, NULL, hh.seq, NULL, NULL, NULL, hh.payload
+  FROM {h} AS hh JOIN {s} AS ss ON ss.session_id = hh.session_id
+  WHERE ss.session_id IN {ids} AND hh.seq > ss.history_seq - :window"""
+        if with_scopes:
+            sql += f"""
+UNION ALL
+SELECT 2, owner, "key", NULL, NULL, NULL, NULL, value FROM {sc}
+  WHERE kind = 'user' AND owner IN (SELECT user_id FROM {s} WHERE session_id IN {ids})
+UNION ALL
+SELECT 3, owner, "key", NULL, NULL, NULL, NULL, value FROM {sc} WHERE kind = 'app' AND owner = ''"""
+        return sql
+
+    def pg_write(self, insert: bool, history: bool, trim: bool, sets: bool, deletes: bool) -> _Stmt:
+        """The whole PostgreSQL save as one statement: CAS on the record, then (only if it won)
+        history rows, trimming and scope changes — one round trip, atomic by itself."""
+        key = (insert, history, trim, sets, deletes)
+        stmt = self._pg_writes.get(key)
+        if stmt is not None:
+            return stmt
+        s, h, sc = self.s, self.h, self.sc
+        if insert:
+            cas = (
+                f"INSERT INTO {s} (session_id, user_id, version, history_seq, created_at, last_accessed_at, "
+                "expiry_at, record) VALUES (:id, :uid, :newv, :hseq, :created, :la, :exp, :rec) "
+                "ON CONFLICT (session_id) DO NOTHING RETURNING 1"
+            )
+        else:
+            cas = (
+                f"UPDATE {s} SET user_id = :uid, version = :newv, history_seq = :hseq, last_accessed_at = :la, "
+                f"expiry_at = :exp, record = :rec WHERE session_id = :id AND version = :expv AND {_LIVE} RETURNING 1"
+            )
+        ctes = [f"cas AS ({cas})"]
+        won = "EXISTS (SELECT 1 FROM cas)"
+        if history:
+            ctes.append(
+                f'hist AS (INSERT INTO {h} (session_id, seq, "timestamp", "type", payload) '
+                "SELECT CAST(:id AS varchar), t.seq, t.ts, t.kind, t.payload FROM unnest(CAST(:seqs AS bigint[]), "
+                "CAST(:tss AS float8[]), CAST(:kinds AS text[]), CAST(:payloads AS bytea[])) "
+                "AS t(seq, ts, kind, payload) "
+                f"WHERE {won})"
+            )
+        if trim:
+            ctes.append(f"trim AS (DELETE FROM {h} WHERE session_id = :id AND seq <= :floor AND {won})")
+        if sets:
+            ctes.append(
+                f'sset AS (INSERT INTO {sc} (kind, owner, "key", value) SELECT t.kind, t.owner, t.key, t.value '
+                "FROM unnest(CAST(:set_kinds AS text[]), CAST(:set_owners AS text[]), CAST(:set_keys AS text[]), "
+                f"CAST(:set_values AS bytea[])) AS t(kind, owner, key, value) WHERE {won} "
+                'ON CONFLICT (kind, owner, "key") DO UPDATE SET value = excluded.value)'
+            )
+        if deletes:
+            ctes.append(
+                f"sdel AS (DELETE FROM {sc} AS x USING unnest(CAST(:del_kinds AS text[]), CAST(:del_owners AS text[]), "
+                "CAST(:del_keys AS text[])) AS d(kind, owner, key) "
+                f'WHERE x.kind = d.kind AND x.owner = d.owner AND x."key" = d.key AND {won})'
+            )
+        stmt = self._c("WITH " + ", ".join(ctes) + " SELECT count(*) FROM cas")
+        self._pg_writes[key] = stmt
+        return stmt
+
+
+def _quoted(engine: AsyncEngine, schema: str | None, name: str) -> str:
+    quote = engine.dialect.identifier_preparer.quote
+    return f"{quote(schema)}.{quote(name)}" if schema else quote(name)
+
+
+class DatabaseSessionStore(SessionStore):
+    """Sessions in a SQL database through SQLAlchemy's async engine: SQLite or PostgreSQL.
+
+    `url_or_engine` is a URL (``sqlite+aiosqlite:///agent_sessions.db``,
+    ``postgresql+asyncpg://user@host/db``; plain ``sqlite://`` / ``postgresql://`` map to these
+    drivers) or an `AsyncEngine` you own (the store then never disposes it; build it with
+    `create_database_engine` to get WAL mode and bounded timeouts). The engine is public as
+    `engine` so other components can share the pool. `schema` (PostgreSQL) and `table_prefix`
+    isolate several apps or tests in one database. Connection, pool and timeout options go to
+    `create_database_engine`; the remaining keyword options are `SessionStore`'s.
+
+    Database failures raise `StoreUnavailable` with the driver's error chained; a failed save
+    leaves nothing half-written.
+    """
+
+    def __init__(
+        self,
+        url_or_engine: str | URL | AsyncEngine,
+        *,
+        schema: str | None = None,
+        table_prefix: str = "agent_",
+        create_tables: bool = True,
+        pool_size: int | None = None,
+        max_overflow: int | None = None,
+        pool_timeout: float = 10.0,
+        connect_timeout: float = 10.0,
+        command_timeout: float | None = 30.0,
+        busy_timeout: float = 5.0,
+        engine_options: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        if not _IDENT.fullmatch(table_prefix + "x"):
+            raise ValueError("table_prefix must be letters, digits and underscores, starting with a letter or _")
+        if schema is not None and not _IDENT.fullmatch(schema):
+            raise ValueError("schema must be letters, digits and underscores, starting with a letter or _")
+        if isinstance(url_or_engine, AsyncEngine):
+            self.engine = url_or_engine
+            self._owns_engine = False
+        else:
+            self.engine = create_database_engine(
+                url_or_engine,
+                pool_size=pool_size,
+                max_overflow=max_overflow,
+                pool_timeout=pool_timeout,
+                connect_timeout=connect_timeout,
+                command_timeout=command_timeout,
+                busy_timeout=busy_timeout,
+                **(engine_options or {}),
+            )
+            self._owns_engine = True
+        dialect = self.engine.dialect
+        if (dialect.name, dialect.driver) not in (("sqlite", "aiosqlite"), ("postgresql", "asyncpg")):
+            raise ValueError(
+                f"unsupported engine {dialect.name}+{dialect.driver}: use sqlite+aiosqlite or postgresql+asyncpg"
+            )
+        self.postgres = dialect.name == "postgresql"
+        if schema is not None and not self.postgres:
+            raise ValueError("schema= is for PostgreSQL; isolate SQLite stores with table_prefix= or another file")
+        #: The original attribute: the URL, password hidden.
+        self.db_url = self.engine.url.render_as_string(hide_password=True)
+        self.schema = schema
+        self.table_prefix = table_prefix
+        self.create_tables = create_tables
+        self.metadata = MetaData()
+        self.sessions_table, self.history_table, self.scopes_table, self.version_table = _tables(
+            self.metadata, table_prefix, schema
+        )
+        self._sql = _Sql(
+            postgres=self.postgres,
+            paramstyle=dialect.paramstyle,
+            s=_quoted(self.engine, schema, self.sessions_table.name),
+            h=_quoted(self.engine, schema, self.history_table.name),
+            sc=_quoted(self.engine, schema, self.scopes_table.name),
+            v=_quoted(self.engine, schema, self.version_table.name),
+        )
+        # On PostgreSQL single statements run in autocommit: no BEGIN/COMMIT round trips.
+        self._single = self.engine.execution_options(isolation_level="AUTOCOMMIT") if self.postgres else self.engine
+        self._ready = False
+        self._init_lock = asyncio.Lock()
+
+    @property
+    def table_names(self) -> dict[str, str]:
+        """The tables this store uses: ``sessions``, ``history``, ``scopes``, ``schema_version``."""
+        return {
+            "sessions": self.sessions_table.fullname,
+            "history": self.history_table.fullname,
+            "scopes": self.scopes_table.fullname,
+            "schema_version": self.version_table.fullname,
+        }
+
+    # ================================================================ plumbing
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        logger.warning("database operation failed: %s", type(exc).__name__)
+        return StoreUnavailable(f"the {self.engine.dialect.name} database failed: {type(exc).__name__}: {exc}")
+
+    async def initialize(self) -> None:
+        """Create the tables (if `create_tables`) and check the schema version. Idempotent;
+        every operation calls it, so calling it yourself only moves the cost to startup."""
+        if self._ready:
+            return
+        async with self._init_lock:
+            if self._ready:
+                return
+            try:
+                async with self.engine.connect() as conn:
+                    await self._create_schema(conn)
+                    await conn.commit()
+            except _DB_ERRORS as exc:
+                raise self._unavailable(exc) from exc
+            self._ready = True
+
+    async def _create_schema(self, conn: AsyncConnection) -> None:
+        if self.postgres:
+            name = f"{self.schema or ''}.{self.table_prefix}".encode()
+            key = int.from_bytes(hashlib.sha256(name).digest()[:8], "big", signed=True)
+            await conn.exec_driver_sql("SELECT pg_advisory_xact_lock($1)", (key,))
+            if self.schema is not None and self.create_tables:
+                await conn.exec_driver_sql(
+                    f"CREATE SCHEMA IF NOT EXISTS {self.engine.dialect.identifier_preparer.quote(self.schema)}"
+                )
+        else:
+            # Takes the write lock first, so a concurrent first use in another process waits.
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if self.create_tables:
+            await conn.run_sync(self.metadata.create_all, checkfirst=True)
+        stmt = self._sql.read_version
+        row = (await conn.exec_driver_sql(stmt.sql, stmt.args({"component": _COMPONENT}))).first()
+        if row is None:
+            stmt = self._sql.write_version
+            await conn.exec_driver_sql(stmt.sql, stmt.args({"component": _COMPONENT, "version": SCHEMA_VERSION}))
+        elif row[0] != SCHEMA_VERSION:
+            raise StoreUnavailable(
+                f"the session tables are at schema version {row[0]}, this release of agent-sessions uses "
+                f"{SCHEMA_VERSION}; upgrade agent-sessions or migrate the data"
+            )
+
+    @asynccontextmanager
+    async def _conn(self, *, transaction: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A connection: autocommit for one statement on PostgreSQL, or one transaction."""
+        await self.initialize()
+        try:
+            if transaction:
+                async with self.engine.begin() as conn:
+                    yield conn
+            else:
+                async with self._single.connect() as conn:
+                    yield conn
+        except IntegrityError as exc:
+            raise SessionConflict("a concurrent write created the same row; reload and retry") from exc
+        except _DB_ERRORS as exc:
+            raise self._unavailable(exc) from exc
+
+    @staticmethod
+    async def _fetch(conn: AsyncConnection, stmt: _Stmt, params: Mapping[str, Any]) -> Sequence[Any]:
+        result = await conn.exec_driver_sql(stmt.sql, stmt.args(params))
+        return result.all()
+
+    @staticmethod
+    async def _execute(conn: AsyncConnection, stmt: _Stmt, params: Mapping[str, Any]) -> int:
+        result = await conn.exec_driver_sql(stmt.sql, stmt.args(params))
+        return int(result.rowcount)
+
+    @staticmethod
+    async def _execute_many(conn: AsyncConnection, stmt: _Stmt, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            await conn.exec_driver_sql(stmt.sql, [stmt.args(r) for r in rows])
+
+    def _ids(self, ids: list[str]) -> Any:
+        return ids if self.postgres else json.dumps(ids)
+
+    # ================================================================ reads
+    async def _load(self, session_id: str, now: float) -> StoredSession | None:
+        params = {"id": session_id, "now": now, "window": self.history_window}
+        async with self._conn() as conn:
+            rows = await self._fetch(conn, self._sql.load, params)
+        stored: StoredSession | None = None
+        history: list[tuple[int, bytes]] = []
+        user: dict[str, bytes] = {}
+        app: dict[str, bytes] = {}
+        for tag, key, n1, n2, f1, f2, blob in rows:
+            if tag == 0:
+                stored = StoredSession(session_id, key, n1, f1, f2, bytes(blob), [], n2)
+            elif tag == 1:
+                history.append((n1, bytes(blob)))
+            elif tag == 2:
+                user[key] = bytes(blob)
+            else:
+                app[key] = bytes(blob)
+        if stored is None:
+            return None
+        history.sort()
+        stored.history = [payload for _, payload in history]
+        stored.user_scope = user
+        stored.app_scope = app
+        return stored
+
+    @staticmethod
+    def _assemble(rows: Sequence[Any], *, with_scopes: bool) -> list[StoredSession]:
+        sessions: dict[str, StoredSession] = {}
+        history: dict[str, list[tuple[int, bytes]]] = {}
+        users: dict[str, dict[str, bytes]] = {}
+        app: dict[str, bytes] = {}
+        for tag, sid, key, n1, n2, f1, f2, blob in rows:
+            if tag == 0:
+                sessions[sid] = StoredSession(sid, key, n1, f1, f2, bytes(blob), [], n2, scopes_loaded=with_scopes)
+            elif tag == 1:
+                history.setdefault(sid, []).append((n1, bytes(blob)))
+            elif tag == 2:
+                users.setdefault(sid, {})[key] = bytes(blob)
+            else:
+                app[key] = bytes(blob)
+        out = []
+        for sid in sorted(sessions):
+            stored = sessions[sid]
+            stored.history = [payload for _, payload in sorted(history.get(sid, ()))]
+            if with_scopes:
+                stored.user_scope = dict(users.get(stored.user_id, {})) if stored.user_id is not None else {}
+                stored.app_scope = dict(app)
+            out.append(stored)
+        return out
+
+    async def _load_many(self, session_ids: list[str], now: float) -> list[StoredSession]:
+        if not session_ids:
+            return []
+        params = {"ids": self._ids(session_ids), "now": now, "window": self.history_window}
+        async with self._conn() as conn:
+            rows = await self._fetch(conn, self._sql.load_many, params)
+        return self._assemble(rows, with_scopes=True)
+
+    async def _scan(self, batch_size: int, now: float) -> AsyncIterator[list[StoredSession]]:
+        after = ""
+        while True:
+            params = {"after": after, "n": batch_size, "now": now, "window": self.history_window}
+            async with self._conn() as conn:
+                rows = await self._fetch(conn, self._sql.scan, params)
+            batch = self._assemble(rows, with_scopes=False)
+            if batch:
+                yield batch
+            if len(batch) < batch_size:
+                return
+            after = batch[-1].session_id
+
+    async def _history_page(
+        self, session_id: str, limit: int, before_seq: int | None, now: float
+    ) -> list[tuple[int, bytes]] | None:
+        params = {
+            "id": session_id,
+            "now": now,
+            "before": _NO_CURSOR if before_seq is None else before_seq,
+            "n": limit,
+        }
+        async with self._conn() as conn:
+            rows = await self._fetch(conn, self._sql.history_page, params)
+        if not any(tag == 0 for tag, _, _ in rows):
+            return None
+        return sorted((seq, bytes(payload)) for tag, seq, payload in rows if tag == 1)
+
+    async def _user_session_ids(self, user_id: str, now: float) -> list[str]:
+        async with self._conn() as conn:
+            rows = await self._fetch(conn, self._sql.user_ids, {"uid": user_id, "now": now})
+        return [row[0] for row in rows]
+
+    async def _load_scopes(self, user_id: str | None) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        async with self._conn() as conn:
+            if user_id is None:
+                rows = await self._fetch(conn, self._sql.app_scope, {})
+            else:
+                rows = await self._fetch(conn, self._sql.user_scopes, {"uid": user_id})
+        user: dict[str, bytes] = {}
+        app: dict[str, bytes] = {}
+        for kind, key, value in rows:
+            (app if kind == "app" else user)[key] = bytes(value)
+        return user, app
+
+    async def _iter_scopes(self) -> AsyncIterator[ScopeChange]:
+        cursor = ("", "", "")
+        current: ScopeChange | None = None
+        while True:
+            params = {"k": cursor[0], "o": cursor[1], "key": cursor[2], "n": 1000}
+            async with self._conn() as conn:
+                rows = await self._fetch(conn, self._sql.iter_scopes, params)
+            for kind, owner, key, value in rows:
+                if current is None or (current.kind, current.owner) != (kind, owner):
+                    if current is not None:
+                        yield current
+                    current = ScopeChange(kind, owner)
+                current.sets[key] = bytes(value)
+            if len(rows) < 1000:
+                break
+            cursor = (rows[-1][0], rows[-1][1], rows[-1][2])
+        if current is not None:
+            yield current
+
+    # ================================================================ writes
+    async def _write(self, write: SessionWrite, now: float) -> None:
+        floor = write.history_seq - write.max_history
+        rows = [r for r in write.history if r.seq > floor]
+        trim = bool(write.history) and floor > 0
+        sets: list[dict[str, Any]] = []
+        deletes: list[dict[str, Any]] = []
+        for change in (write.user_scope, write.app_scope):
+            if change is None:
+                continue
+            sets.extend(
+                {"kind": change.kind, "owner": change.owner, "key": k, "value": v} for k, v in change.sets.items()
+            )
+            deletes.extend({"kind": change.kind, "owner": change.owner, "key": k} for k in change.deletes)
+        params: dict[str, Any] = {
+            "id": write.session_id,
+            "uid": write.user_id,
+            "expv": write.expected_version,
+            "newv": write.new_version,
+            "hseq": write.history_seq,
+            "created": write.created_at,
+            "la": write.last_accessed_at,
+            "exp": write.expiry_at,
+            "rec": write.record,
+            "now": now,
+            "floor": floor,
+        }
+        insert = write.expected_version == 0
+        if self.postgres:
+            won = await self._write_postgres(write, params, rows, trim, sets, deletes)
+        else:
+            won = await self._write_sqlite(params, rows, trim, sets, deletes, insert)
+        if won:
+            return
+        if insert:
+            raise raise_conflict(write.session_id)
+        async with self._conn() as conn:
+            state = await self._fetch(conn, self._sql.state, params)
+        if not state or (state[0][1] is not None and state[0][1] <= now):
+            raise SessionNotFound("the session was deleted or has expired; it is not re-created")
+        raise raise_conflict(write.session_id)
+
+    async def _write_postgres(
+        self,
+        write: SessionWrite,
+        params: dict[str, Any],
+        rows: list[Any],
+        trim: bool,
+        sets: list[dict[str, Any]],
+        deletes: list[dict[str, Any]],
+    ) -> bool:
+        if rows:
+            params["seqs"] = [r.seq for r in rows]
+            params["tss"] = [r.timestamp for r in rows]
+            params["kinds"] = [r.type for r in rows]
+            params["payloads"] = [r.payload for r in rows]
+        if sets:
+            params["set_kinds"] = [s["kind"] for s in sets]
+            params["set_owners"] = [s["owner"] for s in sets]
+            params["set_keys"] = [s["key"] for s in sets]
+            params["set_values"] = [s["value"] for s in sets]
+        if deletes:
+            params["del_kinds"] = [d["kind"] for d in deletes]
+            params["del_owners"] = [d["owner"] for d in deletes]
+            params["del_keys"] = [d["key"] for d in deletes]
+        stmt = self._sql.pg_write(write.expected_version == 0, bool(rows), trim, bool(sets), bool(deletes))
+        async with self._conn() as conn:
+            result = await self._fetch(conn, stmt, params)
+        return bool(result[0][0])
+
+    async def _write_sqlite(
+        self,
+        params: dict[str, Any],
+        rows: list[Any],
+        trim: bool,
+        sets: list[dict[str, Any]],
+        deletes: list[dict[str, Any]],
+        insert: bool,
+    ) -> bool:
+        sql = self._sql
+        async with self._conn(transaction=True) as conn:
+            # The first statement writes, so the transaction takes the write lock at once.
+            if await self._execute(conn, sql.insert if insert else sql.update, params) == 0:
+                return False
+            sid = params["id"]
+            await self._execute_many(
+                conn,
+                sql.add_history,
+                [{"id": sid, "seq": r.seq, "ts": r.timestamp, "kind": r.type, "payload": r.payload} for r in rows],
+            )
+            if trim:
+                await self._execute(conn, sql.trim, params)
+            await self._execute_many(conn, sql.upsert_scope, sets)
+            await self._execute_many(conn, sql.delete_scope, deletes)
+        return True
+
+    async def _write_scopes(self, changes: list[ScopeChange]) -> None:
+        sets = [{"kind": c.kind, "owner": c.owner, "key": k, "value": v} for c in changes for k, v in c.sets.items()]
+        deletes = [{"kind": c.kind, "owner": c.owner, "key": k} for c in changes for k in c.deletes]
+        if not (sets or deletes):
+            return
+        async with self._conn(transaction=True) as conn:
+            await self._execute_many(conn, self._sql.upsert_scope, sets)
+            await self._execute_many(conn, self._sql.delete_scope, deletes)
+
+    async def _delete(self, session_id: str) -> bool:
+        # Two statements in one transaction: the history delete runs after the session row is gone
+        # (and its lock released by any writer), so no writer can add rows it would miss.
+        async with self._conn(transaction=True) as conn:
+            existed = await self._execute(conn, self._sql.delete_session, {"id": session_id})
+            await self._execute(conn, self._sql.delete_history, {"id": session_id})
+        return existed > 0
+
+    async def _touch(self, session_id: str, last_accessed_at: float, expiry_at: float | None, now: float) -> bool:
+        params = {"id": session_id, "la": last_accessed_at, "exp": expiry_at, "now": now}
+        async with self._conn(transaction=not self.postgres) as conn:
+            return await self._execute(conn, self._sql.touch, params) > 0
+
+    async def _cleanup_expired(self, now: float, batch_size: int) -> int:
+        if batch_size <= 0:
+            raise ValueError("batch_size must be > 0")
+        removed = 0
+        while True:
+            async with self._conn(transaction=True) as conn:
+                rows = await self._fetch(conn, self._sql.expire, {"now": now, "n": batch_size})
+                ids = [row[0] for row in rows]
+                if ids:
+                    await self._execute(conn, self._sql.delete_histories, {"ids": self._ids(ids)})
+            removed += len(ids)
+            if len(ids) < batch_size:
+                return removed
+
+    async def rename(self, old_id: str, new_id: str) -> Session:
+        """Move a session and its whole history to `new_id` in one transaction; the old id is gone
+        at once. Raises `SessionNotFound` if the old session is absent or expired."""
+        old = validate_session_id(old_id)
+        new = validate_session_id(new_id)
+        params = {"old": old, "new": new, "now": self.clock()}
+        async with self._conn(transaction=True) as conn:
+            if await self._execute(conn, self._sql.rename_session, params) == 0:
+                raise SessionNotFound("the session does not exist or has expired")
+            await self._execute(conn, self._sql.rename_history, params)
+        moved = await self.get(new)
+        if moved is None:
+            raise SessionNotFound("the session expired while its id was being regenerated")
+        logger.debug("session %s moved to %s", id_hash(old), id_hash(new))
+        return moved
+
+    async def close(self) -> None:
+        """Dispose the engine's pool if this store created the engine. Idempotent."""
+        if self._owns_engine:
+            await self.engine.dispose()

@@ -406,8 +406,9 @@ class SmartDependencyContainer:
 
     # ------------------------------------------------------------------ scopes
     def scope(self, context: ExecutionContext) -> ServiceScope:
-        """The scope of `context` (opened now, or the one already open): use with ``async with``."""
-        existing = self._scopes.get(context.context_id)
+        """The scope of `context`, for ``async with``: the one already open for it or for its parent
+        (a run's scope serves its tool calls), else a new one."""
+        existing = self._scope_for(context)
         if existing is not None and not existing.closed:
             return existing
         opened = ServiceScope(self, context)

@@ -6,5 +6,8 @@ Import the one you use on purpose; each needs its extra:
   `SessionCapability`, `session_toolset`, `SessionDeps`, `run_turn`, and pydantic-ai
   `ConversationStore` backends on SQL databases and Redis;
 - `agent_sessions.integrations.asgi` (``pip install agent-sessions[fastapi]``): `SessionMiddleware`
-  and the FastAPI dependency `get_session`.
+  and the FastAPI dependency `get_session`;
+- `agent_sessions.integrations.recommend`: the `recommend_items` tool (`recommendation_tool`, and
+  `recommendation_toolset` for pydantic-ai), which uses the session-configured
+  `RecommendationService`.
 """

@@ -351,3 +351,19 @@ def test_configure_rejects_unknown_keys_naming_them_and_the_accepted_ones() -> N
 def test_invalid_lifetime_is_refused() -> None:
     with pytest.raises(ValueError, match="lifetime must be one of"):
         SmartDependencyContainer().register(Clock, lifetime="forever")  # type: ignore[arg-type]
+
+
+async def test_opening_a_scope_for_a_child_context_reenters_the_parents_scope() -> None:
+    log: list[str] = []
+    c = SmartDependencyContainer()
+    c.register_instance("log", log)
+    c.register(Closable, lifetime="scoped")
+    run = ExecutionContext()
+    async with c.scope(run) as run_scope:
+        first = await run_scope.resolve(Closable)
+        call = run.child(tool_name="tool")
+        async with c.scope(call) as call_scope:
+            assert call_scope is run_scope
+            assert await call_scope.resolve(Closable) is first
+        assert log == []
+    assert log == ["close sync"]

@@ -1,7 +1,8 @@
 """Store outages seen through the middleware: a 503 with no cookie change, within a bounded time.
 
 The store is a real `RedisSessionStore` on a Redis server the test owns (killed or frozen
-mid-request) or on a port nothing listens on.
+mid-request), or a `RedisSessionStore` / PostgreSQL `DatabaseSessionStore` on a port nothing
+listens on.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
-from agent_sessions import SessionManager, new_session_id
+from agent_sessions import SessionManager, SessionStore, new_session_id
 from agent_sessions.integrations.asgi import SessionMiddleware
 from agent_sessions.stores.redis import RedisSessionStore
 
@@ -81,10 +82,22 @@ def assert_unavailable(response: Any, elapsed: float) -> None:
     assert elapsed < BOUND
 
 
+def unreachable_store(kind: str, clock: FakeClock) -> SessionStore:
+    """A real store pointed at a port nothing listens on."""
+    if kind == "redis":
+        return bounded_store(f"redis://127.0.0.1:{closed_port()}/0", clock)
+    from agent_sessions.stores.database import DatabaseSessionStore
+
+    return DatabaseSessionStore(
+        f"postgresql+asyncpg://root@127.0.0.1:{closed_port()}/test", connect_timeout=1, clock=clock
+    )
+
+
+@pytest.mark.parametrize("kind", ["redis", "postgresql"])
 async def test_unreachable_store_answers_503_without_a_cookie_within_a_bounded_time(
-    clock: FakeClock, transport: str
+    kind: str, clock: FakeClock, transport: str
 ) -> None:
-    store = bounded_store(f"redis://127.0.0.1:{closed_port()}/0", clock)
+    store = unreachable_store(kind, clock)
     manager = SessionManager(store, auto_cleanup=False)
     try:
         async with open_client(outage_app(manager, nothing), transport) as client:

@@ -456,15 +456,15 @@ class SmartDependencyContainer:
         if isinstance(key, type) and isinstance(self, key):
             return self
         if key is ExecutionContext:
+            if any(node.lifetime == "singleton" for node in chain):
+                raise ServiceResolutionError(
+                    f"cannot resolve {_chain_text(labels)}: a singleton cannot hold a per-context ExecutionContext",
+                    labels,
+                )
             if context is None:
                 raise ServiceNotRegistered(
                     f"cannot resolve {_chain_text(labels)}: an ExecutionContext is needed but none was given "
                     "(pass context= or run inside one)",
-                    labels,
-                )
-            if any(node.lifetime == "singleton" for node in chain):
-                raise ServiceResolutionError(
-                    f"cannot resolve {_chain_text(labels)}: a singleton cannot hold a per-context ExecutionContext",
                     labels,
                 )
             return context

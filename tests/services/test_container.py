@@ -367,3 +367,15 @@ async def test_opening_a_scope_for_a_child_context_reenters_the_parents_scope() 
             assert await call_scope.resolve(Closable) is first
         assert log == []
     assert log == ["close sync"]
+
+
+async def test_a_singleton_asking_for_the_execution_context_is_refused_and_a_transient_needs_one() -> None:
+    c = SmartDependencyContainer()
+    c.register(Clock)
+    c.register(Repository)
+    c.register(Handler, lifetime="singleton")
+    with pytest.raises(ServiceResolutionError, match="a singleton cannot hold a per-context ExecutionContext"):
+        await c.resolve(Handler, ExecutionContext())
+    c.register(Handler, lifetime="transient")
+    with pytest.raises(ServiceNotRegistered, match=r"Handler -> ExecutionContext: an ExecutionContext is needed"):
+        await c.resolve(Handler)

@@ -16,6 +16,7 @@ from .errors import SerializationError
 __all__ = ["Codec", "FernetCodec", "JsonCodec", "check_json", "json_clone"]
 
 JSON_SCALARS = (str, int, bool, type(None))
+_DECODER = json.JSONDecoder()
 
 
 def check_json(value: Any, path: str = "value") -> None:
@@ -88,7 +89,15 @@ class JsonCodec:
 
     def decode(self, data: bytes) -> Any:
         try:
-            return json.loads(data)
+            text = data if isinstance(data, str) else bytes(data).decode("utf-8")
+            # Fast path: `raw_decode` skips `json.loads`'s encoding detection and whitespace
+            # handling (history windows decode many small entries per read). Anything unusual,
+            # including an invalid document, goes through `json.loads`, which decides and reports.
+            try:
+                value, end = _DECODER.raw_decode(text)
+            except ValueError:
+                return json.loads(text)
+            return value if end == len(text) else json.loads(text)
         except (UnicodeDecodeError, ValueError) as exc:
             raise SerializationError(f"stored record is not valid JSON: {exc}") from exc
 

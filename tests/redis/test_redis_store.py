@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import pytest
@@ -27,7 +27,7 @@ from agent_sessions.stores.redis import RedisSessionStore
 
 from ..support import REDIS_START, REDIS_URL, FakeClock, require_service
 from .servers import RedisServer
-from .stores import delete_prefix, redis_cluster_store, redis_host_port, redis_store
+from .stores import delete_prefix, redis_cluster_store, redis_host_port, unique_prefix
 
 pytestmark = pytest.mark.asyncio
 
@@ -39,19 +39,42 @@ def as_redis(store: SessionStore) -> RedisSessionStore:
     return store
 
 
+@pytest.fixture(scope="module")
+def private_redis() -> Iterator[RedisServer]:
+    """A Redis server of this module's own: round-trip counts and script flushes disturb no one."""
+    server = RedisServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@asynccontextmanager
+async def private_store(server: RedisServer, clock: FakeClock, **options: Any) -> AsyncIterator[SessionStore]:
+    store = RedisSessionStore(server.url, prefix=unique_prefix(), clock=clock, **options)
+    try:
+        yield store
+    finally:
+        try:
+            await delete_prefix(store)
+        finally:
+            await store.close()
+
+
 @pytest.fixture(params=["redis", "redis_cluster"])
 def open_store(request: pytest.FixtureRequest, clock: FakeClock) -> Any:
-    factory = redis_store if request.param == "redis" else redis_cluster_store
-
     def make(**options: Any) -> AbstractAsyncContextManager[SessionStore]:
-        return factory(clock, **options)
+        if request.param == "redis":
+            return private_store(request.getfixturevalue("private_redis"), clock, **options)
+        return redis_cluster_store(clock, **options)
 
     return make
 
 
 @pytest.fixture
-async def single(clock: FakeClock) -> AsyncIterator[RedisSessionStore]:
-    async with redis_store(clock) as store:
+async def single(private_redis: RedisServer, clock: FakeClock) -> AsyncIterator[RedisSessionStore]:
+    async with private_store(private_redis, clock) as store:
         yield as_redis(store)
 
 
@@ -92,6 +115,7 @@ async def test_a_get_and_a_save_are_one_round_trip_each(
     session = await manager.create_session(user_id="alice", data={"user:lang": "fr"})
     session.preferences["theme"] = "dark"
     await manager.update_session(session)
+    await single.get(session.session_id)  # the first call of a script on a server also loads it
     round_trips.take()
 
     for turn in range(3):
@@ -112,6 +136,7 @@ async def test_a_store_that_never_saw_a_session_loads_it_in_two_round_trips_then
     manager = SessionManager(single, auto_cleanup=False)
     session = await manager.create_session(user_id="bob", data={"user:x": 1})
     other = RedisSessionStore(single.client, prefix=single.prefix, clock=clock)
+    await single.get(session.session_id)  # the first call of a script on a server also loads it
     round_trips.take()
     first = await other.get(session.session_id)
     assert round_trips.take() == 2  # the owner's scope key is learnt from the record

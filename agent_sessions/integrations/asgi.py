@@ -51,6 +51,9 @@ What goes back to the client:
 - ``Vary: Cookie`` (and the header name) whenever the session was read.
 - When the store is unavailable (`StoreUnavailable`, or no answer within `store_timeout`
   seconds) and the response has not started: ``503`` with no cookie change.
+- When the session was deleted or expired by someone else (a logout in another tab) between
+  `load()` and the save: ``409`` instead of the handler's response, nothing saved (a save never
+  re-creates a deleted session).
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("agent_sessions.integrations.asgi needs Starlette: pip install agent-sessions[fastapi]") from exc
 
-from ..errors import StoreUnavailable
+from ..errors import SessionNotFound, StoreUnavailable
 from ..ids import id_hash, is_valid_session_id, new_session_id
 from ..manager import SessionManager
 from ..session import Session
@@ -87,14 +90,21 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: cookie a
 _ATTRIBUTE = re.compile(r"[\x21-\x3a\x3c-\x7e]+")  # printable ASCII without ';' or spaces
 _EPOCH = "Thu, 01 Jan 1970 00:00:00 GMT"
 _UNAVAILABLE_BODY = b"Service Unavailable: the session store cannot be reached; retry later.\n"
+_ENDED_BODY = b"Conflict: the session ended (logged out or expired) while this request changed it; nothing was saved.\n"
 
 
-class _StoreDown(Exception):
-    """Raised from the wrapped `send` when the save at response start hits an unavailable store.
+class _ResponseReplaced(Exception):
+    """Raised from the wrapped `send` when the save at response start fails: the application's
+    response must not go out; `SessionMiddleware.__call__` sends `status` instead.
 
     Not an `OSError` (unlike `StoreUnavailable`), so Starlette does not mistake it for a client
-    disconnect; `SessionMiddleware.__call__` turns it into a 503.
+    disconnect.
     """
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
 
 
 class RequestSession:
@@ -379,7 +389,9 @@ class SessionMiddleware:
                 try:
                     extra = await handle._commit(status)
                 except StoreUnavailable as exc:
-                    raise _StoreDown() from exc
+                    raise _ResponseReplaced(503, _UNAVAILABLE_BODY) from exc
+                except SessionNotFound as exc:
+                    raise _ResponseReplaced(409, _ENDED_BODY) from exc
                 if extra:
                     message.setdefault("headers", [])
                     headers = MutableHeaders(scope=message)
@@ -393,12 +405,18 @@ class SessionMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
-        except (StoreUnavailable, _StoreDown) as exc:
+        except _ResponseReplaced as exc:
+            if exc.status == 503:
+                logger.warning("session store unavailable at save; answering 503", exc_info=exc.__cause__)
+            else:
+                logger.info("session ended before its changes could be saved; answering %d", exc.status)
+            await self._send_plain(send, exc.status, exc.body)
+            return
+        except StoreUnavailable as exc:
             if started:
                 raise
-            cause = exc.__cause__ if isinstance(exc, _StoreDown) else exc
-            logger.warning("session store unavailable; answering 503 (%s)", type(cause).__name__, exc_info=cause)
-            await self._send_unavailable(send)
+            logger.warning("session store unavailable; answering 503", exc_info=exc)
+            await self._send_plain(send, 503, _UNAVAILABLE_BODY)
             return
         if started and status < 500 and handle._unsaved_after_commit():
             logger.warning(
@@ -458,20 +476,16 @@ class SessionMiddleware:
         return f"{self.cookie_name}=; {self._cookie_attributes}; Max-Age=0; Expires={_EPOCH}"
 
     @staticmethod
-    async def _send_unavailable(send: Send) -> None:
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 503,
-                "headers": [
-                    (b"content-type", b"text/plain; charset=utf-8"),
-                    (b"content-length", str(len(_UNAVAILABLE_BODY)).encode()),
-                    (b"cache-control", b"no-store"),
-                    (b"retry-after", b"5"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": _UNAVAILABLE_BODY})
+    async def _send_plain(send: Send, status: int, body: bytes) -> None:
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-store"),
+        ]
+        if status == 503:
+            headers.append((b"retry-after", b"5"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def get_request_session(request: Request) -> RequestSession:

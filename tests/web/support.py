@@ -124,6 +124,12 @@ def build_app(manager: SessionManager, **options: Any) -> FastAPI:
 
         return StreamingResponse(body(), media_type="text/plain")
 
+    @app.post("/ended-meanwhile/{key}")
+    async def ended_meanwhile(key: str, session: SessionDep) -> dict[str, Any]:
+        session.set(key, "written")
+        await manager.delete_session(session.session_id)  # as a logout in another tab would
+        return {"saved": "the handler believes so"}
+
     @app.post("/login/{user_id}")
     async def login(user_id: str, handle: HandleDep) -> dict[str, Any]:
         session = await handle.regenerate_id()

@@ -406,6 +406,18 @@ async def test_4xx_and_redirect_responses_save(status: int, manager: SessionMana
     assert saved is not None and saved.get("x") == "written"
 
 
+async def test_session_deleted_by_another_request_before_the_save_answers_409_and_stays_deleted(
+    manager: SessionManager, transport: str
+) -> None:
+    existing = await manager.create_session(data={"k": "v"})
+    async with open_client(build_app(manager), transport) as client:
+        response = await client.post("/ended-meanwhile/x", headers=cookie(existing.session_id))
+    assert response.status_code == 409
+    assert "nothing was saved" in response.text
+    assert set_cookies(response) == []
+    assert await manager.get_session(existing.session_id) is None
+
+
 # ---------------------------------------------------------------------------- concurrency
 
 

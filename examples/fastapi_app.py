@@ -1,6 +1,8 @@
-"""FastAPI with agent_sessions: the original usage example 1, a page, login and logout.
+"""FastAPI with agent_sessions: the original usage example 1, a page, login and logout, and a
+pydantic-ai agent turn that remembers the visitor.
 
-Serve it (store from AGENT_SESSIONS_STORE, default the embedded SQLite file)::
+Serve it (store from AGENT_SESSIONS_STORE, default the embedded SQLite file; the agent runs on an
+offline scripted model unless AGENT_SESSIONS_MODEL names a real one, e.g. ``openai:gpt-4o``)::
 
     uvicorn examples.fastapi_app:app
 
@@ -16,6 +18,7 @@ record (and sends a cookie) only once there is something in it.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -26,11 +29,26 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
+from pydantic_ai import Agent
+from pydantic_ai.messages import (
+    ModelMessage,
+    ModelRequest,
+    ModelResponse,
+    TextPart,
+    ToolCallPart,
+    ToolReturnPart,
+    UserPromptPart,
+)
+from pydantic_ai.models import Model
+from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from agent_sessions import Session, SessionManager, create_store
 from agent_sessions.integrations.asgi import RequestSession, SessionMiddleware, get_request_session, get_session
+from agent_sessions.integrations.pydantic_ai import SessionCapability, SessionIds, run_turn
 
 STORE_URL_ENV = "AGENT_SESSIONS_STORE"
+MODEL_ENV = "AGENT_SESSIONS_MODEL"
+THEMES = ("light", "dark", "solarized")
 DEFAULT_STORE_URL = "sqlite+aiosqlite:///agent_sessions.db"
 
 PAGE = """<!doctype html>
@@ -54,6 +72,12 @@ PAGE = """<!doctype html>
     <button id="save" type="submit">Save</button>
   </form>
   <p id="status" role="status"></p>
+  <h2>Ask the assistant</h2>
+  <form id="chat-form">
+    <input id="message" name="message" size="40" placeholder="e.g. switch me to the dark theme" required>
+    <button id="send" type="submit">Send</button>
+  </form>
+  <p>Assistant: <span id="reply"></span></p>
   <script>
     // Values are shown with textContent, never parsed as HTML.
     function show(preferences) {
@@ -76,6 +100,19 @@ PAGE = """<!doctype html>
       show((await response.json()).preferences);
       document.getElementById("status").textContent = response.ok ? "saved" : "error " + response.status;
     });
+    document.getElementById("chat-form").addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const response = await fetch("/api/agent/chat", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: {"Content-Type": "application/json"},
+        body: JSON.stringify({message: document.getElementById("message").value}),
+      });
+      const answer = await response.json();
+      document.getElementById("reply").textContent = answer.reply;
+      show(answer.preferences);
+      document.getElementById("status").textContent = response.ok ? "answered" : "error " + response.status;
+    });
     load();
   </script>
 </body>
@@ -89,14 +126,49 @@ class Login(BaseModel):
     user_id: str = Field(min_length=1, max_length=256)
 
 
+class Chat(BaseModel):
+    """The body of `POST /api/agent/chat`."""
+
+    message: str = Field(min_length=1, max_length=4000)
+
+
+def offline_model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    """Stands in for an LLM, offline: saves a theme the user names, else reads the preferences;
+    then answers from what the session tool returned."""
+    prompt, returned = "", {}
+    for message in messages:
+        if isinstance(message, ModelRequest):
+            for part in message.parts:
+                if isinstance(part, UserPromptPart) and isinstance(part.content, str):
+                    prompt, returned = part.content, {}
+                elif isinstance(part, ToolReturnPart):
+                    returned[part.tool_name] = part.content
+    if not returned:
+        theme = next((t for t in THEMES if t in prompt.lower()), None)
+        if theme is not None:
+            return ModelResponse(parts=[ToolCallPart("update_user_preferences", {"preferences": {"theme": theme}})])
+        return ModelResponse(parts=[ToolCallPart("get_user_preferences", {})])
+    result = next(iter(returned.values()))
+    preferences = result.get("preferences", {}) if isinstance(result, dict) else {}
+    verb = "Saved" if "update_user_preferences" in returned else "Your preferences"
+    return ModelResponse(parts=[TextPart(f"{verb}: {json.dumps(preferences, sort_keys=True)}")])
+
+
+def default_model() -> Model | str:
+    """The model named by AGENT_SESSIONS_MODEL, else the offline scripted one."""
+    return os.environ.get(MODEL_ENV) or FunctionModel(offline_model)
+
+
 def create_app(
     manager: SessionManager | None = None,
     *,
+    model: Model | str | None = None,
     cookie_secure: bool = False,
     cookie_max_age: int | None = 3600,
 ) -> FastAPI:
     """The example app. Without `manager`, it builds one on the store named by AGENT_SESSIONS_STORE
-    and starts/stops it with the app; a `manager` you pass stays yours to start and stop."""
+    and starts/stops it with the app; a `manager` you pass stays yours to start and stop.
+    `model` defaults to `default_model()`."""
     owned = manager is None
     if manager is None:
         manager = SessionManager(create_store(os.environ.get(STORE_URL_ENV, DEFAULT_STORE_URL)))
@@ -112,6 +184,14 @@ def create_app(
 
     app = FastAPI(title="agent_sessions example", lifespan=lifespan)
     app.state.session_manager = session_manager
+    # Built once: the capability and its toolset are shared by every run (per-run state is copied).
+    agent = Agent(
+        model if model is not None else default_model(),
+        deps_type=SessionIds,
+        capabilities=[SessionCapability(session_manager)],
+        instructions="You are a helpful assistant that remembers the visitor's preferences.",
+    )
+    app.state.agent = agent
 
     # Add session middleware (the original keyword arguments)
     app.add_middleware(
@@ -155,6 +235,17 @@ def create_app(
         session.user_id = body.user_id
         return {"status": "logged in", "user_id": body.user_id}
 
+    @app.post("/api/agent/chat")
+    async def chat(body: Chat, handle: Annotated[RequestSession, Depends(get_request_session)]) -> dict[str, Any]:
+        # The run loads the session by id, so it must be in the store first (a new one is
+        # created here, and its cookie goes out with this response).
+        session = await handle.save()
+        result = await run_turn(agent, session_manager, session.session_id, body.message)
+        # The run saved through the manager: reload to see its changes and renew the cookie.
+        refreshed = await handle.refresh()
+        preferences = refreshed.preferences if refreshed is not None else {}
+        return {"reply": result.output, "preferences": preferences}
+
     @app.post("/api/logout")
     async def logout(handle: Annotated[RequestSession, Depends(get_request_session)]) -> dict[str, Any]:
         await handle.destroy()
@@ -185,6 +276,8 @@ async def demo() -> None:
                 print(f"   cookie attributes: {'; '.join(c.strip() for c in cookie[1:])}")
                 again = await client.get("/api/user/preferences")
                 print(f"GET /api/user/preferences  -> {again.json()} (same session, from the store)")
+                chat = await client.post("/api/agent/chat", json={"message": "Switch me to the solarized theme"})
+                print(f"POST /api/agent/chat       -> {chat.json()}")
                 login = await client.post("/api/login", json={"user_id": "alice"})
                 print(f"POST /api/login            -> {login.json()}, new id issued: {'set-cookie' in login.headers}")
                 logout = await client.post("/api/logout")

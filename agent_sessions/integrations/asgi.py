@@ -16,7 +16,9 @@ How a handler uses the session::
 until a handler calls `await request.state.session.load()` (the `get_session` dependency does
 just that). `request.state.session_id` is None until then, and afterwards the id of the loaded
 session. Log in with `await request.state.session.regenerate_id()` (fresh id, old one dead at
-once), log out with `await request.state.session.destroy()`.
+once), log out with `await request.state.session.destroy()`. Before handing the id to code that
+loads the session itself (an agent run), `await request.state.session.save()`; after it,
+`await request.state.session.refresh()` to see its changes and renew the cookie.
 
 Which id is used (precedence):
 
@@ -182,6 +184,29 @@ class RequestSession:
             if self._committed and session.version == 0:
                 raise RuntimeError("the response has started: a new session can no longer be issued")
             await self._persist(session)
+            return session
+
+    async def refresh(self) -> Session | None:
+        """Reload the session from the store (unsaved changes kept), renew its idle deadline, and
+        re-send the cookie with the response.
+
+        Call it after code outside this handle saved the session (an agent run through the
+        manager): the middleware does not see those saves, so without it the cookie's
+        ``Max-Age`` would not follow the renewed expiry. Returns None if there is no stored
+        session; raises `SessionNotFound` if it was deleted or expired meanwhile.
+        """
+        async with self._lock:
+            self._check_not_committed("refresh the session")
+            session = self._session
+            if session is None or session.version == 0:
+                return session
+            fresh = await self._mw._bounded(self._mw.session_manager.refresh_session(session.session_id))
+            if fresh is None:
+                raise SessionNotFound("the session was deleted or expired during the request")
+            pending = session.changes()
+            session._adopt(fresh)
+            pending.apply(session)
+            self._refreshed = True
             return session
 
     async def regenerate_id(self) -> Session:

@@ -3,7 +3,8 @@
 `uvicorn examples.fastapi_app:app` runs as its own process on a free port (the socket is bound
 here and handed over, so there is no race), on an embedded SQLite file. The browser loads the
 page, sets a preference through the page's fetch, reloads and sees it persisted; the session
-cookie is HttpOnly, so the page's JavaScript can never read it.
+cookie is HttpOnly, so the page's JavaScript can never read it. A chat turn with the example's
+pydantic-ai agent (offline model) changes the same session.
 """
 
 from __future__ import annotations
@@ -131,6 +132,15 @@ async def test_preference_set_in_the_browser_survives_a_reload_and_the_cookie_st
     assert await page.text_content("#current-theme") == "dark"
     [after_reload] = [c for c in await context.cookies() if c["name"] == "session_id"]
     assert after_reload["value"] == session_cookie["value"]
+
+    # The agent turn (offline scripted model) changes the same session's preferences.
+    await page.fill("#message", "Please switch me to the solarized theme")
+    await page.click("#send")
+    await page.wait_for_function("document.getElementById('status').textContent === 'answered'")
+    assert "solarized" in (await page.text_content("#reply") or "")
+    await page.reload()
+    await page.wait_for_function("document.getElementById('status').textContent === 'loaded'")
+    assert await page.text_content("#current-theme") == "solarized"
 
     # Another browser profile is another visitor: it does not see the preference.
     stranger = await browser.new_context()

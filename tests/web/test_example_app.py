@@ -9,6 +9,7 @@ import pytest
 from agent_sessions import SessionManager, SessionStore
 from examples.fastapi_app import create_app
 
+from ..support import FakeClock
 from .support import StoreCalls, cookie, cookie_attributes, issued_id, open_client, serve, set_cookies
 
 
@@ -86,3 +87,39 @@ async def test_app_without_a_manager_builds_one_from_the_environment_and_runs_it
     assert saved.status_code == 200
     assert read.json() == {"preferences": {"theme": "dark"}}
     assert manager.cleanup_task is None  # stopped by the lifespan
+
+
+async def test_agent_turn_changes_the_visitors_session_and_starts_one_for_a_new_visitor(
+    manager: SessionManager, transport: str
+) -> None:
+    async with open_client(create_app(manager), transport) as client:
+        chat = await client.post("/api/agent/chat", json={"message": "Switch me to the dark theme, please"})
+        sid = issued_id(chat)
+        asked = await client.post(
+            "/api/agent/chat", json={"message": "What do you know about me?"}, headers=cookie(sid)
+        )
+        read = await client.get("/api/user/preferences", headers=cookie(sid))
+    assert chat.json() == {"reply": 'Saved: {"theme": "dark"}', "preferences": {"theme": "dark"}}
+    assert asked.json()["reply"] == 'Your preferences: {"theme": "dark"}'
+    assert read.json() == {"preferences": {"theme": "dark"}}
+    stored = await manager.get_session(sid)
+    assert stored is not None
+    assert [e["data"].get("tool_name") for e in stored.history if e["data"].get("tool_name")] == [
+        "update_user_preferences",
+        "get_user_preferences",
+    ]
+
+
+async def test_agent_turn_renews_the_cookie_with_the_expiry_it_extended(
+    manager: SessionManager, clock: FakeClock, transport: str
+) -> None:
+    async with open_client(create_app(manager), transport) as client:
+        sid = issued_id(await client.post("/api/user/preferences", json={"theme": "light"}))
+        clock.advance(60)  # within the touch interval: a plain read would not renew anything
+        read = await client.get("/api/user/preferences", headers=cookie(sid))
+        chat = await client.post("/api/agent/chat", json={"message": "dark theme please"}, headers=cookie(sid))
+    assert set_cookies(read) == []
+    assert issued_id(chat) == sid
+    stored = await manager.get_session(sid)
+    assert stored is not None and stored.expiry_at == clock.now + manager.session_lifetime
+    assert cookie_attributes(set_cookies(chat)[0])[2]["max-age"] == "3600"

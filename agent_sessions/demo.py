@@ -130,11 +130,12 @@ def _reply(prompt: str, preferences: dict[str, Any], returns: dict[str, Any]) ->
         )
         if not trip:
             return f"Bonjour {name} ! Je ne sais rien de votre voyage." if french else f"Hello {name}!"
+        where = f"{trip.get('days')} jours à {trip.get('city')} ({trip.get('month')})"
         return (
-            f"Re-bonjour {name} ! Vous préparez {trip.get('days')} jours à {trip.get('city')} en {trip.get('month')}. "
-            f"Réponses courtes, en français, comme convenu. ({visits} échanges récents en mémoire.)"
+            f"Re-bonjour {name} ! Votre voyage : {where}. Réponses courtes, en français, comme convenu. "
+            f"({visits} échanges récents en mémoire.)"
             if french
-            else f"Welcome back {name}! {trip.get('days')} days in {trip.get('city')} in {trip.get('month')}."
+            else f"Welcome back {name}! {trip.get('days')} days in {trip.get('city')} ({trip.get('month')})."
         )
     return f"Bonjour {name} !" if french else f"Hello {name}!"
 
@@ -165,14 +166,19 @@ def _json(value: Any) -> str:
     return escape(json.dumps(value, ensure_ascii=False))
 
 
+def _short(value: Any, limit: int = 150) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return escape(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
 def _show_turn(console: Console, prompt: str, messages: list[ModelMessage], output: str) -> None:
     console.print(f"[bold cyan]you[/]   {escape(prompt)}")
-    for message in messages:
-        for part in message.parts:
-            if isinstance(part, ToolCallPart):
-                console.print(f"  [dim]tool[/] [magenta]{escape(part.tool_name)}[/]({_json(part.args_as_dict())})")
-            elif isinstance(part, ToolReturnPart):
-                console.print(f"  [dim]  → {_json(part.content)}[/]")
+    calls = [p for m in messages for p in m.parts if isinstance(p, ToolCallPart)]
+    returns = {p.tool_call_id: p.content for m in messages for p in m.parts if isinstance(p, ToolReturnPart)}
+    for call in calls:
+        console.print(f"  [dim]tool[/] [magenta]{escape(call.tool_name)}[/]({_short(call.args_as_dict())})")
+        if call.tool_call_id in returns:
+            console.print(f"  [dim]   → {_short(returns[call.tool_call_id])}[/]")
     console.print(f"[bold green]agent[/] {escape(output)}\n")
 
 

@@ -7,8 +7,8 @@ right) and on our SQLite, PostgreSQL, Redis and Redis Cluster backends.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,45 +30,26 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from agent_sessions.integrations.pydantic_ai import DatabaseConversationStore, RedisConversationStore
 
 from ..backends import BACKENDS
-from ..support import PG_START, PG_URL, FakeClock, require_service
+from ..database.stores import postgres_schema
+from ..support import PG_URL, FakeClock
 
 CONVERSATION_BACKENDS = ["memory", "sqlite", "postgres", "redis", "redis_cluster"]
 
 
-def pg_host_port() -> tuple[str, int]:
-    netloc = PG_URL.split("://", 1)[1].split("/", 1)[0].rsplit("@", 1)[-1]
-    host, _, port = netloc.partition(":")
-    return host or "127.0.0.1", int(port or 5432)
-
-
 @pytest.fixture(params=CONVERSATION_BACKENDS)
-async def conversations(request: pytest.FixtureRequest, tmp_path: Any) -> AsyncIterator[ConversationStore]:
+async def conversations(request: pytest.FixtureRequest) -> AsyncIterator[ConversationStore]:
     kind = request.param
     if kind == "memory":
         yield InMemoryConversationStore()
-    elif kind == "sqlite":
-        store = DatabaseConversationStore(f"sqlite+aiosqlite:///{tmp_path / 'conversations.db'}")
-        try:
-            yield store
-        finally:
-            await store.close()
-    elif kind == "postgres":
-        require_service("PostgreSQL", *pg_host_port(), PG_START)
-        schema = f"conv_test_{uuid.uuid4().hex[:10]}"
-        engine = create_async_engine(PG_URL)
-        async with engine.begin() as conn:
-            await conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        try:
-            yield DatabaseConversationStore(engine, schema=schema)
-        finally:
-            async with engine.begin() as conn:
-                await conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-            await engine.dispose()
-    else:
-        if kind not in BACKENDS:
-            pytest.skip(f"no {kind} session store registered in tests/backends.py")
-        async with BACKENDS[kind](FakeClock()) as session_store:
-            # Shares the session store's client and key prefix (cleaned up with it).
+        return
+    if kind not in BACKENDS:
+        pytest.fail(f"no {kind} session store registered in tests/backends.py")
+    async with BACKENDS[kind](FakeClock()) as session_store:
+        # Shares the session store's engine (and schema, table prefix) or client (and key prefix),
+        # so the session store's cleanup removes the conversations too.
+        if kind in ("sqlite", "postgres"):
+            yield DatabaseConversationStore(session_store)
+        else:
             yield RedisConversationStore(session_store)
 
 
@@ -325,3 +306,37 @@ async def test_deleting_the_last_conversation_of_a_lineage_deletes_its_entries(
     assert await stored_entry_count(conversations) == 2
     await conversations.delete("other")
     assert await stored_entry_count(conversations) == 0
+
+
+async def test_the_sql_store_also_takes_a_url_or_an_engine(tmp_path: Path) -> None:
+    agent = echo_agent()
+    from_url = DatabaseConversationStore(f"sqlite+aiosqlite:///{tmp_path / 'own.db'}", table_prefix="mine_")
+    try:
+        await turn(from_url, agent, "c1", "hello")
+        loaded = await from_url.load("c1")
+        assert loaded is not None and texts(loaded) == ["hello", "echo: hello"]
+        assert from_url.records.name == "mine_conversations"
+    finally:
+        await from_url.close()
+
+    async with postgres_schema() as schema:
+        engine = create_async_engine(PG_URL)
+        try:
+            # The schema does not exist yet: the store creates it with its tables.
+            on_engine = DatabaseConversationStore(engine, schema=schema)
+            await turn(on_engine, agent, "c1", "hello")
+            assert [r.conversation_id for r in await on_engine.list_conversations()] == ["c1"]
+            await on_engine.close()  # a shared engine stays usable
+            async with engine.connect() as conn:
+                assert (await conn.execute(sa.select(sa.func.count()).select_from(on_engine.entries))).scalar() == 2
+        finally:
+            await engine.dispose()
+
+
+def test_the_stores_refuse_what_they_cannot_use() -> None:
+    with pytest.raises(TypeError, match="DatabaseSessionStore"):
+        DatabaseConversationStore(42)
+    with pytest.raises(ValueError, match="table_prefix"):
+        DatabaseConversationStore("sqlite+aiosqlite:///x.db", table_prefix="bad-prefix")
+    with pytest.raises(TypeError, match="RedisSessionStore"):
+        RedisConversationStore(42)

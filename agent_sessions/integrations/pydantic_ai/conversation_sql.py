@@ -1,6 +1,7 @@
 """`DatabaseConversationStore`: pydantic-ai conversations in SQLite or PostgreSQL (SQLAlchemy 2 async).
 
-Two tables beside the session tables: ``<prefix>conversations`` (one row per conversation: its
+Two tables beside the session tables (same schema and table prefix as the `DatabaseSessionStore`
+it shares an engine with, default ``agent_``): ``<prefix>conversations`` (one row per conversation: its
 record as JSON, revision, scope, last save time) and ``<prefix>conversation_entries`` (one row per
 message, pointing at its parent). A history is read in one recursive query.
 
@@ -16,7 +17,9 @@ conversation is deleted: until then, entries only a deleted conversation used ar
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import re
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -39,6 +42,7 @@ __all__ = ["DatabaseConversationStore"]
 logger = logging.getLogger(__name__)
 
 _ID = sa.String(255)
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _tables(metadata: sa.MetaData, prefix: str) -> tuple[sa.Table, sa.Table]:
@@ -78,21 +82,33 @@ class DatabaseConversationStore(ConversationStore):
         self,
         source: Any,
         *,
-        table_prefix: str = "agent_sessions_",
+        table_prefix: str | None = None,
         schema: str | None = None,
         create_tables: bool = True,
     ) -> None:
+        if table_prefix is not None and not _IDENT.fullmatch(table_prefix + "x"):
+            raise ValueError("table_prefix must be letters, digits and underscores, starting with a letter or _")
+        if schema is not None and not _IDENT.fullmatch(schema):
+            raise ValueError("schema must be letters, digits and underscores, starting with a letter or _")
         self._owns_engine = isinstance(source, str)
+        shared_prefix: str | None = None
+        shared_schema: str | None = None
         if isinstance(source, str):
             self.engine: AsyncEngine = _engine_for_url(source)
         elif isinstance(source, AsyncEngine):
             self.engine = source
         elif isinstance(getattr(source, "engine", None), AsyncEngine):
+            # A DatabaseSessionStore: same engine, and by default the same schema and table prefix.
             self.engine = source.engine
+            shared_prefix = getattr(source, "table_prefix", None)
+            shared_schema = getattr(source, "schema", None)
         else:
             raise TypeError("source must be a DatabaseSessionStore, an AsyncEngine or a database URL")
-        self._metadata = sa.MetaData(schema=schema)
-        self.records, self.entries = _tables(self._metadata, table_prefix)
+        prefix = table_prefix if table_prefix is not None else shared_prefix or "agent_"
+        self.schema = schema if schema is not None else shared_schema
+        self.table_prefix = prefix
+        self._metadata = sa.MetaData(schema=self.schema)
+        self.records, self.entries = _tables(self._metadata, prefix)
         self._create_tables = create_tables
         self._ready = False
         self._ready_lock = asyncio.Lock()
@@ -117,8 +133,19 @@ class DatabaseConversationStore(ConversationStore):
             if self._ready:
                 return
             try:
-                async with self.engine.begin() as conn:
-                    await conn.run_sync(self._metadata.create_all)
+                async with self.engine.connect() as conn:
+                    if self._sqlite:
+                        # Another process creating the tables at the same time waits for this one.
+                        await conn.exec_driver_sql("BEGIN IMMEDIATE")
+                    else:
+                        name = f"{self.schema or ''}.{self.table_prefix}conversations".encode()
+                        key = int.from_bytes(hashlib.sha256(name).digest()[:8], "big", signed=True)
+                        await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+                        if self.schema is not None:
+                            quoted = self.engine.dialect.identifier_preparer.quote(self.schema)
+                            await conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
+                    await conn.run_sync(self._metadata.create_all, checkfirst=True)
+                    await conn.commit()
             except (sa_exc.OperationalError, sa_exc.InterfaceError, OSError) as exc:
                 raise StoreUnavailable(f"cannot create the conversation tables: {exc}") from exc
             self._ready = True

@@ -17,6 +17,7 @@ from agent_sessions.stores.database import DatabaseSessionStore, create_database
 
 from .harness import Backend
 from .raw import AsyncpgClient, aiosqlite_client, asyncpg_client, dict_client
+from .redis_backend import redis_available, redis_raw, redis_store
 
 PG_URL = os.environ.get("AGENT_SESSIONS_BENCH_PG", "postgresql+asyncpg://root@127.0.0.1:5432/test")
 
@@ -87,5 +88,13 @@ BACKENDS: list[Backend] = [
         library=postgres_store,
         raw=postgres_raw,
         targets={"W1 c1": 0.7, "W2": 0.8},
+    ),
+    Backend(
+        name="redis",
+        raw_label="redis-py",
+        available=redis_available,
+        library=redis_store,
+        raw=redis_raw,
+        targets={"W1 c1": 1.0, "W2": 0.9},
     ),
 ]

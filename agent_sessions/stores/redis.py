@@ -202,12 +202,13 @@ else
 end
 local nh = tonumber(ARGV[8])
 local i = 9
+local len = 0
 while i <= 8 + nh do
   local j = math.min(i + 999, 8 + nh)
-  redis.call('RPUSH', KEYS[2], unpack(ARGV, i, j))
+  len = redis.call('RPUSH', KEYS[2], unpack(ARGV, i, j))
   i = j + 1
 end
-if nh > 0 then redis.call('LTRIM', KEYS[2], '-' .. ARGV[7], '-1') end
+if len > tonumber(ARGV[7]) then redis.call('LTRIM', KEYS[2], '-' .. ARGV[7], '-1') end
 set_ttl(KEYS[2], pttl)
 apply_ops(9 + nh)
 return 1
@@ -476,8 +477,14 @@ class RedisSessionStore(SessionStore):
 
     # ------------------------------------------------------------------------- calls
     async def _script(self, script: AsyncScript, keys: list[str], args: Sequence[Any], action: str) -> Any:
+        """``EVALSHA`` the registered script; on ``NOSCRIPT`` load it and call once more."""
+        command = self.client.execute_command
         try:
-            return await script(keys=keys, args=args)
+            try:
+                return await command("EVALSHA", script.sha, len(keys), *keys, *args)
+            except redis_errors.NoScriptError:
+                await self.client.script_load(script.script)
+                return await command("EVALSHA", script.sha, len(keys), *keys, *args)
         except _REDIS_ERRORS as exc:
             raise _unavailable(exc, action) from exc
 

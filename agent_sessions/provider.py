@@ -1,16 +1,19 @@
 """`SessionContextProvider`: load a session into an `ExecutionContext`, and write changes back.
 
-The mapping is the original one:
+The mapping is the original one. `enrich_context` (session → context):
 
-==========================================  ==========================================
-session  →  context (`enrich_context`)       context  →  session (`update_session_from_context`)
-==========================================  ==========================================
-``state["context:<k>"]`` → property ``<k>``  property ``"session:<k>"`` → ``state["<k>"]``
-``preferences`` → property ``preferences``   property ``preferences`` → ``preferences``
-``ai_context`` → ``ai_metadata``             ``ai_metadata`` → ``ai_context``
-``feature_flags`` → property ``feature_flags``  one history entry of type ``context``
-                                             (``context_id``, ``tool_name``, ``duration``)
-==========================================  ==========================================
+- ``state["context:<k>"]`` → property ``<k>``;
+- ``preferences`` → property ``preferences``;
+- ``ai_context`` → ``ai_metadata``;
+- ``feature_flags`` → property ``feature_flags``.
+
+`update_session_from_context` (context → session):
+
+- property ``"session:<k>"`` → ``state["<k>"]``;
+- property ``preferences`` → ``preferences``;
+- ``ai_metadata`` → ``ai_context``;
+- the context's `user_id`, when set, → the session's;
+- plus one history entry of type ``context``: ``context_id``, ``tool_name``, ``duration``.
 
 Enrichment also sets the property ``session_manager`` (the provider's manager) so tools written as
 in the original document (``ctx.get_property("session_manager")``) work; it is never written back.
@@ -20,6 +23,8 @@ context, and writes back only what the context changed since (keys of `preferenc
 `ai_metadata` and ``session:`` properties), through `SessionManager.mutate`, which re-applies
 those changes to the latest saved session until its compare-and-set wins. So a tool saving a
 preference while a web request saves another one, or while the run writes back, loses neither.
+What was loaded is kept in the property ``_agent_sessions_baseline`` (shared with the context's
+children, never written back).
 """
 
 from __future__ import annotations

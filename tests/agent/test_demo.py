@@ -73,3 +73,12 @@ def test_demo_remembers_across_two_processes(tmp_path: Path) -> None:
     second = run()
     assert "returning user demo-user (visit #2)" in second
     assert '"name": "Ada"' in second and "Re-bonjour Ada" in second
+
+
+async def test_demo_runs_with_a_named_pydantic_ai_model() -> None:
+    # "test" is pydantic-ai's offline TestModel, reached through the same `model=` path as "openai:gpt-4o".
+    console = recording_console()
+    await run_demo("memory://", model="test", console=console)
+    text = console.export_text()
+    assert "model: test" in text
+    assert "Preferences" in text and "Recent history" in text

@@ -3,7 +3,8 @@
 Every command takes ``--store URL`` (default: ``$AGENT_SESSIONS_STORE``, else the embedded
 SQLite file ``agent_sessions.db`` in the working directory). Exit codes: 0 success, 1 the
 operation failed (store unreachable, session not found, bad export file), 2 bad usage (unknown
-URL scheme, malformed session id, bad option), 130 interrupted. Errors are one line on stderr.
+URL scheme, malformed session id, bad option), 130 interrupted. Errors are one line on stderr;
+``-v`` / ``-vv`` before the command also show the library's logs.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
+import logging
 import math
 import re
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -23,6 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 try:
     import typer
     from rich.console import Console
+    from rich.logging import RichHandler
     from rich.markup import escape
     from rich.panel import Panel
     from rich.pretty import Pretty
@@ -93,7 +96,7 @@ class CliError(Exception):
 
 # ---------------------------------------------------------------- plumbing
 def _out() -> Console:
-    return Console(soft_wrap=False)
+    return Console(soft_wrap=True)
 
 
 def _err() -> Console:
@@ -165,8 +168,10 @@ def _run(url: str | None, factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
     except (InvalidSessionId, InvalidUserId) as exc:
         _fail(str(exc), 2)
     except StoreUnavailable as exc:
-        cause = f": {_one_line(exc.__cause__)}" if exc.__cause__ is not None else ""
-        _fail(f"cannot reach the store{where}: {_one_line(exc)}{cause}", 1)
+        message = _one_line(exc)
+        if exc.__cause__ is not None and _one_line(exc.__cause__) not in message:
+            message += f": {_one_line(exc.__cause__)}"
+        _fail(f"cannot reach the store{where}: {message}", 1)
     except BackupFormatError as exc:
         _fail(f"{exc} ({exc.report.sessions_seen} sessions before it were processed; nothing after it)", 1)
     except AgentSessionsError as exc:
@@ -179,10 +184,10 @@ def _run(url: str | None, factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         _fail("interrupted", 130)
 
 
-def _when(ts: float | None) -> str:
-    if ts is None or not math.isfinite(ts):
-        return "never"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+def _when(ts: object, *, short: bool = False) -> str:
+    if not isinstance(ts, int | float) or isinstance(ts, bool) or not math.isfinite(ts):
+        return "never" if ts is None else escape(repr(ts))
+    return datetime.fromtimestamp(ts, UTC).strftime("%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S")
 
 
 def redact(value: Any) -> Any:
@@ -220,13 +225,38 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+_log_handler: logging.Handler | None = None
+
+
+def _configure_logging(verbosity: int) -> None:
+    """Library logs go to stderr only with -v (INFO) or -vv (DEBUG): by default a failure is
+    reported once, as the command's one-line error, not again as a log record."""
+    global _log_handler
+    root = logging.getLogger()
+    if _log_handler is not None:
+        root.removeHandler(_log_handler)
+    handler: logging.Handler
+    if verbosity <= 0:
+        handler = logging.NullHandler()
+    else:
+        handler = RichHandler(console=_err(), show_path=False, rich_tracebacks=False)
+        handler.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
+        logging.getLogger("agent_sessions").setLevel(handler.level)
+    root.addHandler(handler)
+    _log_handler = handler
+
+
 @app.callback()
 def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="Show library logs (-v info, -vv debug).")
+    ] = 0,
 ) -> None:
     """Inspect, back up, restore, migrate and clean agent_sessions stores."""
+    _configure_logging(verbose)
 
 
 @app.command("list")
@@ -264,24 +294,22 @@ def list_sessions(
     if not sessions:
         console.print("No sessions." if page == 1 else f"No sessions on page {page}.")
         return
+    # The id must stay whole (it is what `show` takes); on a narrow terminal the less
+    # important columns go rather than squeezing it.
+    wide = console.width >= 130
     table = Table(title=f"Sessions{f' of {user}' if user else ''} — page {page}", title_justify="left")
     table.add_column("session id", no_wrap=True, min_width=43, style="cyan")
-    table.add_column("user")
-    table.add_column("last access (UTC)", no_wrap=True)
-    table.add_column("expires (UTC)", no_wrap=True)
-    table.add_column("version", justify="right")
-    table.add_column("state keys", justify="right")
-    table.add_column("history", justify="right")
+    table.add_column("user", min_width=4, overflow="ellipsis")
+    table.add_column("last access (UTC)" if wide else "last access", no_wrap=True)
+    if wide:
+        table.add_column("expires (UTC)", no_wrap=True)
+        table.add_column("version", justify="right")
+    table.add_column("history", justify="right", no_wrap=True)
     for s in sessions:
-        table.add_row(
-            s.session_id,
-            escape(s.user_id or "—"),
-            _when(s.last_accessed_at),
-            _when(s.expiry_at),
-            str(s.version),
-            str(len(s.state)),
-            str(s.history_seq),
-        )
+        cells = [s.session_id, escape(s.user_id or "—"), _when(s.last_accessed_at, short=not wide)]
+        if wide:
+            cells += [_when(s.expiry_at), str(s.version)]
+        table.add_row(*cells, str(s.history_seq))
     console.print(table)
     if more:
         console.print(f"More on page {page + 1}: [bold]--page {page + 1}[/]")

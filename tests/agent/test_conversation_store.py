@@ -27,6 +27,7 @@ from pydantic_ai.messages import ModelMessage, ModelRequest, ModelResponse, Text
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from agent_sessions import StoreUnavailable
 from agent_sessions.integrations.pydantic_ai import DatabaseConversationStore, RedisConversationStore
 
 from ..backends import BACKENDS
@@ -340,3 +341,16 @@ def test_the_stores_refuse_what_they_cannot_use() -> None:
         DatabaseConversationStore("sqlite+aiosqlite:///x.db", table_prefix="bad-prefix")
     with pytest.raises(TypeError, match="RedisSessionStore"):
         RedisConversationStore(42)
+
+
+async def test_an_unreachable_backend_raises_store_unavailable_with_the_cause() -> None:
+    sql = DatabaseConversationStore("postgresql+asyncpg://root@127.0.0.1:1/test")
+    redis = RedisConversationStore("redis://127.0.0.1:1/0")
+    try:
+        for store in (sql, redis):
+            with pytest.raises(StoreUnavailable) as info:
+                await store.load("c1")
+            assert info.value.__cause__ is not None
+    finally:
+        await sql.close()
+        await redis.close()

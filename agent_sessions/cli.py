@@ -43,7 +43,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("the agent-sessions command needs typer and rich: pip install agent-sessions[cli]") from exc
 
 from . import __version__
-from .errors import AgentSessionsError, InvalidSessionId, InvalidUserId, StoreUnavailable
+from .errors import AgentSessionsError, InvalidSessionId, InvalidUserId, SerializationError, StoreUnavailable
 from .ids import validate_session_id
 from .ops import BackupFormatError, TransferReport, export_sessions, import_sessions, migrate
 from .session import Session
@@ -478,12 +478,18 @@ def cleanup_command(
 
 
 @app.command("stats")
-def stats_command(store: Store = DEFAULT_STORE_URL, as_json: AsJson = False) -> None:
-    """Counts, sizes and a summary of what the stored histories show."""
+def stats_command(
+    store: Store = DEFAULT_STORE_URL,
+    full_history: Annotated[
+        bool, typer.Option("--full-history", help="Analyse every stored entry, not just each recent window.")
+    ] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Counts, sizes and a history analysis summary (tool usage, runs, errors, activity)."""
 
     async def body() -> dict[str, Any]:
         async with _store(store) as s:
-            return await _collect_stats(s)
+            return await _collect_stats(s, full_history=full_history)
 
     stats = _run(store, body)
     if as_json:
@@ -492,11 +498,13 @@ def stats_command(store: Store = DEFAULT_STORE_URL, as_json: AsJson = False) -> 
     _print_stats(_out(), stats)
 
 
-async def _collect_stats(store: SessionStore) -> dict[str, Any]:
+async def _collect_stats(store: SessionStore, *, full_history: bool) -> dict[str, Any]:
+    from .analysis import HistoryStats, iter_full_history
+
     now = store.clock()
-    sessions = anonymous = history_entries = total_bytes = largest = expiring_soon = 0
+    sessions = anonymous = history_entries = total_bytes = largest = expiring_soon = unanalysable = 0
     users: set[str] = set()
-    types: dict[str, int] = {}
+    history = HistoryStats()
     async for session in store.iter_sessions():
         sessions += 1
         if session.user_id is None:
@@ -509,9 +517,12 @@ async def _collect_stats(store: SessionStore) -> dict[str, Any]:
         history_entries += session.history_seq
         if session.expiry_at is not None and session.expiry_at - now < 3600:
             expiring_soon += 1
-        for entry in session.history:
-            kind = str(entry.get("type"))
-            types[kind] = types.get(kind, 0) + 1
+        entries = await iter_full_history(store, session.session_id) if full_history else session.history
+        try:
+            history.add_session(session, entries)
+        except SerializationError:
+            # History written by other code may not have the {"timestamp", "type", "data"} shape.
+            unanalysable += 1
     scopes = 0
     async for _ in store.iter_scopes():
         scopes += 1
@@ -525,31 +536,82 @@ async def _collect_stats(store: SessionStore) -> dict[str, Any]:
         "bytes_average": total_bytes // sessions if sessions else 0,
         "bytes_largest": largest,
         "history_entries": history_entries,
-        "recent_history_types": dict(sorted(types.items(), key=lambda kv: -kv[1])),
+        "history": {
+            "analysed": "full history" if full_history else "recent window of each session",
+            "sessions_not_analysable": unanalysable,
+            "entries": history.entries,
+            "entries_by_type": dict(sorted(history.entries_by_type.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "agent_runs": history.runs,
+            "tool_calls": history.tool_calls,
+            "errors": history.errors,
+            "error_rate": history.error_rate,
+            "mean_session_length_s": history.mean_session_length,
+            "busiest_hour_utc": history.busiest_hour,
+            "top_tools": [
+                {"tool": t.name, "calls": t.calls, "errors": t.errors, "mean_duration_s": t.mean_duration}
+                for t in history.top_tools(5)
+            ],
+        },
     }
+
+
+def _figure(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:,.3f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return escape(str(value))
 
 
 def _print_stats(console: Console, stats: dict[str, Any]) -> None:
     table = Table(title="Store", title_justify="left", show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
-    table.add_row("live sessions", f"{stats['sessions']:,}")
-    table.add_row("users", f"{stats['users']:,}")
-    table.add_row("anonymous sessions", f"{stats['anonymous_sessions']:,}")
-    table.add_row("expiring within an hour", f"{stats['expiring_within_an_hour']:,}")
-    table.add_row("scopes (users + app)", f"{stats['scopes']:,}")
-    table.add_row("size, total (bytes)", f"{stats['bytes_total']:,}")
-    table.add_row("size, average (bytes)", f"{stats['bytes_average']:,}")
-    table.add_row("size, largest (bytes)", f"{stats['bytes_largest']:,}")
-    table.add_row("history entries appended", f"{stats['history_entries']:,}")
+    for label, key in (
+        ("live sessions", "sessions"),
+        ("users", "users"),
+        ("anonymous sessions", "anonymous_sessions"),
+        ("expiring within an hour", "expiring_within_an_hour"),
+        ("scopes (users + app)", "scopes"),
+        ("size, total (bytes)", "bytes_total"),
+        ("size, average (bytes)", "bytes_average"),
+        ("size, largest (bytes)", "bytes_largest"),
+        ("history entries appended", "history_entries"),
+    ):
+        table.add_row(label, _figure(stats[key]))
     console.print(table)
-    if stats["recent_history_types"]:
-        types = Table(title="Recent history by type", title_justify="left")
+    history = stats["history"]
+    summary = Table(title=f"History analysis ({history['analysed']})", title_justify="left", show_header=False)
+    summary.add_column(style="bold")
+    summary.add_column(justify="right")
+    for label, key in (
+        ("entries analysed", "entries"),
+        ("agent runs", "agent_runs"),
+        ("tool calls", "tool_calls"),
+        ("errors", "errors"),
+        ("error rate", "error_rate"),
+        ("mean session length (s)", "mean_session_length_s"),
+        ("busiest hour (UTC)", "busiest_hour_utc"),
+        ("sessions not analysable", "sessions_not_analysable"),
+    ):
+        summary.add_row(label, _figure(history[key]))
+    console.print(summary)
+    if history["entries_by_type"]:
+        types = Table(title="Entries by type", title_justify="left")
         types.add_column("type")
         types.add_column("entries", justify="right")
-        for kind, n in stats["recent_history_types"].items():
-            types.add_row(escape(kind), f"{n:,}")
+        for kind, n in history["entries_by_type"].items():
+            types.add_row(escape(kind), _figure(n))
         console.print(types)
+    if history["top_tools"]:
+        tools = Table(title="Most used tools", title_justify="left")
+        for name in ("tool", "calls", "errors", "mean duration (s)"):
+            tools.add_column(name, justify="left" if name == "tool" else "right")
+        for t in history["top_tools"]:
+            tools.add_row(escape(t["tool"]), _figure(t["calls"]), _figure(t["errors"]), _figure(t["mean_duration_s"]))
+        console.print(tools)
 
 
 @app.command("demo")

@@ -39,7 +39,15 @@ async def fill(url: str) -> Populated:
             state={"api_key": "sk-live-should-not-print", "nested": {"password": "hunter2", "color": "teal"}},
             auth_info={"token": "auth-should-not-print"},
         )
-        await store.restore(secret, [{"timestamp": now, "type": "login", "data": {"token": "tok-should-not-print"}}])
+        await store.restore(
+            secret,
+            [
+                {"timestamp": now, "type": "login", "data": {"token": "tok-should-not-print"}},
+                {"timestamp": now + 1, "type": "context", "data": {"tool_name": "search", "duration": 0.5}},
+                {"timestamp": now + 2, "type": "context", "data": {"tool_name": "search", "duration": 1.5}},
+                {"timestamp": now + 3, "type": "context", "data": {"tool_name": None, "duration": 2.0}},
+            ],
+        )
     # Two sessions that expired a while ago, written through a store whose clock is in the past.
     past = now - 7200
     async with create_store(url, clock=lambda: past) as old:

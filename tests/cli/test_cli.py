@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from agent_sessions import create_store
+from agent_sessions import Session, create_store
 from agent_sessions.cli import app, redact, safe_url
 
 from ..ops.helpers import snapshot
@@ -190,11 +191,33 @@ def test_stats_counts_sessions_users_sizes_and_history(runner: CliRunner, popula
     assert stats["sessions"] == LIVE
     assert stats["users"] == 3
     assert stats["anonymous_sessions"] == 1
-    assert stats["history_entries"] == 7 * 4 + 1
-    assert stats["recent_history_types"] == {"tool_call": 28, "login": 1}
+    assert stats["history_entries"] == 7 * 4 + 4
     assert 0 < stats["bytes_average"] <= stats["bytes_largest"] < stats["bytes_total"]
+    history = stats["history"]
+    assert history["entries_by_type"] == {"tool_call": 28, "context": 3, "login": 1}
+    assert (history["agent_runs"], history["tool_calls"], history["errors"]) == (1, 2, 0)
+    assert history["top_tools"] == [{"tool": "search", "calls": 2, "errors": 0, "mean_duration_s": 1.0}]
     code, out, _ = run(runner, "stats", "--store", populated.url)
-    assert code == 0 and "live sessions" in out and "tool_call" in out
+    assert code == 0
+    for label in ("live sessions", "History analysis", "tool_call", "Most used tools", "search"):
+        assert label in out
+
+
+def test_stats_can_analyse_the_full_history(runner: CliRunner, tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "long.db")
+
+    async def fill_long() -> None:
+        async with create_store(url) as store:
+            now = time.time()
+            session = Session(user_id="u", created_at=now, last_accessed_at=now, expiry_at=now + 600)
+            entries = [{"timestamp": now, "type": "message", "data": {"i": i}} for i in range(80)]
+            await store.restore(session, entries)
+
+    asyncio.run(fill_long())
+    _, out, _ = run(runner, "stats", "--store", url, "--json")
+    _, full, _ = run(runner, "stats", "--store", url, "--json", "--full-history")
+    assert json.loads(full)["history"]["entries"] == 80
+    assert json.loads(out)["history"]["entries"] == 50  # the default recent window
 
 
 # ---------------------------------------------------------------- errors a shell user sees

@@ -81,7 +81,7 @@ async def test_app_without_a_manager_builds_one_from_the_environment_and_runs_it
     manager: SessionManager = app.state.session_manager
     async with serve(app) as base_url:
         assert manager.cleanup_task is not None and not manager.cleanup_task.done()  # started by the lifespan
-        async with httpx.AsyncClient(base_url=base_url) as client:
+        async with httpx.AsyncClient(base_url=base_url, verify=False, trust_env=False) as client:
             saved = await client.post("/api/user/preferences", json={"theme": "dark"})
             read = await client.get("/api/user/preferences")  # the client's jar sends the cookie back
     assert saved.status_code == 200

@@ -9,7 +9,9 @@ so the keys of one session, of one user or of one expiry shard share a slot):
   get is one ``GET`` and the Lua scripts can check the version and the expiry without decoding
   the record;
 - ``P{<sid>}:hist`` — the history list, oldest first, capped at `max_history` (``LTRIM``).
-  Its entries are numbered implicitly: the last one is ``history_seq``;
+  Its entries are numbered implicitly: the last one is ``history_seq``. Each row is stored with
+  a 4-byte big-endian length prefix, so the load script returns the window concatenated as one
+  string (one bulk reply parses much faster than an array of small ones);
 - ``P{~u:<h>}:idx`` — the per-user index, a sorted set of session ids scored by expiry
   (``+inf`` for none), where ``<h>`` is a hash of the user id: user ids may contain any
   printable character, ``{``, ``}`` and ``:`` included, and must never become part of a hash
@@ -108,12 +110,9 @@ _REDIS_ERRORS: Final = (redis_errors.RedisError, redis_errors.RedisClusterExcept
 # copied as the strings Python wrote, and only compared after `tonumber`.
 _LUA_PRELUDE = r"""
 local function header(rec)
-  local nl = string.find(rec, '\n', 1, true)
-  if not nl then return nil end
-  local f = {}
-  for w in string.gmatch(string.sub(rec, 1, nl - 1), '[^ ]+') do f[#f + 1] = w end
-  if #f ~= 7 or f[1] ~= 'R1' then return nil end
-  return f, nl
+  local v, s, la, e, tok, ul, pos = string.match(rec, '^R1 (%d+) (%d+) (%S+) (%S+) (%S+) (%-?%d+)\n()')
+  if not v then return nil end
+  return {'R1', v, s, la, e, tok, ul}, pos - 1
 end
 local function live(f, now)
   return f[5] == '-' or tonumber(f[5]) > now
@@ -150,8 +149,8 @@ end
 """
 
 # KEYS: n pairs (record, history), then hashes read whole. ARGV: history window, n.
-# The history window comes back as one string "<size> <size> ...\n<row><row>...": parsing one
-# bulk reply costs the client far less than parsing an array of many small ones.
+# History rows are stored with a 4-byte length prefix, so the window comes back as one string
+# (the rows concatenated): the client parses one bulk reply instead of an array of many.
 _LUA_LOAD = r"""
 local window = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
@@ -159,22 +158,20 @@ local out = {}
 for i = 1, n do
   local rec = redis.call('GET', KEYS[2 * i - 1])
   out[#out + 1] = rec
-  local rows = {}
-  if rec and window > 0 then rows = redis.call('LRANGE', KEYS[2 * i], -window, -1) end
-  if #rows == 0 then
-    out[#out + 1] = ''
+  if rec and window > 0 then
+    out[#out + 1] = table.concat(redis.call('LRANGE', KEYS[2 * i], -window, -1))
   else
-    local sizes = {}
-    for k, row in ipairs(rows) do sizes[k] = #row end
-    out[#out + 1] = table.concat(sizes, ' ') .. '\n' .. table.concat(rows)
+    out[#out + 1] = ''
   end
 end
 for j = 2 * n + 1, #KEYS do out[#out + 1] = redis.call('HGETALL', KEYS[j]) end
 return out
 """
 
-# KEYS: record, history, then index/scope keys (single node). ARGV: now, expected version,
-# new version, token, value, pttl, max history, n history rows, rows..., index operations.
+# KEYS: record, history, then (single node) expiry shard, user index, scope keys. ARGV: now,
+# expected version, new version, token, value, pttl, max history, n history rows, rows...,
+# index mode ('-' none, 's' shard, 'u' shard and user index), score, shard member, session id,
+# further index/scope operations.
 # Returns 1 written, 2 already written by this very call (a retry), 0 conflict,
 # -1 absent or expired, -3 corrupt header.
 _LUA_WRITE = (
@@ -210,7 +207,12 @@ while i <= 8 + nh do
 end
 if len > tonumber(ARGV[7]) then redis.call('LTRIM', KEYS[2], '-' .. ARGV[7], '-1') end
 set_ttl(KEYS[2], pttl)
-apply_ops(9 + nh)
+local k = 9 + nh
+if ARGV[k] ~= '-' then
+  redis.call('ZADD', KEYS[3], ARGV[k + 1], ARGV[k + 2])
+  if ARGV[k] == 'u' then redis.call('ZADD', KEYS[4], ARGV[k + 1], ARGV[k + 3]) end
+end
+apply_ops(k + 4)
 return 1
 """
 )
@@ -620,22 +622,17 @@ class RedisSessionStore(SessionStore):
 
     @staticmethod
     def _split_rows(sid: str, blob: bytes) -> list[bytes]:
-        """The history rows packed by the load script as ``"<size> <size>...\\n<row><row>..."``."""
-        if not blob:
-            return []
-        try:
-            nl = blob.index(b"\n")
-            rows = []
-            pos = nl + 1
-            for size in blob[:nl].split(b" "):
-                end = pos + int(size)
-                rows.append(blob[pos:end])
-                pos = end
-        except ValueError as exc:
-            raise SerializationError("the history window read from Redis is malformed") from exc
-        if pos != len(blob):
-            logger.error("malformed history window for session %s", id_hash(sid))
-            raise SerializationError("the history window read from Redis is malformed")
+        """History rows from concatenated stored rows (each a 4-byte big-endian length, then the row)."""
+        rows = []
+        pos, size = 0, len(blob)
+        while pos < size:
+            start = pos + 4
+            end = start + int.from_bytes(blob[pos:start], "big")
+            if end > size:
+                logger.error("malformed history rows for session %s", id_hash(sid))
+                raise SerializationError("a stored Redis history row is truncated")
+            rows.append(blob[start:end])
+            pos = end
         return rows
 
     @staticmethod
@@ -734,10 +731,12 @@ class RedisSessionStore(SessionStore):
         if reply == -3:
             raise SerializationError("a stored Redis session record has an unreadable header")
         hseq = int(reply[0])
-        rows: list[bytes] = list(reply[1:])
+        rows = [self._split_rows(session_id, row) for row in reply[1:]]
+        if any(len(row) != 1 for row in rows):
+            raise SerializationError("a stored Redis history row is malformed")
         last = hseq if before_seq is None else min(hseq, before_seq - 1)
         first = last - len(rows) + 1
-        return [(first + i, row) for i, row in enumerate(rows)]
+        return [(first + i, row[0]) for i, row in enumerate(rows)]
 
     async def _user_session_ids(self, user_id: str, now: float) -> list[str]:
         _, idx_key, _ = self._user_keys(_user_hash(user_id))
@@ -837,19 +836,29 @@ class RedisSessionStore(SessionStore):
             self._ttl_ms(write.expiry_at, now),
             write.max_history,
             len(write.history),
-            *(row.payload for row in write.history),
+            *(len(row.payload).to_bytes(4, "big") + row.payload for row in write.history),
         ]
-        ops = self._index_ops(sid, write.user_id, write.expiry_at)
+        ops: list[_Op] = []
         if write.expected_version != 0 and write.previous_user_id != write.user_id:
-            stale = self._unindex_ops(sid, write.previous_user_id)
-            ops = stale[:1] + ops + stale[1:]  # the shard member changes with the owner
+            ops += self._unindex_ops(sid, write.previous_user_id)  # the shard member changes with the owner
         for change in (write.user_scope, write.app_scope):
             if change is not None:
                 ops += self._scope_ops(change)
         if self._cluster:
-            args.append(0)
+            ops += self._index_ops(sid, write.user_id, write.expiry_at)
+            args += ["-", "", "", "", 0]
         else:
-            args += self._encode_ops(ops, keys)
+            # The two index updates every save makes ride on fixed KEYS/ARGV slots: fewer arguments.
+            keys.append(self._shard(sid)[1])
+            if write.user_id is not None:
+                keys.append(self._user_keys(_user_hash(write.user_id))[1])
+            args += [
+                "s" if write.user_id is None else "u",
+                _score(write.expiry_at),
+                self._member(sid, write.user_id),
+                sid,
+                *self._encode_ops(ops, keys),
+            ]
         code = await self._script(self._write_script, keys, args, "save the session")
         if code == 0:
             raise raise_conflict(sid)

@@ -1,8 +1,10 @@
 """Every notebook in `notebooks/` and every script in `examples/` runs, offline, as shipped.
 
 Files are discovered by glob, so a new notebook or example is covered without touching this
-module. Each runs in a fresh temporary working directory (the embedded SQLite default lands
-there) with network access to the outside world blocked by dead proxies and no API keys.
+module. `examples/fastapi_app.py` serves its app in-process through httpx's ASGITransport when
+run as a script, so it needs no server here either. Each runs in a fresh temporary working
+directory (the embedded SQLite default lands there) with network access to the outside world
+blocked by dead proxies and no API keys.
 """
 
 from __future__ import annotations
@@ -21,9 +23,6 @@ ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 TIMEOUT = 240
-
-#: Example scripts covered by another test module instead of a subprocess run here (and why).
-COVERED_ELSEWHERE: dict[str, str] = {}
 
 
 def offline_env() -> dict[str, str]:
@@ -84,8 +83,6 @@ def test_notebook_runs_offline_on_the_venv_kernel(notebook: Path, tmp_path: Path
 
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
 def test_example_script_runs_offline(script: Path, tmp_path: Path) -> None:
-    if script.name in COVERED_ELSEWHERE:
-        pytest.skip(COVERED_ELSEWHERE[script.name])
     result = subprocess.run(
         [sys.executable, str(script)],
         cwd=tmp_path,

@@ -362,7 +362,9 @@ async def import_sessions(
     decides what happens to ids (and scope keys) the store already has: ``"skip"`` (default),
     ``"overwrite"``, ``"newer"`` (higher version wins) or ``"error"``. Sessions that have
     expired by now are not restored (counted as `expired`). Streams the file: memory stays
-    constant whatever its size.
+    constant whatever its size. A replaced session is deleted, then inserted (readers may see it
+    absent for that moment), and takes the file's `auth_info`: null unless it was exported with
+    ``include_auth=True``.
 
     Raises `BackupFormatError` at the first bad line (its `report` says what was imported
     before it; nothing after it is), `SessionConflict` under ``"error"``, and the store's own

@@ -168,51 +168,57 @@ for j = 2 * n + 1, #KEYS do out[#out + 1] = redis.call('HGETALL', KEYS[j]) end
 return out
 """
 
-# KEYS: record, history, then (single node) expiry shard, user index, scope keys. ARGV: now,
-# expected version, new version, token, value, pttl, max history, n history rows, rows...,
-# index mode ('-' none, 's' shard, 'u' shard and user index), score, shard member, session id,
-# further index/scope operations.
+# KEYS: record, history, then (single node) expiry shard, user index, scope keys.
+# ARGV[1]: "<now> <expected version> <new version> <token> <pttl> <max history> <rows> <index>
+# <score> <user hash>" in one string (every argument costs the client encoding time), where
+# <index> is '-' (indexes updated by the caller), 's' (expiry shard) or 'u' (shard and user
+# index) and <user hash> is '-' without a user. ARGV[2]: the value; then the history rows,
+# then further index/scope operations.
 # Returns 1 written, 2 already written by this very call (a retry), 0 conflict,
 # -1 absent or expired, -3 corrupt header.
 _LUA_WRITE = (
     _LUA_PRELUDE
     + r"""
-local now = tonumber(ARGV[1])
+local now, expected, version, token, pttl, maxh, nh, index, score, uhash = string.match(ARGV[1],
+  '^(%S+) (%d+) (%d+) (%S+) (%d+) (%d+) (%d+) (%S) (%S+) (%S+)$')
+now, pttl, nh = tonumber(now), tonumber(pttl), tonumber(nh)
 local rec = redis.call('GET', KEYS[1])
 if rec then
   local f = header(rec)
   if not f then return -3 end
-  if f[2] == ARGV[3] and f[6] == ARGV[4] then return 2 end
-  if ARGV[2] == '0' then return 0 end
+  if f[2] == version and f[6] == token then return 2 end
+  if expected == '0' then return 0 end
   if not live(f, now) then return -1 end
-  if f[2] ~= ARGV[2] then return 0 end
-elseif ARGV[2] ~= '0' then
+  if f[2] ~= expected then return 0 end
+elseif expected ~= '0' then
   return -1
 else
   redis.call('DEL', KEYS[2])
 end
-local pttl = tonumber(ARGV[6])
 if pttl > 0 then
-  redis.call('SET', KEYS[1], ARGV[5], 'PX', pttl)
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', pttl)
 else
-  redis.call('SET', KEYS[1], ARGV[5])
+  redis.call('SET', KEYS[1], ARGV[2])
 end
-local nh = tonumber(ARGV[8])
-local i = 9
+local i = 3
 local len = 0
-while i <= 8 + nh do
-  local j = math.min(i + 999, 8 + nh)
+while i <= 2 + nh do
+  local j = math.min(i + 999, 2 + nh)
   len = redis.call('RPUSH', KEYS[2], unpack(ARGV, i, j))
   i = j + 1
 end
-if len > tonumber(ARGV[7]) then redis.call('LTRIM', KEYS[2], '-' .. ARGV[7], '-1') end
+if len > tonumber(maxh) then redis.call('LTRIM', KEYS[2], '-' .. maxh, '-1') end
 set_ttl(KEYS[2], pttl)
-local k = 9 + nh
-if ARGV[k] ~= '-' then
-  redis.call('ZADD', KEYS[3], ARGV[k + 1], ARGV[k + 2])
-  if ARGV[k] == 'u' then redis.call('ZADD', KEYS[4], ARGV[k + 1], ARGV[k + 3]) end
+if index ~= '-' then
+  local sid = string.match(KEYS[1], '{(.-)}')
+  if index == 'u' then
+    redis.call('ZADD', KEYS[3], score, sid .. ':' .. uhash)
+    redis.call('ZADD', KEYS[4], score, sid)
+  else
+    redis.call('ZADD', KEYS[3], score, sid)
+  end
 end
-apply_ops(k + 4)
+apply_ops(3 + nh)
 return 1
 """
 )
@@ -825,40 +831,35 @@ class RedisSessionStore(SessionStore):
     # ------------------------------------------------------------------------- writes
     async def _write(self, write: SessionWrite, now: float) -> None:
         sid = write.session_id
-        token = secrets.token_hex(8).encode()
+        token = secrets.token_hex(8)
         keys = [self._rec_key(sid), self._hist_key(sid)]
-        args: list[Any] = [
-            repr(now),
-            write.expected_version,
-            write.new_version,
-            token,
-            self._pack(write, token),
-            self._ttl_ms(write.expiry_at, now),
-            write.max_history,
-            len(write.history),
-            *(len(row.payload).to_bytes(4, "big") + row.payload for row in write.history),
-        ]
         ops: list[_Op] = []
         if write.expected_version != 0 and write.previous_user_id != write.user_id:
             ops += self._unindex_ops(sid, write.previous_user_id)  # the shard member changes with the owner
         for change in (write.user_scope, write.app_scope):
             if change is not None:
                 ops += self._scope_ops(change)
+        user_hash = "-" if write.user_id is None else _user_hash(write.user_id)
         if self._cluster:
+            index = "-"
             ops += self._index_ops(sid, write.user_id, write.expiry_at)
-            args += ["-", "", "", "", 0]
         else:
-            # The two index updates every save makes ride on fixed KEYS/ARGV slots: fewer arguments.
+            # Every save re-scores the session in its expiry shard and user index: on one node
+            # the script does it, through fixed KEYS slots.
+            index = "s" if write.user_id is None else "u"
             keys.append(self._shard(sid)[1])
             if write.user_id is not None:
-                keys.append(self._user_keys(_user_hash(write.user_id))[1])
-            args += [
-                "s" if write.user_id is None else "u",
-                _score(write.expiry_at),
-                self._member(sid, write.user_id),
-                sid,
-                *self._encode_ops(ops, keys),
-            ]
+                keys.append(self._user_keys(user_hash)[1])
+        scalars = (
+            f"{now!r} {write.expected_version} {write.new_version} {token} {self._ttl_ms(write.expiry_at, now)} "
+            f"{write.max_history} {len(write.history)} {index} {_score(write.expiry_at)} {user_hash}"
+        )
+        args: list[Any] = [
+            scalars,
+            self._pack(write, token.encode()),
+            *(len(row.payload).to_bytes(4, "big") + row.payload for row in write.history),
+        ]
+        args += [0] if self._cluster else self._encode_ops(ops, keys)
         code = await self._script(self._write_script, keys, args, "save the session")
         if code == 0:
             raise raise_conflict(sid)

@@ -25,6 +25,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks.export_rss --record
 
 eval: $(STAMP)
 	$(BIN)/python -m benchmarks.recommendations

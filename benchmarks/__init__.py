@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m benchmarks` and the individual modules (see RESULTS.md)."""

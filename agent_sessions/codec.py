@@ -19,8 +19,35 @@ JSON_SCALARS = (str, int, bool, type(None))
 _DECODER = json.JSONDecoder()
 
 
+def _is_strict_json(value: Any) -> bool:
+    # The common case (valid data) without building a path string for every node.
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is str or kind is int or kind is bool or item is None:
+            continue
+        if kind is float:
+            if not math.isfinite(item):
+                return False
+            continue
+        if kind is dict:
+            for key in item:
+                if type(key) is not str:
+                    return False
+            stack.extend(item.values())
+            continue
+        if kind is list:
+            stack.extend(item)
+            continue
+        return False
+    return True
+
+
 def check_json(value: Any, path: str = "value") -> None:
     """Raise `SerializationError` unless `value` is strict JSON; `path` names it in the message."""
+    if _is_strict_json(value):
+        return
     # An explicit stack instead of recursion: deep user data must not hit the recursion limit.
     stack: list[tuple[Any, str]] = [(value, path)]
     while stack:

@@ -24,7 +24,7 @@ from typing import Any, Self
 
 from .errors import SessionConflict, SessionNotFound
 from .ids import id_hash, new_session_id, validate_session_id, validate_user_id
-from .session import HistoryPage, Session
+from .session import HistoryPage, Session, SessionDelta
 from .stores.base import SessionStore
 
 __all__ = ["SessionManager"]
@@ -197,12 +197,16 @@ class SessionManager:
         if not session.is_persisted or session.version == 0:
             await self.store.set(session)
             return session
-        delta = session.changes()
+        # The delta is computed only when a conflict needs it: a failed save leaves `session`
+        # untouched, so it still describes the same changes (saves the work on the common path).
+        delta: SessionDelta | None = None
         target = session
         for attempt in range(self.max_retries):
             try:
                 await self.store.set(target)
             except SessionConflict:
+                if delta is None:
+                    delta = session.changes()
                 fresh = await self.store.get(session.session_id)
                 if fresh is None:
                     raise SessionNotFound("the session was deleted or expired while it was being saved") from None

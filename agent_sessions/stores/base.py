@@ -18,6 +18,7 @@ The primitives deal in bytes produced by the store's codec, never in `Session` o
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -338,7 +339,7 @@ class SessionStore(ABC):
             return HistoryPage([], None)
         more = len(rows) > limit
         rows = rows[-limit:]
-        entries = [self._decode_entry(payload, sid) for _, payload in rows]
+        entries = self._decode_history([payload for _, payload in rows], sid)
         return HistoryPage(entries, rows[0][0] if more else None)
 
     async def load_scopes(self, user_id: str | None) -> ScopeData:
@@ -448,6 +449,18 @@ class SessionStore(ABC):
 
     def _decode_scope(self, raw: dict[str, bytes]) -> dict[str, Any]:
         return {k: self.codec.decode(v) for k, v in raw.items()}
+
+    def _decode_history(self, payloads: list[bytes], session_id: str) -> list[dict[str, Any]]:
+        """Decode a history window; with the plain JSON codec in one `json.loads` of the joined
+        payloads (a corrupt entry changes the element count or fails, then each is decoded alone)."""
+        if len(payloads) > 1 and type(self.codec) is JsonCodec:
+            try:
+                entries = json.loads(b"[" + b",".join(payloads) + b"]")
+            except ValueError:
+                entries = None
+            if type(entries) is list and len(entries) == len(payloads) and all(type(e) is dict for e in entries):
+                return entries
+        return [self._decode_entry(p, session_id) for p in payloads]
 
     def _decode_entry(self, payload: bytes, session_id: str) -> dict[str, Any]:
         entry = self.codec.decode(payload)
@@ -564,7 +577,7 @@ class SessionStore(ABC):
             record["last_accessed_at"] = stored.last_accessed_at
             record["expiry_at"] = stored.expiry_at
             record["version"] = stored.version
-            record["history"] = [self._decode_entry(p, stored.session_id) for p in stored.history]
+            record["history"] = self._decode_history(stored.history, stored.session_id)
             state = record.setdefault("state", {})
             prefs = record.setdefault("preferences", {})
             for key, raw in stored.user_scope.items():

@@ -37,10 +37,12 @@ import hashlib
 import json
 import logging
 import re
+import sqlite3
+import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import (
     BigInteger,
@@ -59,13 +61,15 @@ from sqlalchemy import (
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import PoolProxiedConnection, PoolResetState
+from sqlalchemy.util.concurrency import await_only, greenlet_spawn
 
 from ..errors import SessionConflict, SessionNotFound, StoreUnavailable
 from ..ids import id_hash, validate_session_id
 from ..session import Session
 from .base import ScopeChange, SessionStore, SessionWrite, StoredSession, raise_conflict
 
-__all__ = ["SCHEMA_VERSION", "DatabaseSessionStore", "create_database_engine"]
+__all__ = ["SCHEMA_VERSION", "DatabaseSessionStore", "create_database_engine", "install_reset_handler"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,7 +127,8 @@ def create_database_engine(
     options: dict[str, Any] = {"pool_timeout": pool_timeout}
     connect_args: dict[str, Any] = dict(engine_options.pop("connect_args", {}))
     if parsed.drivername == "postgresql+asyncpg":
-        options["pool_size"] = 10 if pool_size is None else pool_size
+        # Connections above pool_size are closed on check-in: size the pool for the steady state.
+        options["pool_size"] = 20 if pool_size is None else pool_size
         options["max_overflow"] = 10 if max_overflow is None else max_overflow
         connect_args.setdefault("timeout", connect_timeout)
         connect_args.setdefault("command_timeout", command_timeout)
@@ -139,11 +144,16 @@ def create_database_engine(
         if memory:
             options.pop("pool_timeout")
         else:
-            options["pool_size"] = 5 if pool_size is None else pool_size
-            options["max_overflow"] = 5 if max_overflow is None else max_overflow
+            # One writer at a time (an in-process lock), readers in parallel on their own threads.
+            options["pool_size"] = 8 if pool_size is None else pool_size
+            options["max_overflow"] = 0 if max_overflow is None else max_overflow
+        # No blind ROLLBACK (a thread hop) on every check-in: `_rollback_dangling` rolls back
+        # only a connection that is really inside a transaction.
+        options["pool_reset_on_return"] = None
         connect_args.setdefault("timeout", busy_timeout)
     options.update(engine_options)
     engine = create_async_engine(parsed, connect_args=connect_args, **options)
+    install_reset_handler(engine)
     if parsed.drivername == "sqlite+aiosqlite":
         _install_sqlite_pragmas(engine, busy_timeout, sqlite_synchronous)
     return engine
@@ -244,6 +254,99 @@ def _tables(metadata: MetaData, prefix: str, schema: str | None) -> tuple[Table,
         schema=schema,
     )
     return sessions, history, scopes, versions
+
+
+class _Driver(Protocol):
+    """The three calls the store makes on a pooled connection's driver."""
+
+    async def fetch(self, stmt: _Stmt, params: Mapping[str, Any]) -> Sequence[Any]: ...
+
+    async def execute(self, stmt: _Stmt, params: Mapping[str, Any]) -> int: ...
+
+    async def execute_many(self, stmt: _Stmt, rows: Sequence[Mapping[str, Any]]) -> None: ...
+
+
+class _AiosqliteDriver:
+    """aiosqlite: one hop to its thread per call (SQLAlchemy's adapter makes three or four)."""
+
+    __slots__ = ("_db",)
+
+    def __init__(self, db: Any) -> None:
+        self._db = db
+
+    async def fetch(self, stmt: _Stmt, params: Mapping[str, Any]) -> Sequence[Any]:
+        return list(await self._db.execute_fetchall(stmt.sql, stmt.args(params)))
+
+    async def execute(self, stmt: _Stmt, params: Mapping[str, Any]) -> int:
+        cursor = await self._db.execute(stmt.sql, stmt.args(params))
+        return int(cursor.rowcount)
+
+    async def execute_many(self, stmt: _Stmt, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            await self._db.executemany(stmt.sql, [stmt.args(r) for r in rows])
+
+
+class _AsyncpgDriver:
+    """asyncpg: prepared statements from its own cache, one round trip per call."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def fetch(self, stmt: _Stmt, params: Mapping[str, Any]) -> Sequence[Any]:
+        return list(await self._conn.fetch(stmt.sql, *stmt.args(params)))
+
+    async def execute(self, stmt: _Stmt, params: Mapping[str, Any]) -> int:
+        status: str = await self._conn.execute(stmt.sql, *stmt.args(params))
+        count = status.rsplit(" ", 1)[-1]
+        return int(count) if count.isdigit() else 0
+
+    async def execute_many(self, stmt: _Stmt, rows: Sequence[Mapping[str, Any]]) -> None:
+        if rows:
+            await self._conn.executemany(stmt.sql, [stmt.args(r) for r in rows])
+
+
+@dataclass(frozen=True, slots=True)
+class _Errors:
+    integrity: tuple[type[BaseException], ...]
+    connection: tuple[type[BaseException], ...]
+
+
+def _driver_errors(postgres: bool) -> _Errors:
+    if postgres:
+        import asyncpg
+
+        return _Errors(
+            (asyncpg.IntegrityConstraintViolationError, IntegrityError),
+            (asyncpg.PostgresError, asyncpg.InterfaceError, *_DB_ERRORS),
+        )
+    return _Errors((sqlite3.IntegrityError, IntegrityError), (sqlite3.Error, *_DB_ERRORS))
+
+
+def _rollback_dangling(dbapi_connection: Any, _record: Any, reset_state: PoolResetState) -> None:
+    """Pool "reset" hook: roll back a transaction left open on the driver (a cancelled task).
+
+    The store talks to the driver connection directly, so SQLAlchemy does not know about its
+    transactions; without this a cancelled save could hand an open transaction to the next user.
+    """
+    if reset_state.transaction_was_reset or not reset_state.asyncio_safe:
+        return
+    driver = dbapi_connection.driver_connection
+    if hasattr(driver, "is_in_transaction"):  # asyncpg
+        if driver.is_in_transaction():
+            dbapi_connection.rollback()
+            if driver.is_in_transaction():
+                await_only(driver.execute("ROLLBACK"))
+    elif driver.in_transaction:  # aiosqlite
+        dbapi_connection.rollback()
+
+
+def install_reset_handler(engine: AsyncEngine) -> None:
+    """Make `engine`'s pool roll back transactions left open on its driver connections. Idempotent."""
+    target = engine.sync_engine
+    if not event.contains(target, "reset", _rollback_dangling):
+        event.listen(target, "reset", _rollback_dangling)
 
 
 _LIVE = "(expiry_at IS NULL OR expiry_at > :now)"
@@ -437,6 +540,7 @@ class DatabaseSessionStore(SessionStore):
         command_timeout: float | None = 30.0,
         busy_timeout: float = 5.0,
         engine_options: dict[str, Any] | None = None,
+        max_idle_connections: int = 2,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -484,10 +588,16 @@ class DatabaseSessionStore(SessionStore):
             sc=_quoted(self.engine, schema, self.scopes_table.name),
             v=_quoted(self.engine, schema, self.version_table.name),
         )
-        # On PostgreSQL single statements run in autocommit: no BEGIN/COMMIT round trips.
-        self._single = self.engine.execution_options(isolation_level="AUTOCOMMIT") if self.postgres else self.engine
+        self._errors = _driver_errors(self.postgres)
+        install_reset_handler(self.engine)
         self._ready = False
-        self._init_lock = asyncio.Lock()
+        self._idle: list[PoolProxiedConnection] = []
+        self._idle_loop: asyncio.AbstractEventLoop | None = None
+        self._max_idle = max_idle_connections
+        self._closed = False
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Lock]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     @property
     def table_names(self) -> dict[str, str]:
@@ -509,7 +619,7 @@ class DatabaseSessionStore(SessionStore):
         every operation calls it, so calling it yourself only moves the cost to startup."""
         if self._ready:
             return
-        async with self._init_lock:
+        async with self._lock("init"):
             if self._ready:
                 return
             try:
@@ -545,36 +655,93 @@ class DatabaseSessionStore(SessionStore):
                 f"{SCHEMA_VERSION}; upgrade agent-sessions or migrate the data"
             )
 
+    def _lock(self, kind: str) -> asyncio.Lock:
+        # asyncio locks belong to one event loop; a store may be used from several in turn.
+        loop = asyncio.get_running_loop()
+        locks = self._locks.setdefault(loop, {})
+        lock = locks.get(kind)
+        if lock is None:
+            lock = locks[kind] = asyncio.Lock()
+        return lock
+
     @asynccontextmanager
-    async def _conn(self, *, transaction: bool = False) -> AsyncIterator[AsyncConnection]:
-        """A connection: autocommit for one statement on PostgreSQL, or one transaction."""
+    async def _conn(self, *, transaction: bool = False) -> AsyncIterator[_Driver]:
+        """A pooled connection: single statements autocommit, or one transaction.
+
+        SQLite write transactions queue on an in-process lock (SQLite has one writer anyway) instead
+        of sleeping in SQLite's busy handler; other processes are still handled by `busy_timeout`.
+        """
         await self.initialize()
+        if transaction and not self.postgres:
+            async with self._lock("write"), self._checkout(transaction) as conn:
+                yield conn
+        else:
+            async with self._checkout(transaction) as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def _checkout(self, transaction: bool) -> AsyncIterator[_Driver]:
+        # A raw pooled connection: SQLAlchemy's pool, events and reconnects, with statements sent
+        # straight to the driver (see `_AiosqliteDriver`); `_rollback_dangling` guards check-in.
+        errors = self._errors
+        raw = self._take_idle()
+        if raw is None:
+            try:
+                raw = await self.engine.raw_connection()
+            except errors.connection as exc:
+                raise self._unavailable(exc) from exc
+        driver: Any = raw.driver_connection
+        clean = False
+        broken = False
         try:
-            if transaction:
-                async with self.engine.begin() as conn:
+            if self.postgres:
+                conn: _Driver = _AsyncpgDriver(driver)
+                if transaction:
+                    async with driver.transaction():
+                        yield conn
+                else:
                     yield conn
             else:
-                async with self._single.connect() as conn:
+                conn = _AiosqliteDriver(driver)
+                if not transaction:
                     yield conn
-        except IntegrityError as exc:
+                else:
+                    try:
+                        yield conn
+                    except BaseException:
+                        await driver.rollback()
+                        raise
+                    await driver.commit()
+            clean = True
+        except errors.integrity as exc:
+            clean = True  # the statement failed, the transaction was rolled back: still usable
             raise SessionConflict("a concurrent write created the same row; reload and retry") from exc
-        except _DB_ERRORS as exc:
+        except errors.connection as exc:
+            # A PostgreSQL connection may be broken (or mid-statement after a timeout): drop it.
+            broken = self.postgres
             raise self._unavailable(exc) from exc
+        finally:
+            if broken:
+                raw.invalidate()
+            elif not (clean and self._keep_idle(raw)):
+                await greenlet_spawn(raw.close)
 
-    @staticmethod
-    async def _fetch(conn: AsyncConnection, stmt: _Stmt, params: Mapping[str, Any]) -> Sequence[Any]:
-        result = await conn.exec_driver_sql(stmt.sql, stmt.args(params))
-        return result.all()
+    # A few connections stay checked out between operations: a pool check-out and check-in cost
+    # more than a query on SQLite (two greenlet switches and the pool's bookkeeping, ~35 us).
+    def _take_idle(self) -> PoolProxiedConnection | None:
+        if self._idle and self._idle_loop is asyncio.get_running_loop():
+            return self._idle.pop()
+        return None
 
-    @staticmethod
-    async def _execute(conn: AsyncConnection, stmt: _Stmt, params: Mapping[str, Any]) -> int:
-        result = await conn.exec_driver_sql(stmt.sql, stmt.args(params))
-        return int(result.rowcount)
-
-    @staticmethod
-    async def _execute_many(conn: AsyncConnection, stmt: _Stmt, rows: Sequence[Mapping[str, Any]]) -> None:
-        if rows:
-            await conn.exec_driver_sql(stmt.sql, [stmt.args(r) for r in rows])
+    def _keep_idle(self, raw: PoolProxiedConnection) -> bool:
+        loop = asyncio.get_running_loop()
+        if self._closed or len(self._idle) >= self._max_idle:
+            return False
+        if self._idle and self._idle_loop is not loop:
+            return False
+        self._idle_loop = loop
+        self._idle.append(raw)
+        return True
 
     def _ids(self, ids: list[str]) -> Any:
         return ids if self.postgres else json.dumps(ids)
@@ -583,7 +750,7 @@ class DatabaseSessionStore(SessionStore):
     async def _load(self, session_id: str, now: float) -> StoredSession | None:
         params = {"id": session_id, "now": now, "window": self.history_window}
         async with self._conn() as conn:
-            rows = await self._fetch(conn, self._sql.load, params)
+            rows = await conn.fetch(self._sql.load, params)
         stored: StoredSession | None = None
         history: list[tuple[int, bytes]] = []
         user: dict[str, bytes] = {}
@@ -635,7 +802,7 @@ class DatabaseSessionStore(SessionStore):
             return []
         params = {"ids": self._ids(session_ids), "now": now, "window": self.history_window}
         async with self._conn() as conn:
-            rows = await self._fetch(conn, self._sql.load_many, params)
+            rows = await conn.fetch(self._sql.load_many, params)
         return self._assemble(rows, with_scopes=True)
 
     async def _scan(self, batch_size: int, now: float) -> AsyncIterator[list[StoredSession]]:
@@ -643,7 +810,7 @@ class DatabaseSessionStore(SessionStore):
         while True:
             params = {"after": after, "n": batch_size, "now": now, "window": self.history_window}
             async with self._conn() as conn:
-                rows = await self._fetch(conn, self._sql.scan, params)
+                rows = await conn.fetch(self._sql.scan, params)
             batch = self._assemble(rows, with_scopes=False)
             if batch:
                 yield batch
@@ -661,22 +828,22 @@ class DatabaseSessionStore(SessionStore):
             "n": limit,
         }
         async with self._conn() as conn:
-            rows = await self._fetch(conn, self._sql.history_page, params)
+            rows = await conn.fetch(self._sql.history_page, params)
         if not any(tag == 0 for tag, _, _ in rows):
             return None
         return sorted((seq, bytes(payload)) for tag, seq, payload in rows if tag == 1)
 
     async def _user_session_ids(self, user_id: str, now: float) -> list[str]:
         async with self._conn() as conn:
-            rows = await self._fetch(conn, self._sql.user_ids, {"uid": user_id, "now": now})
+            rows = await conn.fetch(self._sql.user_ids, {"uid": user_id, "now": now})
         return [row[0] for row in rows]
 
     async def _load_scopes(self, user_id: str | None) -> tuple[dict[str, bytes], dict[str, bytes]]:
         async with self._conn() as conn:
             if user_id is None:
-                rows = await self._fetch(conn, self._sql.app_scope, {})
+                rows = await conn.fetch(self._sql.app_scope, {})
             else:
-                rows = await self._fetch(conn, self._sql.user_scopes, {"uid": user_id})
+                rows = await conn.fetch(self._sql.user_scopes, {"uid": user_id})
         user: dict[str, bytes] = {}
         app: dict[str, bytes] = {}
         for kind, key, value in rows:
@@ -689,7 +856,7 @@ class DatabaseSessionStore(SessionStore):
         while True:
             params = {"k": cursor[0], "o": cursor[1], "key": cursor[2], "n": 1000}
             async with self._conn() as conn:
-                rows = await self._fetch(conn, self._sql.iter_scopes, params)
+                rows = await conn.fetch(self._sql.iter_scopes, params)
             for kind, owner, key, value in rows:
                 if current is None or (current.kind, current.owner) != (kind, owner):
                     if current is not None:
@@ -739,7 +906,7 @@ class DatabaseSessionStore(SessionStore):
         if insert:
             raise raise_conflict(write.session_id)
         async with self._conn() as conn:
-            state = await self._fetch(conn, self._sql.state, params)
+            state = await conn.fetch(self._sql.state, params)
         if not state or (state[0][1] is not None and state[0][1] <= now):
             raise SessionNotFound("the session was deleted or has expired; it is not re-created")
         raise raise_conflict(write.session_id)
@@ -769,7 +936,7 @@ class DatabaseSessionStore(SessionStore):
             params["del_keys"] = [d["key"] for d in deletes]
         stmt = self._sql.pg_write(write.expected_version == 0, bool(rows), trim, bool(sets), bool(deletes))
         async with self._conn() as conn:
-            result = await self._fetch(conn, stmt, params)
+            result = await conn.fetch(stmt, params)
         return bool(result[0][0])
 
     async def _write_sqlite(
@@ -784,18 +951,17 @@ class DatabaseSessionStore(SessionStore):
         sql = self._sql
         async with self._conn(transaction=True) as conn:
             # The first statement writes, so the transaction takes the write lock at once.
-            if await self._execute(conn, sql.insert if insert else sql.update, params) == 0:
+            if await conn.execute(sql.insert if insert else sql.update, params) == 0:
                 return False
             sid = params["id"]
-            await self._execute_many(
-                conn,
+            await conn.execute_many(
                 sql.add_history,
                 [{"id": sid, "seq": r.seq, "ts": r.timestamp, "kind": r.type, "payload": r.payload} for r in rows],
             )
             if trim:
-                await self._execute(conn, sql.trim, params)
-            await self._execute_many(conn, sql.upsert_scope, sets)
-            await self._execute_many(conn, sql.delete_scope, deletes)
+                await conn.execute(sql.trim, params)
+            await conn.execute_many(sql.upsert_scope, sets)
+            await conn.execute_many(sql.delete_scope, deletes)
         return True
 
     async def _write_scopes(self, changes: list[ScopeChange]) -> None:
@@ -804,21 +970,21 @@ class DatabaseSessionStore(SessionStore):
         if not (sets or deletes):
             return
         async with self._conn(transaction=True) as conn:
-            await self._execute_many(conn, self._sql.upsert_scope, sets)
-            await self._execute_many(conn, self._sql.delete_scope, deletes)
+            await conn.execute_many(self._sql.upsert_scope, sets)
+            await conn.execute_many(self._sql.delete_scope, deletes)
 
     async def _delete(self, session_id: str) -> bool:
         # Two statements in one transaction: the history delete runs after the session row is gone
         # (and its lock released by any writer), so no writer can add rows it would miss.
         async with self._conn(transaction=True) as conn:
-            existed = await self._execute(conn, self._sql.delete_session, {"id": session_id})
-            await self._execute(conn, self._sql.delete_history, {"id": session_id})
+            existed = await conn.execute(self._sql.delete_session, {"id": session_id})
+            await conn.execute(self._sql.delete_history, {"id": session_id})
         return existed > 0
 
     async def _touch(self, session_id: str, last_accessed_at: float, expiry_at: float | None, now: float) -> bool:
         params = {"id": session_id, "la": last_accessed_at, "exp": expiry_at, "now": now}
         async with self._conn(transaction=not self.postgres) as conn:
-            return await self._execute(conn, self._sql.touch, params) > 0
+            return await conn.execute(self._sql.touch, params) > 0
 
     async def _cleanup_expired(self, now: float, batch_size: int) -> int:
         if batch_size <= 0:
@@ -826,10 +992,10 @@ class DatabaseSessionStore(SessionStore):
         removed = 0
         while True:
             async with self._conn(transaction=True) as conn:
-                rows = await self._fetch(conn, self._sql.expire, {"now": now, "n": batch_size})
+                rows = await conn.fetch(self._sql.expire, {"now": now, "n": batch_size})
                 ids = [row[0] for row in rows]
                 if ids:
-                    await self._execute(conn, self._sql.delete_histories, {"ids": self._ids(ids)})
+                    await conn.execute(self._sql.delete_histories, {"ids": self._ids(ids)})
             removed += len(ids)
             if len(ids) < batch_size:
                 return removed
@@ -841,9 +1007,9 @@ class DatabaseSessionStore(SessionStore):
         new = validate_session_id(new_id)
         params = {"old": old, "new": new, "now": self.clock()}
         async with self._conn(transaction=True) as conn:
-            if await self._execute(conn, self._sql.rename_session, params) == 0:
+            if await conn.execute(self._sql.rename_session, params) == 0:
                 raise SessionNotFound("the session does not exist or has expired")
-            await self._execute(conn, self._sql.rename_history, params)
+            await conn.execute(self._sql.rename_history, params)
         moved = await self.get(new)
         if moved is None:
             raise SessionNotFound("the session expired while its id was being regenerated")
@@ -851,6 +1017,14 @@ class DatabaseSessionStore(SessionStore):
         return moved
 
     async def close(self) -> None:
-        """Dispose the engine's pool if this store created the engine. Idempotent."""
-        if self._owns_engine:
-            await self.engine.dispose()
+        """Return the connections this store holds and dispose the engine's pool if this store
+        created the engine. Idempotent; the store reconnects if it is used again."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        try:
+            for raw in idle:
+                await greenlet_spawn(raw.close)
+            if self._owns_engine:
+                await self.engine.dispose()
+        finally:
+            self._closed = False

@@ -180,6 +180,10 @@ def _run(url: str | None, factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         _fail(f"cannot reach the store{where}: {_one_line(exc) or type(exc).__name__}", 1)
     except FileNotFoundError as exc:
         _fail(f"no such file: {exc.filename}", 1)
+    except OSError as exc:
+        # Files: permissions, a directory given as a file, a full disk. The name is the one the
+        # user gave (an export writes to a temporary file beside it).
+        _fail(f"{exc.strerror or _one_line(exc)}: {exc.filename}" if exc.filename else _one_line(exc), 1)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
 
@@ -384,6 +388,8 @@ def export_command(
 ) -> None:
     """Back up every live session, its full history and all scope data to a JSON Lines file."""
     console = _err()
+    if not path.parent.is_dir():
+        _fail(f"cannot write {path}: the directory {path.parent} does not exist", 1)
 
     async def body() -> Any:
         async with _store(store) as s:

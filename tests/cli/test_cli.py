@@ -273,3 +273,13 @@ def test_verbose_flag_shows_library_logs(runner: CliRunner, tmp_path: Path) -> N
     assert quiet.exit_code == loud.exit_code == 1
     assert len(quiet.stderr.strip().splitlines()) == 1
     assert len(loud.stderr.strip().splitlines()) > 1
+
+
+def test_export_into_a_missing_directory_fails_cleanly(runner: CliRunner, populated: Populated, tmp_path: Path) -> None:
+    code, out, err = run(runner, "export", str(tmp_path / "nope" / "b.jsonl"), "--store", populated.url)
+    assert_one_line_error(code, out, err, 1, "does not exist")
+
+
+def test_import_of_a_directory_fails_cleanly(runner: CliRunner, tmp_path: Path) -> None:
+    code, out, err = run(runner, "import", str(tmp_path), "--store", "memory://")
+    assert_one_line_error(code, out, err, 1, "Is a directory")

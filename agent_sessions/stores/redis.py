@@ -10,8 +10,11 @@ so the keys of one session, of one user or of one expiry shard share a slot):
   the record;
 - ``P{<sid>}:hist`` — the history list, oldest first, capped at `max_history` (``LTRIM``).
   Its entries are numbered implicitly: the last one is ``history_seq``. Each row is stored with
-  a 4-byte big-endian length prefix, so the load script returns the window concatenated as one
-  string (one bulk reply parses much faster than an array of small ones);
+  a 4-byte big-endian length prefix;
+- ``P{<sid>}:win`` — the newest rows again, concatenated behind their 16-digit first ``seq``:
+  the recent window a get needs, read with one ``GET`` and returned as one string (copying
+  list elements into Lua and parsing an array of small replies both cost far more). The write
+  script appends to it and rebuilds it from the list when it outgrows the window by a margin;
 - ``P{~u:<h>}:idx`` — the per-user index, a sorted set of session ids scored by expiry
   (``+inf`` for none), where ``<h>`` is a hash of the user id: user ids may contain any
   printable character, ``{``, ``}`` and ``:`` included, and must never become part of a hash
@@ -148,40 +151,49 @@ local function apply_ops(first)
 end
 """
 
-# KEYS: n pairs (record, history), then hashes read whole. ARGV: history window, n.
-# History rows are stored with a 4-byte length prefix, so the window comes back as one string
-# (the rows concatenated): the client parses one bulk reply instead of an array of many.
+# KEYS: n triples (record, history, window), then hashes read whole. ARGV: history window, n.
+# Returns per session the record and its newest rows as one string "<16-digit first seq><rows>":
+# the window key when it holds enough rows (one GET), else rebuilt from the list.
 _LUA_LOAD = r"""
 local window = tonumber(ARGV[1])
 local n = tonumber(ARGV[2])
 local out = {}
 for i = 1, n do
-  local rec = redis.call('GET', KEYS[2 * i - 1])
+  local rec = redis.call('GET', KEYS[3 * i - 2])
   out[#out + 1] = rec
-  if rec and window > 0 then
-    out[#out + 1] = table.concat(redis.call('LRANGE', KEYS[2 * i], -window, -1))
-  else
-    out[#out + 1] = ''
+  local rows = ''
+  local hseq = rec and window > 0 and tonumber(string.match(rec, '^R1 %d+ (%d+) '))
+  if hseq and hseq > 0 then
+    local win = redis.call('GET', KEYS[3 * i])
+    local first = win and tonumber(string.sub(win, 1, 16))
+    if first and (hseq - first + 1 >= window or redis.call('LLEN', KEYS[3 * i - 1]) <= hseq - first + 1) then
+      rows = win
+    else
+      local list = redis.call('LRANGE', KEYS[3 * i - 1], -window, -1)
+      if #list > 0 then rows = string.format('%016d', hseq - #list + 1) .. table.concat(list) end
+    end
   end
+  out[#out + 1] = rows
 end
-for j = 2 * n + 1, #KEYS do out[#out + 1] = redis.call('HGETALL', KEYS[j]) end
+for j = 3 * n + 1, #KEYS do out[#out + 1] = redis.call('HGETALL', KEYS[j]) end
 return out
 """
 
-# KEYS: record, history, then (single node) expiry shard, user index, scope keys.
+# KEYS: record, history, window, then (single node) expiry shard, user index, scope keys.
 # ARGV[1]: "<now> <expected version> <new version> <token> <pttl> <max history> <rows> <index>
-# <score> <user hash>" in one string (every argument costs the client encoding time), where
-# <index> is '-' (indexes updated by the caller), 's' (expiry shard) or 'u' (shard and user
-# index) and <user hash> is '-' without a user. ARGV[2]: the value; then the history rows,
-# then further index/scope operations.
+# <score> <user hash> <history seq> <keep> <cap>" in one string (every argument costs the client
+# encoding time), where <index> is '-' (indexes updated by the caller), 's' (expiry shard) or
+# 'u' (shard and user index), <user hash> is '-' without a user, and the window key is rebuilt
+# with the newest <keep> rows once it would hold more than <cap> (else the new rows are
+# appended). ARGV[2]: the value; then the history rows, then further index/scope operations.
 # Returns 1 written, 2 already written by this very call (a retry), 0 conflict,
 # -1 absent or expired, -3 corrupt header.
 _LUA_WRITE = (
     _LUA_PRELUDE
     + r"""
-local now, expected, version, token, pttl, maxh, nh, index, score, uhash = string.match(ARGV[1],
-  '^(%S+) (%d+) (%d+) (%S+) (%d+) (%d+) (%d+) (%S) (%S+) (%S+)$')
-now, pttl, nh = tonumber(now), tonumber(pttl), tonumber(nh)
+local now, expected, version, token, pttl, maxh, nh, index, score, uhash, hseq, keep, cap = string.match(
+  ARGV[1], '^(%S+) (%d+) (%d+) (%S+) (%d+) (%d+) (%d+) (%S) (%S+) (%S+) (%d+) (%d+) (%d+)$')
+now, pttl, nh, hseq, keep = tonumber(now), tonumber(pttl), tonumber(nh), tonumber(hseq), tonumber(keep)
 local rec = redis.call('GET', KEYS[1])
 if rec then
   local f = header(rec)
@@ -193,7 +205,7 @@ if rec then
 elseif expected ~= '0' then
   return -1
 else
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[2], KEYS[3])
 end
 if pttl > 0 then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', pttl)
@@ -208,14 +220,27 @@ while i <= 2 + nh do
   i = j + 1
 end
 if len > tonumber(maxh) then redis.call('LTRIM', KEYS[2], '-' .. maxh, '-1') end
+if nh > 0 then
+  local head = rec and redis.call('GETRANGE', KEYS[3], 0, 15)
+  local first = head and #head == 16 and tonumber(head)
+  if keep == 0 then
+    redis.call('DEL', KEYS[3])
+  elseif first and hseq - first + 1 <= tonumber(cap) then
+    redis.call('APPEND', KEYS[3], table.concat(ARGV, '', 3, 2 + nh))
+  else
+    local rows = redis.call('LRANGE', KEYS[2], -keep, -1)
+    redis.call('SET', KEYS[3], string.format('%016d', hseq - #rows + 1) .. table.concat(rows))
+  end
+end
 set_ttl(KEYS[2], pttl)
+set_ttl(KEYS[3], pttl)
 if index ~= '-' then
   local sid = string.match(KEYS[1], '{(.-)}')
   if index == 'u' then
-    redis.call('ZADD', KEYS[3], score, sid .. ':' .. uhash)
-    redis.call('ZADD', KEYS[4], score, sid)
+    redis.call('ZADD', KEYS[4], score, sid .. ':' .. uhash)
+    redis.call('ZADD', KEYS[5], score, sid)
   else
-    redis.call('ZADD', KEYS[3], score, sid)
+    redis.call('ZADD', KEYS[4], score, sid)
   end
 end
 apply_ops(3 + nh)
@@ -223,7 +248,7 @@ return 1
 """
 )
 
-# KEYS: record, history, index keys. ARGV: now, last_accessed_at, expiry ('-'), pttl,
+# KEYS: record, history, window, index keys. ARGV: now, last_accessed_at, expiry ('-'), pttl,
 # owner guess ('' none, 'a' anonymous, 'u'..user id), index operations (applied only when the
 # guess is right). Returns {0} absent/expired, {-3} corrupt, {1, user id or nil, applied}.
 _LUA_TOUCH = (
@@ -245,6 +270,7 @@ else
   redis.call('SET', KEYS[1], value)
 end
 set_ttl(KEYS[2], pttl)
+set_ttl(KEYS[3], pttl)
 local user = owner(rec, f, nl)
 if guessed(user, ARGV[5]) then
   apply_ops(6)
@@ -254,13 +280,13 @@ return {1, user, 0}
 """
 )
 
-# KEYS: record, history, index keys. ARGV: owner guess, index operations.
+# KEYS: record, history, window, index keys. ARGV: owner guess, index operations.
 # Returns {0} absent, {2} deleted with an unreadable header, {1, user id or nil, applied}.
 _LUA_DELETE = (
     _LUA_PRELUDE
     + r"""
 local rec = redis.call('GET', KEYS[1])
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 if not rec then return {0} end
 local f, nl = header(rec)
 if not f then return {2} end
@@ -295,7 +321,7 @@ return rows
 """
 )
 
-# KEYS: record, history. ARGV: now. Deletes the session if it is expired at `now`.
+# KEYS: record, history, window. ARGV: now. Deletes the session if it is expired at `now`.
 # Returns {0} absent, {-3} corrupt, {1, user id or nil} deleted, {2, user id or nil, expiry} live.
 _LUA_REAP = (
     _LUA_PRELUDE
@@ -303,14 +329,14 @@ _LUA_REAP = (
 local now = tonumber(ARGV[1])
 local rec = redis.call('GET', KEYS[1])
 if not rec then
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[2], KEYS[3])
   return {0}
 end
 local f, nl = header(rec)
 if not f then return {-3} end
 local user = owner(rec, f, nl)
 if live(f, now) then return {2, user, f[5]} end
-redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 return {1, user}
 """
 )
@@ -455,6 +481,11 @@ class RedisSessionStore(SessionStore):
 
     def _hist_key(self, sid: str) -> str:
         return f"{self.prefix}{{{sid}}}:hist"
+
+    def _session_keys(self, sid: str) -> list[str]:
+        """Record, history list and history window: the keys every session script declares."""
+        head = f"{self.prefix}{{{sid}}}:"
+        return [head + "rec", head + "hist", head + "win"]
 
     def _shard(self, sid: str) -> tuple[str, str]:
         n = zlib.crc32(sid.encode()) % EXPIRY_SHARDS
@@ -641,6 +672,16 @@ class RedisSessionStore(SessionStore):
             pos = end
         return rows
 
+    def _window_rows(self, sid: str, blob: bytes, history_seq: int) -> list[bytes]:
+        """The newest `history_window` rows from the load script's ``"<16-digit first seq><rows>"``."""
+        if not blob:
+            return []
+        rows = self._split_rows(sid, blob[16:])
+        if int(blob[:16]) + len(rows) - 1 != history_seq:
+            logger.error("history window out of step with the record of session %s", id_hash(sid))
+            raise SerializationError("a stored Redis history window is out of step with its session record")
+        return rows[-self.history_window :]
+
     @staticmethod
     def _ttl_ms(expiry_at: float | None, now: float) -> int:
         """The key TTL in ms (0 = none): `expiry_at` relative to the store clock, at least 1 ms."""
@@ -673,15 +714,14 @@ class RedisSessionStore(SessionStore):
         scope_keys = [self._app_key, *(self._user_keys(_user_hash(u))[2] for u in hinted)] if scopes else []
         if self._cluster:
             calls = [
-                self._evalsha(self._load_script, [self._rec_key(sid), self._hist_key(sid)], [self.history_window, 1])
-                for sid in sids
+                self._evalsha(self._load_script, self._session_keys(sid), [self.history_window, 1]) for sid in sids
             ]
             calls += [("HGETALL", key) for key in scope_keys]
             replies = await self._pipeline(calls, "load sessions")
             pairs = [item for reply in replies[: len(sids)] for item in reply]
             hashes = replies[len(sids) :]
         else:
-            keys = [k for sid in sids for k in (self._rec_key(sid), self._hist_key(sid))]
+            keys = [k for sid in sids for k in self._session_keys(sid)]
             reply = await self._script(
                 self._load_script, keys + scope_keys, [self.history_window, len(sids)], "load sessions"
             )
@@ -694,7 +734,8 @@ class RedisSessionStore(SessionStore):
                 self._owners.pop(sid, None)
                 out.append(None)
                 continue
-            loaded = self._unpack(sid, raw, self._split_rows(sid, pairs[2 * i + 1]))
+            loaded = self._unpack(sid, raw, [])
+            loaded.history = self._window_rows(sid, pairs[2 * i + 1], loaded.history_seq)
             out.append(None if loaded.expiry_at is not None and loaded.expiry_at <= now else loaded)
         if not scopes:
             for stored in out:
@@ -832,7 +873,7 @@ class RedisSessionStore(SessionStore):
     async def _write(self, write: SessionWrite, now: float) -> None:
         sid = write.session_id
         token = secrets.token_hex(8)
-        keys = [self._rec_key(sid), self._hist_key(sid)]
+        keys = self._session_keys(sid)
         ops: list[_Op] = []
         if write.expected_version != 0 and write.previous_user_id != write.user_id:
             ops += self._unindex_ops(sid, write.previous_user_id)  # the shard member changes with the owner
@@ -850,9 +891,12 @@ class RedisSessionStore(SessionStore):
             keys.append(self._shard(sid)[1])
             if write.user_id is not None:
                 keys.append(self._user_keys(user_hash)[1])
+        keep = min(self.history_window, write.max_history)
+        cap = min(keep + max(8, keep // 4), write.max_history)
         scalars = (
             f"{now!r} {write.expected_version} {write.new_version} {token} {self._ttl_ms(write.expiry_at, now)} "
-            f"{write.max_history} {len(write.history)} {index} {_score(write.expiry_at)} {user_hash}"
+            f"{write.max_history} {len(write.history)} {index} {_score(write.expiry_at)} {user_hash} "
+            f"{write.history_seq} {keep} {cap}"
         )
         args: list[Any] = [
             scalars,
@@ -878,7 +922,7 @@ class RedisSessionStore(SessionStore):
 
     async def _touch(self, session_id: str, last_accessed_at: float, expiry_at: float | None, now: float) -> bool:
         guess = _UNKNOWN if self._cluster else self._owners.get(session_id, _UNKNOWN)
-        keys = [self._rec_key(session_id), self._hist_key(session_id)]
+        keys = self._session_keys(session_id)
         args: list[Any] = [
             repr(now),
             repr(float(last_accessed_at)),
@@ -905,7 +949,7 @@ class RedisSessionStore(SessionStore):
     async def _delete(self, session_id: str) -> bool:
         guess = _UNKNOWN if self._cluster else self._owners.get(session_id, _UNKNOWN)
         self._owners.pop(session_id, None)
-        keys = [self._rec_key(session_id), self._hist_key(session_id)]
+        keys = self._session_keys(session_id)
         args: list[Any] = [self._guess_arg(guess)]
         if isinstance(guess, _Unknown):
             args.append(0)
@@ -954,10 +998,7 @@ class RedisSessionStore(SessionStore):
                 continue
             parsed.append((member, sid, member_hash or None))
         replies = await self._pipeline(
-            [
-                self._evalsha(self._reap_script, [self._rec_key(sid), self._hist_key(sid)], [repr(now)])
-                for _, sid, _ in parsed
-            ],
+            [self._evalsha(self._reap_script, self._session_keys(sid), [repr(now)]) for _, sid, _ in parsed],
             "delete expired sessions",
         )
         removed = 0

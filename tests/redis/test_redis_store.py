@@ -159,7 +159,7 @@ async def test_every_key_of_a_session_shares_one_slot_and_user_ids_never_reach_k
     assert isinstance(client, RedisCluster)
     keys = [key.decode() async for key in client.scan_iter(match=cluster.prefix + "*")]
     session_keys = [k for k in keys if session.session_id in k]
-    assert sorted(k.rsplit(":", 1)[1] for k in session_keys) == ["hist", "rec"]
+    assert sorted(k.rsplit(":", 1)[1] for k in session_keys) == ["hist", "rec", "win"]
     assert len({client.keyslot(k) for k in session_keys}) == 1
     assert all(WEIRD_USER not in k and "{code}" not in k for k in keys)
 
@@ -186,18 +186,19 @@ async def test_ttl_is_the_expiry_relative_to_the_store_clock(single: RedisSessio
     session.add_history_entry("turn", {})
     await single.set(session)
     client = single.client
-    for key in (single._rec_key(session.session_id), single._hist_key(session.session_id)):
+    for key in single._session_keys(session.session_id):
         assert 599_000 < await client.pttl(key) <= 600_000
 
     clock.advance(100)
     assert await single.touch(session.session_id, clock.now, clock.now + 50)
-    assert 49_000 < await client.pttl(single._rec_key(session.session_id)) <= 50_000
+    for key in single._session_keys(session.session_id):
+        assert 49_000 < await client.pttl(key) <= 50_000
 
     forever = Session(expiry_at=None)
     forever.add_history_entry("turn", {})
     await single.set(forever)
-    assert await client.pttl(single._rec_key(forever.session_id)) == -1
-    assert await client.pttl(single._hist_key(forever.session_id)) == -1
+    for key in single._session_keys(forever.session_id):
+        assert await client.pttl(key) == -1
 
 
 async def test_expiry_under_the_store_clock_wins_over_a_live_redis_key(
@@ -210,6 +211,39 @@ async def test_expiry_under_the_store_clock_wins_over_a_live_redis_key(
     assert await single.get(session.session_id) is None
     assert await single.touch(session.session_id, clock.now, clock.now + 100) is False
     assert (await single.get_history(session.session_id)).entries == []
+
+
+# ---------------------------------------------------------------- history window key
+async def test_the_window_key_follows_appends_rebuilds_and_other_window_sizes(
+    single: RedisSessionStore, clock: FakeClock
+) -> None:
+    async def turns(store: RedisSessionStore, sid: str, count: int, start: int) -> None:
+        for i in range(start, start + count):
+            loaded = await store.get(sid)
+            assert loaded is not None
+            loaded.add_history_entry("turn", {"i": i})
+            await store.set(loaded)
+
+    def numbers(session: Session | None) -> list[int]:
+        assert session is not None
+        return [e["data"]["i"] for e in session.history]
+
+    small = RedisSessionStore(single.client, prefix=single.prefix, clock=clock, history_window=5, max_history=30)
+    large = RedisSessionStore(single.client, prefix=single.prefix, clock=clock, history_window=25)
+    blind = RedisSessionStore(single.client, prefix=single.prefix, clock=clock, history_window=0)
+    session = Session()
+    await small.set(session)
+    await turns(small, session.session_id, 40, 0)  # the window key is rebuilt every few appends
+    assert numbers(await small.get(session.session_id)) == list(range(35, 40))
+    assert numbers(await large.get(session.session_id)) == list(range(15, 40))  # served from the list
+    await turns(large, session.session_id, 3, 40)
+    assert numbers(await small.get(session.session_id)) == list(range(38, 43))
+    await turns(blind, session.session_id, 2, 43)  # a writer without a window drops the key
+    assert await single.client.exists(single._session_keys(session.session_id)[2]) == 0
+    assert numbers(await small.get(session.session_id)) == list(range(40, 45))
+    assert numbers(await large.get(session.session_id)) == list(range(20, 45))
+    page = await small.get_history(session.session_id, limit=100)
+    assert [e["data"]["i"] for e in page.entries] == list(range(10, 45))  # `small` capped it at 30 rows
 
 
 # ---------------------------------------------------------------- SCAN

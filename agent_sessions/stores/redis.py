@@ -74,6 +74,7 @@ import hashlib
 import logging
 import math
 import secrets
+import struct
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -106,6 +107,7 @@ _OWNER_FIELD: Final = b"~owner"
 _OWNER_FIELD_STR: Final = "~owner"
 _HEADER_MAGIC: Final = b"R1"
 _GLOB_SPECIAL: Final = frozenset("*?[]\\")
+_ROW_SIZE: Final = struct.Struct(">I")
 _REDIS_ERRORS: Final = (redis_errors.RedisError, redis_errors.RedisClusterException, OSError)
 
 # ---------------------------------------------------------------------------------- Lua
@@ -430,6 +432,7 @@ class RedisSessionStore(SessionStore):
         self._cluster = isinstance(self.client, RedisCluster)
         self._closed = False
         self._owners: dict[str, Owner] = {}
+        self._users: dict[str, tuple[str, str, str, str]] = {}
         self._owner_cache_size = max(0, owner_cache_size)
         register = self.client.register_script
         self._load_script = register(_LUA_LOAD)
@@ -496,8 +499,19 @@ class RedisSessionStore(SessionStore):
         tag = f"~u:{user_hash}"
         return tag, f"{self.prefix}{{{tag}}}:idx", f"{self.prefix}{{{tag}}}:scope"
 
+    def _user(self, user_id: str) -> tuple[str, str, str, str]:
+        """(id hash, hash tag, index key, scope key) of a user, memoised: every get and save needs them."""
+        found = self._users.get(user_id)
+        if found is None:
+            user_hash = _user_hash(user_id)
+            found = (user_hash, *self._user_keys(user_hash))
+            if len(self._users) >= 4096:
+                self._users.clear()
+            self._users[user_id] = found
+        return found
+
     def _member(self, sid: str, user_id: Owner) -> str:
-        return sid if user_id is None else f"{sid}:{_user_hash(user_id)}"
+        return sid if user_id is None else f"{sid}:{self._user(user_id)[0]}"
 
     # ------------------------------------------------------------------------- owners
     def _remember(self, sid: str, user_id: Owner) -> None:
@@ -593,7 +607,7 @@ class RedisSessionStore(SessionStore):
         score = _score(expiry_at)
         ops = [_Op(tag, shard_key, "Z", score, self._member(sid, user_id))]
         if user_id is not None:
-            utag, idx_key, _ = self._user_keys(_user_hash(user_id))
+            _, utag, idx_key, _ = self._user(user_id)
             ops.append(_Op(utag, idx_key, "Z", score, sid))
         return ops
 
@@ -601,7 +615,7 @@ class RedisSessionStore(SessionStore):
         tag, shard_key = self._shard(sid)
         ops = [_Op(tag, shard_key, "R", self._member(sid, user_id))]
         if user_id is not None:
-            utag, idx_key, _ = self._user_keys(_user_hash(user_id))
+            _, utag, idx_key, _ = self._user(user_id)
             ops.append(_Op(utag, idx_key, "R", sid))
         return ops
 
@@ -609,7 +623,7 @@ class RedisSessionStore(SessionStore):
         if change.kind == "app":
             tag, key, owner = "~app", self._app_key, None
         else:
-            tag, _, key = self._user_keys(_user_hash(change.owner))
+            _, tag, _, key = self._user(change.owner)
             owner = change.owner
         ops = [] if owner is None or not change.sets else [_Op(tag, key, "H", _OWNER_FIELD_STR, owner)]
         ops += [_Op(tag, key, "H", field, value) for field, value in change.sets.items()]
@@ -658,13 +672,14 @@ class RedisSessionStore(SessionStore):
             raise SerializationError("a stored Redis session record has an unreadable header") from exc
 
     @staticmethod
-    def _split_rows(sid: str, blob: bytes) -> list[bytes]:
+    def _split_rows(sid: str, blob: bytes, pos: int = 0) -> list[bytes]:
         """History rows from concatenated stored rows (each a 4-byte big-endian length, then the row)."""
         rows = []
-        pos, size = 0, len(blob)
+        size = len(blob)
+        unpack = _ROW_SIZE.unpack_from
         while pos < size:
             start = pos + 4
-            end = start + int.from_bytes(blob[pos:start], "big")
+            end = start + unpack(blob, pos)[0]
             if end > size:
                 logger.error("malformed history rows for session %s", id_hash(sid))
                 raise SerializationError("a stored Redis history row is truncated")
@@ -676,7 +691,7 @@ class RedisSessionStore(SessionStore):
         """The newest `history_window` rows from the load script's ``"<16-digit first seq><rows>"``."""
         if not blob:
             return []
-        rows = self._split_rows(sid, blob[16:])
+        rows = self._split_rows(sid, blob, 16)
         if int(blob[:16]) + len(rows) - 1 != history_seq:
             logger.error("history window out of step with the record of session %s", id_hash(sid))
             raise SerializationError("a stored Redis history window is out of step with its session record")
@@ -711,7 +726,7 @@ class RedisSessionStore(SessionStore):
                 owner = self._owners.get(sid)
                 if owner is not None and owner not in hinted:
                     hinted.append(owner)
-        scope_keys = [self._app_key, *(self._user_keys(_user_hash(u))[2] for u in hinted)] if scopes else []
+        scope_keys = [self._app_key, *(self._user(u)[3] for u in hinted)] if scopes else []
         if self._cluster:
             calls = [
                 self._evalsha(self._load_script, self._session_keys(sid), [self.history_window, 1]) for sid in sids
@@ -747,9 +762,7 @@ class RedisSessionStore(SessionStore):
         user_rows = {u: self._scope_rows(self._hash(h)) for u, h in zip(hinted, hashes[1:], strict=True)}
         missing = sorted({s.user_id for s in out if s is not None and s.user_id is not None} - user_rows.keys())
         if missing:
-            replies = await self._pipeline(
-                [("HGETALL", self._user_keys(_user_hash(u))[2]) for u in missing], "load user scopes"
-            )
+            replies = await self._pipeline([("HGETALL", self._user(u)[3]) for u in missing], "load user scopes")
             user_rows.update({u: self._scope_rows(self._hash(h)) for u, h in zip(missing, replies, strict=True)})
         for stored in out:
             if stored is not None:
@@ -786,7 +799,7 @@ class RedisSessionStore(SessionStore):
         return [(first + i, row[0]) for i, row in enumerate(rows)]
 
     async def _user_session_ids(self, user_id: str, now: float) -> list[str]:
-        _, idx_key, _ = self._user_keys(_user_hash(user_id))
+        idx_key = self._user(user_id)[2]
         try:
             members: list[bytes] = await self.client.execute_command("ZRANGEBYSCORE", idx_key, f"({now!r}", "+inf")
         except _REDIS_ERRORS as exc:
@@ -794,7 +807,7 @@ class RedisSessionStore(SessionStore):
         return [m.decode() for m in members]
 
     async def _load_scopes(self, user_id: str | None) -> tuple[dict[str, bytes], dict[str, bytes]]:
-        keys = [self._app_key] if user_id is None else [self._app_key, self._user_keys(_user_hash(user_id))[2]]
+        keys = [self._app_key] if user_id is None else [self._app_key, self._user(user_id)[3]]
         replies = await self._pipeline([("HGETALL", key) for key in keys], "load scopes")
         app = self._scope_rows(self._hash(replies[0]))
         user = self._scope_rows(self._hash(replies[1])) if user_id is not None else {}
@@ -880,7 +893,7 @@ class RedisSessionStore(SessionStore):
         for change in (write.user_scope, write.app_scope):
             if change is not None:
                 ops += self._scope_ops(change)
-        user_hash = "-" if write.user_id is None else _user_hash(write.user_id)
+        user_hash = "-" if write.user_id is None else self._user(write.user_id)[0]
         if self._cluster:
             index = "-"
             ops += self._index_ops(sid, write.user_id, write.expiry_at)
@@ -890,7 +903,7 @@ class RedisSessionStore(SessionStore):
             index = "s" if write.user_id is None else "u"
             keys.append(self._shard(sid)[1])
             if write.user_id is not None:
-                keys.append(self._user_keys(user_hash)[1])
+                keys.append(self._user(write.user_id)[2])
         keep = min(self.history_window, write.max_history)
         cap = min(keep + max(8, keep // 4), write.max_history)
         scalars = (
@@ -903,7 +916,7 @@ class RedisSessionStore(SessionStore):
             self._pack(write, token.encode()),
             *(len(row.payload).to_bytes(4, "big") + row.payload for row in write.history),
         ]
-        args += [0] if self._cluster else self._encode_ops(ops, keys)
+        args += self._encode_ops(ops, keys) if ops and not self._cluster else [0]
         code = await self._script(self._write_script, keys, args, "save the session")
         if code == 0:
             raise raise_conflict(sid)
@@ -1005,7 +1018,7 @@ class RedisSessionStore(SessionStore):
         for (member, sid, user_hash), reply in zip(parsed, replies, strict=True):
             status = reply[0]
             user = None if status not in (1, 2) or reply[1] is None else reply[1].decode("utf-8", "surrogatepass")
-            real_hash = None if user is None else _user_hash(user)
+            real_hash = None if user is None else self._user(user)[0]
             stale_user_entry = user_hash is not None and (status != 2 or user_hash != real_hash)
             if status != 2 or user_hash != real_hash:
                 ops.append(_Op(tag, shard_key, "R", member))

@@ -63,13 +63,19 @@ batch on a single node, one pipeline per batch (split per node) on a cluster, wh
 ``MGET`` cannot span the slots of different sessions.
 
 Failures. Connection errors, timeouts and cluster errors are raised as `StoreUnavailable`
-with the cause chained. The time to fail is bounded by the client's settings: at most
-``retries + 1`` attempts, each bounded by `socket_connect_timeout` and `socket_timeout`, with a
-jittered backoff capped at 0.5 s. The connection pool reconnects by itself when Redis returns.
+with the cause chained. Every operation is bounded by `socket_timeout` as a whole (an
+``asyncio.timeout`` around it, the driver's retries and reconnects included): a frozen server
+costs at most that long. A client built from a URL retries a failed connection `retries` times
+with a jittered backoff capped at 0.5 s, each connect bounded by `socket_connect_timeout`; it
+has no socket timeout of its own, since redis-py would wrap every send in ``asyncio.wait_for``
+(a task per command, about a third of the cost of a small command). A command cut off by the
+deadline closes its connection, so no late reply is ever read as another command's. The
+connection pool reconnects by itself when Redis returns.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -381,6 +387,8 @@ def _user_hash(user_id: str) -> str:
 
 
 def _unavailable(exc: BaseException, action: str) -> StoreUnavailable:
+    if isinstance(exc, TimeoutError):  # the store's own deadline (`socket_timeout`)
+        return StoreUnavailable(f"Redis did not {action} in time (socket_timeout)")
     return StoreUnavailable(f"Redis could not {action}: {type(exc).__name__}: {exc}")
 
 
@@ -390,8 +398,11 @@ class RedisSessionStore(SessionStore):
     `url_or_client` is a ``redis://`` / ``rediss://`` URL, a ``redis+cluster://`` /
     ``rediss+cluster://`` URL (any node of the cluster), or a `redis.asyncio.Redis` /
     `redis.asyncio.cluster.RedisCluster` created with ``decode_responses=False``. A client
-    passed in stays the caller's: `close` does not close it. The timeouts and `retries`
-    apply to clients built from a URL; `client_options` are passed on to ``from_url``.
+    passed in stays the caller's: `close` does not close it.
+
+    `socket_timeout` bounds every operation (seconds, retries included), whatever the client.
+    `socket_connect_timeout` and `retries` configure clients built from a URL, as do
+    `client_options` (passed on to ``from_url``).
 
     Every key starts with `prefix`; use one prefix per application sharing a Redis. Other
     keyword options are those of `SessionStore` (codec, limits, history window, clock).
@@ -415,10 +426,11 @@ class RedisSessionStore(SessionStore):
         if socket_timeout <= 0 or socket_connect_timeout <= 0 or retries < 0:
             raise ValueError("socket timeouts must be > 0 and retries >= 0")
         self.prefix = prefix
+        self.socket_timeout = socket_timeout
         self._owns_client = isinstance(url_or_client, str)
         if isinstance(url_or_client, str):
             self.client: Redis | RedisCluster = self._client_from_url(
-                url_or_client, socket_timeout, socket_connect_timeout, retries, client_options or {}
+                url_or_client, socket_connect_timeout, retries, client_options or {}
             )
         elif isinstance(url_or_client, Redis | RedisCluster):
             self.client = url_or_client
@@ -455,13 +467,14 @@ class RedisSessionStore(SessionStore):
         self._shard_keys = [f"{prefix}{{~x:{n}}}:exp" for n in range(EXPIRY_SHARDS)]
 
     @staticmethod
-    def _client_from_url(
-        url: str, socket_timeout: float, connect_timeout: float, retries: int, extra: dict[str, Any]
-    ) -> Redis | RedisCluster:
+    def _client_from_url(url: str, connect_timeout: float, retries: int, extra: dict[str, Any]) -> Redis | RedisCluster:
         scheme, rest = url.split("://", 1) if "://" in url else ("", url)
         scheme = scheme.lower()
         settings: dict[str, Any] = {
-            "socket_timeout": socket_timeout,
+            # No socket timeout in the driver: redis-py wraps every send in `asyncio.wait_for`
+            # (a task per command, about a third of a small command's cost). The store bounds
+            # each operation with `asyncio.timeout(socket_timeout)` instead, retries included.
+            "socket_timeout": None,
             "socket_connect_timeout": connect_timeout,
             "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries),
             **extra,
@@ -533,11 +546,19 @@ class RedisSessionStore(SessionStore):
         """``EVALSHA`` the registered script; on ``NOSCRIPT`` load it and call once more."""
         command = self.client.execute_command
         try:
-            try:
-                return await command("EVALSHA", script.sha, len(keys), *keys, *args)
-            except redis_errors.NoScriptError:
-                await self.client.script_load(script.script)
-                return await command("EVALSHA", script.sha, len(keys), *keys, *args)
+            async with asyncio.timeout(self.socket_timeout):
+                try:
+                    return await command("EVALSHA", script.sha, len(keys), *keys, *args)
+                except redis_errors.NoScriptError:
+                    await self.client.script_load(script.script)
+                    return await command("EVALSHA", script.sha, len(keys), *keys, *args)
+        except _REDIS_ERRORS as exc:
+            raise _unavailable(exc, action) from exc
+
+    async def _command(self, action: str, *args: Any) -> Any:
+        try:
+            async with asyncio.timeout(self.socket_timeout):
+                return await self.client.execute_command(*args)
         except _REDIS_ERRORS as exc:
             raise _unavailable(exc, action) from exc
 
@@ -550,24 +571,25 @@ class RedisSessionStore(SessionStore):
         results: list[Any] = [None] * len(calls)
         todo = list(range(len(calls)))
         try:
-            for attempt in range(2):
-                pipe = self.client.pipeline(transaction=False)
-                for i in todo:
-                    pipe.execute_command(*calls[i])
-                replies = await pipe.execute(raise_on_error=False)
-                again: list[int] = []
-                for i, reply in zip(todo, replies, strict=True):
-                    if isinstance(reply, redis_errors.NoScriptError) and attempt == 0:
-                        again.append(i)
-                    elif isinstance(reply, BaseException):
-                        raise reply
-                    else:
-                        results[i] = reply
-                if not again:
-                    break
-                for script in self._scripts:
-                    await self.client.script_load(script.script)
-                todo = again
+            async with asyncio.timeout(self.socket_timeout):
+                for attempt in range(2):
+                    pipe = self.client.pipeline(transaction=False)
+                    for i in todo:
+                        pipe.execute_command(*calls[i])
+                    replies = await pipe.execute(raise_on_error=False)
+                    again: list[int] = []
+                    for i, reply in zip(todo, replies, strict=True):
+                        if isinstance(reply, redis_errors.NoScriptError) and attempt == 0:
+                            again.append(i)
+                        elif isinstance(reply, BaseException):
+                            raise reply
+                        else:
+                            results[i] = reply
+                    if not again:
+                        break
+                    for script in self._scripts:
+                        await self.client.script_load(script.script)
+                    todo = again
         except _REDIS_ERRORS as exc:
             raise _unavailable(exc, action) from exc
         return results
@@ -800,10 +822,7 @@ class RedisSessionStore(SessionStore):
 
     async def _user_session_ids(self, user_id: str, now: float) -> list[str]:
         idx_key = self._user(user_id)[2]
-        try:
-            members: list[bytes] = await self.client.execute_command("ZRANGEBYSCORE", idx_key, f"({now!r}", "+inf")
-        except _REDIS_ERRORS as exc:
-            raise _unavailable(exc, "read the user index") from exc
+        members: list[bytes] = await self._command("read the user index", "ZRANGEBYSCORE", idx_key, f"({now!r}", "+inf")
         return [m.decode() for m in members]
 
     async def _load_scopes(self, user_id: str | None) -> tuple[dict[str, bytes], dict[str, bytes]]:
@@ -814,11 +833,16 @@ class RedisSessionStore(SessionStore):
         return user, app
 
     async def _scan_keys(self, pattern: str, count: int) -> AsyncIterator[bytes]:
-        try:
-            async for key in self.client.scan_iter(match=pattern, count=count):
-                yield key
-        except _REDIS_ERRORS as exc:
-            raise _unavailable(exc, "scan keys") from exc
+        keys = self.client.scan_iter(match=pattern, count=count)
+        while True:
+            try:
+                async with asyncio.timeout(self.socket_timeout):
+                    key = await anext(keys)
+            except StopAsyncIteration:
+                return
+            except _REDIS_ERRORS as exc:
+                raise _unavailable(exc, "scan keys") from exc
+            yield key
 
     async def _scan(self, batch_size: int, now: float) -> AsyncIterator[list[StoredSession]]:
         head = self.prefix.encode() + b"{"
@@ -986,12 +1010,9 @@ class RedisSessionStore(SessionStore):
         for shard_key in self._shard_keys:
             previous: list[bytes] = []
             while True:
-                try:
-                    members: list[bytes] = await self.client.execute_command(
-                        "ZRANGEBYSCORE", shard_key, "-inf", repr(now), "LIMIT", 0, batch_size
-                    )
-                except _REDIS_ERRORS as exc:
-                    raise _unavailable(exc, "read the expiry index") from exc
+                members: list[bytes] = await self._command(
+                    "read the expiry index", "ZRANGEBYSCORE", shard_key, "-inf", repr(now), "LIMIT", 0, batch_size
+                )
                 if not members or members == previous:
                     break
                 previous = members

@@ -118,8 +118,11 @@ def create_database_engine(
 
     Plain ``sqlite://`` and ``postgresql://`` / ``postgres://`` URLs map to the async drivers.
     Every wait is bounded: `connect_timeout` (PostgreSQL connect), `command_timeout` (one
-    PostgreSQL statement), `pool_timeout` (waiting for a pooled connection) and
-    `busy_timeout` (SQLite waiting for the write lock). SQLite files run in WAL mode with
+    PostgreSQL statement: the server's ``statement_timeout``, so a timed-out save is rolled
+    back, plus a client-side timeout one second later for a server that stops answering — after
+    that one the outcome of a save is unknown, and retrying it conflicts rather than applying
+    twice), `pool_timeout` (waiting for a pooled connection) and `busy_timeout` (SQLite waiting
+    for the write lock). SQLite files run in WAL mode with
     ``synchronous=NORMAL`` (durable across crashes of the process; the last transactions can
     be lost on power failure — pass ``sqlite_synchronous="FULL"`` if that matters).
     """
@@ -132,8 +135,13 @@ def create_database_engine(
         options["pool_size"] = 10 if pool_size is None else pool_size
         options["max_overflow"] = 0 if max_overflow is None else max_overflow
         connect_args.setdefault("timeout", connect_timeout)
-        connect_args.setdefault("command_timeout", command_timeout)
-        connect_args.setdefault("server_settings", {"application_name": "agent_sessions"})
+        settings = {"application_name": "agent_sessions"}
+        if command_timeout is not None:
+            # The server cancels a statement past the timeout, so the outcome is known (rolled
+            # back); the client-side timeout, a second later, only catches a server that hangs.
+            settings["statement_timeout"] = str(max(1, int(command_timeout * 1000)))
+            connect_args.setdefault("command_timeout", command_timeout + 1.0)
+        connect_args.setdefault("server_settings", settings)
         try:
             import asyncpg  # noqa: F401
         except ImportError as exc:

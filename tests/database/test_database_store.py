@@ -1,0 +1,499 @@
+"""DatabaseSessionStore beyond the shared contract: persistence, schema, sharing a database
+between processes, failures and corrupt rows, on SQLite files and the local PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_sessions import (
+    SerializationError,
+    Session,
+    SessionConflict,
+    SessionManager,
+    SessionNotFound,
+    StoreUnavailable,
+    create_store,
+)
+from agent_sessions.stores.database import SCHEMA_VERSION, DatabaseSessionStore, create_database_engine
+
+from ..support import PG_URL, FakeClock
+from .stores import postgres_schema, require_postgres
+
+DIALECTS = ["sqlite", "postgres"]
+
+
+@pytest.fixture(params=DIALECTS)
+def dialect(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def database(dialect: str, tmp_path: Path) -> AsyncIterator[Callable[..., DatabaseSessionStore]]:
+    """A factory of stores on ONE database of the dialect under test (a file, or a fresh schema)."""
+    opened: list[DatabaseSessionStore] = []
+    if dialect == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+
+        def make(**options: Any) -> DatabaseSessionStore:
+            store = DatabaseSessionStore(url, **options)
+            opened.append(store)
+            return store
+
+        yield make
+        for store in opened:
+            await store.close()
+        return
+    async with postgres_schema() as schema:
+
+        def make_pg(**options: Any) -> DatabaseSessionStore:
+            store = DatabaseSessionStore(PG_URL, schema=schema, **options)
+            opened.append(store)
+            return store
+
+        yield make_pg
+        for store in opened:
+            await store.close()
+
+
+async def raw_execute(store: DatabaseSessionStore, sql: str, *params: Any) -> list[Any]:
+    """Run one statement on the store's engine, bypassing the store (to corrupt or inspect rows)."""
+    async with store.engine.begin() as conn:
+        result = await conn.exec_driver_sql(sql, params)
+        return list(result.all()) if result.returns_rows else []
+
+
+def placeholder(store: DatabaseSessionStore, n: int) -> str:
+    return f"${n}" if store.postgres else "?"
+
+
+# ---------------------------------------------------------------- one database, many managers
+async def test_two_managers_on_one_postgres_database_lose_no_update() -> None:
+    require_postgres()
+    async with postgres_schema() as schema:
+        first = DatabaseSessionStore(PG_URL, schema=schema)
+        second = DatabaseSessionStore(PG_URL, schema=schema)
+        assert first.engine is not second.engine
+        try:
+            a = SessionManager(first, auto_cleanup=False)
+            b = SessionManager(second, auto_cleanup=False)
+            session = await a.create_session(user_id="shared", data={"n": 0})
+
+            def increment(s: Session) -> None:
+                s.set("n", s.get("n") + 1)
+
+            async def counter(manager: SessionManager) -> None:
+                for _ in range(25):
+                    await manager.mutate(session.session_id, increment)
+
+            async def writer(manager: SessionManager, i: int) -> None:
+                got = await manager.get_session(session.session_id)
+                assert got is not None
+                got.set(f"key{i}", i)
+                got.add_history_entry("write", {"i": i})
+                await manager.update_session(got)
+
+            await asyncio.gather(
+                *(counter(m) for m in (a, b) for _ in range(4)),
+                *(writer(a if i % 2 else b, i) for i in range(30)),
+            )
+            for manager in (a, b):
+                seen = await manager.get_session(session.session_id)
+                assert seen is not None
+                assert seen.get("n") == 2 * 4 * 25
+                assert {k: v for k, v in seen.state.items() if k.startswith("key")} == {f"key{i}": i for i in range(30)}
+            page = await b.get_history(session.session_id, limit=100)
+            assert sorted(e["data"]["i"] for e in page.entries) == list(range(30))
+        finally:
+            await first.close()
+            await second.close()
+
+
+async def test_stores_on_one_database_see_each_others_saves(database: Callable[..., DatabaseSessionStore]) -> None:
+    one, two = database(), database()
+    s = Session(user_id="u", state={"x": 1})
+    await one.set(s)
+    seen = await two.get(s.session_id)
+    assert seen is not None and seen.get("x") == 1
+    seen.set("x", 2)
+    await two.set(seen)
+    s.set("x", 3)
+    with pytest.raises(SessionConflict):
+        await one.set(s)
+
+
+# ---------------------------------------------------------------- persistence and schema
+async def test_sqlite_file_survives_close_and_reopen(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'sessions.db'}"
+    store = DatabaseSessionStore(url)
+    manager = SessionManager(store, auto_cleanup=False)
+    s = await manager.create_session(user_id="ada", data={"plan": "pro"}, preferences={"tone": "brief"})
+    s.set("user:language", "fr")
+    s.set("app:motd", "hello")
+    for i in range(3):
+        s.add_history_entry("turn", {"i": i})
+    await manager.update_session(s)
+    await store.close()
+
+    reopened = DatabaseSessionStore(url)
+    try:
+        loaded = await reopened.get(s.session_id)
+        assert loaded is not None
+        assert loaded.get("plan") == "pro" and loaded.get("user:language") == "fr" and loaded.get("app:motd") == "hello"
+        assert loaded.preferences == {"tone": "brief"}
+        assert [e["data"]["i"] for e in loaded.history] == [0, 1, 2]
+        assert loaded.version == s.version
+        assert [x.session_id for x in await reopened.get_user_sessions("ada")] == [s.session_id]
+    finally:
+        await reopened.close()
+
+
+async def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    store = DatabaseSessionStore(f"sqlite:///{tmp_path / 'wal.db'}")
+    try:
+        await store.set(Session())
+        assert (await raw_execute(store, "PRAGMA journal_mode"))[0][0] == "wal"
+        assert (await raw_execute(store, "PRAGMA busy_timeout"))[0][0] == 5000
+    finally:
+        await store.close()
+
+
+async def test_schema_version_row_is_written_on_first_use(database: Callable[..., DatabaseSessionStore]) -> None:
+    store = database()
+    await store.initialize()
+    table = store.table_names["schema_version"]
+    rows = await raw_execute(store, f"SELECT component, version FROM {table}")  # noqa: S608
+    assert rows == [("sessions", SCHEMA_VERSION)]
+    await store.initialize()  # idempotent: still one row
+    assert len(await raw_execute(store, f"SELECT component FROM {table}")) == 1  # noqa: S608
+
+
+async def test_a_newer_schema_version_is_refused(database: Callable[..., DatabaseSessionStore]) -> None:
+    old = database()
+    await old.initialize()
+    table = old.table_names["schema_version"]
+    await raw_execute(old, f"UPDATE {table} SET version = {SCHEMA_VERSION + 1}")  # noqa: S608
+    newer = database()
+    with pytest.raises(StoreUnavailable, match="schema version"):
+        await newer.get(Session().session_id)
+
+
+async def test_concurrent_first_use_creates_the_tables_once(database: Callable[..., DatabaseSessionStore]) -> None:
+    stores = [database() for _ in range(6)]  # six engines racing to create the schema
+    await asyncio.gather(*(s.set(Session(state={"i": i})) for i, s in enumerate(stores)))
+    everything = await stores[0].get_all()
+    assert sorted(s.get("i") for s in everything) == list(range(6))
+
+
+def test_concurrent_first_use_across_processes_on_one_sqlite_file(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'race.db'}"
+    script = (
+        "import asyncio, sys\n"
+        "from agent_sessions import Session\n"
+        "from agent_sessions.stores.database import DatabaseSessionStore\n"
+        "async def main():\n"
+        "    async with DatabaseSessionStore(sys.argv[1]) as store:\n"
+        "        await store.set(Session())\n"
+        "asyncio.run(main())\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, url], stderr=subprocess.PIPE) for _ in range(4)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err.decode()
+
+    async def count() -> int:
+        async with DatabaseSessionStore(url) as store:
+            return len(await store.get_all())
+
+    assert asyncio.run(count()) == 4
+
+
+async def test_table_prefixes_isolate_apps_in_one_database(database: Callable[..., DatabaseSessionStore]) -> None:
+    app_a, app_b = database(table_prefix="app_a_"), database(table_prefix="app_b_")
+    s = Session(user_id="u")
+    await app_a.set(s)
+    assert await app_b.get(s.session_id) is None
+    assert await app_b.get_user_sessions("u") == []
+    assert app_a.table_names["sessions"].endswith("app_a_sessions")
+
+
+async def test_plain_urls_map_to_the_async_drivers(tmp_path: Path) -> None:
+    for url in (f"sqlite:///{tmp_path / 'a.db'}", f"sqlite+aiosqlite:///{tmp_path / 'b.db'}"):
+        store = create_store(url)
+        assert isinstance(store, DatabaseSessionStore) and store.engine.dialect.driver == "aiosqlite"
+        await store.close()
+    for url in ("postgresql://u@localhost/db", "postgres://u@localhost/db", "postgresql+asyncpg://u@localhost/db"):
+        store = create_store(url)
+        assert isinstance(store, DatabaseSessionStore) and store.engine.dialect.driver == "asyncpg"
+        await store.close()
+    with pytest.raises(ValueError, match="unsupported database URL"):
+        DatabaseSessionStore("mysql://u@localhost/db")
+    with pytest.raises(ValueError, match="schema= is for PostgreSQL"):
+        DatabaseSessionStore(f"sqlite:///{tmp_path / 'c.db'}", schema="x")
+    with pytest.raises(ValueError, match="table_prefix"):
+        DatabaseSessionStore(f"sqlite:///{tmp_path / 'd.db'}", table_prefix="x; drop table")
+
+
+async def test_a_shared_engine_is_not_disposed_by_the_store(tmp_path: Path) -> None:
+    engine = create_database_engine(f"sqlite:///{tmp_path / 'shared.db'}")
+    try:
+        store = DatabaseSessionStore(engine)
+        assert store.engine is engine
+        s = Session()
+        await store.set(s)
+        await store.close()
+        again = DatabaseSessionStore(engine)
+        assert await again.get(s.session_id) is not None
+        await again.close()
+    finally:
+        await engine.dispose()
+
+
+# ---------------------------------------------------------------- atomicity
+async def test_a_failed_save_leaves_nothing_half_written(database: Callable[..., DatabaseSessionStore]) -> None:
+    store = database()
+    s = Session(state={"v": 1})
+    await store.set(s)
+    # Plant a history row where the next save will write, so its second statement fails.
+    table = store.table_names["history"]
+    p = placeholder
+    await raw_execute(
+        store,
+        f'INSERT INTO {table} (session_id, seq, "timestamp", "type", payload) '  # noqa: S608
+        f"VALUES ({p(store, 1)}, 1, 0, 'x', {p(store, 2)})",
+        s.session_id,
+        b'{"timestamp":0,"type":"x","data":{}}',
+    )
+    s.set("v", 2)
+    s.add_history_entry("turn", {"n": 1})
+    with pytest.raises(SessionConflict):
+        await store.set(s)
+    loaded = await store.get(s.session_id)
+    assert loaded is not None and loaded.get("v") == 1 and loaded.version == 1
+
+
+async def test_cleanup_deletes_history_rows_with_their_sessions(database: Callable[..., DatabaseSessionStore]) -> None:
+    clock = FakeClock()
+    store = database(clock=clock)
+    doomed = [Session(expiry_at=clock.now + 10, created_at=clock.now, last_accessed_at=clock.now) for _ in range(7)]
+    for s in doomed:
+        s.add_history_entry("turn", {})
+        await store.set(s)
+    kept = Session(expiry_at=clock.now + 1000)
+    kept.add_history_entry("turn", {})
+    await store.set(kept)
+    clock.advance(11)
+    assert await store.cleanup_expired(batch_size=3) == 7
+    table = store.table_names["history"]
+    rows = await raw_execute(store, f"SELECT session_id FROM {table}")  # noqa: S608
+    assert [r[0] for r in rows] == [kept.session_id]
+
+
+async def test_rename_moves_every_history_row_at_once(database: Callable[..., DatabaseSessionStore]) -> None:
+    store = database(max_history=500, history_window=5)
+    s = Session()
+    for i in range(40):
+        s.add_history_entry("turn", {"i": i})
+    await store.set(s)
+    new_id = Session().session_id
+    moved = await store.rename(s.session_id, new_id)
+    assert moved.session_id == new_id and [e["data"]["i"] for e in moved.history] == [35, 36, 37, 38, 39]
+    page = await store.get_history(new_id, limit=100)
+    assert [e["data"]["i"] for e in page.entries] == list(range(40))
+    table = store.table_names["history"]
+    assert await raw_execute(store, f"SELECT seq FROM {table} WHERE session_id = '{s.session_id}'") == []  # noqa: S608
+    with pytest.raises(SessionNotFound):
+        await store.rename(s.session_id, Session().session_id)
+
+
+async def test_a_cancelled_operation_returns_no_open_transaction_to_the_pool(
+    database: Callable[..., DatabaseSessionStore],
+) -> None:
+    store = database(max_connections=1, max_idle_connections=0)
+    await store.initialize()
+    table = store.table_names["sessions"]
+    raw = await store.engine.raw_connection()
+    driver = raw.driver_connection
+    assert driver is not None
+    # Leave a write transaction open on the driver, as a task cancelled mid-save would.
+    if store.postgres:
+        await driver.execute("BEGIN")
+        await driver.execute(f"DELETE FROM {table}")  # noqa: S608
+        assert driver.is_in_transaction()
+    else:
+        await driver.execute(f"DELETE FROM {table}")  # noqa: S608
+        assert driver.in_transaction
+    from sqlalchemy.util.concurrency import greenlet_spawn
+
+    await greenlet_spawn(raw.close)
+    again = await store.engine.raw_connection()
+    try:
+        driver = again.driver_connection
+        assert driver is not None
+        assert not (driver.is_in_transaction() if store.postgres else driver.in_transaction)
+    finally:
+        await greenlet_spawn(again.close)
+    s = Session()
+    await store.set(s)  # the write lock is free: nothing was left holding it
+    assert await store.get(s.session_id) is not None
+
+
+# ---------------------------------------------------------------- corrupt rows
+async def test_a_corrupt_record_raises_or_is_skipped_with_a_log(
+    database: Callable[..., DatabaseSessionStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    store = database()
+    good, bad = Session(state={"ok": True}), Session(state={"ok": False})
+    await store.set(good)
+    await store.set(bad)
+    table = store.table_names["sessions"]
+    p = placeholder
+    await raw_execute(
+        store,
+        f"UPDATE {table} SET record = {p(store, 1)} WHERE session_id = {p(store, 2)}",  # noqa: S608
+        b"{not json",
+        bad.session_id,
+    )
+    with caplog.at_level(logging.ERROR, logger="agent_sessions"), pytest.raises(SerializationError):
+        await store.get(bad.session_id)
+    assert bad.session_id not in caplog.text  # only a hash is logged
+    with pytest.raises(SerializationError):
+        await store.get_all()
+    survivors = [s.session_id async for s in store.iter_sessions(on_corrupt="skip")]
+    assert survivors == [good.session_id]
+    assert (await store.get(good.session_id)) is not None
+
+
+async def test_a_corrupt_history_entry_is_reported(database: Callable[..., DatabaseSessionStore]) -> None:
+    store = database()
+    s = Session()
+    for i in range(3):
+        s.add_history_entry("turn", {"i": i})
+    await store.set(s)
+    table = store.table_names["history"]
+    p = placeholder
+    await raw_execute(
+        store,
+        f"UPDATE {table} SET payload = {p(store, 1)} WHERE session_id = {p(store, 2)} AND seq = 2",  # noqa: S608
+        b"1,2",
+        s.session_id,
+    )
+    with pytest.raises(SerializationError):
+        await store.get(s.session_id)
+    with pytest.raises(SerializationError):
+        await store.get_history(s.session_id)
+
+
+# ---------------------------------------------------------------- unavailable servers
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_unreachable_postgres_raises_store_unavailable_quickly() -> None:
+    store = DatabaseSessionStore(f"postgresql://root@127.0.0.1:{closed_port()}/test", connect_timeout=2)
+    started = time.monotonic()
+    try:
+        with pytest.raises(StoreUnavailable) as info:
+            await store.get(Session().session_id)
+    finally:
+        await store.close()
+    assert time.monotonic() - started < 5
+    assert isinstance(info.value.__cause__, OSError | ConnectionError)
+
+
+@asynccontextmanager
+async def silent_server() -> AsyncIterator[int]:
+    """A TCP server that accepts connections and never answers (a hung database)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield int(server.sockets[0].getsockname()[1])
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        with contextlib.suppress(Exception):
+            await server.wait_closed()
+
+
+async def test_a_hung_postgres_server_times_out_as_store_unavailable() -> None:
+    async with silent_server() as port:
+        store = DatabaseSessionStore(f"postgresql://root@127.0.0.1:{port}/test", connect_timeout=0.5)
+        started = time.monotonic()
+        try:
+            with pytest.raises(StoreUnavailable):
+                await store.set(Session())
+        finally:
+            await store.close()
+        assert time.monotonic() - started < 3
+
+
+async def test_a_blocked_postgres_statement_times_out_as_store_unavailable() -> None:
+    require_postgres()
+    async with postgres_schema() as schema:
+        store = DatabaseSessionStore(PG_URL, schema=schema, command_timeout=0.5)
+        blocker = DatabaseSessionStore(PG_URL, schema=schema)
+        try:
+            s = Session()
+            await store.set(s)
+            table = store.table_names["sessions"]
+            async with blocker.engine.begin() as conn:
+                # Hold the row lock so the save's compare-and-set has to wait.
+                await conn.exec_driver_sql(f"SELECT 1 FROM {table} WHERE session_id = $1 FOR UPDATE", (s.session_id,))  # noqa: S608
+                s.set("x", 1)
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable) as info:
+                    await store.set(s)
+                assert time.monotonic() - started < 3
+                assert type(info.value.__cause__).__name__ == "QueryCanceledError"  # by the server
+            loaded = await store.get(s.session_id)  # the store recovers once the lock is gone
+            assert loaded is not None and loaded.version == 1 and "x" not in loaded.state  # rolled back
+        finally:
+            await store.close()
+            await blocker.close()
+
+
+async def test_a_locked_sqlite_file_is_store_unavailable_after_the_busy_timeout(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'locked.db'}"
+    store = DatabaseSessionStore(url, busy_timeout=0.3)
+    other = DatabaseSessionStore(url)
+    try:
+        s = Session()
+        await store.set(s)
+        raw = await other.engine.raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        await driver.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        try:
+            s.set("x", 1)
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable) as info:
+                await store.set(s)
+            assert time.monotonic() - started < 3
+            assert "locked" in str(info.value.__cause__)
+        finally:
+            await driver.rollback()
+            from sqlalchemy.util.concurrency import greenlet_spawn
+
+            await greenlet_spawn(raw.close)
+        await store.set(s)  # and works again once the lock is released
+    finally:
+        await store.close()
+        await other.close()

@@ -404,8 +404,10 @@ class RedisSessionStore(SessionStore):
     `socket_connect_timeout` and `retries` configure clients built from a URL, as do
     `client_options` (passed on to ``from_url``).
 
-    Every key starts with `prefix`; use one prefix per application sharing a Redis. Other
-    keyword options are those of `SessionStore` (codec, limits, history window, clock).
+    Every key starts with `prefix`; use one prefix per application sharing a Redis.
+    `owner_cache_size` bounds how many sessions' owners the store remembers (a known owner lets
+    a get read the user scope in the same round trip). Other keyword options are those of
+    `SessionStore` (codec, limits, history window, clock). Needs Redis 6.2 or later.
     """
 
     def __init__(

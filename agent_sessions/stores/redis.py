@@ -174,7 +174,8 @@ for i = 1, n do
   if hseq and hseq > 0 then
     local win = redis.call('GET', KEYS[3 * i])
     local first = win and tonumber(string.sub(win, 1, 16))
-    if first and (hseq - first + 1 >= window or redis.call('LLEN', KEYS[3 * i - 1]) <= hseq - first + 1) then
+    local count = first and hseq - first + 1
+    if first and (count >= window or first == 1 or redis.call('LLEN', KEYS[3 * i - 1]) <= count) then
       rows = win
     else
       local list = redis.call('LRANGE', KEYS[3 * i - 1], -window, -1)

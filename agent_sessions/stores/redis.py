@@ -1010,16 +1010,22 @@ class RedisSessionStore(SessionStore):
     # ------------------------------------------------------------------------- cleanup
     async def _cleanup_expired(self, now: float, batch_size: int) -> int:
         removed = 0
-        for shard_key in self._shard_keys:
-            previous: list[bytes] = []
-            while True:
-                members: list[bytes] = await self._command(
-                    "read the expiry index", "ZRANGEBYSCORE", shard_key, "-inf", repr(now), "LIMIT", 0, batch_size
-                )
-                if not members or members == previous:
-                    break
-                previous = members
+        pending = list(self._shard_keys)
+        previous: dict[str, list[bytes]] = {}
+        while pending:
+            # One round trip asks every shard still in play for its next batch of due members.
+            replies = await self._pipeline(
+                [("ZRANGEBYSCORE", key, "-inf", repr(now), "LIMIT", 0, batch_size) for key in pending],
+                "read the expiry index",
+            )
+            again = []
+            for shard_key, members in zip(pending, replies, strict=True):
+                if not members or members == previous.get(shard_key):  # done, or no progress possible
+                    continue
+                previous[shard_key] = members
                 removed += await self._reap(shard_key, members, now)
+                again.append(shard_key)
+            pending = again
         return removed
 
     async def _reap(self, shard_key: str, members: list[bytes], now: float) -> int:

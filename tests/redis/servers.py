@@ -62,9 +62,12 @@ def free_port(*, with_bus: bool = False) -> int:
     raise RuntimeError("no free port found")
 
 
-def _wait_ping(port: int, timeout: float = 10.0) -> None:
+def _wait_ping(process: subprocess.Popen[bytes], port: int, timeout: float = 10.0) -> None:
+    """Wait until the redis-server `process` answers PING on `port` (not some other process)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server on port {port} exited with status {process.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
                 conn.sendall(b"PING\r\n")
@@ -81,7 +84,9 @@ class RedisServer:
 
     def __init__(self, *args: str, port: int | None = None, directory: Path | None = None) -> None:
         require_redis_binaries()
-        self.port = port if port is not None else free_port(with_bus="--cluster-enabled" in args)
+        self._cluster_node = "--cluster-enabled" in args
+        self._pick_port = port is None  # until the first start succeeds, a taken port is replaced
+        self.port = port if port is not None else free_port(with_bus=self._cluster_node)
         self._own_dir = directory is None
         self.directory = directory if directory is not None else Path(tempfile.mkdtemp(prefix="agent-sessions-redis-"))
         self.args = args
@@ -92,6 +97,18 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        for attempt in range(3):
+            try:
+                self._start_once()
+            except RuntimeError:
+                if not self._pick_port or attempt == 2:
+                    raise
+                self.port = free_port(with_bus=self._cluster_node)  # lost a race for the port
+            else:
+                self._pick_port = False
+                return
+
+    def _start_once(self) -> None:
         assert REDIS_SERVER is not None
         if self.process is not None and self.process.poll() is None:
             return
@@ -115,7 +132,7 @@ class RedisServer:
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_die_with_parent
         )
         try:
-            _wait_ping(self.port)
+            _wait_ping(self.process, self.port)
         except RuntimeError:
             self.kill()
             raise

@@ -121,3 +121,20 @@ async def test_a_frozen_server_times_out_as_unavailable_and_the_store_recovers(
     saved = await manager.mutate(session.session_id, lambda s: s.set("n", 3))
     assert saved.get("n") == 3
     await store.close()
+
+
+async def test_a_conversation_store_sharing_the_client_is_bounded_by_the_store_deadline(
+    durable_server: RedisServer,
+) -> None:
+    from agent_sessions.integrations.pydantic_ai import RedisConversationStore
+
+    store = bounded_store(durable_server)
+    conversations = RedisConversationStore(store)  # shares the client, which has no socket timeout
+    assert await conversations.read_record("c1") is None
+    durable_server.pause()
+    try:
+        assert await expect_unavailable(conversations.read_record("c1")) < OUTAGE_BOUND
+    finally:
+        durable_server.resume()
+    assert await conversations.read_record("c1") is None
+    await store.close()

@@ -17,6 +17,7 @@ record at once, and the lineage's entries when its last conversation is deleted.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from typing import Any, Final
@@ -134,6 +135,9 @@ class RedisConversationStore(ConversationStore):
 
     def __init__(self, source: Any, *, prefix: str | None = None) -> None:
         self._owns_client = isinstance(source, str)
+        # A RedisSessionStore's client has no socket timeout (the store bounds each operation
+        # itself), so operations on the shared client get the store's deadline here.
+        self._timeout: float | None = getattr(source, "socket_timeout", None) if hasattr(source, "client") else None
         if isinstance(source, str):
             self.client: Any = Redis.from_url(source, socket_timeout=10, socket_connect_timeout=5)
             default_prefix = "agent_sessions:"
@@ -178,7 +182,8 @@ class RedisConversationStore(ConversationStore):
 
     async def _run(self, awaitable: Any) -> Any:
         try:
-            return await awaitable
+            async with asyncio.timeout(self._timeout):
+                return await awaitable
         except (redis_exceptions.ConnectionError, redis_exceptions.TimeoutError, OSError) as exc:
             raise StoreUnavailable(f"conversation store unavailable: {exc}") from exc
 

@@ -1,9 +1,12 @@
 """`DatabaseSessionStore`: sessions in SQLite (the embedded default) or PostgreSQL.
 
-Built on SQLAlchemy 2 async: the engine, its pool and events come from SQLAlchemy, the schema
-is declared with Core `Table` objects, and the statements on the hot path are plain SQL run
-with `exec_driver_sql` (no ORM, no per-call compilation). Tables, with the default
-``table_prefix="agent_"`` (and, on PostgreSQL, an optional ``schema=``):
+Built on SQLAlchemy 2 async, without the ORM: SQLAlchemy provides the engine (URLs, dialects,
+the connection pool, reconnects, events) and the schema (Core `Table` objects and
+`create_all`). The statements are plain SQL, compiled once per store to the driver's parameter
+style and sent to the pooled connection's driver (`PoolProxiedConnection.driver_connection`):
+measured here, SQLAlchemy's aiosqlite adapter costs three or four thread hops per statement
+where aiosqlite needs one, and `exec_driver_sql` on asyncpg added ~70 us per statement.
+Tables, with the default ``table_prefix="agent_"`` (and, on PostgreSQL, an optional ``schema=``):
 
 - ``agent_sessions`` — one row per session: ``session_id`` (primary key), ``user_id``
   (indexed), ``expiry_at`` (indexed), ``version``, ``history_seq``, ``created_at``,
@@ -546,6 +549,10 @@ class DatabaseSessionStore(SessionStore):
     isolate several apps or tests in one database. Connection, pool and timeout options go to
     `create_database_engine`; the remaining keyword options are `SessionStore`'s.
 
+    `max_connections` caps this store's concurrent connections (default: the pool's capacity;
+    callers beyond it queue first-come first-served). `max_idle_connections` connections stay
+    checked out between operations at low concurrency (`close()` returns them).
+
     Database failures raise `StoreUnavailable` with the driver's error chained; a failed save
     leaves nothing half-written.
     """
@@ -653,6 +660,8 @@ class DatabaseSessionStore(SessionStore):
                 async with self.engine.connect() as conn:
                     await self._create_schema(conn)
                     await conn.commit()
+            except StoreUnavailable:
+                raise
             except _DB_ERRORS as exc:
                 raise self._unavailable(exc) from exc
             self._ready = True

@@ -32,7 +32,7 @@ class ExecutionContext:
 
     context_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     parent_id: str | None = None
-    session_id: str | None = None
+    session_id: str | None = field(default=None, repr=False)  # a credential: kept out of reprs
     user_id: str | None = None
     tool_name: str | None = None
     properties: dict[str, Any] = field(default_factory=dict)

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from .codec import check_json, json_clone
 from .errors import SerializationError
-from .ids import new_session_id
+from .ids import id_hash, new_session_id
 
 __all__ = [
     "APP_PREFIX",
@@ -46,8 +46,17 @@ TRACKED_FIELDS: Final = ("user_id", "expiry_at", "environment", "auth_info")
 
 
 def _same(a: Any, b: Any) -> bool:
-    # `1 == True` in Python; a value changing type must still count as a change.
-    return a is b or (type(a) is type(b) and a == b)
+    """Equal as JSON values: `1 == True` in Python, but a change of type is a change."""
+    if a is b:
+        return True
+    kind = type(a)
+    if kind is not type(b):
+        return False
+    if kind is dict:
+        return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
+    if kind is list:
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 @dataclass(slots=True)
@@ -127,6 +136,11 @@ class Session(BaseModel):
     # Sequence number of the newest history entry already persisted (entries ever appended).
     _history_seq: int = PrivateAttr(default=0)
 
+    def __repr_args__(self) -> Any:
+        # A session id is a bearer credential: reprs (and so logs, tracebacks) show a short hash.
+        for name, value in super().__repr_args__():
+            yield (name, f"#{id_hash(value)}" if name == "session_id" and isinstance(value, str) else value)
+
     # ----------------------------------------------------------------- the original API
     def get(self, key: str, default: Any = None) -> Any:
         """Get session state value."""
@@ -151,8 +165,14 @@ class Session(BaseModel):
         return key in self.state
 
     def clear(self) -> None:
-        """Clear all session state."""
+        """Clear this session's own state.
+
+        Shared ``user:`` and ``app:`` keys are kept: they belong to every session of the user
+        (or app), so clearing one session must not wipe them; `delete` them explicitly.
+        """
+        shared = {k: v for k, v in self.state.items() if k.startswith((USER_PREFIX, APP_PREFIX))}
         self.state.clear()
+        self.state.update(shared)
         self.touch()
 
     def touch(self) -> None:

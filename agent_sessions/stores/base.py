@@ -62,6 +62,7 @@ DEFAULT_HISTORY_WINDOW = 50
 #: Preferences of a user are kept in the user scope under this key prefix.
 PREF_PREFIX = "pref:"
 RECORD_FORMAT = 1
+RENAME_ATTEMPTS = 20
 
 OnCorrupt = Literal["raise", "skip"]
 
@@ -397,35 +398,53 @@ class SessionStore(ABC):
         )
         await self._write(write, now)
 
+    async def _delete_if_version(self, session_id: str, version: int) -> bool:
+        """Delete the session only if its stored version is still `version`; True if deleted.
+
+        Backends override this with one atomic operation; this default re-reads, then deletes.
+        """
+        stored = await self._load(session_id, self.clock())
+        if stored is None or stored.version != version:
+            return False
+        return await self._delete(session_id)
+
     async def rename(self, old_id: str, new_id: str) -> Session:
         """Move a session (record and full history) to `new_id` and delete the old id.
 
-        Backends with transactions override this to do it atomically; this default copies,
-        then deletes. Raises `SessionNotFound` if the old session is gone.
+        Backends with transactions override this to do it atomically. This default copies the
+        session to the new id, then deletes the old one only if nobody saved it meanwhile
+        (`_delete_if_version`); if someone did, the copy is dropped and the move starts over,
+        so a save racing the move is never lost. Raises `SessionNotFound` if the old session
+        is gone, `SessionConflict` if it keeps changing.
         """
         old = validate_session_id(old_id)
         new = validate_session_id(new_id)
-        session = await self.get(old)
-        if session is None:
-            raise SessionNotFound("the session does not exist or has expired")
-        history: list[dict[str, Any]] = []
-        before: int | None = None
-        while True:
-            page = await self.get_history(old, limit=500, before=before)
-            history[:0] = page.entries
-            if page.next_before is None:
-                break
-            before = page.next_before
-        seq = session.history_seq
-        session.session_id = new
-        await self.restore(session, history, history_seq=seq)
-        if not await self._delete(old):
+        for _ in range(RENAME_ATTEMPTS):
+            session = await self.get(old)
+            if session is None:
+                raise SessionNotFound("the session does not exist or has expired")
+            seq = session.history_seq
+            rows: list[tuple[int, bytes]] = []
+            before: int | None = seq + 1
+            while True:
+                page = await self._history_page(old, 500, before, self.clock())
+                if not page:
+                    break
+                rows[:0] = page
+                if len(page) < 500:
+                    break
+                before = page[0][0]
+            history = [self._decode_entry(payload, old) for _, payload in rows]
+            version = session.version
+            session.session_id = new
+            await self.restore(session, history, history_seq=seq)
+            if await self._delete_if_version(old, version):
+                moved = await self.get(new)
+                if moved is None:
+                    raise SessionNotFound("the session expired while its id was being regenerated")
+                return moved
             await self._delete(new)
-            raise SessionNotFound("the session was deleted while its id was being regenerated")
-        moved = await self.get(new)
-        if moved is None:
-            raise SessionNotFound("the session expired while its id was being regenerated")
-        return moved
+        raise SessionConflict("the session kept changing while its id was being regenerated; try again")
 
     async def __aenter__(self) -> Self:
         return self

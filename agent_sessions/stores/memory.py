@@ -110,8 +110,7 @@ class MemorySessionStore(SessionStore):
             floor = write.history_seq - write.max_history
             while entry.history and entry.history[0][0] <= floor:
                 entry.history.popleft()
-            if write.expiry_at is not None:
-                heapq.heappush(self._expiries, (write.expiry_at, write.session_id))
+            self._push_expiry(write.expiry_at, write.session_id)
             self._apply_scopes([c for c in (write.user_scope, write.app_scope) if c is not None])
 
     def _evict_if_full(self) -> None:
@@ -146,16 +145,36 @@ class MemorySessionStore(SessionStore):
             self._unindex(session_id, entry)
             return True
 
+    async def _delete_if_version(self, session_id: str, version: int) -> bool:
+        with self._lock:
+            entry = self._sessions.get(session_id)
+            if entry is None or entry.version != version:
+                return False
+            del self._sessions[session_id]
+            self._unindex(session_id, entry)
+            return True
+
     async def _touch(self, session_id: str, last_accessed_at: float, expiry_at: float | None, now: float) -> bool:
         with self._lock:
             entry = self._sessions.get(session_id)
             if entry is None or not entry.live(now):
                 return False
             entry.last_accessed_at = max(entry.last_accessed_at, last_accessed_at)
-            entry.expiry_at = expiry_at
-            if expiry_at is not None:
-                heapq.heappush(self._expiries, (expiry_at, session_id))
+            # A late touch never shortens an expiry a newer save or touch has set.
+            if expiry_at is None or entry.expiry_at is None or expiry_at > entry.expiry_at:
+                entry.expiry_at = expiry_at
+                self._push_expiry(expiry_at, session_id)
             return True
+
+    def _push_expiry(self, expiry_at: float | None, session_id: str) -> None:
+        if expiry_at is None:
+            return
+        heapq.heappush(self._expiries, (expiry_at, session_id))
+        # Every save pushes a pair and stale pairs only leave when their time comes: compact
+        # once they outnumber the live sessions, so the heap stays O(sessions).
+        if len(self._expiries) > 2 * len(self._sessions) + 64:
+            self._expiries = [(e.expiry_at, sid) for sid, e in self._sessions.items() if e.expiry_at is not None]
+            heapq.heapify(self._expiries)
 
     async def _load_scopes(self, user_id: str | None) -> tuple[dict[str, bytes], dict[str, bytes]]:
         with self._lock:

@@ -688,3 +688,47 @@ async def test_conflict_after_retries_run_out(store: SessionStore) -> None:
 
     with pytest.raises(SessionConflict):
         await manager.mutate(s.session_id, always_bump)
+
+
+async def test_a_save_racing_regenerate_id_is_not_lost(
+    manager: SessionManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s = await manager.create_session(user_id="u", data={"a": 1})
+    store = manager.store
+    original_restore = store.restore
+    raced = False
+
+    async def restore_after_a_racing_save(*args: Any, **kwargs: Any) -> None:
+        nonlocal raced
+        if not raced:  # another request saves the old id while the move is in flight
+            raced = True
+            await manager.mutate(s.session_id, lambda sess: sess.set("cart", ["book"]))
+        await original_restore(*args, **kwargs)
+
+    monkeypatch.setattr(store, "restore", restore_after_a_racing_save)
+    moved = await manager.regenerate_id(s.session_id)
+    # A backend that moves in one transaction has no window to race in (restore is not used).
+    assert moved.get("cart") == (["book"] if raced else None) and moved.get("a") == 1
+    assert await manager.get_session(s.session_id) is None
+    with pytest.raises(SessionNotFound):
+        await manager.mutate(s.session_id, lambda sess: sess.set("late", 1))
+    assert [x.session_id for x in await manager.get_user_sessions("u")] == [moved.session_id]
+
+
+async def test_clear_keeps_shared_scope_keys(manager: SessionManager) -> None:
+    a = await manager.create_session(user_id="ann", data={"own": 1, "user:plan": "pro", "app:motd": "hi"})
+    a.clear()
+    assert a.state == {"user:plan": "pro", "app:motd": "hi"}
+    await manager.update_session(a)
+    b = await manager.create_session(user_id="ann")
+    assert b.get("user:plan") == "pro" and b.get("app:motd") == "hi"
+    again = await manager.get_session(a.session_id)
+    assert again is not None and "own" not in again.state
+
+
+async def test_a_nested_type_change_is_saved(manager: SessionManager) -> None:
+    s = await manager.create_session(data={"opts": {"flag": 1}})
+    s.state["opts"]["flag"] = True
+    await manager.update_session(s)
+    loaded = await manager.get_session(s.session_id)
+    assert loaded is not None and loaded.get("opts") == {"flag": True} and loaded.get("opts")["flag"] is True

@@ -151,3 +151,13 @@ async def test_memory_store_max_sessions_evicts_least_recently_saved() -> None:
     for s in (made[0], made[2], newest):
         assert await store.get(s.session_id) is not None
     assert len(await manager.get_user_sessions("u")) == 3
+
+
+async def test_memory_expiry_heap_stays_bounded_by_the_sessions() -> None:
+    store = MemorySessionStore()
+    manager = SessionManager(store, auto_cleanup=False)
+    s = await manager.create_session()
+    for i in range(500):
+        s.set("i", i)
+        await manager.update_session(s)
+    assert len(store._expiries) <= 2 * len(store._sessions) + 65

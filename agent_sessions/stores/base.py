@@ -490,6 +490,7 @@ class SessionStore(ABC):
 
     @staticmethod
     def _route_scope_key(key: str, user: ScopeChange, app: ScopeChange, user_id: str | None) -> ScopeChange:
+        _check_column_text(key, "scope key")
         if key.startswith(APP_PREFIX):
             return app
         if key.startswith((USER_PREFIX, PREF_PREFIX)):
@@ -537,6 +538,7 @@ class SessionStore(ABC):
         kind = entry.get("type")
         if not isinstance(timestamp, int | float) or isinstance(timestamp, bool) or not isinstance(kind, str):
             raise SerializationError("history entries need a numeric 'timestamp' and a str 'type'")
+        _check_column_text(kind, "history entry type")
         payload = self._encode_value(entry, f"history entry {seq}")
         return HistoryRow(seq, float(timestamp), kind, payload)
 
@@ -562,6 +564,7 @@ class SessionStore(ABC):
                 self._route_scope_key(key, user, app, user_id).deletes.append(key)
         if user_id is not None:
             for key, value in delta.sets.get("preferences", {}).items():
+                _check_column_text(key, "preference key")
                 user.sets[PREF_PREFIX + key] = self._encode_value(value, f"preferences[{key!r}]")
             user.deletes.extend(PREF_PREFIX + key for key in delta.deletes.get("preferences", ()))
 
@@ -616,6 +619,16 @@ class SessionStore(ABC):
             return None
         session._mark_clean(history_seq=stored.history_seq)
         return session
+
+
+MAX_COLUMN_TEXT = 1024
+
+
+def _check_column_text(value: str, what: str) -> None:
+    """Text that backends keep in an indexed column (scope keys, history types): every backend
+    must accept the same values, and PostgreSQL text cannot hold NUL."""
+    if "\x00" in value or len(value) > MAX_COLUMN_TEXT:
+        raise SerializationError(f"{what} must not contain NUL and be at most {MAX_COLUMN_TEXT} characters")
 
 
 def raise_conflict(session_id: str) -> SessionConflict:

@@ -732,3 +732,20 @@ async def test_a_nested_type_change_is_saved(manager: SessionManager) -> None:
     await manager.update_session(s)
     loaded = await manager.get_session(s.session_id)
     assert loaded is not None and loaded.get("opts") == {"flag": True} and loaded.get("opts")["flag"] is True
+
+
+async def test_nul_in_scope_keys_and_history_types_is_rejected_everywhere(manager: SessionManager) -> None:
+    s = await manager.create_session(user_id="nul")
+    s.set("user:a\x00b", 1)
+    with pytest.raises(SerializationError):
+        await manager.update_session(s)
+    s.delete("user:a\x00b")
+    s.add_history_entry("bad\x00type", {})
+    with pytest.raises(SerializationError):
+        await manager.update_session(s)
+    s.history.pop()
+    s.preferences["p\x00"] = 1
+    with pytest.raises(SerializationError):
+        await manager.update_session(s)
+    loaded = await manager.get_session(s.session_id)
+    assert loaded is not None and loaded.version == 1

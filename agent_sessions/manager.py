@@ -227,7 +227,9 @@ class SessionManager:
     async def mutate(self, session_id: str, fn: MutateFn) -> Session:
         """Apply `fn(session)` (sync or async, mutating in place) and save; re-run on conflict.
 
-        `fn` always sees the latest saved state, so read-modify-write (counters) is exact.
+        `fn` always sees the latest saved state, so read-modify-write (counters) is exact for
+        the session's own keys. Shared ``user:``/``app:`` keys and user preferences are written
+        per key, last-writer-wins across sessions: keep exact counters in session keys.
         Returns the saved session. Raises `SessionNotFound` if the session is gone.
         """
         sid = validate_session_id(session_id)

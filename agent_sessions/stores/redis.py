@@ -33,6 +33,10 @@ pipelined beside it (one request per node, sent concurrently). The user scope's 
 the user id, known only after reading the record, so the store remembers the owner of the
 sessions it has seen (a bounded map, verified on every read; a miss costs a second round trip).
 
+On a single node the script calls of gets and saves go out on connections the store keeps
+from the client's pool (returned by `close`), skipping the per-call checkout and bookkeeping of
+``execute_command``: about a third of the client's cost of a small command.
+
 A save is one ``EVALSHA`` of the write script, registered once with `register_script`
 (``EVALSHA``, falling back to ``SCRIPT LOAD`` on ``NOSCRIPT``). It checks existence, expiry and
 version, writes the record with ``PX`` = ``expiry_at - clock()`` (at least 1 ms, never
@@ -79,12 +83,13 @@ import asyncio
 import hashlib
 import logging
 import math
+import random
 import secrets
 import struct
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from ..errors import SerializationError, SessionNotFound, StoreUnavailable
 from ..ids import id_hash, is_valid_session_id
@@ -445,6 +450,11 @@ class RedisSessionStore(SessionStore):
         if self._connection_kwargs().get("decode_responses"):
             raise ValueError("RedisSessionStore needs a client created with decode_responses=False")
         self._cluster = isinstance(self.client, RedisCluster)
+        self._retries = retries
+        single = isinstance(self.client, Redis) and self.client.connection is None
+        self._pool = self.client.connection_pool if single and isinstance(self.client, Redis) else None
+        self._direct = self._pool is not None
+        self._idle: list[Any] = []  # connections held for `_evalsha_direct`
         self._closed = False
         self._owners: dict[str, Owner] = {}
         self._users: dict[str, tuple[str, str, str, str]] = {}
@@ -547,7 +557,7 @@ class RedisSessionStore(SessionStore):
     # ------------------------------------------------------------------------- calls
     async def _script(self, script: AsyncScript, keys: list[str], args: Sequence[Any], action: str) -> Any:
         """``EVALSHA`` the registered script; on ``NOSCRIPT`` load it and call once more."""
-        command = self.client.execute_command
+        command = self._evalsha_direct if self._direct else self.client.execute_command
         try:
             async with asyncio.timeout(self.socket_timeout):
                 try:
@@ -557,6 +567,35 @@ class RedisSessionStore(SessionStore):
                     return await command("EVALSHA", script.sha, len(keys), *keys, *args)
         except _REDIS_ERRORS as exc:
             raise _unavailable(exc, action) from exc
+
+    async def _evalsha_direct(self, *command: Any) -> Any:
+        """Send one script call on a connection this store keeps (single node only).
+
+        The hot path (every get and save) skips `Redis.execute_command`'s per-call pool
+        checkout, locking and bookkeeping, about a third of the client's cost of a command.
+        The connections come from the client's pool and go back on `close`. redis-py closes a
+        connection whose command failed or was cut off (no late reply is ever read as another
+        command's); it reconnects on its next use. Failed connections are retried `retries`
+        times with a jittered backoff, within the `socket_timeout` deadline.
+        """
+        pool = self._pool
+        if pool is None:  # only called for a single-node client without a pinned connection
+            raise RuntimeError("direct script calls need the client's connection pool")
+        failures = 0
+        while True:
+            conn = None
+            try:
+                conn = self._idle.pop() if self._idle else await cast(Any, pool).get_connection()
+                await conn.send_command(*command)
+                return await conn.read_response()
+            except (redis_errors.ConnectionError, redis_errors.TimeoutError):
+                failures += 1
+                if failures > self._retries:
+                    raise
+            finally:
+                if conn is not None:
+                    self._idle.append(conn)
+            await asyncio.sleep(random.uniform(0, min(0.5, 0.05 * 2**failures)))
 
     async def _command(self, action: str, *args: Any) -> Any:
         try:
@@ -1074,6 +1113,10 @@ class RedisSessionStore(SessionStore):
         if self._closed:
             return
         self._closed = True
+        idle, self._idle = self._idle, []
+        if self._pool is not None:
+            for conn in idle:
+                await self._pool.release(conn)
         if self._owns_client:
             try:
                 await self.client.aclose()

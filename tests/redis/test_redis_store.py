@@ -135,8 +135,9 @@ async def test_a_store_that_never_saw_a_session_loads_it_in_two_round_trips_then
 ) -> None:
     manager = SessionManager(single, auto_cleanup=False)
     session = await manager.create_session(user_id="bob", data={"user:x": 1})
+    warm_up = await manager.create_session(user_id="zed")
     other = RedisSessionStore(single.client, prefix=single.prefix, clock=clock)
-    await single.get(session.session_id)  # the first call of a script on a server also loads it
+    assert await other.get(warm_up.session_id) is not None  # opens `other`'s connections, loads scripts
     round_trips.take()
     first = await other.get(session.session_id)
     assert round_trips.take() == 2  # the owner's scope key is learnt from the record

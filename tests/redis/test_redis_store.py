@@ -437,8 +437,11 @@ async def test_client_is_checked_and_a_passed_client_stays_open(local_redis: Non
     client = Redis.from_url(REDIS_URL)
     store = RedisSessionStore(client, prefix=f"agent_sessions_test:{uuid.uuid4().hex[:12]}:")
     assert store.client is client
+    assert await store.get(Session().session_id) is None
+    await asyncio.gather(*(store.get(Session().session_id) for _ in range(5)))  # holds a few connections
     await store.close()
     await store.close()
+    assert not client.connection_pool._in_use_connections  # every held connection went back
     assert await client.ping()
     await client.aclose()
 

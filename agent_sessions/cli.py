@@ -386,7 +386,11 @@ def export_command(
     ] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 500,
 ) -> None:
-    """Back up every live session, its full history and all scope data to a JSON Lines file."""
+    """Back up every live session, its full history and all scope data to a JSON Lines file.
+
+    The file is created with mode 0600 (readable by you only, whatever the umask): it holds live
+    session ids, which let anyone holding them act as those sessions.
+    """
     console = _err()
     if not path.parent.is_dir():
         _fail(f"cannot write {path}: the directory {path.parent} does not exist", 1)

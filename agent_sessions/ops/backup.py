@@ -24,6 +24,7 @@ import gzip
 import json
 import logging
 import os
+import secrets
 import time
 import zlib
 from collections.abc import Iterator
@@ -58,6 +59,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Export files are readable and writable by their owner only: they hold live session ids.
+_FILE_MODE = 0o600
 
 FORMAT_NAME = "agent-sessions-export"
 FORMAT_VERSION = 1
@@ -112,12 +116,23 @@ def _library_version() -> str:
 
 # ---------------------------------------------------------------- export
 class _Writer:
-    """Writes to a temporary file beside `path`, moved into place only when complete."""
+    """Writes to a temporary file beside `path`, moved into place only when complete.
+
+    The file holds live session ids (bearer credentials), so it is created readable and writable
+    by its owner only (mode 0o600, whatever the umask), exclusively (``O_EXCL``: never an existing
+    file or a planted symlink), under a name no other export uses; the rename keeps that mode.
+    """
 
     def __init__(self, path: Path, compressed: bool) -> None:
         self.path = path
-        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        self._raw: BinaryIO = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit()/abort()
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.partial")
+        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+        try:
+            self._raw: BinaryIO = os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)
+            self.tmp.unlink(missing_ok=True)
+            raise
         self._out: BinaryIO | gzip.GzipFile = self._raw
         if compressed:
             self._out = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=6)
@@ -157,7 +172,8 @@ async def export_sessions(
     Streams: at most `batch_size` sessions are held at once. gzip is used when `path` ends in
     ``.gz`` (or force it with `compress`). `auth_info` is written only with
     ``include_auth=True``. The file appears at `path` only once complete (written beside it,
-    then renamed). `progress` is called with the running counts after each batch.
+    then renamed), with mode 0o600 (owner only, whatever the umask): it holds live session ids,
+    which are bearer credentials. `progress` is called with the running counts after each batch.
     Raises `StoreUnavailable` / `SerializationError` from the store; a corrupt stored record
     stops the export (nothing is left at `path`).
     """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import stat
 import time
 from pathlib import Path
 
@@ -128,6 +129,18 @@ def test_export_leaves_out_auth_info_by_default(runner: CliRunner, populated: Po
     code, _, _ = run(runner, "export", str(path), "--store", populated.url)
     assert code == 0
     assert "auth-should-not-print" not in path.read_text()
+
+
+def test_export_writes_an_owner_only_file_and_its_help_says_so(
+    runner: CliRunner, populated: Populated, tmp_path: Path
+) -> None:
+    path = tmp_path / "b.jsonl"
+    code, _, _ = run(runner, "export", str(path), "--store", populated.url)
+    assert code == 0
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    code, out, _ = run(runner, "export", "--help")
+    assert code == 0
+    assert "0600" in out and "session ids" in " ".join(out.split())
 
 
 def test_import_of_a_corrupt_file_names_the_line(runner: CliRunner, populated: Populated, tmp_path: Path) -> None:

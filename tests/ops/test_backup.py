@@ -3,15 +3,18 @@ auth secrets, expiry, and what a corrupt or truncated file does (and does not) i
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
-from collections.abc import AsyncIterator, Callable
+import os
+import stat
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import pytest
 
-from agent_sessions import Session, SessionConflict, SessionManager, SessionStore
+from agent_sessions import MemorySessionStore, Session, SessionConflict, SessionManager, SessionStore
 from agent_sessions.ops import BackupFormatError, TransferReport, export_sessions, import_sessions
 from agent_sessions.ops.backup import FORMAT_VERSION, iter_export_lines
 
@@ -381,6 +384,51 @@ async def test_empty_file_is_rejected(dst: SessionStore, tmp_path: Path) -> None
 async def test_missing_file_raises_file_not_found(dst: SessionStore, tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         await import_sessions(dst, tmp_path / "nope.jsonl")
+
+
+# ---------------------------------------------------------------- file permissions
+@pytest.fixture
+def permissive_umask() -> Iterator[None]:
+    """A umask that would leave new files world-readable (0o644)."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+@pytest.mark.usefixtures("permissive_umask")
+@pytest.mark.parametrize("name", ["backup.jsonl", "backup.jsonl.gz"])
+async def test_export_file_is_readable_by_its_owner_only(tmp_path: Path, name: str) -> None:
+    async with MemorySessionStore() as store:
+        ids = await populate(store, users=1, per_user=1)
+        path = tmp_path / name
+        await export_sessions(store, path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert ids[0] in b"".join(lines_of(path)).decode()  # live ids: why the file must stay private
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # the temporary file was renamed, not copied
+
+
+@pytest.mark.usefixtures("permissive_umask")
+async def test_export_over_a_world_readable_file_leaves_an_owner_only_file(tmp_path: Path) -> None:
+    path = tmp_path / "backup.jsonl"
+    path.write_text("old backup\n")
+    path.chmod(0o644)
+    async with MemorySessionStore() as store:
+        await populate(store, users=1, per_user=1)
+        await export_sessions(store, path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert lines_of(path)[0].startswith(b'{"format":"agent-sessions-export"')
+
+
+async def test_concurrent_exports_to_one_path_do_not_share_a_temporary_file(tmp_path: Path) -> None:
+    path = tmp_path / "backup.jsonl"
+    async with MemorySessionStore() as store:
+        await populate(store, users=3, per_user=2, anonymous=0)
+        first, second = await asyncio.gather(export_sessions(store, path), export_sessions(store, path))
+    assert first.sessions == second.sessions == 6
+    assert lines_of(path)[-1].startswith(b'{"kind":"end","sessions":6')
+    assert [p.name for p in tmp_path.iterdir()] == ["backup.jsonl"]
 
 
 # ---------------------------------------------------------------- failures during export

@@ -4,7 +4,9 @@ per-session service configurator.
 - `ContextAwareService` — a service bound to an `ExecutionContext` by `with_context`, which returns
   a *copy*: the shared instance (usually a container singleton) is never mutated, so two requests
   configured differently never see each other's settings. `configure(config)` accepts only the keys
-  in `config_keys` and raises `InvalidServiceConfig` for any other.
+  in `config_keys` and raises `InvalidServiceConfig` for any other. A subclass may instead declare
+  no `config_keys` and override `configure` to validate its configuration itself (the shape of
+  the original ``RecommendationService``).
 - `@service(name=...)` — marks a class as a service (its name and default lifetime); a container
   `register(cls)` picks both up.
 - `SmartDependencyContainer` — registrations by type or by name, with three lifetimes:
@@ -18,7 +20,8 @@ per-session service configurator.
   context's session, contextualises the service and applies
   ``session.state["service_config"][<service class name>]`` to the copy. Unknown keys are reported:
   by default `InvalidServiceConfig` is raised (``on_unknown="warn"`` logs a warning naming them and
-  applies the known keys only).
+  applies the known keys only). For a service that declares no `config_keys` and overrides
+  `configure`, the whole configuration goes to its `configure`, which does the validating.
 """
 
 from __future__ import annotations
@@ -77,7 +80,10 @@ class ContextAwareService:
     attribute in place per request should override `__copy__` to copy that attribute too.
 
     `config_keys` lists what `configure` accepts; the default `configure` assigns those keys as
-    attributes. Subclasses overriding `configure` call `check_config` first.
+    attributes. Subclasses that declare `config_keys` and override `configure` call
+    `check_config` first. A subclass that declares no `config_keys` and overrides `configure`
+    (as the original ``RecommendationService`` does) validates its configuration itself: the
+    configurator hands it the whole configuration.
     """
 
     config_keys: ClassVar[frozenset[str]] = frozenset()
@@ -646,7 +652,9 @@ class SessionServiceConfigurator:
 
     Unknown keys (not in the service's `config_keys`) and a ``service_config`` that is not an
     object are reported: ``on_unknown="raise"`` (default) raises `InvalidServiceConfig`;
-    ``on_unknown="warn"`` logs a warning naming them and applies only the known keys.
+    ``on_unknown="warn"`` logs a warning naming them and applies only the known keys. A service
+    class that declares no `config_keys` but overrides `configure` gets its whole configuration
+    object: its `configure` is what validates it (there is no key list to check against).
     """
 
     def __init__(
@@ -712,6 +720,8 @@ class SessionServiceConfigurator:
             )
             return None
         accepted = type(service).config_keys
+        if not accepted and _validates_own_config(type(service)):
+            return dict(config)
         unknown = sorted(k for k in config if k not in accepted)
         if unknown:
             self._report(f"{name}: unknown config key(s) {unknown}; accepted: {sorted(accepted)}", session_id)
@@ -722,3 +732,8 @@ class SessionServiceConfigurator:
         if self.on_unknown == "raise":
             raise InvalidServiceConfig(f"session {id_hash(session_id)}: {message}")
         logger.warning("session %s: %s (ignored)", id_hash(session_id), message)
+
+
+def _validates_own_config(cls: type[ContextAwareService]) -> bool:
+    """True when `cls` (or a base between it and `ContextAwareService`) overrides `configure`."""
+    return cls.configure is not ContextAwareService.configure

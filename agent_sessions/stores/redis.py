@@ -55,6 +55,11 @@ session missing from `get_user_sessions`).
 Writes carry a random token stored in the header, so a write re-sent by the client's retry
 policy after a lost reply is recognised as already applied instead of reported as a conflict.
 
+The version-checked delete that ends a `rename` (`SessionManager.regenerate_id`) is the delete
+script given the expected version: it checks the header and deletes in one step, so a save
+racing the move either lands first (the delete refuses, the move starts over) or finds the
+session gone (`SessionNotFound`); it is never silently lost.
+
 Cleanup. Redis expires the keys itself (their TTL is the session's expiry). `cleanup_expired`
 walks each expiry shard with ``ZRANGEBYSCORE -inf now LIMIT 0 batch``: a member whose record is
 gone (Redis expired it) has its index entries pruned; one whose record is expired under the
@@ -294,19 +299,28 @@ return {1, user, 0}
 """
 )
 
-# KEYS: record, history, window, index keys. ARGV: owner guess, index operations.
-# Returns {0} absent, {2} deleted with an unreadable header, {1, user id or nil, applied}.
+# KEYS: record, history, window, index keys. ARGV: expected version ('' = delete whatever the
+# version), owner guess, index operations. With an expected version, the session is deleted
+# only if its header holds that version, checked and deleted in this one script (no save can
+# land in between). Returns {0} absent, {3} another version (nothing deleted), {-3} unreadable
+# header with an expected version (nothing deleted), {2} deleted with an unreadable header,
+# {1, user id or nil, applied}.
 _LUA_DELETE = (
     _LUA_PRELUDE
     + r"""
 local rec = redis.call('GET', KEYS[1])
+local f, nl
+if rec then f, nl = header(rec) end
+if ARGV[1] ~= '' and rec then
+  if not f then return {-3} end
+  if f[2] ~= ARGV[1] then return {3} end
+end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 if not rec then return {0} end
-local f, nl = header(rec)
 if not f then return {2} end
 local user = owner(rec, f, nl)
-if guessed(user, ARGV[1]) then
-  apply_ops(2)
+if guessed(user, ARGV[2]) then
+  apply_ops(3)
   return {1, user, 1}
 end
 return {1, user, 0}
@@ -1026,15 +1040,31 @@ class RedisSessionStore(SessionStore):
         return True
 
     async def _delete(self, session_id: str) -> bool:
+        return await self._delete_checked(session_id, None)
+
+    async def _delete_if_version(self, session_id: str, version: int) -> bool:
+        """Atomic: the delete script checks the version in the record header and deletes the
+        session's keys (and, on one node, its index entries) in one step; on a cluster the
+        index entries in other slots are removed right after, as by `_delete`."""
+        return await self._delete_checked(session_id, version)
+
+    async def _delete_checked(self, session_id: str, version: int | None) -> bool:
         guess = _UNKNOWN if self._cluster else self._owners.get(session_id, _UNKNOWN)
-        self._owners.pop(session_id, None)
         keys = self._session_keys(session_id)
-        args: list[Any] = [self._guess_arg(guess)]
+        args: list[Any] = ["" if version is None else str(version), self._guess_arg(guess)]
         if isinstance(guess, _Unknown):
             args.append(0)
         else:
             args += self._encode_ops(self._unindex_ops(session_id, guess), keys)
+        if version is None:
+            self._owners.pop(session_id, None)
         reply = await self._script(self._delete_script, keys, args, "delete the session")
+        if reply[0] == -3:
+            logger.error("corrupt Redis session header %s: version-checked delete refused", id_hash(session_id))
+            raise SerializationError("the stored Redis session record has an unreadable header; delete it")
+        if reply[0] == 3:
+            return False
+        self._owners.pop(session_id, None)
         if reply[0] == 0:
             return False
         if reply[0] == 1 and not reply[2]:

@@ -19,6 +19,7 @@ from agent_sessions import (
     SerializationError,
     Session,
     SessionManager,
+    SessionNotFound,
     SessionStore,
     create_store,
 )
@@ -365,6 +366,100 @@ async def test_emptied_user_scope_leaves_no_key_behind(single: RedisSessionStore
     await single.write_scopes("frank", {}, delete=["user:a", "pref:b"])
     assert await single.client.exists(scope_key) == 0
     assert (await single.load_scopes("frank")).user == {}
+
+
+# ---------------------------------------------------------------- version-checked delete (regenerate_id)
+async def test_a_version_checked_delete_never_loses_a_save_landing_during_it(
+    open_store: Any, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with open_store() as raw_store:
+        store = as_redis(raw_store)
+        manager = SessionManager(store, auto_cleanup=False)
+        session = await manager.create_session(user_id="hal", data={"a": 1})
+        sid = session.session_id
+        other = RedisSessionStore(store.client, prefix=store.prefix, clock=clock)  # another process
+        saved: list[bool] = []
+
+        async def racing_save() -> None:
+            racer = await other.get(sid)
+            if racer is None:
+                saved.append(False)
+                return
+            racer.set("cart", ["book"])
+            try:
+                await other.set(racer)
+            except SessionNotFound:
+                saved.append(False)
+            else:
+                saved.append(True)
+
+        def after_first_round_trip(original: Any) -> Any:
+            async def call(*args: Any, **kwargs: Any) -> Any:
+                reply = await original(*args, **kwargs)
+                if not saved:  # the other process saves right after the store's first round trip
+                    await racing_save()
+                return reply
+
+            return call
+
+        monkeypatch.setattr(store, "_script", after_first_round_trip(store._script))
+        monkeypatch.setattr(store, "_pipeline", after_first_round_trip(store._pipeline))
+        deleted = await store._delete_if_version(sid, session.version)
+        monkeypatch.undo()
+        assert saved, "the racing save did not run"
+        # Either the delete won (the racing writer is told the session is gone) or the save won
+        # (the session stays, with the save in it): never both succeed, never a silent loss.
+        assert not (deleted and saved[0])
+        survivor = await store.get(sid)
+        if deleted:
+            assert survivor is None
+        else:
+            assert survivor is not None and survivor.get("cart") == ["book"]
+        await other.close()
+
+
+async def test_a_stale_version_does_not_delete_and_the_current_one_deletes_every_key_and_index_entry(
+    open_store: Any, clock: FakeClock
+) -> None:
+    async with open_store() as raw_store:
+        store = as_redis(raw_store)
+        manager = SessionManager(store, auto_cleanup=False)
+        session = await manager.create_session(user_id=WEIRD_USER, data={"a": 1})
+        session.add_history_entry("turn", {"i": 1})
+        await manager.update_session(session)
+        sid = session.session_id
+        client = store.client
+        _, shard_key = store._shard(sid)
+        _, idx_key, _ = store._user_keys(redis_module._user_hash(WEIRD_USER))
+        member = store._member(sid, WEIRD_USER)
+
+        assert await store._delete_if_version(sid, session.version - 1) is False
+        loaded = await store.get(sid)
+        assert loaded is not None and loaded.version == session.version and loaded.get("a") == 1
+        assert [e["data"] for e in loaded.history] == [{"i": 1}]
+        assert all([await client.exists(key) == 1 for key in store._session_keys(sid)])
+        assert await client.zscore(idx_key, sid) is not None
+        assert await client.zscore(shard_key, member) is not None
+
+        stranger = RedisSessionStore(client, prefix=store.prefix, clock=clock)  # does not know the owner
+        assert await stranger._delete_if_version(sid, session.version) is True
+        assert await store.get(sid) is None
+        assert all([await client.exists(key) == 0 for key in store._session_keys(sid)])
+        assert await client.zscore(idx_key, sid) is None
+        assert await client.zscore(shard_key, member) is None
+        assert await stranger._delete_if_version(sid, session.version) is False  # already gone
+        await stranger.close()
+
+
+async def test_a_version_checked_delete_of_a_corrupt_header_raises_and_deletes_nothing(
+    single: RedisSessionStore,
+) -> None:
+    session = Session()
+    await single.set(session)
+    await single.client.set(single._rec_key(session.session_id), b"not a session record")
+    with pytest.raises(SerializationError):
+        await single._delete_if_version(session.session_id, 1)
+    assert await single.client.exists(single._rec_key(session.session_id)) == 1
 
 
 # ---------------------------------------------------------------- robustness

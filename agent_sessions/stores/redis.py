@@ -60,6 +60,12 @@ script given the expected version: it checks the header and deletes in one step,
 racing the move either lands first (the delete refuses, the move starts over) or finds the
 session gone (`SessionNotFound`); it is never silently lost.
 
+A touch only moves ``last_accessed_at`` and the expiry forward (a stored "no expiry" is replaced
+by any expiry, a new "no expiry" replaces any): a delayed touch never shortens the expiry, the
+TTLs or the index scores a newer save or touch has set. It rewrites the whole record string:
+the header fields have no fixed width (decimal numbers as Python wrote them), so ``SETRANGE``
+cannot patch them in place without a new record format.
+
 Cleanup. Redis expires the keys itself (their TTL is the session's expiry). `cleanup_expired`
 walks each expiry shard with ``ZRANGEBYSCORE -inf now LIMIT 0 batch``: a member whose record is
 gone (Redis expired it) has its index entries pruned; one whose record is expired under the
@@ -269,7 +275,11 @@ return 1
 
 # KEYS: record, history, window, index keys. ARGV: now, last_accessed_at, expiry ('-'), pttl,
 # owner guess ('' none, 'a' anonymous, 'u'..user id), index operations (applied only when the
-# guess is right). Returns {0} absent/expired, {-3} corrupt, {1, user id or nil, applied}.
+# guess is right). Both times only move forward, so a delayed touch never undoes a newer save
+# or touch: the expiry is replaced only by a later one or by '-' (none), and a stored '-' by
+# any; otherwise the record keeps its expiry and every key its TTL (and the indexes their
+# scores). Returns {0} absent/expired, {-3} corrupt, {1, user id or nil, applied}, where
+# applied = 1 also when the indexes need no update.
 _LUA_TOUCH = (
     _LUA_PRELUDE
     + r"""
@@ -280,8 +290,17 @@ local f, nl = header(rec)
 if not f then return {-3} end
 if not live(f, now) then return {0} end
 local la = ARGV[2]
-if tonumber(f[4]) > tonumber(la) then la = f[4] end
-local value = table.concat({'R1', f[2], f[3], la, ARGV[3], f[6], f[7]}, ' ') .. string.sub(rec, nl)
+if tonumber(f[4]) >= tonumber(la) then la = f[4] end
+local expiry = ARGV[3]
+local moved = expiry == '-' or f[5] == '-' or tonumber(expiry) > tonumber(f[5])
+if not moved then expiry = f[5] end
+local user = owner(rec, f, nl)
+if not moved and la == f[4] then return {1, user, 1} end
+local value = table.concat({'R1', f[2], f[3], la, expiry, f[6], f[7]}, ' ') .. string.sub(rec, nl)
+if not moved then
+  redis.call('SET', KEYS[1], value, 'KEEPTTL')
+  return {1, user, 1}
+end
 local pttl = tonumber(ARGV[4])
 if pttl > 0 then
   redis.call('SET', KEYS[1], value, 'PX', pttl)
@@ -290,7 +309,6 @@ else
 end
 set_ttl(KEYS[2], pttl)
 set_ttl(KEYS[3], pttl)
-local user = owner(rec, f, nl)
 if guessed(user, ARGV[5]) then
   apply_ops(6)
   return {1, user, 1}

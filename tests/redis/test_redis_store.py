@@ -5,6 +5,7 @@ idempotent re-sent saves, corrupt records and client handling."""
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -192,9 +193,9 @@ async def test_ttl_is_the_expiry_relative_to_the_store_clock(single: RedisSessio
         assert 599_000 < await client.pttl(key) <= 600_000
 
     clock.advance(100)
-    assert await single.touch(session.session_id, clock.now, clock.now + 50)
+    assert await single.touch(session.session_id, clock.now, clock.now + 900)
     for key in single._session_keys(session.session_id):
-        assert 49_000 < await client.pttl(key) <= 50_000
+        assert 899_000 < await client.pttl(key) <= 900_000
 
     forever = Session(expiry_at=None)
     forever.add_history_entry("turn", {})
@@ -213,6 +214,46 @@ async def test_expiry_under_the_store_clock_wins_over_a_live_redis_key(
     assert await single.get(session.session_id) is None
     assert await single.touch(session.session_id, clock.now, clock.now + 100) is False
     assert (await single.get_history(session.session_id)).entries == []
+
+
+async def test_a_late_touch_never_shortens_the_expiry_the_ttl_or_the_index_scores(
+    open_store: Any, clock: FakeClock
+) -> None:
+    async with open_store() as raw_store:
+        store = as_redis(raw_store)
+        session = Session(user_id="ivy", created_at=clock.now, last_accessed_at=clock.now, expiry_at=clock.now + 600)
+        session.add_history_entry("turn", {})
+        await store.set(session)
+        sid = session.session_id
+        client = store.client
+        _, shard_key = store._shard(sid)
+        _, idx_key, _ = store._user_keys(redis_module._user_hash("ivy"))
+        start = clock.now
+
+        async def check(expiry: float | None, accessed: float, ttl_ms: int) -> None:
+            loaded = await store.get(sid)
+            assert loaded is not None and loaded.expiry_at == expiry and loaded.last_accessed_at == accessed
+            assert loaded.version == 1 and len(loaded.history) == 1
+            for key in store._session_keys(sid):
+                pttl = await client.pttl(key)
+                assert pttl == -1 if ttl_ms < 0 else ttl_ms - 2_000 < pttl <= ttl_ms
+            score = math.inf if expiry is None else expiry
+            assert await client.zscore(idx_key, sid) == score
+            assert await client.zscore(shard_key, store._member(sid, "ivy")) == score
+
+        clock.advance(10)
+        assert await store.touch(sid, start + 10, start + 900)  # moves forward
+        await check(start + 900, start + 10, 890_000)
+        assert await store.touch(sid, start + 5, start + 300)  # delayed: lands after the one above
+        await check(start + 900, start + 10, 890_000)
+        stranger = RedisSessionStore(client, prefix=store.prefix, clock=clock)  # owner unknown
+        assert await stranger.touch(sid, start + 6, start + 400)
+        await check(start + 900, start + 10, 890_000)
+        assert await stranger.touch(sid, start + 11, start + 900)  # same expiry, later access
+        await check(start + 900, start + 11, 890_000)
+        assert await store.touch(sid, start + 12, None)  # a new "no expiry" always replaces
+        await check(None, start + 12, -1)
+        await stranger.close()
 
 
 # ---------------------------------------------------------------- history window key

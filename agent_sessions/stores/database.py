@@ -39,13 +39,14 @@ import asyncio
 import hashlib
 import json
 import logging
+import random
 import re
 import sqlite3
 import weakref
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -84,6 +85,11 @@ _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 # Everything that means "the database could not do it": driver and pool errors, sockets, timeouts.
 _DB_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
 _NO_CURSOR = 2**62  # "before" cursor meaning "from the newest entry"
+# A write the server aborted (deadlock, serialization failure) is re-run this many times in all
+# before the caller gets `SessionConflict`: nothing of it was written, so re-running is exact.
+_ABORTED_ATTEMPTS = 3
+
+_T = TypeVar("_T")
 
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -319,21 +325,54 @@ class _AsyncpgDriver:
             await self._conn.executemany(stmt.sql, [stmt.args(r) for r in rows])
 
 
+class _TransactionAborted(SessionConflict):
+    """The server aborted the transaction to break a deadlock or a serialization conflict.
+
+    Nothing of it was written, so the same write can simply run again (the store does, a few
+    times); as a `SessionConflict` it also makes `SessionManager` reload and re-apply.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class _Errors:
+    """The driver's exceptions by what they mean for the operation and for the connection."""
+
+    #: A constraint failed (a concurrent insert of the same row): `SessionConflict`.
     integrity: tuple[type[BaseException], ...]
-    connection: tuple[type[BaseException], ...]
+    #: The server aborted the transaction (deadlock, serialization failure): run it again.
+    aborted: tuple[type[BaseException], ...]
+    #: The connection itself failed (socket, protocol, client-side timeout): drop it.
+    broken: tuple[type[BaseException], ...]
+    #: Any other database error: `StoreUnavailable`; the connection still works.
+    other: tuple[type[BaseException], ...]
 
 
 def _driver_errors(postgres: bool) -> _Errors:
     if postgres:
         import asyncpg
+        from asyncpg import exceptions as pg
 
         return _Errors(
-            (asyncpg.IntegrityConstraintViolationError, IntegrityError),
-            (asyncpg.PostgresError, asyncpg.InterfaceError, *_DB_ERRORS),
+            integrity=(asyncpg.IntegrityConstraintViolationError, IntegrityError),
+            # SQLSTATE 40P01 and 40001.
+            aborted=(pg.DeadlockDetectedError, pg.SerializationError),
+            broken=(
+                asyncpg.InterfaceError,  # the client side: connection closed, in an unusable state
+                pg.PostgresConnectionError,  # SQLSTATE class 08
+                pg.AdminShutdownError,  # 57P01-57P03: the server is going away
+                pg.CrashShutdownError,
+                pg.CannotConnectNowError,
+                OSError,
+                TimeoutError,  # the client-side command timeout: the statement may still be running
+            ),
+            other=(asyncpg.PostgresError, *_DB_ERRORS),
         )
-    return _Errors((sqlite3.IntegrityError, IntegrityError), (sqlite3.Error, *_DB_ERRORS))
+    return _Errors(
+        integrity=(sqlite3.IntegrityError, IntegrityError),
+        aborted=(),
+        broken=(),
+        other=(sqlite3.Error, *_DB_ERRORS),
+    )
 
 
 def _rollback_dangling(dbapi_connection: Any, _record: Any, reset_state: PoolResetState) -> None:
@@ -352,6 +391,12 @@ def _rollback_dangling(dbapi_connection: Any, _record: Any, reset_state: PoolRes
                 await_only(driver.execute("ROLLBACK"))
     elif driver.in_transaction:  # aiosqlite
         dbapi_connection.rollback()
+
+
+def _closed(driver: Any) -> bool:
+    """Whether an asyncpg connection is closed (it closes itself when the protocol breaks)."""
+    is_closed = getattr(driver, "is_closed", None)
+    return bool(is_closed()) if callable(is_closed) else False
 
 
 def install_reset_handler(engine: AsyncEngine) -> None:
@@ -533,6 +578,25 @@ SELECT 3, owner, "key", NULL, NULL, NULL, NULL, value FROM {sc} WHERE kind = 'ap
         return stmt
 
 
+def _scope_rows(changes: Sequence[ScopeChange]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The scope rows to upsert and to delete, each sorted by ``(kind, owner, key)``.
+
+    Writers lock scope rows in the order they write them; two sessions of one user saving the
+    same keys in different orders would otherwise deadlock. Upserts run before deletes, so a save
+    that sets a key another save deletes (and vice versa) can still deadlock; PostgreSQL then
+    aborts one of them, which `_rerun_aborted` (and the manager) run again.
+    """
+    sets = sorted(
+        ({"kind": c.kind, "owner": c.owner, "key": k, "value": v} for c in changes for k, v in c.sets.items()),
+        key=lambda row: (row["kind"], row["owner"], row["key"]),
+    )
+    deletes = sorted(
+        ({"kind": c.kind, "owner": c.owner, "key": k} for c in changes for k in c.deletes),
+        key=lambda row: (row["kind"], row["owner"], row["key"]),
+    )
+    return sets, deletes
+
+
 def _quoted(engine: AsyncEngine, schema: str | None, name: str) -> str:
     quote = engine.dialect.identifier_preparer.quote
     return f"{quote(schema)}.{quote(name)}" if schema else quote(name)
@@ -554,7 +618,11 @@ class DatabaseSessionStore(SessionStore):
     checked out between operations at low concurrency (`close()` returns them).
 
     Database failures raise `StoreUnavailable` with the driver's error chained; a failed save
-    leaves nothing half-written.
+    leaves nothing half-written. A write PostgreSQL aborts to break a deadlock or a
+    serialization conflict (SQLSTATE 40P01, 40001) wrote nothing: the store runs it again a few
+    times, then raises `SessionConflict` (which `SessionManager` retries). Only a failed
+    connection (socket, protocol, client-side timeout) is dropped from the pool; after an error
+    the server reported, the connection is reused.
     """
 
     def __init__(
@@ -727,7 +795,7 @@ class DatabaseSessionStore(SessionStore):
         if raw is None:
             try:
                 raw = await self.engine.raw_connection()
-            except errors.connection as exc:
+            except (*errors.broken, *errors.other) as exc:
                 raise self._unavailable(exc) from exc
         driver: Any = raw.driver_connection
         clean = False
@@ -756,9 +824,20 @@ class DatabaseSessionStore(SessionStore):
         except errors.integrity as exc:
             clean = True  # the statement failed, the transaction was rolled back: still usable
             raise SessionConflict("a concurrent write created the same row; reload and retry") from exc
-        except errors.connection as exc:
-            # A PostgreSQL connection may be broken (or mid-statement after a timeout): drop it.
-            broken = self.postgres
+        except errors.aborted as exc:
+            clean = True  # the server rolled the transaction back and the connection is fine
+            logger.debug("database transaction aborted by the server: %s", type(exc).__name__)
+            raise _TransactionAborted(
+                f"the database aborted the transaction ({type(exc).__name__}); nothing was written, retry"
+            ) from exc
+        except errors.broken as exc:
+            broken = True  # a broken connection, or one still mid-statement after a client timeout
+            raise self._unavailable(exc) from exc
+        except errors.other as exc:
+            # The server reported an error and the connection is still in a known state (the
+            # driver rolled back): keep it, unless the driver closed it meanwhile.
+            broken = self.postgres and _closed(driver)
+            clean = self.postgres and not broken
             raise self._unavailable(exc) from exc
         finally:
             self._active -= 1
@@ -923,15 +1002,7 @@ class DatabaseSessionStore(SessionStore):
         floor = write.history_seq - write.max_history
         rows = [r for r in write.history if r.seq > floor]
         trim = bool(write.history) and floor > 0
-        sets: list[dict[str, Any]] = []
-        deletes: list[dict[str, Any]] = []
-        for change in (write.user_scope, write.app_scope):
-            if change is None:
-                continue
-            sets.extend(
-                {"kind": change.kind, "owner": change.owner, "key": k, "value": v} for k, v in change.sets.items()
-            )
-            deletes.extend({"kind": change.kind, "owner": change.owner, "key": k} for k in change.deletes)
+        sets, deletes = _scope_rows([c for c in (write.user_scope, write.app_scope) if c is not None])
         params: dict[str, Any] = {
             "id": write.session_id,
             "uid": write.user_id,
@@ -947,7 +1018,7 @@ class DatabaseSessionStore(SessionStore):
         }
         insert = write.expected_version == 0
         if self.postgres:
-            won = await self._write_postgres(write, params, rows, trim, sets, deletes)
+            won = await self._rerun_aborted(lambda: self._write_postgres(write, params, rows, trim, sets, deletes))
         else:
             won = await self._write_sqlite(params, rows, trim, sets, deletes, insert)
         if won:
@@ -1014,21 +1085,40 @@ class DatabaseSessionStore(SessionStore):
         return True
 
     async def _write_scopes(self, changes: list[ScopeChange]) -> None:
-        sets = [{"kind": c.kind, "owner": c.owner, "key": k, "value": v} for c in changes for k, v in c.sets.items()]
-        deletes = [{"kind": c.kind, "owner": c.owner, "key": k} for c in changes for k in c.deletes]
+        sets, deletes = _scope_rows(changes)
         if not (sets or deletes):
             return
-        async with self._conn(transaction=True) as conn:
-            await conn.execute_many(self._sql.upsert_scope, sets)
-            await conn.execute_many(self._sql.delete_scope, deletes)
+
+        async def attempt() -> None:
+            async with self._conn(transaction=True) as conn:
+                await conn.execute_many(self._sql.upsert_scope, sets)
+                await conn.execute_many(self._sql.delete_scope, deletes)
+
+        await self._rerun_aborted(attempt)
+
+    @staticmethod
+    async def _rerun_aborted(attempt: Callable[[], Awaitable[_T]]) -> _T:
+        """Run a write, and run it again (briefly backing off) when the server aborted it."""
+        failures = 0
+        while True:
+            try:
+                return await attempt()
+            except _TransactionAborted:
+                failures += 1
+                if failures >= _ABORTED_ATTEMPTS:
+                    raise
+                await asyncio.sleep(random.uniform(0, 0.002 * 2**failures))
 
     async def _delete(self, session_id: str) -> bool:
         # Two statements in one transaction: the history delete runs after the session row is gone
         # (and its lock released by any writer), so no writer can add rows it would miss.
-        async with self._conn(transaction=True) as conn:
-            existed = await conn.execute(self._sql.delete_session, {"id": session_id})
-            await conn.execute(self._sql.delete_history, {"id": session_id})
-        return existed > 0
+        async def attempt() -> bool:
+            async with self._conn(transaction=True) as conn:
+                existed = await conn.execute(self._sql.delete_session, {"id": session_id})
+                await conn.execute(self._sql.delete_history, {"id": session_id})
+            return existed > 0
+
+        return await self._rerun_aborted(attempt)
 
     async def _touch(self, session_id: str, last_accessed_at: float, expiry_at: float | None, now: float) -> bool:
         params = {"id": session_id, "la": last_accessed_at, "exp": expiry_at, "now": now}
@@ -1038,13 +1128,17 @@ class DatabaseSessionStore(SessionStore):
     async def _cleanup_expired(self, now: float, batch_size: int) -> int:
         if batch_size <= 0:
             raise ValueError("batch_size must be > 0")
-        removed = 0
-        while True:
+        async def batch() -> list[str]:
             async with self._conn(transaction=True) as conn:
                 rows = await conn.fetch(self._sql.expire, {"now": now, "n": batch_size})
                 ids = [row[0] for row in rows]
                 if ids:
                     await conn.execute(self._sql.delete_histories, {"ids": self._ids(ids)})
+            return ids
+
+        removed = 0
+        while True:
+            ids = await self._rerun_aborted(batch)
             removed += len(ids)
             if len(ids) < batch_size:
                 return removed

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import random
 import socket
 import subprocess
 import sys
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
 
 from agent_sessions import (
     SerializationError,
@@ -118,6 +122,106 @@ async def test_two_managers_on_one_postgres_database_lose_no_update() -> None:
         finally:
             await first.close()
             await second.close()
+
+
+async def test_sessions_of_one_user_writing_shared_keys_in_any_order_never_fail(
+    database: Callable[..., DatabaseSessionStore],
+) -> None:
+    # Each save writes the same 30 user:/pref: rows in its own order: unsorted, two saves lock
+    # the rows in opposite orders and PostgreSQL aborts one with a deadlock.
+    store = database()
+    manager = SessionManager(store, auto_cleanup=False)
+    sessions = [await manager.create_session(user_id="shared-user") for _ in range(8)]
+    state_keys = [f"user:k{i}" for i in range(20)]
+    pref_keys = [f"p{i}" for i in range(10)]
+
+    def write_all(s: Session, tag: str, rng: random.Random) -> None:
+        order = [("state", k) for k in state_keys] + [("preferences", k) for k in pref_keys]
+        rng.shuffle(order)
+        for field, key in order:
+            target = s.state if field == "state" else s.preferences
+            target.pop(key, None)  # re-inserted, so the save's key order is the shuffled one
+            target[key] = tag
+
+    async def writer(index: int, session: Session) -> None:
+        rng = random.Random(index)
+        for n in range(15):
+            tag = f"{index}-{n}"
+            if n % 2:
+                await manager.mutate(session.session_id, functools.partial(write_all, tag=tag, rng=rng))
+            else:
+                fresh = await manager.get_session(session.session_id)
+                assert fresh is not None
+                write_all(fresh, tag, rng)
+                await manager.update_session(fresh)
+
+    await asyncio.gather(*(writer(i, s) for i, s in enumerate(sessions)))
+    scopes = await store.load_scopes("shared-user")
+    # Every save wrote all 30 rows in one transaction, so the last one to commit owns them all.
+    tags = {scopes.state[k] for k in state_keys} | {scopes.preferences[k] for k in pref_keys}
+    assert len(tags) == 1
+    (tag,) = tags
+    assert tag.endswith("-14")
+    for s in sessions:
+        loaded = await manager.get_session(s.session_id)
+        assert loaded is not None
+        assert {loaded.state[k] for k in state_keys} == {tag}
+        assert {loaded.preferences[k] for k in pref_keys} == {tag}
+
+
+@asynccontextmanager
+async def pg_connection() -> AsyncIterator[Any]:
+    """A plain asyncpg connection to the test server, outside any store."""
+    import asyncpg
+
+    conn = await asyncpg.connect(make_url(PG_URL).set(drivername="postgresql").render_as_string(hide_password=False))
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+def count_invalidations(store: DatabaseSessionStore) -> list[object]:
+    """A list that grows each time the store's pool invalidates (drops) a connection."""
+    dropped: list[object] = []
+    event.listen(store.engine.sync_engine, "invalidate", lambda *args: dropped.append(args))
+    return dropped
+
+
+async def test_a_save_aborted_by_a_deadlock_runs_again_on_the_same_connection() -> None:
+    require_postgres()
+    async with postgres_schema() as schema, pg_connection() as blocker, pg_connection() as monitor:
+        store = DatabaseSessionStore(PG_URL, schema=schema, max_connections=1)
+        try:
+            manager = SessionManager(store, auto_cleanup=False)
+            s = await manager.create_session(user_id="u", data={"user:a": 0, "user:b": 0})
+            dropped = count_invalidations(store)
+            table = store.table_names["scopes"]
+            await blocker.execute("SET deadlock_timeout = '10s'")  # the save's backend detects it, at 1 s
+            tx = blocker.transaction()
+            await tx.start()
+            await blocker.execute(f"UPDATE {table} SET value = $1 WHERE \"key\" = 'user:b'", b'"blocker"')  # noqa: S608
+            s.set("user:a", 1)
+            s.set("user:b", 1)
+            save = asyncio.create_task(manager.update_session(s))  # locks user:a, then waits for user:b
+            blocker_pid = blocker.get_server_pid()
+            for _ in range(500):
+                waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted AND $1 = ANY(pg_blocking_pids(pid))"
+                if await monitor.fetchval(waiting, blocker_pid):
+                    break
+                await asyncio.sleep(0.01)
+            else:
+                pytest.fail("the save never waited for the blocker's row lock")
+            # Closing the cycle: PostgreSQL aborts the save, which runs again once the blocker commits.
+            await blocker.execute(f"UPDATE {table} SET value = $1 WHERE \"key\" = 'user:a'", b'"blocker"')  # noqa: S608
+            await tx.commit()
+            saved = await asyncio.wait_for(save, 10)
+            assert saved.version == 2
+            loaded = await store.get(s.session_id)
+            assert loaded is not None and loaded.get("user:a") == 1 and loaded.get("user:b") == 1
+            assert dropped == []  # the connection that saw the deadlock was kept
+        finally:
+            await store.close()
 
 
 async def test_stores_on_one_database_see_each_others_saves(database: Callable[..., DatabaseSessionStore]) -> None:

@@ -68,7 +68,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import PoolProxiedConnection, PoolResetState, QueuePool, SingletonThreadPool, StaticPool
 from sqlalchemy.util.concurrency import await_only, greenlet_spawn
 
-from ..errors import SessionConflict, SessionNotFound, StoreUnavailable
+from ..errors import SerializationError, SessionConflict, SessionNotFound, StoreUnavailable
 from ..ids import id_hash, validate_session_id
 from ..session import Session
 from .base import ScopeChange, SessionStore, SessionWrite, StoredSession, raise_conflict
@@ -341,6 +341,8 @@ class _Errors:
     integrity: tuple[type[BaseException], ...]
     #: The server aborted the transaction (deadlock, serialization failure): run it again.
     aborted: tuple[type[BaseException], ...]
+    #: The server refused a value (text with NUL, too long for its column): `SerializationError`.
+    data: tuple[type[BaseException], ...]
     #: The connection itself failed (socket, protocol, client-side timeout): drop it.
     broken: tuple[type[BaseException], ...]
     #: Any other database error: `StoreUnavailable`; the connection still works.
@@ -356,6 +358,7 @@ def _driver_errors(postgres: bool) -> _Errors:
             integrity=(asyncpg.IntegrityConstraintViolationError, IntegrityError),
             # SQLSTATE 40P01 and 40001.
             aborted=(pg.DeadlockDetectedError, pg.SerializationError),
+            data=(pg.DataError,),  # SQLSTATE class 22
             broken=(
                 asyncpg.InterfaceError,  # the client side: connection closed, in an unusable state
                 pg.PostgresConnectionError,  # SQLSTATE class 08
@@ -370,6 +373,7 @@ def _driver_errors(postgres: bool) -> _Errors:
     return _Errors(
         integrity=(sqlite3.IntegrityError, IntegrityError),
         aborted=(),
+        data=(sqlite3.DataError,),
         broken=(),
         other=(sqlite3.Error, *_DB_ERRORS),
     )
@@ -620,7 +624,8 @@ class DatabaseSessionStore(SessionStore):
     Database failures raise `StoreUnavailable` with the driver's error chained; a failed save
     leaves nothing half-written. A write PostgreSQL aborts to break a deadlock or a
     serialization conflict (SQLSTATE 40P01, 40001) wrote nothing: the store runs it again a few
-    times, then raises `SessionConflict` (which `SessionManager` retries). Only a failed
+    times, then raises `SessionConflict` (which `SessionManager` retries). A value the database
+    refuses (SQLSTATE class 22) raises `SerializationError`. Only a failed
     connection (socket, protocol, client-side timeout) is dropped from the pool; after an error
     the server reported, the connection is reused.
     """
@@ -830,6 +835,11 @@ class DatabaseSessionStore(SessionStore):
             raise _TransactionAborted(
                 f"the database aborted the transaction ({type(exc).__name__}); nothing was written, retry"
             ) from exc
+        except errors.data as exc:
+            # The base class checks values before any I/O; this is the database's own check.
+            clean = True  # the statement failed, the transaction was rolled back: still usable
+            logger.warning("the database refused a value: %s", type(exc).__name__)
+            raise SerializationError(f"the database refused a value: {type(exc).__name__}: {exc}") from exc
         except errors.broken as exc:
             broken = True  # a broken connection, or one still mid-statement after a client timeout
             raise self._unavailable(exc) from exc
@@ -1128,6 +1138,7 @@ class DatabaseSessionStore(SessionStore):
     async def _cleanup_expired(self, now: float, batch_size: int) -> int:
         if batch_size <= 0:
             raise ValueError("batch_size must be > 0")
+
         async def batch() -> list[str]:
             async with self._conn(transaction=True) as conn:
                 rows = await conn.fetch(self._sql.expire, {"now": now, "n": batch_size})

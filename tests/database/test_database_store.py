@@ -30,6 +30,7 @@ from agent_sessions import (
     StoreUnavailable,
     create_store,
 )
+from agent_sessions.stores.base import ScopeChange
 from agent_sessions.stores.database import SCHEMA_VERSION, DatabaseSessionStore, create_database_engine
 
 from ..support import PG_URL, FakeClock
@@ -220,6 +221,30 @@ async def test_a_save_aborted_by_a_deadlock_runs_again_on_the_same_connection() 
             loaded = await store.get(s.session_id)
             assert loaded is not None and loaded.get("user:a") == 1 and loaded.get("user:b") == 1
             assert dropped == []  # the connection that saw the deadlock was kept
+        finally:
+            await store.close()
+
+
+async def test_a_value_postgres_refuses_is_a_serialization_error_on_a_kept_connection() -> None:
+    require_postgres()
+    async with postgres_schema() as schema:
+        store = DatabaseSessionStore(PG_URL, schema=schema, max_connections=1)
+        try:
+            await store.initialize()
+            dropped = count_invalidations(store)
+            # The base class refuses these before any I/O; below it, the database's refusal
+            # (CharacterNotInRepertoireError, StringDataRightTruncationError) is still a data error.
+            with pytest.raises(SerializationError) as info:
+                await store._write_scopes([ScopeChange("user", "u", sets={"user:a\x00b": b"1"})])
+            assert type(info.value.__cause__).__name__ == "CharacterNotInRepertoireError"
+            with pytest.raises(SerializationError) as info:
+                await store._write_scopes([ScopeChange("user", "u" * 300, sets={"user:a": b"1"})])
+            assert type(info.value.__cause__).__name__ == "StringDataRightTruncationError"
+            assert dropped == []
+            s = Session(user_id="u", state={"user:a": 1})
+            await store.set(s)  # the same connection goes on working
+            loaded = await store.get(s.session_id)
+            assert loaded is not None and loaded.get("user:a") == 1
         finally:
             await store.close()
 

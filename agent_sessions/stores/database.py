@@ -479,8 +479,13 @@ SELECT 3, "key", NULL, NULL, NULL, NULL, value FROM {sc} WHERE kind = 'app' AND 
         self.delete_scope = c(f'DELETE FROM {sc} WHERE kind = :kind AND owner = :owner AND "key" = :key')
         self.delete_session = c(f"DELETE FROM {s} WHERE session_id = :id")
         self.delete_history = c(f"DELETE FROM {h} WHERE session_id = :id")
+        # A touch only moves both columns forward, so a delayed touch never shortens the expiry a
+        # newer save or touch set. NULL is "never expires": a new NULL replaces any expiry and a
+        # stored NULL is replaced by any (as in the memory and Redis stores).
+        exp = "CAST(:exp AS double precision)" if postgres else ":exp"
         self.touch = c(
-            f"UPDATE {s} SET last_accessed_at = {greatest}(last_accessed_at, :la), expiry_at = :exp "
+            f"UPDATE {s} SET last_accessed_at = {greatest}(last_accessed_at, :la), expiry_at = CASE "
+            f"WHEN {exp} IS NULL OR expiry_at IS NULL OR {exp} > expiry_at THEN {exp} ELSE expiry_at END "
             f"WHERE session_id = :id AND {_LIVE}"
         )
         self.user_scopes = c(

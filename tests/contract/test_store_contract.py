@@ -749,3 +749,14 @@ async def test_nul_in_scope_keys_and_history_types_is_rejected_everywhere(manage
         await manager.update_session(s)
     loaded = await manager.get_session(s.session_id)
     assert loaded is not None and loaded.version == 1
+
+
+async def test_a_late_touch_never_shortens_the_expiry(manager: SessionManager, clock: FakeClock) -> None:
+    s = await manager.create_session()
+    early = clock.now + 100
+    clock.advance(1000)
+    await manager.refresh_session(s.session_id)
+    later = (await manager.store.get(s.session_id)).expiry_at  # type: ignore[union-attr]
+    assert await manager.store.touch(s.session_id, clock.now - 900, early)  # a delayed touch lands late
+    stored = await manager.store.get(s.session_id)
+    assert stored is not None and stored.expiry_at == later

@@ -412,6 +412,30 @@ async def test_a_failed_save_leaves_nothing_half_written(database: Callable[...,
     assert loaded is not None and loaded.get("v") == 1 and loaded.version == 1
 
 
+async def test_a_touch_moves_the_expiry_only_forward_and_null_means_never(
+    database: Callable[..., DatabaseSessionStore],
+) -> None:
+    clock = FakeClock()
+    store = database(clock=clock)
+    t = clock.now
+    s = Session(created_at=t, last_accessed_at=t, expiry_at=t + 600)
+    await store.set(s)
+
+    async def columns() -> tuple[float, float | None]:
+        loaded = await store.get(s.session_id)
+        assert loaded is not None
+        return loaded.last_accessed_at, loaded.expiry_at
+
+    assert await store.touch(s.session_id, t + 10, t + 300)  # an earlier expiry is ignored
+    assert await columns() == (t + 10, t + 600)
+    assert await store.touch(s.session_id, t + 5, t + 900)  # a later one wins; the access time stays
+    assert await columns() == (t + 10, t + 900)
+    assert await store.touch(s.session_id, t + 20, None)  # a new "never expires" replaces any expiry
+    assert await columns() == (t + 20, None)
+    assert await store.touch(s.session_id, t + 30, t + 100)  # a stored "never" is replaced by any
+    assert await columns() == (t + 30, t + 100)
+
+
 async def test_cleanup_deletes_history_rows_with_their_sessions(database: Callable[..., DatabaseSessionStore]) -> None:
     clock = FakeClock()
     store = database(clock=clock)

@@ -397,7 +397,7 @@ def _rollback_dangling(dbapi_connection: Any, _record: Any, reset_state: PoolRes
         dbapi_connection.rollback()
 
 
-def _closed(driver: Any) -> bool:
+def _driver_closed(driver: Any) -> bool:
     """Whether an asyncpg connection is closed (it closes itself when the protocol breaks)."""
     is_closed = getattr(driver, "is_closed", None)
     return bool(is_closed()) if callable(is_closed) else False
@@ -704,7 +704,9 @@ class DatabaseSessionStore(SessionStore):
         self._idle: list[PoolProxiedConnection] = []
         self._idle_loop: asyncio.AbstractEventLoop | None = None
         self._max_idle = max_idle_connections
-        self._closed = False
+        # Bumped by `close()`: a connection checked out before then is never kept idle afterwards
+        # (its pool may have been disposed meanwhile).
+        self._generation = 0
         self._active = 0
         self._loop_sync: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSync] = weakref.WeakKeyDictionary()
         self._slots = max_connections if max_connections is not None else _pool_capacity(self.engine)
@@ -801,6 +803,7 @@ class DatabaseSessionStore(SessionStore):
         # A raw pooled connection: SQLAlchemy's pool, events and reconnects, with statements sent
         # straight to the driver (see `_AiosqliteDriver`); `_rollback_dangling` guards check-in.
         errors = self._errors
+        generation = self._generation
         raw = self._take_idle()
         if raw is None:
             try:
@@ -851,13 +854,15 @@ class DatabaseSessionStore(SessionStore):
         except errors.other as exc:
             # The server reported an error and the connection is still in a known state (the
             # driver rolled back): keep it, unless the driver closed it meanwhile.
-            broken = self.postgres and _closed(driver)
+            broken = self.postgres and _driver_closed(driver)
             clean = self.postgres and not broken
             raise self._unavailable(exc) from exc
         finally:
             self._active -= 1
             if broken:
                 raw.invalidate()
+            elif generation != self._generation:
+                await self._discard(raw)  # `close()` ran meanwhile: keep nothing from before it
             elif not (clean and self._keep_idle(raw)):
                 await greenlet_spawn(raw.close)
             while len(self._idle) > self._max_idle and not self._saturated():
@@ -878,13 +883,18 @@ class DatabaseSessionStore(SessionStore):
 
     def _keep_idle(self, raw: PoolProxiedConnection) -> bool:
         loop = asyncio.get_running_loop()
-        if self._closed or (self._idle and self._idle_loop is not loop):
+        if self._idle and self._idle_loop is not loop:
             return False
         if not self._saturated() and (len(self._idle) >= self._max_idle or self._active >= self._max_idle):
             return False
         self._idle_loop = loop
         self._idle.append(raw)
         return True
+
+    async def _discard(self, raw: PoolProxiedConnection) -> None:
+        """Let go of a connection from before a `close()`: closed outright if this store disposed
+        its pool (checked in there it would stay open, outside every live pool), else returned."""
+        await greenlet_spawn(raw.invalidate if self._owns_engine else raw.close)
 
     def _ids(self, ids: list[str]) -> Any:
         return ids if self.postgres else json.dumps(ids)
@@ -1177,13 +1187,19 @@ class DatabaseSessionStore(SessionStore):
 
     async def close(self) -> None:
         """Return the connections this store holds and dispose the engine's pool if this store
-        created the engine. Idempotent; the store reconnects if it is used again."""
-        self._closed = True
+        created the engine. Idempotent; the store reconnects if it is used again.
+
+        Operations still running keep nothing: when they end, their connections are closed (or
+        returned to a pool this store does not own) instead of being kept for the next operation.
+        """
+        self._generation += 1
         idle, self._idle = self._idle, []
-        try:
-            for raw in idle:
-                await greenlet_spawn(raw.close)
-            if self._owns_engine:
-                await self.engine.dispose()
-        finally:
-            self._closed = False
+        for raw in idle:
+            await greenlet_spawn(raw.close)  # back to the pool, which `dispose` then closes
+        if self._owns_engine:
+            await self.engine.dispose()
+        # Operations that started while the pool was being disposed may have kept a connection.
+        self._generation += 1
+        idle, self._idle = self._idle, []
+        for raw in idle:
+            await self._discard(raw)

@@ -389,6 +389,36 @@ async def test_a_shared_engine_is_not_disposed_by_the_store(tmp_path: Path) -> N
         await engine.dispose()
 
 
+async def test_an_operation_running_through_close_keeps_no_connection_of_the_disposed_pool() -> None:
+    require_postgres()
+    async with postgres_schema() as schema, pg_connection() as blocker:
+        store = DatabaseSessionStore(PG_URL, schema=schema)
+        opened: list[Any] = []  # every driver connection the store's pools hand out
+        event.listen(store.engine.sync_engine, "checkout", lambda dbapi, *_: opened.append(dbapi.driver_connection))
+        try:
+            s = Session(state={"n": 0})
+            await store.set(s)
+            table = store.table_names["sessions"]
+            tx = blocker.transaction()
+            await tx.start()
+            await blocker.execute(f"SELECT 1 FROM {table} WHERE session_id = $1 FOR UPDATE", s.session_id)  # noqa: S608
+            s.set("n", 1)
+            save = asyncio.create_task(store.set(s))  # waits for the row lock, its connection in hand
+            for _ in range(500):
+                if store._active:
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)
+            await store.close()  # disposes the pool while the save still holds one of its connections
+            await tx.rollback()
+            await asyncio.wait_for(save, 10)
+            loaded = await store.get(s.session_id)  # the store reconnects, from the new pool
+            assert loaded is not None and loaded.get("n") == 1
+        finally:
+            await store.close()
+        assert opened and all(conn.is_closed() for conn in opened)  # none left open, outside every pool
+
+
 # ---------------------------------------------------------------- atomicity
 async def test_a_failed_save_leaves_nothing_half_written(database: Callable[..., DatabaseSessionStore]) -> None:
     store = database()

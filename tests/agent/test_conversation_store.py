@@ -7,6 +7,7 @@ right) and on our SQLite, PostgreSQL, Redis and Redis Cluster backends.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from agent_sessions import StoreUnavailable
 from agent_sessions.integrations.pydantic_ai import DatabaseConversationStore, RedisConversationStore
+from agent_sessions.stores.database import create_database_engine
 
 from ..backends import BACKENDS
-from ..database.stores import postgres_schema
+from ..database.stores import closed_port, postgres_schema, silent_server
 from ..support import PG_URL, FakeClock
 
 CONVERSATION_BACKENDS = ["memory", "sqlite", "postgres", "redis", "redis_cluster"]
@@ -354,3 +356,63 @@ async def test_an_unreachable_backend_raises_store_unavailable_with_the_cause() 
     finally:
         await sql.close()
         await redis.close()
+
+
+async def test_a_sql_store_from_a_url_times_out_on_a_hung_server() -> None:
+    async with silent_server() as port:
+        store = DatabaseConversationStore(f"postgresql+asyncpg://root@127.0.0.1:{port}/test", connect_timeout=0.5)
+        started = time.monotonic()
+        try:
+            with pytest.raises(StoreUnavailable) as info:
+                await store.load("c1")
+        finally:
+            await store.close()
+        assert time.monotonic() - started < 3
+        assert isinstance(info.value.__cause__, TimeoutError | OSError)
+    refused = DatabaseConversationStore(f"postgresql://root@127.0.0.1:{closed_port()}/test", connect_timeout=2)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await refused.load("c1")
+    finally:
+        await refused.close()
+
+
+async def test_a_sql_store_waiting_too_long_for_a_pooled_connection_is_unavailable(tmp_path: Path) -> None:
+    engine = create_database_engine(f"sqlite+aiosqlite:///{tmp_path / 'c.db'}", pool_size=1, pool_timeout=0.2)
+    store = DatabaseConversationStore(engine)
+    try:
+        await turn(store, echo_agent(), "c1", "hello")
+        async with engine.connect():  # holds the pool's only connection
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable) as info:
+                await store.load("c1")
+            assert time.monotonic() - started < 2
+            assert isinstance(info.value.__cause__, sa.exc.TimeoutError)
+            with pytest.raises(StoreUnavailable):
+                await turn(store, echo_agent(), "c1", "again")
+        loaded = await store.load("c1")
+        assert loaded is not None and texts(loaded) == ["hello", "echo: hello"]
+    finally:
+        await engine.dispose()
+
+
+async def test_any_other_database_error_of_the_sql_store_is_unavailable_with_the_cause() -> None:
+    async with postgres_schema() as schema:
+        engine = create_database_engine(PG_URL)
+        try:
+            # No tables and none created: PostgreSQL reports an undefined table (a ProgrammingError).
+            store = DatabaseConversationStore(engine, schema=schema, create_tables=False)
+            with pytest.raises(StoreUnavailable) as info:
+                await store.load("c1")
+            assert isinstance(info.value.__cause__, sa.exc.ProgrammingError)
+            with pytest.raises(StoreUnavailable) as info:
+                await turn(store, echo_agent(), "c1", "hello")
+            assert isinstance(info.value.__cause__, sa.exc.DBAPIError)
+        finally:
+            await engine.dispose()
+
+
+def test_timeouts_are_for_an_engine_the_sql_store_creates() -> None:
+    engine = create_database_engine("sqlite+aiosqlite://")
+    with pytest.raises(ValueError, match="connect_timeout"):
+        DatabaseConversationStore(engine, connect_timeout=1)

@@ -5,6 +5,9 @@ Each PostgreSQL store gets a schema of its own, dropped (with everything in it) 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 import tempfile
 import uuid
 from collections.abc import AsyncIterator
@@ -71,3 +74,28 @@ async def postgres_store(clock: FakeClock, **options: Any) -> AsyncIterator[Sess
             yield store
         finally:
             await store.close()
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@asynccontextmanager
+async def silent_server() -> AsyncIterator[int]:
+    """A TCP server that accepts connections and never answers (a hung database)."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    try:
+        yield int(server.sockets[0].getsockname()[1])
+    finally:
+        for writer in held:
+            writer.close()
+        server.close()
+        with contextlib.suppress(Exception):
+            await server.wait_closed()

@@ -4,11 +4,9 @@ between processes, failures and corrupt rows, on SQLite files and the local Post
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -34,7 +32,7 @@ from agent_sessions.stores.base import ScopeChange
 from agent_sessions.stores.database import SCHEMA_VERSION, DatabaseSessionStore, create_database_engine
 
 from ..support import PG_URL, FakeClock
-from .stores import postgres_schema, require_postgres
+from .stores import closed_port, postgres_schema, require_postgres, silent_server
 
 DIALECTS = ["sqlite", "postgres"]
 
@@ -579,12 +577,6 @@ async def test_a_corrupt_history_entry_is_reported(database: Callable[..., Datab
 
 
 # ---------------------------------------------------------------- unavailable servers
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_unreachable_postgres_raises_store_unavailable_quickly() -> None:
     store = DatabaseSessionStore(f"postgresql://root@127.0.0.1:{closed_port()}/test", connect_timeout=2)
     started = time.monotonic()
@@ -595,25 +587,6 @@ async def test_unreachable_postgres_raises_store_unavailable_quickly() -> None:
         await store.close()
     assert time.monotonic() - started < 5
     assert isinstance(info.value.__cause__, OSError | ConnectionError)
-
-
-@asynccontextmanager
-async def silent_server() -> AsyncIterator[int]:
-    """A TCP server that accepts connections and never answers (a hung database)."""
-    held: list[asyncio.StreamWriter] = []
-
-    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        held.append(writer)
-
-    server = await asyncio.start_server(hold, "127.0.0.1", 0)
-    try:
-        yield int(server.sockets[0].getsockname()[1])
-    finally:
-        for writer in held:
-            writer.close()
-        server.close()
-        with contextlib.suppress(Exception):
-            await server.wait_closed()
 
 
 async def test_a_hung_postgres_server_times_out_as_store_unavailable() -> None:

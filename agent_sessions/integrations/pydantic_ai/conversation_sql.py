@@ -12,6 +12,10 @@ write lock up front (``BEGIN IMMEDIATE``); PostgreSQL locks the rows it checks.
 Entries are shared by forks, so they are grouped by *lineage* (the conversation a chain of forks
 started from). `delete_record` removes the record at once, and the lineage's entries when its last
 conversation is deleted: until then, entries only a deleted conversation used are kept.
+
+Failures: a database that cannot be reached, times out (connecting, a statement, waiting for a
+pooled connection) or reports an error raises `StoreUnavailable`; a value the database refuses
+raises `SerializationError`; the driver's error is chained either way.
 """
 
 from __future__ import annotations
@@ -32,9 +36,11 @@ from pydantic_ai.conversation_store import (
     ConversationStore,
 )
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from ...errors import StoreUnavailable
+from ...errors import SerializationError, StoreUnavailable
+from ...stores.database import create_database_engine
 from ._records import decode_entry, decode_record, encode_message, encode_record
 
 __all__ = ["DatabaseConversationStore"]
@@ -43,6 +49,18 @@ logger = logging.getLogger(__name__)
 
 _ID = sa.String(255)
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Everything that means "the database could not do it": driver errors, pool timeouts, sockets.
+_DB_ERRORS = (sa_exc.SQLAlchemyError, OSError, TimeoutError)
+
+
+def _failed(exc: BaseException, doing: str) -> SerializationError | StoreUnavailable:
+    """The typed error for a database failure (the caller chains `exc` as its cause)."""
+    logger.warning("conversation store: %s failed: %s", doing, type(exc).__name__)
+    # The driver's own message: SQLAlchemy's adds the statement and its parameters (messages).
+    driver = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
+    if isinstance(exc, sa_exc.DataError):
+        return SerializationError(f"the database refused a value while {doing}: {driver}")
+    return StoreUnavailable(f"conversation store unavailable while {doing}: {type(driver).__name__}: {driver}")
 
 
 def _tables(metadata: sa.MetaData, prefix: str) -> tuple[sa.Table, sa.Table]:
@@ -76,6 +94,12 @@ class DatabaseConversationStore(ConversationStore):
     `source` is a `DatabaseSessionStore` (its engine is shared), an `AsyncEngine`, or a URL
     (``sqlite+aiosqlite:///app.db``, ``postgresql+asyncpg://...``; the store then owns the engine
     and `close()` disposes of it). Tables are created on first use.
+
+    An engine made from a URL is `create_database_engine`'s, so every wait is bounded:
+    `connect_timeout` (PostgreSQL connect), `command_timeout` (one PostgreSQL statement),
+    `pool_timeout` (waiting for a pooled connection), `busy_timeout` (SQLite waiting for the
+    write lock). With an engine or a session store, its own settings apply (passing these
+    options then is a `ValueError`).
     """
 
     def __init__(
@@ -85,16 +109,40 @@ class DatabaseConversationStore(ConversationStore):
         table_prefix: str | None = None,
         schema: str | None = None,
         create_tables: bool = True,
+        connect_timeout: float | None = None,
+        command_timeout: float | None = None,
+        pool_timeout: float | None = None,
+        busy_timeout: float | None = None,
     ) -> None:
         if table_prefix is not None and not _IDENT.fullmatch(table_prefix + "x"):
             raise ValueError("table_prefix must be letters, digits and underscores, starting with a letter or _")
         if schema is not None and not _IDENT.fullmatch(schema):
             raise ValueError("schema must be letters, digits and underscores, starting with a letter or _")
-        self._owns_engine = isinstance(source, str)
+        timeouts: dict[str, Any] = {
+            name: value
+            for name, value in (
+                ("connect_timeout", connect_timeout),
+                ("command_timeout", command_timeout),
+                ("pool_timeout", pool_timeout),
+                ("busy_timeout", busy_timeout),
+            )
+            if value is not None
+        }
+        self._owns_engine = isinstance(source, str | URL)
+        if timeouts and not self._owns_engine:
+            raise ValueError(
+                f"{', '.join(timeouts)}: only for an engine this store creates from a URL; "
+                "set them on your engine (see create_database_engine)"
+            )
         shared_prefix: str | None = None
         shared_schema: str | None = None
-        if isinstance(source, str):
-            self.engine: AsyncEngine = _engine_for_url(source)
+        if isinstance(source, str | URL):
+            # pool_pre_ping: a conversation store is used a few times per agent run, so a
+            # connection the server dropped meanwhile is replaced before the statement fails.
+            # hide_parameters: errors (and logs of them) never show the messages being written.
+            self.engine: AsyncEngine = create_database_engine(
+                source, pool_pre_ping=True, hide_parameters=True, **timeouts
+            )
         elif isinstance(source, AsyncEngine):
             self.engine = source
         elif isinstance(getattr(source, "engine", None), AsyncEngine):
@@ -146,8 +194,8 @@ class DatabaseConversationStore(ConversationStore):
                             await conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
                     await conn.run_sync(self._metadata.create_all, checkfirst=True)
                     await conn.commit()
-            except (sa_exc.OperationalError, sa_exc.InterfaceError, OSError) as exc:
-                raise StoreUnavailable(f"cannot create the conversation tables: {exc}") from exc
+            except _DB_ERRORS as exc:
+                raise _failed(exc, "creating the conversation tables") from exc
             self._ready = True
 
     @asynccontextmanager
@@ -156,8 +204,8 @@ class DatabaseConversationStore(ConversationStore):
         try:
             async with self.engine.connect() as conn:
                 yield conn
-        except (sa_exc.OperationalError, sa_exc.InterfaceError, OSError) as exc:
-            raise StoreUnavailable(f"conversation store unavailable: {exc}") from exc
+        except _DB_ERRORS as exc:
+            raise _failed(exc, "reading") from exc
 
     @asynccontextmanager
     async def _writing(self) -> AsyncIterator[AsyncConnection]:
@@ -172,8 +220,8 @@ class DatabaseConversationStore(ConversationStore):
                         await conn.exec_driver_sql("BEGIN IMMEDIATE")
                 yield conn
                 await conn.commit()
-        except (sa_exc.OperationalError, sa_exc.InterfaceError, OSError) as exc:
-            raise StoreUnavailable(f"conversation store unavailable: {exc}") from exc
+        except _DB_ERRORS as exc:
+            raise _failed(exc, "writing") from exc
 
     # ------------------------------------------------------------------ primitives
     async def read_record(self, conversation_id: str) -> ConversationRecord | None:
@@ -242,19 +290,24 @@ class DatabaseConversationStore(ConversationStore):
                 lineage = str(stored_lineage)
                 await conn.execute(self.records.update().where(r.conversation_id == cid).values(**values))
             if new_entries:
-                await conn.execute(
-                    self.entries.insert(),
-                    [
-                        {
-                            "entry_id": entry.id,
-                            "parent_id": entry.parent_id,
-                            "lineage": lineage,
-                            "kind": entry.kind,
-                            "message": encode_message(entry),
-                        }
-                        for entry in new_entries
-                    ],
-                )
+                try:
+                    await conn.execute(
+                        self.entries.insert(),
+                        [
+                            {
+                                "entry_id": entry.id,
+                                "parent_id": entry.parent_id,
+                                "lineage": lineage,
+                                "kind": entry.kind,
+                                "message": encode_message(entry),
+                            }
+                            for entry in new_entries
+                        ],
+                    )
+                except sa_exc.IntegrityError as exc:
+                    # Entries with these ids exist already (written by someone else): nothing of
+                    # this transaction is committed.
+                    raise ConversationConflict(cid) from exc
 
     async def delete_record(self, conversation_id: str, *, expected_revision: str) -> None:
         r, e = self.records.c, self.entries.c
@@ -309,18 +362,3 @@ class DatabaseConversationStore(ConversationStore):
         if oldest.parent_id is not None and (limit is None or len(rows) < limit):
             raise KeyError(oldest.parent_id)
         return [decode_entry(row.entry_id, row.parent_id, row.message) for row in rows]
-
-
-def _engine_for_url(url: str) -> AsyncEngine:
-    if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
-
-        @sa.event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, connection_record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
-
-        return engine
-    return create_async_engine(url, pool_pre_ping=True)

@@ -416,3 +416,22 @@ def test_timeouts_are_for_an_engine_the_sql_store_creates() -> None:
     engine = create_database_engine("sqlite+aiosqlite://")
     with pytest.raises(ValueError, match="connect_timeout"):
         DatabaseConversationStore(engine, connect_timeout=1)
+
+
+async def test_a_sql_write_of_entries_that_exist_already_conflicts_and_writes_nothing(tmp_path: Path) -> None:
+    store = DatabaseConversationStore(f"sqlite+aiosqlite:///{tmp_path / 'c.db'}")
+    try:
+        await turn(store, echo_agent(), "c1", "start")
+        record = await store.read_record("c1")
+        assert record is not None
+        entry = ConversationEntry(parent_id=record.head_id, message=ModelRequest(parts=[UserPromptPart("one")]))
+        first = ConversationRecord(conversation_id="c2", head_id=entry.id)
+        await store.write_record(first, new_entries=[entry], expected_revision=None)
+        # The same entry again, under a new conversation: the entry id is taken.
+        second = ConversationRecord(conversation_id="c3", head_id=entry.id)
+        with pytest.raises(ConversationConflict):
+            await store.write_record(second, new_entries=[entry], expected_revision=None)
+        assert await store.read_record("c3") is None  # the record insert was rolled back with it
+        assert await stored_entry_count(store) == 3
+    finally:
+        await store.close()

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -57,6 +58,8 @@ AttributeValue = float | int | bool | str | Sequence[str]
 Catalogue = Mapping[str, Mapping[str, AttributeValue] | Sequence[float]]
 
 Vector = dict[str, float]
+
+logger = logging.getLogger(__name__)
 
 
 class Recommendation(TypedDict):
@@ -107,14 +110,22 @@ def _dot(a: Vector, b: Vector) -> float:
 
 class _IndexSource:
     """Where the interaction index comes from, shared by a service and all its contextualised
-    copies (so the index is built once, not once per request)."""
+    copies (so the index is built once, not once per request).
+
+    The first read builds the index inline (there is nothing to serve yet). Once it is older than
+    `refresh_interval`, reads keep getting the current (stale) index at once while one background
+    task rebuilds it from the store; the new index replaces the old one when complete. A failed
+    rebuild is logged and the next read starts another. `get(manager, force=True)` rebuilds inline.
+    """
 
     def __init__(self, fixed: InteractionIndex | None, refresh_interval: float) -> None:
         self.index = fixed
         self.fixed = fixed is not None
         self.refresh_interval = refresh_interval
         self.loaded_at: float | None = None
-        self._lock: asyncio.Lock | None = None
+        self._lock: asyncio.Lock | None = None  # one full scan at a time
+        self._rebuild: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def get(self, manager: SessionManager | None, *, force: bool = False) -> InteractionIndex:
         if self.fixed and self.index is not None:
@@ -123,9 +134,29 @@ class _IndexSource:
             if self.index is None:
                 self.index = InteractionIndex()
             return self.index
-        if not force and self._fresh():
-            assert self.index is not None
-            return self.index
+        if force or self.index is None:
+            return await self._build(manager, force=force)
+        if not self._fresh():
+            if self._closed:
+                return await self._build(manager, force=False)
+            self._start_rebuild(manager)
+        return self.index
+
+    async def aclose(self) -> None:
+        """Cancel a background rebuild and wait for it to end; later stale reads rebuild inline."""
+        self._closed = True
+        task, self._rebuild = self._rebuild, None
+        if task is None or task.done():
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the caller itself is being cancelled
+
+    async def _build(self, manager: SessionManager, *, force: bool) -> InteractionIndex:
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
@@ -134,6 +165,21 @@ class _IndexSource:
                 self.loaded_at = time.monotonic()
         assert self.index is not None
         return self.index
+
+    def _start_rebuild(self, manager: SessionManager) -> None:
+        if self._rebuild is not None and not self._rebuild.done():
+            return
+        self._rebuild = asyncio.create_task(self._rebuild_in_background(manager), name="agent_sessions.index-rebuild")
+
+    async def _rebuild_in_background(self, manager: SessionManager) -> None:
+        started = time.monotonic()
+        try:
+            await self._build(manager, force=False)
+        except Exception:
+            # Nobody awaits this task: log here (the stale index stays in use, the next read retries).
+            logger.exception("rebuilding the recommendation interaction index failed; the stale index is kept")
+            return
+        logger.debug("recommendation interaction index rebuilt in %.3f s", time.monotonic() - started)
 
     def _fresh(self) -> bool:
         return (
@@ -148,9 +194,14 @@ class RecommendationService(ContextAwareService):
     """Service for providing recommendations (see the module docstring for the algorithms).
 
     Data: `interactions` (a prepared `InteractionIndex`) or `session_manager` (the index is then
-    built from every session's history and rebuilt after `refresh_interval` seconds; the current
-    session's own recent interactions are always read fresh). `catalogue` supplies item
-    attributes for ``content_based``.
+    built from every session's history on first use, inline, and rebuilt in a background task
+    once it is older than `refresh_interval` seconds: meanwhile the stale index keeps being
+    served, so no call waits for a full scan of the store; the current session's own recent
+    interactions are always read fresh). `catalogue` supplies item attributes for
+    ``content_based``.
+
+    `aclose()` (called by the container when it disposes the service) cancels a background
+    rebuild. Contextualised copies share the index with the service they were made from.
     """
 
     config_keys = frozenset({"algorithm", "personalization_enabled"})
@@ -194,12 +245,20 @@ class RecommendationService(ContextAwareService):
             self.personalization_enabled = enabled
 
     async def refresh_index(self) -> InteractionIndex:
-        """Rebuild the interaction index from the store now (no-op for a given index)."""
+        """Rebuild the interaction index from the store now, inline (no-op for a given index)."""
         return await self._source.get(self.session_manager, force=True)
 
     async def interactions(self) -> InteractionIndex:
-        """The interaction index in use (built or refreshed if needed)."""
+        """The interaction index in use: built inline if there is none yet; if it is stale, a
+        background rebuild is started and the stale index is returned at once."""
         return await self._source.get(self.session_manager)
+
+    async def aclose(self) -> None:
+        """Cancel a background index rebuild and wait for it to end.
+
+        The service stays usable: a stale index is then rebuilt inline, not in the background.
+        """
+        await self._source.aclose()
 
     async def get_recommendations(
         self, user_id: str, item_id: str | None = None, limit: int = 10

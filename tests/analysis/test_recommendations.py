@@ -3,7 +3,11 @@ per-session configuration and the index built from session history."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -15,7 +19,7 @@ from agent_sessions.analysis import (
     item_vector,
     record_interaction,
 )
-from agent_sessions.errors import InvalidServiceConfig, SerializationError
+from agent_sessions.errors import InvalidServiceConfig, SerializationError, StoreUnavailable
 from agent_sessions.services import SessionServiceConfigurator, SmartDependencyContainer
 
 
@@ -227,3 +231,120 @@ async def test_two_sessions_configured_differently_get_different_algorithms(mana
     shared = await container.resolve(RecommendationService)
     assert shared.algorithm == "collaborative" and shared.personalization_enabled is True
     assert shared.session_manager is manager
+
+
+# ---------------------------------------------------------------- index refresh in the background
+class GatedScans:
+    """Replaces `InteractionIndex.from_store`: each scan waits for `release`, and can be made to fail."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.original = InteractionIndex.from_store
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+        self.scans = 0
+        self.cancelled = 0
+        self.fail_next = False
+        monkeypatch.setattr(InteractionIndex, "from_store", self.from_store)
+
+    async def from_store(self, source: Any, **options: Any) -> InteractionIndex:
+        self.scans += 1
+        self.started.set()
+        try:
+            await self.release.wait()
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
+        if self.fail_next:
+            self.fail_next = False
+            raise StoreUnavailable("the store went away mid-scan")
+        return await self.original(source, **options)
+
+
+async def _eventually(check: Callable[[], Awaitable[bool]]) -> None:
+    async with asyncio.timeout(5):
+        while not await check():
+            await asyncio.sleep(0.01)
+
+
+async def test_a_stale_index_is_served_at_once_while_it_is_rebuilt_then_replaced(
+    manager: SessionManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for user in ("u1", "u2"):
+        await _shopper(manager, user, "ab")
+    service = RecommendationService(session_manager=manager, refresh_interval=0)  # stale as soon as built
+    assert ids(await service.get_recommendations("me", limit=3)) == ["a", "b"]  # no index yet: built inline
+    old = await service.interactions()
+    for user in ("u3", "u4", "u5"):
+        await _shopper(manager, user, "c")  # c becomes the most popular item
+    scans = GatedScans(monkeypatch)
+
+    # The index is stale: the call starts a rebuild (blocked mid-scan) and answers from the old index.
+    async with asyncio.timeout(1):
+        stale = await service.get_recommendations("me", limit=3)
+        await scans.started.wait()
+        again = await service.get_recommendations("me", limit=3)
+        assert await service.interactions() is old
+    assert ids(stale) == ids(again) == ["a", "b"]
+    assert scans.scans == 1  # one rebuild at a time, however many calls see the stale index
+
+    scans.release.set()
+
+    async def replaced() -> bool:
+        return await service.interactions() is not old
+
+    await _eventually(replaced)
+    assert ids(await service.get_recommendations("me", limit=3)) == ["c", "a", "b"]
+    await service.aclose()
+
+
+async def test_a_failed_background_rebuild_is_logged_and_the_next_call_retries(
+    manager: SessionManager, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    await _shopper(manager, "u1", "a")
+    service = RecommendationService(session_manager=manager, refresh_interval=0)
+    await service.interactions()  # built inline
+    await _shopper(manager, "u2", "bb")
+    scans = GatedScans(monkeypatch)
+    scans.release.set()
+    scans.fail_next = True
+    caplog.set_level(logging.ERROR, logger="agent_sessions.analysis.recommendations")
+    first = await service.interactions()
+
+    await _eventually(lambda: asyncio.sleep(0, result=any(r.exc_info for r in caplog.records)))
+    failure = next(r for r in caplog.records if r.exc_info)
+    assert (
+        failure.levelno == logging.ERROR and "rebuilding the recommendation interaction index failed" in failure.message
+    )
+    assert failure.exc_info is not None and isinstance(failure.exc_info[1], StoreUnavailable)
+    assert await service.interactions() is first  # the stale index is still served; this call retried
+
+    async def rebuilt() -> bool:
+        return "b" in (await service.interactions()).items
+
+    await _eventually(rebuilt)
+    assert scans.scans >= 2
+    await service.aclose()
+
+
+async def test_aclose_cancels_a_running_rebuild_and_the_container_calls_it(
+    manager: SessionManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _shopper(manager, "u1", "a")
+    container = SmartDependencyContainer()
+    container.register(
+        RecommendationService, factory=lambda: RecommendationService(session_manager=manager, refresh_interval=0)
+    )
+    service = await container.resolve(RecommendationService)
+    index = await service.interactions()  # built inline
+    scans = GatedScans(monkeypatch)
+    async with asyncio.timeout(1):
+        assert await service.interactions() is index  # stale: rebuild started, blocked in the scan
+    await asyncio.wait_for(scans.started.wait(), 5)
+
+    await container.aclose()  # disposes the singleton: RecommendationService.aclose()
+
+    assert scans.cancelled == 1
+    scans.release.set()
+    # After close a stale index is rebuilt inline, with no task left behind.
+    await _shopper(manager, "u2", "b")
+    assert "b" in (await service.interactions()).items

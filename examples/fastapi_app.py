@@ -12,7 +12,9 @@ app in-process and prints it.
 
 The session travels in an HttpOnly cookie. `SessionMiddleware` loads it only when an endpoint
 asks (`Depends(get_session)`), saves its changes when the response starts, and writes a
-record (and sends a cookie) only once there is something in it.
+record (and sends a cookie) only once there is something in it. (The original example 1 reads
+``request.state.session`` through a dependency of its own instead: that needs
+``SessionMiddleware(..., eager=True)``; this app keeps the lazy default.)
 """
 
 from __future__ import annotations

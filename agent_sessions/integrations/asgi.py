@@ -12,13 +12,32 @@ How a handler uses the session::
         session.preferences.update(preferences)  # saved by the middleware, see below
         return {"preferences": session.preferences}
 
-`request.state.session` is a `RequestSession`, a lazy handle: nothing is read from the store
-until a handler calls `await request.state.session.load()` (the `get_session` dependency does
-just that). `request.state.session_id` is None until then, and afterwards the id of the loaded
-session. Log in with `await request.state.session.regenerate_id()` (fresh id, old one dead at
-once), log out with `await request.state.session.destroy()`. Before handing the id to code that
-loads the session itself (an agent run), `await request.state.session.save()`; after it,
-`await request.state.session.refresh()` to see its changes and renew the cookie.
+`request.state.session_handle` is a `RequestSession`, a lazy handle: nothing is read from the
+store until a handler calls `await request.state.session_handle.load()` (the `get_session`
+dependency does just that). In the default (lazy) mode `request.state.session` is that same
+handle. `request.state.session_id` is None until the load, and afterwards the id of the loaded
+session. Log in with `await request.state.session_handle.regenerate_id()` (fresh id, old one dead
+at once), log out with `await request.state.session_handle.destroy()`. Before handing the id to
+code that loads the session itself (an agent run), `await request.state.session_handle.save()`;
+after it, `await request.state.session_handle.refresh()` to see its changes and renew the cookie.
+
+Lazy or eager (``eager=``):
+
+- Lazy (``eager=False``, the default): no store I/O at all for a request whose handler never
+  loads the session. Use the `get_session` dependency (or the handle) to reach the `Session`.
+- Eager (``eager=True``): the session is loaded before the application runs, and
+  `request.state.session` is the `Session` itself (None with ``create_session=False`` when the
+  request has no live session), as in the original design. This is the mode the original
+  document's usage example 1 needs: it defines its own dependency returning
+  ``request.state.session`` and reads ``session.preferences`` synchronously, which a lazy handle
+  cannot serve (the session is not in memory before something awaits a store read). Add
+  ``eager=True`` to its `add_middleware` call. The price: every HTTP request reads the store
+  (the client's session, or the shared scopes for a new visitor), even one that never looks at
+  the session. Everything else is the same as in lazy mode: an id the server did not issue is
+  never adopted, a new session is only written once something is put in it, changes are saved
+  at response start, and the handle (for login and logout) is at `request.state.session_handle`;
+  after `destroy()`, `request.state.session` is None until the handle's `load()`. A store outage
+  during the eager load answers 503 without calling the application.
 
 Which id is used (precedence):
 
@@ -110,7 +129,8 @@ class _ResponseReplaced(Exception):
 
 
 class RequestSession:
-    """The lazy session of one HTTP request, at ``request.state.session``.
+    """The lazy session of one HTTP request, at ``request.state.session_handle`` (and at
+    ``request.state.session`` in the default lazy mode).
 
     Nothing touches the store until `load()`. The middleware saves the loaded session's changes
     when the response starts; `regenerate_id()` and `destroy()` act on the store at once.
@@ -138,6 +158,7 @@ class RequestSession:
         self._destroyed = False
         self._refreshed = False  # the stored expiry was extended during this request
         self._committed = False
+        self._eager = middleware.eager  # keep state["session"] pointing at the loaded Session
         self._lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ public API
@@ -251,6 +272,8 @@ class RequestSession:
             self._new = self._rotated = self._refreshed = False
             self._destroyed = True
             self._state["session_id"] = None
+            if self._eager:
+                self._state["session"] = None
 
     # ------------------------------------------------------------------ internals
     def _check_not_committed(self, action: str) -> None:
@@ -287,6 +310,8 @@ class RequestSession:
     def _use(self, session: Session) -> Session:
         self._session = session
         self._state["session_id"] = session.session_id
+        if self._eager:
+            self._state["session"] = session
         return session
 
     async def _persist(self, session: Session) -> None:
@@ -332,8 +357,11 @@ class SessionMiddleware:
     Keyword arguments are those of the original design: the cookie's name and attributes,
     `header_name` (the fallback credential for API clients; None disables it) and
     `create_session` (whether `load()` / `get_session` start a new session when the request has
-    none, or return None). `store_timeout` bounds every store call the middleware makes
-    (None: rely on the store's own timeouts). See the module docstring for the full contract.
+    none, or return None). `eager=True` loads the session before the application runs and puts
+    the `Session` itself at ``request.state.session`` (what the original usage example 1 reads);
+    the default loads it only when a handler asks. `store_timeout` bounds every store call the
+    middleware makes (None: rely on the store's own timeouts). See the module docstring for the
+    full contract.
     """
 
     def __init__(
@@ -350,6 +378,7 @@ class SessionMiddleware:
         cookie_samesite: SameSite = "lax",
         header_name: str | None = "X-Session-ID",
         create_session: bool = True,
+        eager: bool = False,
         store_timeout: float | None = 5.0,
     ) -> None:
         if not _TOKEN.fullmatch(cookie_name):
@@ -379,6 +408,7 @@ class SessionMiddleware:
         self.cookie_samesite: SameSite = cookie_samesite
         self.header_name = header_name
         self.create_session = create_session
+        self.eager = eager
         self.store_timeout = store_timeout
 
         self._cookie_key = cookie_name.encode("latin-1")
@@ -400,10 +430,18 @@ class SessionMiddleware:
             await self.app(scope, receive, send)
             return
 
-        scope.setdefault("state", {})
+        state = scope.setdefault("state", {})
         handle = self._request_session(scope)
-        scope["state"]["session"] = handle
-        scope["state"]["session_id"] = None
+        state["session_handle"] = handle
+        state["session"] = None if self.eager else handle
+        state["session_id"] = None
+        if self.eager:
+            try:
+                await handle.load()  # sets state["session"] (and "session_id") when there is one
+            except StoreUnavailable as exc:
+                logger.warning("session store unavailable; answering 503", exc_info=exc)
+                await self._send_plain(send, 503, _UNAVAILABLE_BODY)
+                return
         started = False
         status = 0
 
@@ -446,7 +484,7 @@ class SessionMiddleware:
         if started and status < 500 and handle._unsaved_after_commit():
             logger.warning(
                 "session changes made after the response started were not saved; "
-                "make them before returning the response or call request.state.session.save()"
+                "make them before returning the response or call request.state.session_handle.save()"
             )
 
     # ------------------------------------------------------------------ helpers
@@ -528,7 +566,7 @@ async def get_session(request: Request) -> Session | None:
 
 
 def _handle(conn: HTTPConnection) -> RequestSession:
-    handle = conn.scope.get("state", {}).get("session")
+    handle = conn.scope.get("state", {}).get("session_handle")
     if not isinstance(handle, RequestSession):
         raise RuntimeError("no session on this request: add SessionMiddleware to the application")
     return handle

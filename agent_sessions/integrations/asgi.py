@@ -157,6 +157,7 @@ class RequestSession:
         self._rotated = False
         self._destroyed = False
         self._refreshed = False  # the stored expiry was extended during this request
+        self._seen_version = 0  # the version `_session` had when this handle got it
         self._committed = False
         self._eager = middleware.eager  # keep state["session"] pointing at the loaded Session
         self._lock = asyncio.Lock()
@@ -309,6 +310,7 @@ class RequestSession:
 
     def _use(self, session: Session) -> Session:
         self._session = session
+        self._seen_version = session.version
         self._state["session_id"] = session.session_id
         if self._eager:
             self._state["session"] = session
@@ -332,6 +334,11 @@ class RequestSession:
             session = self._session
             if session is not None and status < 500 and not session.changes().is_empty():
                 await self._mw._bounded(self._mw.session_manager.update_session(session))
+                self._refreshed = True
+            if session is not None and session.version > self._seen_version:
+                # Saved during the request by someone holding this `Session` (the handler through
+                # `SessionManager.update_session`, as the original example does): every save
+                # extends the stored expiry, so the cookie's Max-Age follows.
                 self._refreshed = True
             saved = session is not None and session.version > 0
             created = saved and self._new

@@ -14,6 +14,7 @@ from fastapi import FastAPI, Request
 from agent_sessions import Session, SessionManager, SessionStore, StoreUnavailable, new_session_id
 from agent_sessions.integrations.asgi import RequestSession, SessionMiddleware
 
+from ..support import FakeClock
 from .support import HandleDep, SessionDep, StoreCalls, cookie, cookie_attributes, issued_id, open_client, set_cookies
 
 
@@ -177,3 +178,32 @@ async def test_lazy_default_puts_the_handle_at_both_names_and_reads_nothing(
         await client.get("/peek", headers=cookie(new_session_id()))
     assert isinstance(seen["handle"], RequestSession) and seen["session"] is seen["handle"]
     assert calls.calls == []
+
+
+async def test_a_save_the_handler_makes_through_the_manager_renews_the_cookie(
+    manager: SessionManager, clock: FakeClock
+) -> None:
+    """The original example saves with `session_manager.update_session(session)` itself: the
+    expiry it extends in the store must reach the cookie's Max-Age, even within the touch interval
+    (when loading the session renewed nothing)."""
+    app = eager_app(manager, cookie_max_age=3600)
+
+    @app.post("/save-directly/{key}")
+    async def save_directly(key: str, request: Request) -> dict[str, Any]:
+        session: Session = request.state.session
+        session.set(key, "v")
+        await manager.update_session(session)
+        return {"state": session.state}
+
+    async with open_client(app, "asgi") as client:
+        sid = issued_id(await client.post("/save-directly/a"))
+        clock.advance(manager.touch_interval / 2)
+        saved = await client.post("/save-directly/b", headers=cookie(sid))
+        saved_at = clock.now
+        clock.advance(1)
+        quiet = await client.get("/inspect", headers=cookie(sid))
+    stored = await manager.store.get(sid)
+    assert stored is not None and stored.expiry_at == saved_at + manager.session_lifetime
+    assert issued_id(saved) == sid
+    assert cookie_attributes(set_cookies(saved)[0])[2]["max-age"] == "3600"
+    assert set_cookies(quiet) == []  # a read within the touch interval still sends nothing

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
@@ -123,6 +124,36 @@ async def test_corrupt_record_is_reported_not_half_loaded(caplog: pytest.LogCapt
         await store.get_all()
 
 
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        {"state": "not a dict"},
+        {"state": ["not", "a", "dict"]},
+        {"created_at": "yesterday"},
+        {"auth_info": [1]},
+        {"unexpected": 1},
+    ],
+    ids=["state-str", "state-list", "created-str", "auth-list", "extra-key"],
+)
+async def test_corrupt_decoded_record_in_memory_is_reported(
+    corrupt: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    # The memory store keeps records decoded with the default codec: a record of the wrong shape
+    # is reported exactly as a corrupt encoded record is.
+    store = MemorySessionStore()
+    s = Session(state={"k": 1})
+    await store.set(s)
+    record = store._sessions[s.session_id].record
+    assert isinstance(record, dict)
+    record.update(corrupt)
+    with caplog.at_level(logging.ERROR), pytest.raises(SerializationError):
+        await store.get(s.session_id)
+    assert id_hash(s.session_id) in caplog.text
+    del store._sessions[s.session_id].record["state"]
+    with pytest.raises(SerializationError):
+        await store.get(s.session_id)
+
+
 def test_create_store_schemes() -> None:
     assert isinstance(create_store("memory://"), MemorySessionStore)
     with pytest.raises(ValueError, match="unknown store URL scheme"):
@@ -161,3 +192,8 @@ async def test_memory_expiry_heap_stays_bounded_by_the_sessions() -> None:
         s.set("i", i)
         await manager.update_session(s)
     assert len(store._expiries) <= 2 * len(store._sessions) + 65
+
+
+def test_new_ids_never_start_with_a_dash() -> None:
+    # An id starting with "-" would be read as an option by `agent-sessions show ID`.
+    assert all(new_session_id()[0] != "-" for _ in range(5000))

@@ -321,7 +321,9 @@ def list_sessions(
 
 @app.command("show")
 def show_session(
-    session_id: Annotated[str, typer.Argument(metavar="ID", help="The session id (one starting with \"-\" goes after --).")],
+    session_id: Annotated[
+        str, typer.Argument(metavar="ID", help='The session id (one starting with "-" goes after --).')
+    ],
     store: Store = DEFAULT_STORE_URL,
     history: Annotated[int, typer.Option("--history", min=0, help="Recent history entries to show.")] = 10,
     as_json: AsJson = False,

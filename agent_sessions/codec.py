@@ -9,14 +9,30 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import SerializationError
 
-__all__ = ["Codec", "FernetCodec", "JsonCodec", "check_json", "json_clone"]
+__all__ = ["Codec", "FernetCodec", "JsonCodec", "check_json", "encode_checked", "json_clone"]
 
 JSON_SCALARS = (str, int, bool, type(None))
 _DECODER = json.JSONDecoder()
+_ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"), check_circular=False)
+# `JSONEncoder.encode` builds its C encoder on every call; build it once (same arguments as
+# `JSONEncoder.iterencode` passes). No circular check: the values were walked by `check_json`.
+_C_ENCODE: Callable[[Any, int], Any] | None = (
+    None
+    if c_make_encoder is None
+    else c_make_encoder(None, _ENCODER.default, encode_basestring, None, ":", ",", False, False, False)
+)
+
+
+def _dumps_checked(obj: Any) -> str:
+    if _C_ENCODE is None:
+        return _ENCODER.encode(obj)
+    return "".join(_C_ENCODE(obj, 0))
 
 
 def _is_strict_json(value: Any) -> bool:
@@ -78,12 +94,21 @@ def check_json(value: Any, path: str = "value") -> None:
 
 
 def json_clone(value: Any) -> Any:
-    """A deep copy of a JSON value (much cheaper than `copy.deepcopy` for this shape)."""
+    """A deep copy of a JSON value (much cheaper than `copy.deepcopy` for this shape).
+
+    Containers are copied (`dict` and `list` exactly); everything else, immutable in valid
+    JSON, is shared.
+    """
     kind = type(value)
     if kind is dict:
-        return {k: json_clone(v) for k, v in value.items()}
+        out = value.copy()
+        for key, item in value.items():
+            kind = type(item)
+            if kind is dict or kind is list:
+                out[key] = json_clone(item)
+        return out
     if kind is list:
-        return [json_clone(v) for v in value]
+        return [json_clone(item) if type(item) is dict or type(item) is list else item for item in value]
     return value
 
 
@@ -109,9 +134,13 @@ class JsonCodec:
     def encode(self, obj: Any) -> bytes:
         if self._validate:
             check_json(obj, "record")
+        return self.encode_checked(obj)
+
+    def encode_checked(self, obj: Any) -> bytes:
+        """Encode `obj`, which the caller has checked with `check_json` (no second walk)."""
         try:
-            return json.dumps(obj, allow_nan=False, ensure_ascii=False, separators=(",", ":")).encode()
-        except (TypeError, ValueError) as exc:
+            return _dumps_checked(obj).encode()
+        except (TypeError, ValueError, RecursionError) as exc:
             raise SerializationError(f"cannot encode record: {exc}") from exc
 
     def decode(self, data: bytes) -> Any:
@@ -152,6 +181,10 @@ class FernetCodec:
     def encode(self, obj: Any) -> bytes:
         return self._fernet.encrypt(self._inner.encode(obj))
 
+    def encode_checked(self, obj: Any) -> bytes:
+        """`encode` for a value already checked with `check_json` (see `encode_checked`)."""
+        return self._fernet.encrypt(encode_checked(self._inner, obj))
+
     def decode(self, data: bytes) -> Any:
         from cryptography.fernet import InvalidToken
 
@@ -160,3 +193,13 @@ class FernetCodec:
         except InvalidToken as exc:
             raise SerializationError("stored record cannot be decrypted with the configured keys") from exc
         return self._inner.decode(plain)
+
+
+def encode_checked(codec: Codec, obj: Any) -> bytes:
+    """`codec.encode(obj)` for a value already checked with `check_json`: codecs that can skip
+    their own strict-JSON walk (`JsonCodec`, `FernetCodec`) do; any other codec encodes as usual."""
+    fast = getattr(codec, "encode_checked", None)
+    if fast is None:
+        return codec.encode(obj)
+    data: bytes = fast(obj)
+    return data

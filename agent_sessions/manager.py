@@ -126,7 +126,7 @@ class SessionManager:
                 return await self.create_session() if create_if_missing else None
             session.last_accessed_at = now
             session.expiry_at = expiry
-            session._mark_clean()
+            session._mark_field_clean("expiry_at")
         return session
 
     async def get_user_sessions(self, user_id: str) -> list[Session]:
@@ -263,7 +263,7 @@ class SessionManager:
             return None
         session.last_accessed_at = now
         session.expiry_at = expiry
-        session._mark_clean()
+        session._mark_field_clean("expiry_at")
         return session
 
     async def regenerate_id(self, session_id: str) -> Session:

@@ -45,6 +45,37 @@ TRACKED_MAPS: Final = ("state", "preferences", "ai_context", "feature_flags")
 TRACKED_FIELDS: Final = ("user_id", "expiry_at", "environment", "auth_info")
 
 
+_MISSING: Final[Any] = object()
+_NO_MAP: Final[dict[str, Any]] = {}
+
+#: The fields of `Session`, in declaration order (the order of `__dict__`, so of dumps and reprs).
+FIELD_NAMES: Final = (
+    "session_id",
+    "user_id",
+    "created_at",
+    "last_accessed_at",
+    "expiry_at",
+    "state",
+    "preferences",
+    "history",
+    "auth_info",
+    "ai_context",
+    "feature_flags",
+    "environment",
+    "version",
+)
+_FIELD_SET: Final = frozenset(FIELD_NAMES)
+_object_setattr = object.__setattr__
+
+
+def _private(session: Session) -> dict[str, Any]:
+    # Private attributes straight from pydantic's slot: `session._snapshot` would go through
+    # `BaseModel.__getattr__`, several times slower on the hot path.
+    private = session.__pydantic_private__
+    assert private is not None
+    return private
+
+
 def _same(a: Any, b: Any) -> bool:
     """Equal as JSON values: `1 == True` in Python, but a change of type is a change."""
     if a is b:
@@ -85,8 +116,14 @@ class SessionDelta:
         session.history.extend(json_clone(entry) for entry in self.history)
 
 
-@dataclass(slots=True)
-class _Snapshot:
+@dataclass(slots=True, frozen=True)
+class Baseline:
+    """The persisted baseline change tracking compares against.
+
+    Never mutated once built, nor are the values in it: a newer baseline is a new object, so
+    baselines (and their values) can be shared between sessions, copies and a memory store.
+    """
+
     maps: dict[str, dict[str, Any]]
     fields: dict[str, Any]
     history_len: int
@@ -132,7 +169,7 @@ class Session(BaseModel):
     environment: dict[str, Any] = Field(default_factory=dict)
     version: int = 0
 
-    _snapshot: _Snapshot | None = PrivateAttr(default=None)
+    _snapshot: Baseline | None = PrivateAttr(default=None)
     # Sequence number of the newest history entry already persisted (entries ever appended).
     _history_seq: int = PrivateAttr(default=0)
 
@@ -218,61 +255,170 @@ class Session(BaseModel):
 
     # ----------------------------------------------------------------- change tracking
     @property
+    def baseline(self) -> Baseline | None:
+        """What the session looked like when loaded or last saved (None: never); read-only."""
+        baseline: Baseline | None = _private(self)["_snapshot"]
+        return baseline
+
+    @property
     def is_persisted(self) -> bool:
         """True once the session was loaded from, or saved to, a store."""
-        return self._snapshot is not None
+        return _private(self)["_snapshot"] is not None
 
     @property
     def history_seq(self) -> int:
         """Sequence number of the newest persisted history entry (0 when none)."""
-        return self._history_seq
+        return int(_private(self)["_history_seq"])
 
     def new_history(self) -> list[dict[str, Any]]:
         """History entries appended since the session was loaded or last saved."""
-        base = 0 if self._snapshot is None else self._snapshot.history_len
+        snap: Baseline | None = _private(self)["_snapshot"]
+        base = 0 if snap is None else snap.history_len
         return self.history[base:]
 
     def changes(self) -> SessionDelta:
-        """The delta since load (for a never-saved session: everything). `temp:` keys excluded."""
+        """The delta since load (for a never-saved session: everything). `temp:` keys excluded.
+
+        The values in the delta are the session's own (not copies).
+        """
         delta = SessionDelta()
-        snap = self._snapshot
+        snap: Baseline | None = _private(self)["_snapshot"]
+        values = self.__dict__
         for name in TRACKED_MAPS:
-            current: dict[str, Any] = getattr(self, name)
-            before = snap.maps[name] if snap is not None else {}
-            sets = {
-                k: v
-                for k, v in current.items()
-                if not (name == "state" and type(k) is str and k.startswith(TEMP_PREFIX))
-                and (k not in before or not _same(before[k], v))
-            }
-            deleted = {k for k in before if k not in current}
+            current: dict[str, Any] = values[name]
+            before = snap.maps[name] if snap is not None else _NO_MAP
+            sets = {}
+            for key, value in current.items():
+                old = before.get(key, _MISSING)
+                # A baseline never shares a container with the live session, so `is` means
+                # an unchanged scalar; the common case costs one lookup.
+                if old is value or (old is not _MISSING and _same(old, value)):
+                    continue
+                if old is _MISSING and name == "state" and type(key) is str and key.startswith(TEMP_PREFIX):
+                    continue
+                sets[key] = value
             if sets:
                 delta.sets[name] = sets
-            if deleted:
-                delta.deletes[name] = deleted
+            if before:
+                deleted = {k for k in before if k not in current}
+                if deleted:
+                    delta.deletes[name] = deleted
         for name in TRACKED_FIELDS:
-            value = getattr(self, name)
+            value = values[name]
             if snap is None or not _same(snap.fields[name], value):
                 delta.fields[name] = value
-        delta.history = list(self.new_history())
+        delta.history = self.new_history()
         return delta
 
     def _mark_clean(self, *, history_seq: int | None = None) -> None:
         """Record the current contents as the persisted baseline (after a load or a save)."""
-        self._snapshot = _Snapshot(
-            maps={
-                name: {
-                    k: json_clone(v)
-                    for k, v in getattr(self, name).items()
-                    if not (name == "state" and k.startswith(TEMP_PREFIX))
-                }
-                for name in TRACKED_MAPS
-            },
-            fields={name: json_clone(getattr(self, name)) for name in TRACKED_FIELDS},
+        values = self.__dict__
+        maps = {name: json_clone(values[name]) for name in TRACKED_MAPS}
+        state = maps["state"]
+        for key in [k for k in state if type(k) is str and k.startswith(TEMP_PREFIX)]:
+            del state[key]
+        self._snapshot = Baseline(
+            maps=maps,
+            fields={name: json_clone(values[name]) for name in TRACKED_FIELDS},
             history_len=len(self.history),
         )
         if history_seq is not None:
             self._history_seq = history_seq
+
+    def _baseline_after(self, delta: SessionDelta) -> Baseline:
+        """The baseline once `delta` (from `changes()`, just now) is saved.
+
+        Only what changed is copied; the rest is shared with the current baseline (which is
+        never mutated). Built before the save, so edits made while it runs stay changes.
+        """
+        snap: Baseline | None = _private(self)["_snapshot"]
+        maps = {}
+        for name in TRACKED_MAPS:
+            before = snap.maps[name] if snap is not None else _NO_MAP
+            sets = delta.sets.get(name)
+            deleted = delta.deletes.get(name)
+            if sets is None and deleted is None:
+                maps[name] = before
+                continue
+            after = before.copy()
+            if sets is not None:
+                for key, value in sets.items():
+                    after[key] = json_clone(value)
+            if deleted is not None:
+                for key in deleted:
+                    del after[key]
+            maps[name] = after
+        if snap is None:
+            fields = {name: json_clone(value) for name, value in delta.fields.items()}
+        elif delta.fields:
+            fields = snap.fields.copy()
+            for name, value in delta.fields.items():
+                fields[name] = json_clone(value)
+        else:
+            fields = snap.fields
+        base = 0 if snap is None else snap.history_len
+        return Baseline(maps=maps, fields=fields, history_len=base + len(delta.history))
+
+    def _mark_saved(self, baseline: Baseline, history_seq: int, version: int) -> None:
+        """After a successful save of the delta `baseline` was built from."""
+        self.version = version
+        private = _private(self)
+        private["_snapshot"] = baseline
+        private["_history_seq"] = history_seq
+
+    def _mark_field_clean(self, name: str) -> None:
+        """Make the current value of the tracked field `name` part of the baseline (after a touch)."""
+        snap: Baseline | None = _private(self)["_snapshot"]
+        if snap is None:
+            self._mark_clean()
+            return
+        fields = snap.fields.copy()
+        fields[name] = json_clone(self.__dict__[name])
+        _private(self)["_snapshot"] = Baseline(maps=snap.maps, fields=fields, history_len=snap.history_len)
+
+    @classmethod
+    def _from_record(cls, values: dict[str, Any], baseline: Baseline | None, history_seq: int) -> Session | None:
+        """A session from a decoded store record, without pydantic validation; None unless
+        `values` has every field with exactly the type the model declares (then validate).
+
+        `values` (and the containers in it) become the session's own; `baseline` is shared
+        with its owner if given (it is never mutated), else copied from `values`.
+        """
+        if values.keys() != _FIELD_SET:
+            return None
+        if not (
+            type(values["session_id"]) is str
+            and type(values["created_at"]) is float
+            and type(values["last_accessed_at"]) is float
+            and type(values["version"]) is int
+            and type(values["history"]) is list
+            and ((user_id := values["user_id"]) is None or type(user_id) is str)
+            and ((expiry := values["expiry_at"]) is None or type(expiry) is float)
+            and ((auth := values["auth_info"]) is None or type(auth) is dict)
+            and type(values["state"]) is dict
+            and type(values["preferences"]) is dict
+            and type(values["ai_context"]) is dict
+            and type(values["feature_flags"]) is dict
+            and type(values["environment"]) is dict
+        ):
+            return None
+        for entry in values["history"]:
+            if type(entry) is not dict:
+                return None
+        # As `model_construct` does, minus its per-field loop: the values are complete and typed.
+        if baseline is None:
+            # A stored record holds no `temp:` keys: its maps are the baseline as they are.
+            baseline = Baseline(
+                maps={name: json_clone(values[name]) for name in TRACKED_MAPS},
+                fields={name: json_clone(values[name]) for name in TRACKED_FIELDS},
+                history_len=len(values["history"]),
+            )
+        session = cls.__new__(cls)
+        _object_setattr(session, "__dict__", {name: values[name] for name in FIELD_NAMES})
+        _object_setattr(session, "__pydantic_fields_set__", set(FIELD_NAMES))
+        _object_setattr(session, "__pydantic_extra__", None)
+        _object_setattr(session, "__pydantic_private__", {"_snapshot": baseline, "_history_seq": history_seq})
+        return session
 
     def _adopt(self, other: Session) -> None:
         """Take over the contents and baseline of `other` (a fresher copy), keeping `temp:` keys."""

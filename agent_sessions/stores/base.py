@@ -30,7 +30,7 @@ from typing import Any, Literal, Self
 
 from pydantic import ValidationError
 
-from ..codec import Codec, JsonCodec, check_json
+from ..codec import Codec, JsonCodec, check_json, encode_checked, json_clone
 from ..errors import (
     ScopeError,
     SerializationError,
@@ -39,12 +39,14 @@ from ..errors import (
     SessionTooLarge,
 )
 from ..ids import id_hash, validate_session_id, validate_user_id
-from ..session import APP_PREFIX, TEMP_PREFIX, USER_PREFIX, HistoryPage, Session
+from ..session import APP_PREFIX, TEMP_PREFIX, USER_PREFIX, Baseline, HistoryPage, Session, SessionDelta
 
 __all__ = [
     "DEFAULT_HISTORY_WINDOW",
     "DEFAULT_MAX_HISTORY",
+    "DECODED_RECORD_KEYS",
     "DEFAULT_MAX_SESSION_BYTES",
+    "DecodedRecord",
     "PREF_PREFIX",
     "HistoryRow",
     "ScopeChange",
@@ -75,6 +77,28 @@ class HistoryRow:
     timestamp: float
     type: str
     payload: bytes
+    #: A private copy of the entry, for a backend that keeps entries decoded (else None).
+    entry: dict[str, Any] | None = None
+
+
+#: The keys of `DecodedRecord.record`.
+DECODED_RECORD_KEYS = ("created_at", "state", "preferences", "auth_info", "ai_context", "feature_flags", "environment")
+_DECODED_KEY_SET = frozenset(DECODED_RECORD_KEYS)
+
+
+@dataclass(slots=True)
+class DecodedRecord:
+    """A session as a backend that keeps decoded values (memory) returns it, instead of bytes.
+
+    `record` has the record's ``created_at``, ``state`` (no ``user:``/``app:`` keys),
+    ``preferences``, ``auth_info``, ``ai_context``, ``feature_flags`` and ``environment``;
+    `history` is the recent window. Both are shared with the backend and never mutated: the
+    session built from them gets copies (and uses them, uncopied, as its change-tracking
+    baseline, which is never mutated either).
+    """
+
+    record: dict[str, Any]
+    history: list[dict[str, Any]]
 
 
 @dataclass(slots=True)
@@ -98,6 +122,8 @@ class StoredSession:
     user_scope: dict[str, bytes] = field(default_factory=dict)
     app_scope: dict[str, bytes] = field(default_factory=dict)
     scopes_loaded: bool = True
+    #: Set (with `record` empty and `history` unused) by a backend that keeps values decoded.
+    decoded: DecodedRecord | None = None
 
 
 @dataclass(slots=True)
@@ -139,6 +165,8 @@ class SessionWrite:
     max_history: int
     user_scope: ScopeChange | None = None
     app_scope: ScopeChange | None = None
+    #: The session's change-tracking baseline once this write succeeds (None for a restore).
+    baseline: Baseline | None = None
 
 
 @dataclass(slots=True)
@@ -189,6 +217,9 @@ class SessionStore(ABC):
         self.max_history = max_history
         self.history_window = min(history_window, max_history)
         self.clock = clock
+        #: True for a backend that keeps values decoded: writes then carry private copies of
+        #: new history entries (`HistoryRow.entry`) and the session's new baseline.
+        self.keeps_decoded = False
 
     # ================================================================ backend primitives
     @abstractmethod
@@ -276,8 +307,8 @@ class SessionStore(ABC):
         if write.expiry_at is not None and write.expiry_at <= now:
             raise SessionNotFound("the session has expired; create a new one")
         await self._write(write, now)
-        session.version = write.new_version
-        session._mark_clean(history_seq=write.history_seq)
+        assert write.baseline is not None
+        session._mark_saved(write.baseline, write.history_seq, write.new_version)
 
     async def delete(self, session_id: str) -> bool:
         """Delete the session, its history and index entries. True if it existed."""
@@ -458,8 +489,9 @@ class SessionStore(ABC):
         await self.close()
 
     # ================================================================ shared internals
-    def _encode_value(self, value: Any, where: str) -> bytes:
-        data = self.codec.encode(value)
+    def _encode_value(self, value: Any, where: str, *, checked: bool = False) -> bytes:
+        """Encode one value (size-limited); `checked`: the caller has run `check_json` on it."""
+        data = encode_checked(self.codec, value) if checked else self.codec.encode(value)
         if len(data) > self.max_session_bytes:
             raise SessionTooLarge(
                 f"{where}: {len(data)} bytes encoded exceeds max_session_bytes={self.max_session_bytes}"
@@ -499,7 +531,15 @@ class SessionStore(ABC):
             return user
         raise ScopeError(f"scope keys start with {USER_PREFIX!r}, {PREF_PREFIX!r} or {APP_PREFIX!r}; got {key!r}")
 
-    def _encode_record(self, session: Session) -> bytes:
+    def _encode_record(self, session: Session, *, checked: bool = False) -> bytes:
+        """The session's record (no history, no scoped state keys), size-limited.
+
+        `checked`: every value that changed since the session's baseline has passed
+        `_check_delta` (the rest was checked when it was saved, or decoded from a store), so the
+        record is encoded without walking it again.
+        """
+        if not checked:
+            _check_shape(session)
         state = {}
         for key, value in session.state.items():
             if type(key) is not str:
@@ -510,8 +550,8 @@ class SessionStore(ABC):
             "format": RECORD_FORMAT,
             "session_id": session.session_id,
             "user_id": session.user_id,
-            "created_at": session.created_at,
-            "last_accessed_at": session.last_accessed_at,
+            "created_at": float(session.created_at),
+            "last_accessed_at": float(session.last_accessed_at),
             "expiry_at": session.expiry_at,
             "state": state,
             "preferences": session.preferences,
@@ -520,9 +560,7 @@ class SessionStore(ABC):
             "feature_flags": session.feature_flags,
             "environment": session.environment,
         }
-        if not (math.isfinite(session.created_at) and math.isfinite(session.last_accessed_at)):
-            raise SerializationError("created_at and last_accessed_at must be finite numbers")
-        data = self.codec.encode(record)
+        data = encode_checked(self.codec, record) if checked else self.codec.encode(record)
         if len(data) > self.max_session_bytes:
             raise SessionTooLarge(
                 f"session record is {len(data)} bytes encoded, over max_session_bytes={self.max_session_bytes}; "
@@ -539,14 +577,16 @@ class SessionStore(ABC):
         if not isinstance(timestamp, int | float) or isinstance(timestamp, bool) or not isinstance(kind, str):
             raise SerializationError("history entries need a numeric 'timestamp' and a str 'type'")
         _check_column_text(kind, "history entry type")
-        payload = self._encode_value(entry, f"history entry {seq}")
-        return HistoryRow(seq, float(timestamp), kind, payload)
+        payload = self._encode_value(entry, f"history entry {seq}", checked=True)
+        return HistoryRow(seq, float(timestamp), kind, payload, json_clone(entry) if self.keeps_decoded else None)
 
     def _prepare_write(self, session: Session) -> SessionWrite:
         sid = validate_session_id(session.session_id)
         user_id = None if session.user_id is None else validate_user_id(session.user_id)
+        _check_shape(session)
         delta = session.changes()
-        record = self._encode_record(session)
+        _check_delta(delta)
+        record = self._encode_record(session, checked=True)
         seq = session.history_seq
         rows = []
         for entry in delta.history:
@@ -555,21 +595,23 @@ class SessionStore(ABC):
 
         user = ScopeChange("user", user_id or "")
         app = ScopeChange("app", "")
-        state_sets = delta.sets.get("state", {})
-        for key, value in state_sets.items():
-            if key.startswith((USER_PREFIX, APP_PREFIX)):
-                self._route_scope_key(key, user, app, user_id).sets[key] = self._encode_value(value, f"state[{key!r}]")
+        state_sets = delta.sets.get("state")
+        if state_sets is not None:
+            for key, value in state_sets.items():
+                if key.startswith((USER_PREFIX, APP_PREFIX)):
+                    change = self._route_scope_key(key, user, app, user_id)
+                    change.sets[key] = self._encode_value(value, f"state[{key!r}]", checked=True)
         for key in delta.deletes.get("state", ()):
             if key.startswith((USER_PREFIX, APP_PREFIX)):
                 self._route_scope_key(key, user, app, user_id).deletes.append(key)
         if user_id is not None:
             for key, value in delta.sets.get("preferences", {}).items():
                 _check_column_text(key, "preference key")
-                user.sets[PREF_PREFIX + key] = self._encode_value(value, f"preferences[{key!r}]")
+                user.sets[PREF_PREFIX + key] = self._encode_value(value, f"preferences[{key!r}]", checked=True)
             user.deletes.extend(PREF_PREFIX + key for key in delta.deletes.get("preferences", ()))
 
-        snapshot = session._snapshot
-        previous_user = snapshot.fields["user_id"] if snapshot is not None else None
+        baseline = session.baseline
+        previous_user = baseline.fields["user_id"] if baseline is not None else None
         return SessionWrite(
             session_id=sid,
             user_id=user_id,
@@ -585,10 +627,13 @@ class SessionStore(ABC):
             max_history=self.max_history,
             user_scope=None if user.is_empty() else user,
             app_scope=None if app.is_empty() else app,
+            baseline=session._baseline_after(delta),
         )
 
     def _build(self, stored: StoredSession, now: float) -> Session | None:
         """Decode a stored session (scopes merged, tracking reset); None if expired at `now`."""
+        if stored.decoded is not None:
+            return self._build_decoded(stored, stored.decoded, now)
         try:
             record = self.codec.decode(stored.record)
             if not isinstance(record, dict):
@@ -609,7 +654,12 @@ class SessionStore(ABC):
                     state[key] = self.codec.decode(raw)
             for key, raw in stored.app_scope.items():
                 state[key] = self.codec.decode(raw)
-            session = Session.model_validate(record)
+            # Records this library wrote have every field with its exact type: built without
+            # pydantic. Anything else (an older record, a corrupt one) is validated in full.
+            session = Session._from_record(record, None, stored.history_seq)
+            if session is None:
+                session = Session.model_validate(record)
+                session._mark_clean(history_seq=stored.history_seq)
         except (SerializationError, ValidationError, TypeError, AttributeError) as exc:
             logger.error("corrupt session record %s: %s", id_hash(stored.session_id), type(exc).__name__)
             if isinstance(exc, SerializationError):
@@ -617,11 +667,104 @@ class SessionStore(ABC):
             raise SerializationError(f"stored session record is invalid: {exc}") from exc
         if session.is_expired(now):
             return None
-        session._mark_clean(history_seq=stored.history_seq)
+        return session
+
+    def _build_decoded(self, stored: StoredSession, decoded: DecodedRecord, now: float) -> Session | None:
+        """`_build` for a backend that keeps values decoded: the session gets copies, and the
+        shared values are its baseline as they are (no decoding, one copy instead of two)."""
+        if stored.expiry_at is not None and stored.expiry_at <= now:
+            return None
+        record = decoded.record
+        try:
+            if record.keys() != _DECODED_KEY_SET:
+                raise SerializationError("the stored record does not have the fields of a session record")
+            state = record["state"]
+            prefs = record["preferences"]
+            if stored.user_scope or stored.app_scope:
+                state = dict(state)
+                prefs = dict(prefs)
+                for key, raw in stored.user_scope.items():
+                    if key.startswith(PREF_PREFIX):
+                        prefs[key[len(PREF_PREFIX) :]] = self.codec.decode(raw)
+                    else:
+                        state[key] = self.codec.decode(raw)
+                for key, raw in stored.app_scope.items():
+                    state[key] = self.codec.decode(raw)
+            auth = record["auth_info"]
+            values = {
+                "session_id": stored.session_id,
+                "user_id": stored.user_id,
+                "created_at": record["created_at"],
+                "last_accessed_at": stored.last_accessed_at,
+                "expiry_at": stored.expiry_at,
+                "state": json_clone(state),
+                "preferences": json_clone(prefs),
+                "history": [json_clone(entry) for entry in decoded.history],
+                "auth_info": None if auth is None else json_clone(auth),
+                "ai_context": json_clone(record["ai_context"]),
+                "feature_flags": json_clone(record["feature_flags"]),
+                "environment": json_clone(record["environment"]),
+                "version": stored.version,
+            }
+            baseline = Baseline(
+                maps={
+                    "state": state,
+                    "preferences": prefs,
+                    "ai_context": record["ai_context"],
+                    "feature_flags": record["feature_flags"],
+                },
+                fields={
+                    "user_id": stored.user_id,
+                    "expiry_at": stored.expiry_at,
+                    "environment": record["environment"],
+                    "auth_info": auth,
+                },
+                history_len=len(decoded.history),
+            )
+            session = Session._from_record(values, baseline, stored.history_seq)
+            if session is None:
+                session = Session.model_validate(values)
+                session._mark_clean(history_seq=stored.history_seq)
+        except (SerializationError, ValidationError, TypeError, AttributeError, KeyError) as exc:
+            logger.error("corrupt session record %s: %s", id_hash(stored.session_id), type(exc).__name__)
+            if isinstance(exc, SerializationError):
+                raise
+            raise SerializationError(f"stored session record is invalid: {exc}") from exc
         return session
 
 
 MAX_COLUMN_TEXT = 1024
+_MAPS = ("state", "preferences", "ai_context", "feature_flags", "environment")
+
+
+def _check_shape(session: Session) -> None:
+    """The record fields must have the types the model declares (pydantic does not check
+    assignments): a record of another shape could be written but never loaded again."""
+    values = session.__dict__
+    for name in _MAPS:
+        if type(values[name]) is not dict:
+            raise SerializationError(f"{name} must be a dict, got {type(values[name]).__name__}")
+    auth = values["auth_info"]
+    if auth is not None and type(auth) is not dict:
+        raise SerializationError(f"auth_info must be a dict or None, got {type(auth).__name__}")
+    for name in ("created_at", "last_accessed_at", "expiry_at"):
+        value = values[name]
+        if value is None and name == "expiry_at":
+            continue
+        if (type(value) is not float and type(value) is not int) or not math.isfinite(value):
+            raise SerializationError(f"{name} must be a finite number, got {value!r}")
+
+
+def _check_delta(delta: SessionDelta) -> None:
+    """Strict JSON for every value that changed since the baseline (the rest already was)."""
+    for name, values in delta.sets.items():
+        for key, value in values.items():
+            if type(key) is not str:
+                raise SerializationError(f"{name} keys must be str, got {type(key).__name__}")
+            check_json(value, f"{name}[{key!r}]")
+    for name, value in delta.fields.items():
+        if name != "user_id":
+            check_json(value, name)
 
 
 def _check_column_text(value: str, what: str) -> None:

@@ -1,8 +1,13 @@
 """`MemorySessionStore`: sessions in a dict, for tests, notebooks and single-process apps.
 
-It keeps encoded bytes, not live objects, so it behaves like the real backends: a caller
-mutating a returned `Session` changes nothing until it saves, and a value that cannot be
-encoded fails here exactly as it would on Redis or PostgreSQL.
+It behaves like the real backends: a caller mutating a returned `Session` changes nothing until
+it saves, and a value that cannot be encoded (or is too large) fails here exactly as it would
+on Redis or PostgreSQL, because every save goes through the same checks and encoding.
+
+With the default `JsonCodec` it keeps what it stores decoded, as private values that are never
+mutated: a read copies them into the new `Session` (no JSON decoding), and the session uses
+them as its change-tracking baseline. With any other codec (`FernetCodec`: encryption at rest)
+it keeps the codec's bytes, as the other backends do.
 """
 
 from __future__ import annotations
@@ -12,10 +17,21 @@ import threading
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
-from ..errors import SessionNotFound
-from .base import ScopeChange, SessionStore, SessionWrite, StoredSession, raise_conflict
+from ..codec import JsonCodec, encode_checked
+from ..errors import SerializationError, SessionNotFound
+from ..session import APP_PREFIX, USER_PREFIX
+from .base import (
+    DECODED_RECORD_KEYS,
+    DecodedRecord,
+    ScopeChange,
+    SessionStore,
+    SessionWrite,
+    StoredSession,
+    raise_conflict,
+)
 
 __all__ = ["MemorySessionStore"]
 
@@ -26,8 +42,10 @@ class _Entry:
     version: int
     last_accessed_at: float
     expiry_at: float | None
-    record: bytes
-    history: deque[tuple[int, bytes]] = field(default_factory=deque)
+    #: The codec's bytes, or (kept decoded) the `DecodedRecord.record` dict.
+    record: bytes | dict[str, Any]
+    #: (seq, the codec's bytes or the decoded entry), oldest first.
+    history: deque[tuple[int, Any]] = field(default_factory=deque)
     history_seq: int = 0
 
     def live(self, now: float) -> bool:
@@ -52,6 +70,7 @@ class MemorySessionStore(SessionStore):
         self._user_scopes: dict[str, dict[str, bytes]] = {}
         self._app_scope: dict[str, bytes] = {}
         self._lock = threading.Lock()
+        self.keeps_decoded = type(self.codec) is JsonCodec
 
     @property
     def sessions(self) -> dict[str, Any]:
@@ -59,20 +78,57 @@ class MemorySessionStore(SessionStore):
         return dict.fromkeys(self._sessions)
 
     def _stored(self, sid: str, entry: _Entry, window: int) -> StoredSession:
-        history = [payload for _, payload in list(entry.history)[-window:]] if window else []
+        rows = entry.history
+        if not window:
+            history = []
+        elif window >= len(rows):
+            history = [payload for _, payload in rows]
+        else:
+            history = [payload for _, payload in islice(reversed(rows), window)]
+            history.reverse()
         user_scope = dict(self._user_scopes.get(entry.user_id, {})) if entry.user_id is not None else {}
+        record = entry.record
+        decoded = None
+        if isinstance(record, dict):
+            decoded = DecodedRecord(record, history)
+            record, history = b"", []
         return StoredSession(
             session_id=sid,
             user_id=entry.user_id,
             version=entry.version,
             last_accessed_at=entry.last_accessed_at,
             expiry_at=entry.expiry_at,
-            record=entry.record,
+            record=record,
             history=history,
             history_seq=entry.history_seq,
             user_scope=user_scope,
             app_scope=dict(self._app_scope),
+            decoded=decoded,
         )
+
+    def _kept_record(self, write: SessionWrite) -> bytes | dict[str, Any]:
+        """What to keep of the record: its bytes, or (kept decoded) its values, shared with the
+        saving session's new baseline (neither side ever mutates them)."""
+        if not self.keeps_decoded:
+            return write.record
+        baseline = write.baseline
+        if baseline is None:  # a restore: no session baseline to share
+            record = self.codec.decode(write.record)
+            if not isinstance(record, dict):
+                raise SerializationError("the record to keep is not a JSON object")
+            return {key: record[key] for key in DECODED_RECORD_KEYS}
+        state = baseline.maps["state"]
+        if any(key.startswith((USER_PREFIX, APP_PREFIX)) for key in state):
+            state = {k: v for k, v in state.items() if not k.startswith((USER_PREFIX, APP_PREFIX))}
+        return {
+            "created_at": float(write.created_at),
+            "state": state,
+            "preferences": baseline.maps["preferences"],
+            "auth_info": baseline.fields["auth_info"],
+            "ai_context": baseline.maps["ai_context"],
+            "feature_flags": baseline.maps["feature_flags"],
+            "environment": baseline.fields["environment"],
+        }
 
     async def _load(self, session_id: str, now: float) -> StoredSession | None:
         with self._lock:
@@ -82,13 +138,21 @@ class MemorySessionStore(SessionStore):
             return self._stored(session_id, entry, self.history_window)
 
     async def _write(self, write: SessionWrite, now: float) -> None:
+        record = self._kept_record(write)
+        if self.keeps_decoded:
+            history = [
+                (row.seq, row.entry if row.entry is not None else self.codec.decode(row.payload))
+                for row in write.history
+            ]
+        else:
+            history = [(row.seq, row.payload) for row in write.history]
         with self._lock:
             entry = self._sessions.get(write.session_id)
             if write.expected_version == 0:
                 if entry is not None:
                     raise raise_conflict(write.session_id)
                 self._evict_if_full()
-                entry = _Entry(write.user_id, 0, write.last_accessed_at, write.expiry_at, write.record)
+                entry = _Entry(write.user_id, 0, write.last_accessed_at, write.expiry_at, record)
                 self._sessions[write.session_id] = entry
             else:
                 if entry is None or not entry.live(now):
@@ -104,8 +168,8 @@ class MemorySessionStore(SessionStore):
             entry.version = write.new_version
             entry.last_accessed_at = write.last_accessed_at
             entry.expiry_at = write.expiry_at
-            entry.record = write.record
-            entry.history.extend((row.seq, row.payload) for row in write.history)
+            entry.record = record
+            entry.history.extend(history)
             entry.history_seq = write.history_seq
             floor = write.history_seq - write.max_history
             while entry.history and entry.history[0][0] <= floor:
@@ -200,8 +264,10 @@ class MemorySessionStore(SessionStore):
             entry = self._sessions.get(session_id)
             if entry is None or not entry.live(now):
                 return None
-            rows = [r for r in entry.history if before_seq is None or r[0] < before_seq]
-            return rows[-limit:]
+            rows = [r for r in entry.history if before_seq is None or r[0] < before_seq][-limit:]
+        if self.keeps_decoded:
+            return [(seq, encode_checked(self.codec, payload)) for seq, payload in rows]
+        return rows
 
     async def _user_session_ids(self, user_id: str, now: float) -> list[str]:
         with self._lock:

@@ -70,6 +70,35 @@ async def test_returned_session_is_a_copy(store: SessionStore) -> None:
     assert again is not None and again.state == {"a": {"b": 1}}
 
 
+async def test_returned_history_and_saved_values_are_copies(store: SessionStore) -> None:
+    s = Session(state={"a": {"b": [1]}}, preferences={"p": {"q": 1}}, environment={"e": [1]})
+    s.add_history_entry("message", {"text": "hi", "parts": [{"n": 1}]})
+    await store.set(s)
+    # The saving session's own objects are not the store's either.
+    s.state["a"]["b"].append(2)
+    s.preferences["p"]["q"] = 2
+    s.environment["e"].append(2)
+    s.history[-1]["data"]["parts"][0]["n"] = 2
+    loaded = await store.get(s.session_id)
+    assert loaded is not None
+    assert loaded.state == {"a": {"b": [1]}} and loaded.preferences == {"p": {"q": 1}}
+    assert loaded.environment == {"e": [1]}
+    assert loaded.history[-1]["data"] == {"text": "hi", "parts": [{"n": 1}]}
+    loaded.history[-1]["data"]["text"] = "changed"
+    loaded.history[-1]["type"] = "changed"
+    loaded.history.append({"timestamp": 1.0, "type": "x", "data": {}})
+    loaded.state["a"]["b"].append(3)
+    again = await store.get(s.session_id)
+    assert again is not None and again.state == {"a": {"b": [1]}}
+    assert again.history == [
+        {"timestamp": s.history[0]["timestamp"], "type": "message", "data": {"text": "hi", "parts": [{"n": 1}]}}
+    ]
+    # The edits made to `s` after its save are still its changes.
+    delta = s.changes()
+    assert delta.sets == {"state": {"a": {"b": [1, 2]}}, "preferences": {"p": {"q": 2}}}
+    assert delta.fields == {"environment": {"e": [1, 2]}}
+
+
 async def test_version_bumps_on_each_save(store: SessionStore) -> None:
     s = Session()
     await store.set(s)

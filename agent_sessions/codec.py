@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from .errors import SerializationError
 
-__all__ = ["Codec", "FernetCodec", "JsonCodec", "check_json", "encode_checked", "json_clone"]
+__all__ = ["Codec", "FernetCodec", "JsonCodec", "check_json", "encode_checked", "json_clone", "json_size_bound"]
 
 JSON_SCALARS = (str, int, bool, type(None))
 _DECODER = json.JSONDecoder()
@@ -93,6 +93,75 @@ def check_json(value: Any, path: str = "value") -> None:
         )
 
 
+#: Containers nested deeper than this get no size bound (the caller encodes them to know).
+MAX_BOUND_DEPTH = 100
+#: Upper bound on the encoded size of a float (``repr``: at most 24 characters) and of
+#: ``true``/``false``/``null``.
+FLOAT_SIZE = 24
+_WORD_SIZE = 5
+
+
+def _leaf_size(item: Any) -> int | None:
+    """Upper bound on the encoded size of a JSON scalar; None if it is not one."""
+    kind = type(item)
+    if kind is str:
+        # At most 6 bytes per character (``\u001f`` escapes; UTF-8 needs at most 4), plus
+        # quotes. A lone surrogate cannot be encoded as UTF-8: no bound (encoding says why).
+        if not item.isascii():
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return None
+        return 6 * len(item) + 2
+    if kind is int:
+        return int(item.bit_length()) // 3 + 2  # digits <= bits * log10(2) + 1, plus a sign
+    if kind is float:
+        return FLOAT_SIZE if math.isfinite(item) else None
+    if kind is bool or item is None:
+        return _WORD_SIZE
+    return None
+
+
+def json_size_bound(value: Any) -> int | None:
+    """An upper bound on the size of `value` encoded as compact UTF-8 JSON (as `JsonCodec`
+    does), or None if it is not strict JSON, cannot be encoded, or nests deeper than
+    `MAX_BOUND_DEPTH` (then `check_json` and encoding tell what is wrong, or the exact size).
+
+    One walk, no encoding: a caller well under a size limit need not encode to check it.
+    """
+    kind = type(value)
+    if kind is not dict and kind is not list:
+        return _leaf_size(value)
+    size = 0
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth >= MAX_BOUND_DEPTH:
+            return None
+        if type(item) is dict:
+            size += 2 + 2 * len(item)  # braces, and per item a colon and a comma
+            subs: Any = item.values()
+            for key in item:
+                if type(key) is not str or (not key.isascii() and _leaf_size(key) is None):
+                    return None
+                size += 6 * len(key) + 2
+        else:
+            size += 2 + len(item)  # brackets and commas
+            subs = item
+        for sub in subs:
+            kind = type(sub)
+            if kind is str and sub.isascii():
+                size += 6 * len(sub) + 2
+            elif kind is dict or kind is list:
+                stack.append((sub, depth + 1))
+            else:
+                leaf = _leaf_size(sub)
+                if leaf is None:
+                    return None
+                size += leaf
+    return size
+
+
 def json_clone(value: Any) -> Any:
     """A deep copy of a JSON value (much cheaper than `copy.deepcopy` for this shape).
 
@@ -104,12 +173,48 @@ def json_clone(value: Any) -> Any:
         out = value.copy()
         for key, item in value.items():
             kind = type(item)
-            if kind is dict or kind is list:
+            if kind is dict:
+                # One level inline: dicts of dicts of scalars (history entries) are the usual shape.
+                inner = item.copy()
+                for sub_key, sub in item.items():
+                    if type(sub) is dict or type(sub) is list:
+                        inner[sub_key] = json_clone(sub)
+                out[key] = inner
+            elif kind is list:
                 out[key] = json_clone(item)
         return out
     if kind is list:
         return [json_clone(item) if type(item) is dict or type(item) is list else item for item in value]
     return value
+
+
+def clone_hint(value: dict[str, Any]) -> tuple[str, ...] | None:
+    """For a dict of JSON values: the keys whose values are dicts of scalars, if every other
+    value is a scalar (the usual history entry), else None. `clone_with_hint` uses it to copy
+    such a dict without walking it again."""
+    keys = []
+    for key, item in value.items():
+        kind = type(item)
+        if kind is dict:
+            for sub in item.values():
+                if type(sub) is dict or type(sub) is list:
+                    return None
+            keys.append(key)
+        elif kind is list:
+            return None
+    return tuple(keys)
+
+
+def clone_with_hint(value: dict[str, Any], hint: tuple[str, ...] | None) -> dict[str, Any]:
+    """`json_clone(value)`, faster with `clone_hint(value)` (computed while `value` had the
+    same shape; None: unknown)."""
+    if hint is None:
+        out: dict[str, Any] = json_clone(value)
+        return out
+    out = value.copy()
+    for key in hint:
+        out[key] = value[key].copy()
+    return out
 
 
 @runtime_checkable

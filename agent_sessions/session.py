@@ -116,17 +116,23 @@ class SessionDelta:
         session.history.extend(json_clone(entry) for entry in self.history)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Baseline:
     """The persisted baseline change tracking compares against.
 
     Never mutated once built, nor are the values in it: a newer baseline is a new object, so
     baselines (and their values) can be shared between sessions, copies and a memory store.
+    (Not a frozen dataclass only because that makes building one, on every load and save,
+    several times slower.)
+
+    `record_bound`, when known, is an upper bound on the encoded size of the store record
+    this baseline describes (see `SessionStore._prepare_write`).
     """
 
     maps: dict[str, dict[str, Any]]
     fields: dict[str, Any]
     history_len: int
+    record_bound: int | None = None
 
 
 @dataclass(slots=True)
@@ -287,27 +293,34 @@ class Session(BaseModel):
         for name in TRACKED_MAPS:
             current: dict[str, Any] = values[name]
             before = snap.maps[name] if snap is not None else _NO_MAP
-            sets = {}
-            for key, value in current.items():
-                old = before.get(key, _MISSING)
-                # A baseline never shares a container with the live session, so `is` means
-                # an unchanged scalar; the common case costs one lookup.
-                if old is value or (old is not _MISSING and _same(old, value)):
-                    continue
-                if old is _MISSING and name == "state" and type(key) is str and key.startswith(TEMP_PREFIX):
-                    continue
-                sets[key] = value
-            if sets:
-                delta.sets[name] = sets
+            if current:
+                sets = {}
+                for key, value in current.items():
+                    old = before.get(key, _MISSING)
+                    # A baseline never shares a container with the live session, so `is`
+                    # means an unchanged scalar; the common case costs one lookup.
+                    if old is value or (old is not _MISSING and _same(old, value)):
+                        continue
+                    if old is _MISSING and name == "state" and type(key) is str and key.startswith(TEMP_PREFIX):
+                        continue
+                    sets[key] = value
+                if sets:
+                    delta.sets[name] = sets
             if before:
                 deleted = {k for k in before if k not in current}
                 if deleted:
                     delta.deletes[name] = deleted
+        if snap is None:
+            delta.fields = {name: values[name] for name in TRACKED_FIELDS}
+            delta.history = list(values["history"])
+            return delta
+        fields = snap.fields
         for name in TRACKED_FIELDS:
             value = values[name]
-            if snap is None or not _same(snap.fields[name], value):
+            old = fields[name]
+            if old is not value and not _same(old, value):
                 delta.fields[name] = value
-        delta.history = self.new_history()
+        delta.history = values["history"][snap.history_len :]
         return delta
 
     def _mark_clean(self, *, history_seq: int | None = None) -> None:
@@ -325,7 +338,7 @@ class Session(BaseModel):
         if history_seq is not None:
             self._history_seq = history_seq
 
-    def _baseline_after(self, delta: SessionDelta) -> Baseline:
+    def _baseline_after(self, delta: SessionDelta, record_bound: int | None = None) -> Baseline:
         """The baseline once `delta` (from `changes()`, just now) is saved.
 
         Only what changed is copied; the rest is shared with the current baseline (which is
@@ -338,7 +351,7 @@ class Session(BaseModel):
             sets = delta.sets.get(name)
             deleted = delta.deletes.get(name)
             if sets is None and deleted is None:
-                maps[name] = before
+                maps[name] = before if snap is not None else {}
                 continue
             after = before.copy()
             if sets is not None:
@@ -357,7 +370,7 @@ class Session(BaseModel):
         else:
             fields = snap.fields
         base = 0 if snap is None else snap.history_len
-        return Baseline(maps=maps, fields=fields, history_len=base + len(delta.history))
+        return Baseline(maps, fields, base + len(delta.history), record_bound)
 
     def _mark_saved(self, baseline: Baseline, history_seq: int, version: int) -> None:
         """After a successful save of the delta `baseline` was built from."""
@@ -374,18 +387,21 @@ class Session(BaseModel):
             return
         fields = snap.fields.copy()
         fields[name] = json_clone(self.__dict__[name])
-        _private(self)["_snapshot"] = Baseline(maps=snap.maps, fields=fields, history_len=snap.history_len)
+        _private(self)["_snapshot"] = Baseline(snap.maps, fields, snap.history_len, snap.record_bound)
 
     @classmethod
     def _from_record(cls, values: dict[str, Any], baseline: Baseline | None, history_seq: int) -> Session | None:
         """A session from a decoded store record, without pydantic validation; None unless
         `values` has every field with exactly the type the model declares (then validate).
 
-        `values` (and the containers in it) become the session's own; `baseline` is shared
-        with its owner if given (it is never mutated), else copied from `values`.
+        `values` (the dict itself when its keys are in declaration order, and the containers in
+        it) becomes the session's own; `baseline` is shared with its owner if given (it is never
+        mutated), else copied from `values`.
         """
-        if values.keys() != _FIELD_SET:
-            return None
+        if tuple(values) != FIELD_NAMES:
+            if values.keys() != _FIELD_SET:
+                return None
+            values = {name: values[name] for name in FIELD_NAMES}
         if not (
             type(values["session_id"]) is str
             and type(values["created_at"]) is float
@@ -414,8 +430,8 @@ class Session(BaseModel):
                 history_len=len(values["history"]),
             )
         session = cls.__new__(cls)
-        _object_setattr(session, "__dict__", {name: values[name] for name in FIELD_NAMES})
-        _object_setattr(session, "__pydantic_fields_set__", set(FIELD_NAMES))
+        _object_setattr(session, "__dict__", values)
+        _object_setattr(session, "__pydantic_fields_set__", set(_FIELD_SET))
         _object_setattr(session, "__pydantic_extra__", None)
         _object_setattr(session, "__pydantic_private__", {"_snapshot": baseline, "_history_seq": history_seq})
         return session

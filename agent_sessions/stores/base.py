@@ -30,7 +30,16 @@ from typing import Any, Literal, Self
 
 from pydantic import ValidationError
 
-from ..codec import Codec, JsonCodec, check_json, encode_checked, json_clone
+from ..codec import (
+    FLOAT_SIZE,
+    Codec,
+    JsonCodec,
+    check_json,
+    clone_with_hint,
+    encode_checked,
+    json_clone,
+    json_size_bound,
+)
 from ..errors import (
     ScopeError,
     SerializationError,
@@ -92,13 +101,15 @@ class DecodedRecord:
 
     `record` has the record's ``created_at``, ``state`` (no ``user:``/``app:`` keys),
     ``preferences``, ``auth_info``, ``ai_context``, ``feature_flags`` and ``environment``;
-    `history` is the recent window. Both are shared with the backend and never mutated: the
-    session built from them gets copies (and uses them, uncopied, as its change-tracking
-    baseline, which is never mutated either).
+    `history` is the recent window, each entry with its `codec.clone_hint`. Both are shared
+    with the backend and never mutated: the session built from them gets copies (and uses
+    them, uncopied, as its change-tracking baseline, which is never mutated either).
     """
 
     record: dict[str, Any]
-    history: list[dict[str, Any]]
+    history: list[tuple[dict[str, Any], tuple[str, ...] | None]]
+    #: `Baseline.record_bound` of the baseline the record was kept from (None: unknown).
+    record_bound: int | None = None
 
 
 @dataclass(slots=True)
@@ -571,53 +582,89 @@ class SessionStore(ABC):
     def _history_row(self, entry: Any, seq: int, session_id: str) -> HistoryRow:
         if not isinstance(entry, dict):
             raise SerializationError("history entries must be dicts like {'timestamp', 'type', 'data'}")
-        check_json(entry, f"history[{seq}]")
+        # A backend that keeps entries decoded needs no bytes: a size bound under the limit is
+        # enough (otherwise the entry is encoded, which gives the exact size or the error).
+        bound = json_size_bound(entry) if self.keeps_decoded else None
+        if bound is None:
+            check_json(entry, f"history[{seq}]")
         timestamp = entry.get("timestamp")
         kind = entry.get("type")
         if not isinstance(timestamp, int | float) or isinstance(timestamp, bool) or not isinstance(kind, str):
             raise SerializationError("history entries need a numeric 'timestamp' and a str 'type'")
         _check_column_text(kind, "history entry type")
-        payload = self._encode_value(entry, f"history entry {seq}", checked=True)
+        if bound is not None and bound <= self.max_session_bytes:
+            payload = b""
+        else:
+            payload = self._encode_value(entry, f"history entry {seq}", checked=True)
         return HistoryRow(seq, float(timestamp), kind, payload, json_clone(entry) if self.keeps_decoded else None)
 
     def _prepare_write(self, session: Session) -> SessionWrite:
+        """Check and encode what a save of `session` writes.
+
+        Only the delta is checked for strict JSON (the rest was checked when it was saved, or
+        decoded from the store). A backend that keeps values decoded (memory) gets no record
+        bytes when an upper bound on their size, carried by the baseline from save to save
+        (`Baseline.record_bound`), stays under `max_session_bytes`: then nothing is encoded.
+        """
         sid = validate_session_id(session.session_id)
         user_id = None if session.user_id is None else validate_user_id(session.user_id)
         _check_shape(session)
         delta = session.changes()
-        _check_delta(delta)
-        record = self._encode_record(session, checked=True)
+        baseline = session.baseline
+        record_bound: int | None = None
+        if self.keeps_decoded:
+            growth = _check_delta_bound(delta)
+            if growth is not None and baseline is not None and baseline.record_bound is not None:
+                record_bound = baseline.record_bound + growth
+            if record_bound is not None and record_bound <= self.max_session_bytes:
+                record = b""
+            else:
+                record = self._encode_record(session, checked=True)
+                record_bound = len(record) + RECORD_SLACK
+        else:
+            _check_delta(delta)
+            record = self._encode_record(session, checked=True)
         seq = session.history_seq
         rows = []
         for entry in delta.history:
             seq += 1
             rows.append(self._history_row(entry, seq, sid))
 
-        user = ScopeChange("user", user_id or "")
-        app = ScopeChange("app", "")
+        user: ScopeChange | None = None
+        app: ScopeChange | None = None
         state_sets = delta.sets.get("state")
         if state_sets is not None:
             for key, value in state_sets.items():
                 if key.startswith((USER_PREFIX, APP_PREFIX)):
+                    user = user or ScopeChange("user", user_id or "")
+                    app = app or ScopeChange("app", "")
                     change = self._route_scope_key(key, user, app, user_id)
                     change.sets[key] = self._encode_value(value, f"state[{key!r}]", checked=True)
-        for key in delta.deletes.get("state", ()):
-            if key.startswith((USER_PREFIX, APP_PREFIX)):
-                self._route_scope_key(key, user, app, user_id).deletes.append(key)
+        state_deletes = delta.deletes.get("state")
+        if state_deletes is not None:
+            for key in state_deletes:
+                if key.startswith((USER_PREFIX, APP_PREFIX)):
+                    user = user or ScopeChange("user", user_id or "")
+                    app = app or ScopeChange("app", "")
+                    self._route_scope_key(key, user, app, user_id).deletes.append(key)
         if user_id is not None:
-            for key, value in delta.sets.get("preferences", {}).items():
-                _check_column_text(key, "preference key")
-                user.sets[PREF_PREFIX + key] = self._encode_value(value, f"preferences[{key!r}]", checked=True)
-            user.deletes.extend(PREF_PREFIX + key for key in delta.deletes.get("preferences", ()))
+            pref_sets = delta.sets.get("preferences")
+            pref_deletes = delta.deletes.get("preferences")
+            if pref_sets is not None or pref_deletes is not None:
+                user = user or ScopeChange("user", user_id)
+                for key, value in (pref_sets or {}).items():
+                    _check_column_text(key, "preference key")
+                    user.sets[PREF_PREFIX + key] = self._encode_value(value, f"preferences[{key!r}]", checked=True)
+                user.deletes.extend(PREF_PREFIX + key for key in pref_deletes or ())
 
-        baseline = session.baseline
         previous_user = baseline.fields["user_id"] if baseline is not None else None
+        version = session.version
         return SessionWrite(
             session_id=sid,
             user_id=user_id,
-            previous_user_id=previous_user if session.version > 0 else None,
-            expected_version=session.version,
-            new_version=session.version + 1,
+            previous_user_id=previous_user if version > 0 else None,
+            expected_version=version,
+            new_version=version + 1,
             created_at=session.created_at,
             last_accessed_at=session.last_accessed_at,
             expiry_at=session.expiry_at,
@@ -625,9 +672,9 @@ class SessionStore(ABC):
             history=rows,
             history_seq=seq,
             max_history=self.max_history,
-            user_scope=None if user.is_empty() else user,
-            app_scope=None if app.is_empty() else app,
-            baseline=session._baseline_after(delta),
+            user_scope=None if user is None or user.is_empty() else user,
+            app_scope=None if app is None or app.is_empty() else app,
+            baseline=session._baseline_after(delta, record_bound),
         )
 
     def _build(self, stored: StoredSession, now: float) -> Session | None:
@@ -699,7 +746,7 @@ class SessionStore(ABC):
                 "expiry_at": stored.expiry_at,
                 "state": json_clone(state),
                 "preferences": json_clone(prefs),
-                "history": [json_clone(entry) for entry in decoded.history],
+                "history": [clone_with_hint(entry, hint) for entry, hint in decoded.history],
                 "auth_info": None if auth is None else json_clone(auth),
                 "ai_context": json_clone(record["ai_context"]),
                 "feature_flags": json_clone(record["feature_flags"]),
@@ -720,6 +767,7 @@ class SessionStore(ABC):
                     "auth_info": auth,
                 },
                 history_len=len(decoded.history),
+                record_bound=decoded.record_bound,
             )
             session = Session._from_record(values, baseline, stored.history_seq)
             if session is None:
@@ -753,6 +801,37 @@ def _check_shape(session: Session) -> None:
             continue
         if (type(value) is not float and type(value) is not int) or not math.isfinite(value):
             raise SerializationError(f"{name} must be a finite number, got {value!r}")
+
+
+#: Room in `Baseline.record_bound` for the record fields that change without being tracked:
+#: ``created_at``, ``last_accessed_at`` and ``expiry_at`` (floats, each at most 24 characters).
+RECORD_SLACK = 3 * FLOAT_SIZE
+
+
+def _check_delta_bound(delta: SessionDelta) -> int | None:
+    """`_check_delta`, also returning an upper bound on how much the changed values can grow
+    the encoded record; None when some value has no bound (the record must be encoded)."""
+    growth: int | None = 0
+    for name, values in delta.sets.items():
+        for key, value in values.items():
+            if type(key) is not str:
+                raise SerializationError(f"{name} keys must be str, got {type(key).__name__}")
+            bound = json_size_bound(value)
+            if bound is None:
+                check_json(value, f"{name}[{key!r}]")
+                growth = None
+            elif growth is not None:
+                key_bound = json_size_bound(key)  # None: not UTF-8 encodable (encoding will say)
+                growth = None if key_bound is None else growth + bound + key_bound + 2
+    for name, value in delta.fields.items():
+        bound = json_size_bound(value)
+        if bound is None:
+            if name != "user_id":
+                check_json(value, name)
+            growth = None
+        elif growth is not None:
+            growth += bound
+    return growth
 
 
 def _check_delta(delta: SessionDelta) -> None:

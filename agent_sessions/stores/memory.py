@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from ..codec import JsonCodec, encode_checked
+from ..codec import JsonCodec, clone_hint, encode_checked
 from ..errors import SerializationError, SessionNotFound
 from ..session import APP_PREFIX, USER_PREFIX
 from .base import (
@@ -44,9 +44,11 @@ class _Entry:
     expiry_at: float | None
     #: The codec's bytes, or (kept decoded) the `DecodedRecord.record` dict.
     record: bytes | dict[str, Any]
-    #: (seq, the codec's bytes or the decoded entry), oldest first.
+    #: (seq, the codec's bytes, or kept decoded (entry, `clone_hint(entry)`)), oldest first.
     history: deque[tuple[int, Any]] = field(default_factory=deque)
     history_seq: int = 0
+    #: Kept decoded: `Baseline.record_bound` of the saving session's new baseline.
+    record_bound: int | None = None
 
     def live(self, now: float) -> bool:
         return self.expiry_at is None or self.expiry_at > now
@@ -90,7 +92,7 @@ class MemorySessionStore(SessionStore):
         record = entry.record
         decoded = None
         if isinstance(record, dict):
-            decoded = DecodedRecord(record, history)
+            decoded = DecodedRecord(record, history, entry.record_bound)
             record, history = b"", []
         return StoredSession(
             session_id=sid,
@@ -139,11 +141,14 @@ class MemorySessionStore(SessionStore):
 
     async def _write(self, write: SessionWrite, now: float) -> None:
         record = self._kept_record(write)
+        history: list[tuple[int, Any]]
         if self.keeps_decoded:
-            history = [
-                (row.seq, row.entry if row.entry is not None else self.codec.decode(row.payload))
-                for row in write.history
-            ]
+            history = []
+            for row in write.history:
+                kept = row.entry if row.entry is not None else self.codec.decode(row.payload)
+                if not isinstance(kept, dict):
+                    raise SerializationError("a history entry to keep is not a JSON object")
+                history.append((row.seq, (kept, clone_hint(kept))))
         else:
             history = [(row.seq, row.payload) for row in write.history]
         with self._lock:
@@ -169,6 +174,7 @@ class MemorySessionStore(SessionStore):
             entry.last_accessed_at = write.last_accessed_at
             entry.expiry_at = write.expiry_at
             entry.record = record
+            entry.record_bound = None if write.baseline is None else write.baseline.record_bound
             entry.history.extend(history)
             entry.history_seq = write.history_seq
             floor = write.history_seq - write.max_history
@@ -266,7 +272,7 @@ class MemorySessionStore(SessionStore):
                 return None
             rows = [r for r in entry.history if before_seq is None or r[0] < before_seq][-limit:]
         if self.keeps_decoded:
-            return [(seq, encode_checked(self.codec, payload)) for seq, payload in rows]
+            return [(seq, encode_checked(self.codec, payload[0])) for seq, payload in rows]
         return rows
 
     async def _user_session_ids(self, user_id: str, now: float) -> list[str]:

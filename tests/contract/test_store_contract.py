@@ -505,6 +505,31 @@ async def test_non_json_values_raise_at_save_and_write_nothing(manager: SessionM
     assert loaded is not None and loaded.state == {"good": 1} and loaded.version == 1
 
 
+@pytest.mark.parametrize("where", ["state", "state-key", "history", "history-type", "preferences", "ai_context-key"])
+async def test_text_that_utf8_cannot_encode_raises_at_save_and_writes_nothing(
+    manager: SessionManager, where: str
+) -> None:
+    s = await manager.create_session(user_id="u", data={"good": 1})
+    bad = "lone \ud800 surrogate"
+    if where == "state":
+        s.state["k"] = {"nested": [bad]}
+    elif where == "state-key":
+        s.state[bad] = 1
+    elif where == "history":
+        s.add_history_entry("message", {"text": bad})
+    elif where == "history-type":
+        s.history.append({"timestamp": 1.0, "type": bad, "data": {}})
+    elif where == "preferences":
+        s.preferences["p"] = bad
+    else:
+        s.ai_context[bad] = 1
+    with pytest.raises(SerializationError):
+        await manager.update_session(s)
+    loaded = await manager.get_session(s.session_id)
+    assert loaded is not None and loaded.version == 1
+    assert loaded.state == {"good": 1} and loaded.history == [] and loaded.preferences == {} and loaded.ai_context == {}
+
+
 async def test_non_json_history_and_preferences_raise(manager: SessionManager) -> None:
     s = await manager.create_session(user_id="u")
     with pytest.raises(SerializationError):

@@ -15,8 +15,10 @@ from agent_sessions import (
     SerializationError,
     Session,
     SessionManager,
+    SessionTooLarge,
     create_store,
 )
+from agent_sessions.codec import JsonCodec
 from agent_sessions.ids import id_hash, is_valid_session_id, new_session_id
 
 from ..support import FakeClock
@@ -197,3 +199,50 @@ async def test_memory_expiry_heap_stays_bounded_by_the_sessions() -> None:
 def test_new_ids_never_start_with_a_dash() -> None:
     # An id starting with "-" would be read as an option by `agent-sessions show ID`.
     assert all(new_session_id()[0] != "-" for _ in range(5000))
+
+
+class _BytesJsonCodec(JsonCodec):
+    """Plain JSON, but not `JsonCodec` itself: the memory store keeps bytes with it."""
+
+
+async def test_memory_size_limit_without_encoding_matches_the_encoded_limit() -> None:
+    # Kept decoded, the memory store skips encoding while an upper bound on the record's size
+    # stays under max_session_bytes: every save must still succeed or fail exactly as when
+    # the record is encoded on every save.
+    import random
+
+    rng = random.Random(5)
+    clock = FakeClock()
+    decoded = MemorySessionStore(max_session_bytes=4000, clock=clock)
+    encoded = MemorySessionStore(max_session_bytes=4000, clock=clock, codec=_BytesJsonCodec())
+    assert decoded.keeps_decoded and not encoded.keeps_decoded
+    managers = [SessionManager(store, auto_cleanup=False) for store in (decoded, encoded)]
+    sessions = [await m.create_session() for m in managers]
+    outcomes: list[list[str]] = [[], []]
+    for step in range(300):
+        action = rng.random()
+        key = f"k{rng.randrange(12)}"
+        text = "é" * rng.randrange(0, 400) if rng.random() < 0.3 else "x" * rng.randrange(0, 900)
+        clock.advance(rng.choice([0.001, 0.1, 1.0, 7.25]))
+        for i, (manager, session) in enumerate(zip(managers, sessions, strict=True)):
+            if action < 0.5:
+                session.state[key] = {"text": text, "n": step}
+            elif action < 0.7:
+                session.state.pop(key, None)
+            elif action < 0.85:
+                session.history.append({"timestamp": clock.now, "type": "message", "data": {"text": text * 5}})
+            else:
+                session.ai_context[key] = [step, 1.5, None, text[:50]]
+            try:
+                await manager.update_session(session)
+                outcomes[i].append("ok")
+            except SessionTooLarge:
+                outcomes[i].append("too large")
+                fresh = await manager.get_session(session.session_id)
+                assert fresh is not None
+                sessions[i] = fresh
+    assert outcomes[0] == outcomes[1]
+    assert "too large" in outcomes[0] and outcomes[0].count("ok") > 100
+    a, b = [await m.get_session(s.session_id) for m, s in zip(managers, sessions, strict=True)]
+    assert a is not None and b is not None
+    assert (a.state, a.ai_context, a.history, a.version) == (b.state, b.ai_context, b.history, b.version)

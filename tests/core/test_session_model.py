@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent_sessions import SerializationError, Session
-from agent_sessions.codec import JsonCodec, check_json, json_clone
+from agent_sessions.codec import JsonCodec, check_json, clone_hint, clone_with_hint, json_clone, json_size_bound
 
 
 def test_original_methods_behave_as_documented() -> None:
@@ -140,3 +141,32 @@ def test_codec_round_trips_every_json_value(value: Any) -> None:
     codec = JsonCodec()
     check_json(value)
     assert codec.decode(codec.encode({"v": value})) == {"v": value}
+
+
+def _containers(value: Any, found: set[int]) -> set[int]:
+    if type(value) is dict or type(value) is list:
+        found.add(id(value))
+        for item in value.values() if type(value) is dict else value:
+            _containers(item, found)
+    return found
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.dictionaries(st.text(max_size=5), json_values, max_size=5))
+def test_clones_share_no_container_and_bounds_cover_the_encoding(value: dict[str, Any]) -> None:
+    for clone in (json_clone(value), clone_with_hint(value, clone_hint(value))):
+        assert clone == value
+        assert not _containers(clone, set()) & _containers(value, set())
+    bound = json_size_bound(value)
+    encoded = JsonCodec().encode(value)
+    assert bound is not None and bound >= len(encoded)
+
+
+def test_size_bound_refuses_what_cannot_be_encoded() -> None:
+    for bad in [math.nan, math.inf, {1: "x"}, (1,), {"k": {2}}, "lone \ud800", {"\udfff": 1}, b"x", object()]:
+        assert json_size_bound(bad) is None
+    deep: list[Any] = []
+    for _ in range(200):
+        deep = [deep]
+    assert json_size_bound(deep) is None  # too deep for a bound: the caller encodes instead
+    assert json_size_bound({"k": [1, "é", None, True, 1.5]}) is not None

@@ -120,8 +120,10 @@ class MemorySessionStore(SessionStore):
                 raise SerializationError("the record to keep is not a JSON object")
             return {key: record[key] for key in DECODED_RECORD_KEYS}
         state = baseline.maps["state"]
-        if any(key.startswith((USER_PREFIX, APP_PREFIX)) for key in state):
-            state = {k: v for k, v in state.items() if not k.startswith((USER_PREFIX, APP_PREFIX))}
+        for key in state:
+            if key.startswith((USER_PREFIX, APP_PREFIX)):
+                state = {k: v for k, v in state.items() if not k.startswith((USER_PREFIX, APP_PREFIX))}
+                break
         return {
             "created_at": float(write.created_at),
             "state": state,
@@ -151,24 +153,26 @@ class MemorySessionStore(SessionStore):
                 history.append((row.seq, (kept, clone_hint(kept))))
         else:
             history = [(row.seq, row.payload) for row in write.history]
+        sid = write.session_id
         with self._lock:
-            entry = self._sessions.get(write.session_id)
+            entry = self._sessions.get(sid)
             if write.expected_version == 0:
                 if entry is not None:
-                    raise raise_conflict(write.session_id)
+                    raise raise_conflict(sid)
                 self._evict_if_full()
-                entry = _Entry(write.user_id, 0, write.last_accessed_at, write.expiry_at, record)
-                self._sessions[write.session_id] = entry
+                entry = _Entry(None, 0, write.last_accessed_at, write.expiry_at, record)
+                self._sessions[sid] = entry
             else:
                 if entry is None or not entry.live(now):
                     raise SessionNotFound("the session was deleted or has expired; it is not re-created")
                 if entry.version != write.expected_version:
-                    raise raise_conflict(write.session_id)
-                self._sessions.move_to_end(write.session_id)
-            if write.previous_user_id is not None and write.previous_user_id != write.user_id:
-                self._by_user.get(write.previous_user_id, set()).discard(write.session_id)
-            if write.user_id is not None:
-                self._by_user.setdefault(write.user_id, set()).add(write.session_id)
+                    raise raise_conflict(sid)
+                if self.max_sessions is not None:
+                    self._sessions.move_to_end(sid)  # eviction order: least recently saved first
+            if entry.user_id != write.user_id:
+                self._unindex(sid, entry)
+                if write.user_id is not None:
+                    self._by_user.setdefault(write.user_id, set()).add(sid)
             entry.user_id = write.user_id
             entry.version = write.new_version
             entry.last_accessed_at = write.last_accessed_at
@@ -180,8 +184,9 @@ class MemorySessionStore(SessionStore):
             floor = write.history_seq - write.max_history
             while entry.history and entry.history[0][0] <= floor:
                 entry.history.popleft()
-            self._push_expiry(write.expiry_at, write.session_id)
-            self._apply_scopes([c for c in (write.user_scope, write.app_scope) if c is not None])
+            self._push_expiry(write.expiry_at, sid)
+            if write.user_scope is not None or write.app_scope is not None:
+                self._apply_scopes([c for c in (write.user_scope, write.app_scope) if c is not None])
 
     def _evict_if_full(self) -> None:
         if self.max_sessions is None:

@@ -293,7 +293,7 @@ class Session(BaseModel):
 
         The values in the delta are the session's own (not copies).
         """
-        delta = SessionDelta()
+        delta = SessionDelta({}, {}, {}, [])
         snap: Baseline | None = _private(self)["_snapshot"]
         values = self.__dict__
         for name in TRACKED_MAPS:
@@ -324,7 +324,11 @@ class Session(BaseModel):
         for name in TRACKED_FIELDS:
             value = values[name]
             old = fields[name]
-            if old is not value and not _same(old, value):
+            if old is value:
+                continue
+            kind = type(value)
+            # Scalars of one type compare with `==` (expiry_at changes on every save).
+            if kind is not type(old) or (old != value if kind is float or kind is str else not _same(old, value)):
                 delta.fields[name] = value
         delta.history = values["history"][snap.history_len :]
         return delta
@@ -431,9 +435,14 @@ class Session(BaseModel):
         if baseline is None:
             # A stored record holds no `temp:` keys: its maps are the baseline as they are.
             baseline = Baseline(
-                maps={name: json_clone(values[name]) for name in TRACKED_MAPS},
-                fields={name: json_clone(values[name]) for name in TRACKED_FIELDS},
-                history_len=len(values["history"]),
+                {name: json_clone(values[name]) for name in TRACKED_MAPS},
+                {
+                    "user_id": user_id,
+                    "expiry_at": expiry,
+                    "environment": json_clone(values["environment"]),
+                    "auth_info": None if auth is None else json_clone(auth),
+                },
+                len(values["history"]),
             )
         session = cls.__new__(cls)
         _object_setattr(session, "__dict__", values)

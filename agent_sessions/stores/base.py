@@ -14,11 +14,17 @@ The primitives deal in bytes produced by the store's codec, never in `Session` o
   record and capped at `max_history` per session;
 - scope data is per-key: the `user` scope of a `user_id` holds its `user:` state keys and its
   preferences (as ``pref:<name>``), the `app` scope holds the `app:` keys.
+
+One exception, for a backend in the same process (memory, `keeps_decoded`): it may keep the
+record and history decoded, as values that are shared and never mutated. Its writes then carry
+a private copy of each new history entry (`HistoryRow.entry`) and the session's new baseline
+(`SessionWrite.baseline`, whose values become the kept record), its reads return them as a
+`DecodedRecord`, and the session built from one gets copies. Nothing is encoded for such a
+backend while size bounds prove the limits hold (`_prepare_write`); the checks are the same.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -90,6 +96,23 @@ class HistoryRow:
     entry: dict[str, Any] | None = None
 
 
+#: The keys of a record `_encode_record` writes.
+_RECORD_KEY_SET = frozenset(
+    (
+        "format",
+        "session_id",
+        "user_id",
+        "created_at",
+        "last_accessed_at",
+        "expiry_at",
+        "state",
+        "preferences",
+        "auth_info",
+        "ai_context",
+        "feature_flags",
+        "environment",
+    )
+)
 #: The keys of `DecodedRecord.record`.
 DECODED_RECORD_KEYS = ("created_at", "state", "preferences", "auth_info", "ai_context", "feature_flags", "environment")
 _DECODED_KEY_SET = frozenset(DECODED_RECORD_KEYS)
@@ -517,9 +540,9 @@ class SessionStore(ABC):
         payloads (a corrupt entry changes the element count or fails, then each is decoded alone)."""
         if len(payloads) > 1 and type(self.codec) is JsonCodec:
             try:
-                entries = json.loads(b"[" + b",".join(payloads) + b"]")
-            except ValueError:
-                entries = None
+                entries = self.codec.decode(b"[" + b",".join(payloads) + b"]")
+            except SerializationError:
+                entries = None  # some entry is corrupt: decoded one by one below, which reports it
             if type(entries) is list and len(entries) == len(payloads) and all(type(e) is dict for e in entries):
                 return entries
         return [self._decode_entry(p, session_id) for p in payloads]
@@ -685,13 +708,7 @@ class SessionStore(ABC):
             record = self.codec.decode(stored.record)
             if not isinstance(record, dict):
                 raise SerializationError("the stored record is not a JSON object")
-            record.pop("format", None)
-            record["session_id"] = stored.session_id
-            record["user_id"] = stored.user_id
-            record["last_accessed_at"] = stored.last_accessed_at
-            record["expiry_at"] = stored.expiry_at
-            record["version"] = stored.version
-            record["history"] = self._decode_history(stored.history, stored.session_id)
+            history = self._decode_history(stored.history, stored.session_id)
             state = record.setdefault("state", {})
             prefs = record.setdefault("preferences", {})
             for key, raw in stored.user_scope.items():
@@ -703,8 +720,32 @@ class SessionStore(ABC):
                 state[key] = self.codec.decode(raw)
             # Records this library wrote have every field with its exact type: built without
             # pydantic. Anything else (an older record, a corrupt one) is validated in full.
-            session = Session._from_record(record, None, stored.history_seq)
+            session = None
+            if record.keys() == _RECORD_KEY_SET:
+                values = {
+                    "session_id": stored.session_id,
+                    "user_id": stored.user_id,
+                    "created_at": record["created_at"],
+                    "last_accessed_at": stored.last_accessed_at,
+                    "expiry_at": stored.expiry_at,
+                    "state": state,
+                    "preferences": prefs,
+                    "history": history,
+                    "auth_info": record["auth_info"],
+                    "ai_context": record["ai_context"],
+                    "feature_flags": record["feature_flags"],
+                    "environment": record["environment"],
+                    "version": stored.version,
+                }
+                session = Session._from_record(values, None, stored.history_seq)
             if session is None:
+                record.pop("format", None)
+                record["session_id"] = stored.session_id
+                record["user_id"] = stored.user_id
+                record["last_accessed_at"] = stored.last_accessed_at
+                record["expiry_at"] = stored.expiry_at
+                record["version"] = stored.version
+                record["history"] = history
                 session = Session.model_validate(record)
                 session._mark_clean(history_seq=stored.history_seq)
         except (SerializationError, ValidationError, TypeError, AttributeError) as exc:

@@ -84,6 +84,7 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 # Everything that means "the database could not do it": driver and pool errors, sockets, timeouts.
 _DB_ERRORS = (SQLAlchemyError, OSError, TimeoutError)
+_INIT_ATTEMPTS = 5
 _NO_CURSOR = 2**62  # "before" cursor meaning "from the newest entry"
 # A write the server aborted (deadlock, serialization failure) is re-run this many times in all
 # before the caller gets `SessionConflict`: nothing of it was written, so re-running is exact.
@@ -736,14 +737,22 @@ class DatabaseSessionStore(SessionStore):
         async with self._sync().init:
             if self._ready:
                 return
-            try:
-                async with self.engine.connect() as conn:
-                    await self._create_schema(conn)
-                    await conn.commit()
-            except StoreUnavailable:
-                raise
-            except _DB_ERRORS as exc:
-                raise self._unavailable(exc) from exc
+            for attempt in range(_INIT_ATTEMPTS):
+                try:
+                    async with self.engine.connect() as conn:
+                        await self._create_schema(conn)
+                        await conn.commit()
+                    break
+                except StoreUnavailable:
+                    raise
+                except _DB_ERRORS as exc:
+                    # Several processes opening a new SQLite file at once contend for the lock that
+                    # switching it to WAL and creating the tables need; SQLite can report "locked"
+                    # without waiting for busy_timeout there. Retry that case a bounded few times.
+                    if self.postgres or "locked" not in str(exc) or attempt == _INIT_ATTEMPTS - 1:
+                        raise self._unavailable(exc) from exc
+                    logger.info("SQLite database locked during first use; retrying (%d)", attempt + 1)
+                    await asyncio.sleep(0.05 * (attempt + 1) + random.uniform(0, 0.05))
             self._ready = True
 
     async def _create_schema(self, conn: AsyncConnection) -> None:

@@ -36,9 +36,9 @@ async def delete_prefix(store: RedisSessionStore) -> None:
 
 
 @asynccontextmanager
-async def redis_store(clock: FakeClock, **options: Any) -> AsyncIterator[SessionStore]:
-    require_service("Redis", *redis_host_port(REDIS_URL), REDIS_START)
-    store = RedisSessionStore(REDIS_URL, prefix=unique_prefix(), clock=clock, **options)
+async def prefixed_store(url: str, clock: FakeClock, **options: Any) -> AsyncIterator[SessionStore]:
+    """A store on `url` under a fresh key prefix; every key under it is deleted afterwards."""
+    store = RedisSessionStore(url, prefix=unique_prefix(), clock=clock, **options)
     try:
         yield store
     finally:
@@ -49,13 +49,13 @@ async def redis_store(clock: FakeClock, **options: Any) -> AsyncIterator[Session
 
 
 @asynccontextmanager
-async def redis_cluster_store(clock: FakeClock, **options: Any) -> AsyncIterator[SessionStore]:
-    cluster = shared_cluster()
-    store = RedisSessionStore(cluster.url, prefix=unique_prefix(), clock=clock, **options)
-    try:
+async def redis_store(clock: FakeClock, **options: Any) -> AsyncIterator[SessionStore]:
+    require_service("Redis", *redis_host_port(REDIS_URL), REDIS_START)
+    async with prefixed_store(REDIS_URL, clock, **options) as store:
         yield store
-    finally:
-        try:
-            await delete_prefix(store)
-        finally:
-            await store.close()
+
+
+@asynccontextmanager
+async def redis_cluster_store(clock: FakeClock, **options: Any) -> AsyncIterator[SessionStore]:
+    async with prefixed_store(shared_cluster().url, clock, **options) as store:
+        yield store

@@ -29,7 +29,7 @@ from agent_sessions.stores.redis import RedisSessionStore
 
 from ..support import REDIS_START, REDIS_URL, FakeClock, require_service
 from .servers import RedisServer
-from .stores import delete_prefix, redis_cluster_store, redis_host_port, unique_prefix
+from .stores import delete_prefix, prefixed_store, redis_cluster_store, redis_host_port
 
 pytestmark = pytest.mark.asyncio
 
@@ -54,14 +54,8 @@ def private_redis() -> Iterator[RedisServer]:
 
 @asynccontextmanager
 async def private_store(server: RedisServer, clock: FakeClock, **options: Any) -> AsyncIterator[SessionStore]:
-    store = RedisSessionStore(server.url, prefix=unique_prefix(), clock=clock, **options)
-    try:
+    async with prefixed_store(server.url, clock, **options) as store:
         yield store
-    finally:
-        try:
-            await delete_prefix(store)
-        finally:
-            await store.close()
 
 
 @pytest.fixture(params=["redis", "redis_cluster"])

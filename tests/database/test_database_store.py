@@ -653,3 +653,105 @@ async def test_a_locked_sqlite_file_is_store_unavailable_after_the_busy_timeout(
     finally:
         await store.close()
         await other.close()
+
+
+# ---------------------------------------------------------------- SQLite: a transaction per hop
+class HopCounter:
+    """Counts the calls queued to aiosqlite's worker thread (each is a hop between threads)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        import aiosqlite
+
+        self.calls = 0
+        original = aiosqlite.Connection._execute
+
+        async def counting(conn: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return await original(conn, fn, *args, **kwargs)
+
+        monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+
+
+async def test_the_installed_aiosqlite_runs_a_save_in_one_hop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent_sessions.stores.database import _AiosqliteDriver
+
+    # False would mean an aiosqlite release without `Connection._execute`: saves still work
+    # (next test), but each costs a hop per statement plus one for the commit.
+    assert _AiosqliteDriver.ONE_HOP
+    async with DatabaseSessionStore(f"sqlite+aiosqlite:///{tmp_path / 'hops.db'}", max_history=3) as store:
+        s = Session(user_id="u1", state={"n": 0})
+        await store.set(s)
+        hops = HopCounter(monkeypatch)
+        s.set("n", 1)
+        s.set("user:plan", "pro")
+        for i in range(5):  # more than max_history: the save also trims
+            s.add_history_entry("turn", {"i": i})
+        await store.set(s)
+        assert hops.calls == 1
+        loaded = await store.get(s.session_id)
+        assert hops.calls == 2
+        assert loaded is not None and loaded.get("n") == 1 and loaded.get("user:plan") == "pro"
+        assert [e["data"]["i"] for e in loaded.history] == [2, 3, 4]
+
+
+@pytest.mark.parametrize("one_hop", [True, False], ids=["one-hop", "statement-at-a-time"])
+async def test_sqlite_writes_are_atomic_with_and_without_one_hop_transactions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_hop: bool
+) -> None:
+    from agent_sessions.stores.database import _AiosqliteDriver
+
+    monkeypatch.setattr(_AiosqliteDriver, "ONE_HOP", one_hop)
+    clock = FakeClock()
+    async with DatabaseSessionStore(f"sqlite+aiosqlite:///{tmp_path / 'tx.db'}", clock=clock, max_history=2) as store:
+        s = Session(user_id="u1", created_at=clock.now, last_accessed_at=clock.now, expiry_at=clock.now + 100)
+        s.set("app:motd", "hi")
+        s.preferences["lang"] = "fr"
+        await store.set(s)
+        for i in range(3):
+            s.add_history_entry("turn", {"i": i})
+        s.set("user:plan", "pro")
+        await store.set(s)
+        stale = await store.get(s.session_id)
+        assert stale is not None
+        s.set("k", 1)
+        await store.set(s)
+        stale.set("k", 2)  # a lost compare-and-set writes nothing
+        with pytest.raises(SessionConflict):
+            await store.set(stale)
+        # A statement failing after the compare-and-set rolls the whole save back.
+        table = store.table_names["history"]
+        await raw_execute(
+            store,
+            f'INSERT INTO {table} (session_id, seq, "timestamp", "type", payload) VALUES (?, 4, 0, ?, ?)',  # noqa: S608
+            s.session_id,
+            "x",
+            b"{}",
+        )
+        s.set("k", 3)
+        s.add_history_entry("turn", {"i": 3})
+        with pytest.raises(SessionConflict):
+            await store.set(s)
+        await raw_execute(store, f"DELETE FROM {table} WHERE seq = 4")  # noqa: S608
+        loaded = await store.get(s.session_id)
+        assert loaded is not None and loaded.get("k") == 1 and loaded.version == 3
+        assert [e["data"]["i"] for e in loaded.history] == [1, 2]
+        assert loaded.get("user:plan") == "pro" and loaded.get("app:motd") == "hi"
+        assert loaded.preferences == {"lang": "fr"}
+        assert await store.touch(s.session_id, clock.now + 1, clock.now + 500)
+        assert not await store.touch(Session().session_id, clock.now + 1, clock.now + 500)
+        await store.write_scopes("u1", {}, delete=["user:plan"])
+        new_id = Session().session_id
+        moved = await store.rename(s.session_id, new_id)
+        assert moved.expiry_at == clock.now + 500 and moved.get("user:plan") is None
+        with pytest.raises(SessionNotFound):
+            await store.rename(s.session_id, Session().session_id)
+        assert await store.delete(new_id)
+        assert not await store.delete(new_id)
+        assert await raw_execute(store, f"SELECT seq FROM {table} WHERE session_id = ?", new_id) == []  # noqa: S608
+        conn = await store.engine.raw_connection()
+        try:
+            assert not conn.driver_connection.in_transaction  # every way out committed or rolled back
+        finally:
+            from sqlalchemy.util.concurrency import greenlet_spawn
+
+            await greenlet_spawn(conn.close)

@@ -116,7 +116,7 @@ class SessionManager:
         The access time is persisted at most once per `touch_interval`.
         """
         sid = validate_session_id(session_id)
-        session = await self.store.get(sid)
+        session = await self.store._get_valid(sid)
         if session is None:
             return await self.create_session() if create_if_missing else None
         now = self.clock()
@@ -234,7 +234,7 @@ class SessionManager:
         """
         sid = validate_session_id(session_id)
         for attempt in range(self.max_retries):
-            session = await self.store.get(sid)
+            session = await self.store._get_valid(sid)
             if session is None:
                 raise SessionNotFound("the session does not exist or has expired")
             result = fn(session)
@@ -254,7 +254,7 @@ class SessionManager:
     async def refresh_session(self, session_id: str, extend_lifetime: bool = True) -> Session | None:
         """Touch the session now and (by default) renew its idle deadline; None if it is gone."""
         sid = validate_session_id(session_id)
-        session = await self.store.get(sid)
+        session = await self.store._get_valid(sid)
         if session is None:
             return None
         now = self.clock()

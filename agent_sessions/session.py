@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from .codec import check_json, json_clone
 from .errors import SerializationError
-from .ids import id_hash, new_session_id
+from .ids import id_hash, new_session_id, validate_session_id
 
 __all__ = [
     "APP_PREFIX",
@@ -184,6 +184,8 @@ class Session(BaseModel):
     _snapshot: Baseline | None = PrivateAttr(default=None)
     # Sequence number of the newest history entry already persisted (entries ever appended).
     _history_seq: int = PrivateAttr(default=0)
+    # The `session_id` string object last checked with `validate_session_id` (see `_valid_session_id`).
+    _valid_id: str | None = PrivateAttr(default=None)
 
     def __repr_args__(self) -> Any:
         # A session id is a bearer credential: reprs (and so logs, tracebacks) show a short hash.
@@ -389,6 +391,23 @@ class Session(BaseModel):
         private["_snapshot"] = baseline
         private["_history_seq"] = history_seq
 
+    def _mark_id_valid(self, session_id: str) -> None:
+        """Record that `session_id` (the very string object) passed `validate_session_id`."""
+        _private(self)["_valid_id"] = session_id
+
+    def _valid_session_id(self) -> str:
+        """`validate_session_id(self.session_id)`, skipped when this very string object was
+        checked already: a str is immutable, so the same object is the same valid id (any
+        assignment to `session_id` puts another object there, which is checked)."""
+        sid: str = self.__dict__["session_id"]
+        private = _private(self)
+        checked = sid is private.get("_valid_id")
+        if checked:
+            return sid
+        sid = validate_session_id(sid)
+        private["_valid_id"] = sid
+        return sid
+
     def _mark_field_clean(self, name: str) -> None:
         """Make the current value of the tracked field `name` part of the baseline (after a touch)."""
         snap: Baseline | None = _private(self)["_snapshot"]
@@ -448,7 +467,9 @@ class Session(BaseModel):
         _object_setattr(session, "__dict__", values)
         _object_setattr(session, "__pydantic_fields_set__", set(_FIELD_SET))
         _object_setattr(session, "__pydantic_extra__", None)
-        _object_setattr(session, "__pydantic_private__", {"_snapshot": baseline, "_history_seq": history_seq})
+        _object_setattr(
+            session, "__pydantic_private__", {"_snapshot": baseline, "_history_seq": history_seq, "_valid_id": None}
+        )
         return session
 
     def _adopt(self, other: Session) -> None:

@@ -319,12 +319,19 @@ class SessionStore(ABC):
         Raises `InvalidSessionId` before any I/O, `SerializationError` for a corrupt record,
         `StoreUnavailable` when the backend cannot be reached.
         """
-        sid = validate_session_id(session_id)
+        return await self._get_valid(validate_session_id(session_id))
+
+    async def _get_valid(self, sid: str) -> Session | None:
+        """`get` for an id the caller has just checked with `validate_session_id` (the manager
+        checks each id from outside once, not once per layer)."""
         now = self.clock()
         stored = await self._load(sid, now)
         if stored is None:
             return None
-        return self._build(stored, now)
+        session = self._build(stored, now)
+        if session is not None:
+            session._mark_id_valid(sid)
+        return session
 
     async def set(self, session: Session) -> None:
         """Save `session` with a compare-and-set on `session.version`.
@@ -629,7 +636,7 @@ class SessionStore(ABC):
         bytes when an upper bound on their size, carried by the baseline from save to save
         (`Baseline.record_bound`), stays under `max_session_bytes`: then nothing is encoded.
         """
-        sid = validate_session_id(session.session_id)
+        sid = session._valid_session_id()
         user_id = None if session.user_id is None else validate_user_id(session.user_id)
         _check_shape(session)
         delta = session.changes()

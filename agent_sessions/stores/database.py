@@ -22,8 +22,10 @@ Tables, with the default ``table_prefix="agent_"`` (and, on PostgreSQL, an optio
 Tables are created on first use (serialised between processes by an advisory lock on
 PostgreSQL and ``BEGIN IMMEDIATE`` on SQLite). A save is one compare-and-set on ``version``
 with its history rows and scope upserts in the same transaction — on PostgreSQL a single
-statement (data-modifying CTEs), on SQLite one short transaction. A get is one statement
-(``UNION ALL`` of the record, its recent history window and its scope rows).
+statement (data-modifying CTEs), on SQLite one short transaction handed to aiosqlite's thread in
+one call. A get is one statement (``UNION ALL`` of the record, its recent history window and its
+scope rows); on PostgreSQL, gets that queue for a connection while every one is busy are
+coalesced into one statement for all of them.
 
 Invariant the queries rely on: a session's history ``seq`` values are contiguous (saves number
 new entries from the stored ``history_seq``; trimming drops a prefix), so the recent window of
@@ -521,11 +523,31 @@ def install_reset_handler(engine: AsyncEngine) -> None:
         event.listen(target, "reset", _rollback_dangling)
 
 
-@dataclass(frozen=True, slots=True)
+#: A read waiting in a batch of coalesced reads gets this when the batch's runner was cancelled
+#: (through no fault of the read's): it then reads on its own.
+_ALONE: Any = object()
+#: At most this many session ids are read by one coalesced statement.
+_MAX_COALESCED = 64
+
+
+@dataclass(slots=True)
 class _LoopSync:
     init: asyncio.Lock
     write: asyncio.Lock
     slots: asyncio.Semaphore
+    #: The coalesced read still taking ids (see `DatabaseSessionStore._load_coalesced`).
+    reads: dict[str, list[asyncio.Future[Any]]] | None = None
+    #: The coalesced save still taking writes (see `DatabaseSessionStore._write_coalesced`).
+    writes: dict[str, _PendingWrite] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _PendingWrite:
+    """A save waiting in a coalesced batch: its parameters and where its outcome goes."""
+
+    params: dict[str, Any]
+    rows: list[Any]
+    future: asyncio.Future[Any]
 
 
 def _pool_capacity(engine: AsyncEngine) -> int:
@@ -627,6 +649,7 @@ SELECT 1, seq, payload FROM (
         self.read_version = c(f"SELECT version FROM {v} WHERE component = :component")
         self.write_version = c(f"INSERT INTO {v} (component, version) VALUES (:component, :version)")
         self._pg_writes: dict[tuple[bool, bool, bool, bool, bool], _Stmt] = {}
+        self._pg_writes_many: _Stmt | None = None
 
     def _c(self, sql: str) -> _Stmt:
         return _compile(sql.strip(), self.paramstyle)
@@ -648,6 +671,38 @@ SELECT 2, owner, "key", NULL, NULL, NULL, NULL, value FROM {sc}
 UNION ALL
 SELECT 3, owner, "key", NULL, NULL, NULL, NULL, value FROM {sc} WHERE kind = 'app' AND owner = ''"""
         return sql
+
+    def pg_write_many(self) -> _Stmt:
+        """Several PostgreSQL updates (no scope changes) as one statement: a compare-and-set per
+        session (distinct ids), then history rows and trimming for the sessions that won.
+        Returns the ids that won."""
+        stmt = self._pg_writes_many
+        if stmt is not None:
+            return stmt
+        s, h = self.s, self.h
+        stmt = self._pg_writes_many = self._c(
+            f"""
+WITH w AS (
+  SELECT * FROM unnest(CAST(:ids AS text[]), CAST(:uids AS text[]), CAST(:expvs AS bigint[]),
+    CAST(:newvs AS bigint[]), CAST(:hseqs AS bigint[]), CAST(:las AS float8[]), CAST(:exps AS float8[]),
+    CAST(:recs AS bytea[]), CAST(:floors AS bigint[]), CAST(:nows AS float8[]))
+    AS w(id, uid, expv, newv, hseq, la, exp, rec, floor, now)),
+cas AS (
+  UPDATE {s} AS x SET user_id = w.uid, version = w.newv, history_seq = w.hseq, last_accessed_at = w.la,
+    expiry_at = w.exp, record = w.rec
+  FROM w WHERE x.session_id = w.id AND x.version = w.expv AND (x.expiry_at IS NULL OR x.expiry_at > w.now)
+  RETURNING x.session_id),
+hist AS (
+  INSERT INTO {h} (session_id, seq, "timestamp", "type", payload)
+  SELECT t.id, t.seq, t.ts, t.kind, t.payload FROM unnest(CAST(:h_ids AS text[]), CAST(:h_seqs AS bigint[]),
+    CAST(:h_tss AS float8[]), CAST(:h_kinds AS text[]), CAST(:h_payloads AS bytea[])) AS t(id, seq, ts, kind, payload)
+  WHERE t.id IN (SELECT session_id FROM cas)),
+trim AS (
+  DELETE FROM {h} AS y USING w WHERE y.session_id = w.id AND w.floor > 0 AND y.seq <= w.floor
+    AND w.id IN (SELECT session_id FROM cas))
+SELECT session_id FROM cas"""
+        )
+        return stmt
 
     def pg_write(self, insert: bool, history: bool, trim: bool, sets: bool, deletes: bool) -> _Stmt:
         """The whole PostgreSQL save as one statement: CAS on the record, then (only if it won)
@@ -820,6 +875,7 @@ class DatabaseSessionStore(SessionStore):
         self._generation = 0
         self._active = 0
         self._loop_sync: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSync] = weakref.WeakKeyDictionary()
+        self._batch_tasks: set[asyncio.Task[None]] = set()  # coalesced saves in flight
         self._slots = max_connections if max_connections is not None else _pool_capacity(self.engine)
         if self._slots <= 0:
             raise ValueError("max_connections must be > 0")
@@ -1027,6 +1083,11 @@ class DatabaseSessionStore(SessionStore):
 
     # ================================================================ reads
     async def _load(self, session_id: str, now: float) -> StoredSession | None:
+        if self.postgres and self._saturated():
+            return await self._load_coalesced(session_id, now)
+        return await self._load_one(session_id, now)
+
+    async def _load_one(self, session_id: str, now: float) -> StoredSession | None:
         params = {"id": session_id, "now": now, "window": self.history_window}
         async with self._conn() as conn:
             rows = await conn.fetch(self._sql.load, params)
@@ -1050,6 +1111,53 @@ class DatabaseSessionStore(SessionStore):
         stored.user_scope = user
         stored.app_scope = app
         return stored
+
+    async def _load_coalesced(self, session_id: str, now: float) -> StoredSession | None:
+        """`_load` while every connection is busy: reads that arrive while one waits for a
+        connection join it and go as one statement (`load_many`), one round trip for all.
+
+        Under load this turns N queued reads into one query (each would wait for a connection
+        anyway); alone, a read never waits for others. Each read still sees the database as of
+        some moment during its own call: the statement runs after every joined read began.
+        The batch filters with the first read's `now`; every caller's `_build` checks expiry
+        again at its own `now`.
+        """
+        sync = self._sync()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        batch = sync.reads
+        if batch is not None and len(batch) < _MAX_COALESCED:
+            batch.setdefault(session_id, []).append(future)
+            result = await future
+            if result is _ALONE:
+                return await self._load_one(session_id, now)
+            stored: StoredSession | None = result
+            return stored
+        batch = sync.reads = {session_id: [future]}
+        try:
+            async with self._conn() as conn:
+                if sync.reads is batch:
+                    sync.reads = None  # from here on, new reads start a batch of their own
+                params = {"ids": list(batch), "now": now, "window": self.history_window}
+                rows = await conn.fetch(self._sql.load_many, params)
+            found = {stored.session_id: stored for stored in self._assemble(rows, with_scopes=True)}
+        except BaseException as exc:
+            if sync.reads is batch:
+                sync.reads = None
+            alone = isinstance(exc, asyncio.CancelledError)
+            for waiters in batch.values():
+                for waiter in waiters:
+                    if waiter is future or waiter.done():
+                        continue
+                    if alone:
+                        waiter.set_result(_ALONE)
+                    else:
+                        waiter.set_exception(exc)
+            raise
+        for sid, waiters in batch.items():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(found.get(sid))
+        return found.get(session_id)
 
     @staticmethod
     def _assemble(rows: Sequence[Any], *, with_scopes: bool) -> list[StoredSession]:
@@ -1169,7 +1277,14 @@ class DatabaseSessionStore(SessionStore):
         }
         insert = write.expected_version == 0
         if self.postgres:
-            won = await self._rerun_aborted(lambda: self._write_postgres(write, params, rows, trim, sets, deletes))
+
+            async def alone() -> bool:
+                return await self._rerun_aborted(lambda: self._write_postgres(write, params, rows, trim, sets, deletes))
+
+            if not (insert or sets or deletes) and self._saturated():
+                won = await self._write_coalesced(params, rows, alone)
+            else:
+                won = await alone()
         else:
             won = await self._write_sqlite(params, rows, trim, sets, deletes, insert)
         if won:
@@ -1181,6 +1296,95 @@ class DatabaseSessionStore(SessionStore):
         if not state or (state[0][1] is not None and state[0][1] <= now):
             raise SessionNotFound("the session was deleted or has expired; it is not re-created")
         raise raise_conflict(write.session_id)
+
+    async def _write_coalesced(
+        self, params: dict[str, Any], rows: list[Any], alone: Callable[[], Awaitable[bool]]
+    ) -> bool:
+        """A PostgreSQL save while every connection is busy: saves that queue meanwhile go as
+        one statement (`_Sql.pg_write_many`), one round trip and one commit for all of them.
+
+        Only updates without scope changes, one per session id, join a batch. The batch runs in
+        a task of its own, so a caller that gives up (is cancelled) does not take the others'
+        saves with it (its own may still be written, as with any save cancelled in flight). If
+        the batch fails, each of its saves runs again alone, so an error belongs to the save
+        that caused it and an aborted transaction is retried as usual.
+        """
+        sync = self._sync()
+        loop = asyncio.get_running_loop()
+        pending = _PendingWrite(params, rows, loop.create_future())
+        batch = sync.writes
+        if batch is not None and len(batch) < _MAX_COALESCED and params["id"] not in batch:
+            batch[params["id"]] = pending
+        else:
+            batch = sync.writes = {params["id"]: pending}
+            task = loop.create_task(self._run_write_batch(sync, batch))
+            self._batch_tasks.add(task)
+            task.add_done_callback(self._batch_tasks.discard)
+        outcome = await pending.future
+        if outcome is _ALONE:
+            return await alone()
+        won: bool = outcome
+        return won
+
+    async def _run_write_batch(self, sync: _LoopSync, batch: dict[str, _PendingWrite]) -> None:
+        try:
+            async with self._conn() as conn:
+                if sync.writes is batch:
+                    sync.writes = None  # from here on, new saves start a batch of their own
+                rows = await conn.fetch(self._sql.pg_write_many(), self._batch_params(batch))
+            won = {row[0] for row in rows}
+        except BaseException as exc:
+            if sync.writes is batch:
+                sync.writes = None
+            # Rolled back for certain (a conflict, an aborted transaction, a refused value): each
+            # save runs again alone. Anything else (the connection failed mid-statement) leaves
+            # the outcome unknown, as for a single save: every caller gets the error.
+            rerun = isinstance(exc, SessionConflict | SerializationError)
+            for pending in batch.values():
+                if pending.future.done():
+                    continue
+                if rerun:
+                    pending.future.set_result(_ALONE)
+                else:
+                    error = StoreUnavailable(f"a coalesced save failed: {type(exc).__name__}: {exc}")
+                    error.__cause__ = exc
+                    pending.future.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise
+            logger.debug("a coalesced save of %d sessions failed: %s", len(batch), type(exc).__name__)
+            return
+        for sid, pending in batch.items():
+            if not pending.future.done():
+                pending.future.set_result(sid in won)
+
+    @staticmethod
+    def _batch_params(batch: dict[str, _PendingWrite]) -> dict[str, Any]:
+        columns: dict[str, list[Any]] = {
+            name: [] for name in ("ids", "uids", "expvs", "newvs", "hseqs", "las", "exps", "recs", "floors", "nows")
+        }
+        history: dict[str, list[Any]] = {name: [] for name in ("h_ids", "h_seqs", "h_tss", "h_kinds", "h_payloads")}
+        for pending in batch.values():
+            p = pending.params
+            for name, key in (
+                ("ids", "id"),
+                ("uids", "uid"),
+                ("expvs", "expv"),
+                ("newvs", "newv"),
+                ("hseqs", "hseq"),
+                ("las", "la"),
+                ("exps", "exp"),
+                ("recs", "rec"),
+                ("nows", "now"),
+            ):
+                columns[name].append(p[key])
+            columns["floors"].append(p["floor"] if pending.rows else 0)  # trim only with new history
+            for row in pending.rows:
+                history["h_ids"].append(p["id"])
+                history["h_seqs"].append(row.seq)
+                history["h_tss"].append(row.timestamp)
+                history["h_kinds"].append(row.type)
+                history["h_payloads"].append(row.payload)
+        return {**columns, **history}
 
     async def _write_postgres(
         self,

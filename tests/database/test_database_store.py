@@ -755,3 +755,203 @@ async def test_sqlite_writes_are_atomic_with_and_without_one_hop_transactions(
             from sqlalchemy.util.concurrency import greenlet_spawn
 
             await greenlet_spawn(conn.close)
+
+
+# ---------------------------------------------------------------- PostgreSQL: coalesced reads
+@asynccontextmanager
+async def busy_postgres_store(**options: Any) -> AsyncIterator[tuple[DatabaseSessionStore, asyncio.Event]]:
+    """A PostgreSQL store whose only connection is held until the yielded event is set."""
+    async with postgres_schema() as schema:
+        store = DatabaseSessionStore(PG_URL, schema=schema, max_connections=1, **options)
+        release = asyncio.Event()
+        try:
+            await store.initialize()
+            yield store, release
+        finally:
+            release.set()
+            await store.close()
+
+
+async def hold_the_connection(store: DatabaseSessionStore, release: asyncio.Event, held: asyncio.Event) -> None:
+    async with store._conn():
+        held.set()
+        await release.wait()
+
+
+async def test_reads_queued_for_a_connection_go_as_one_statement_with_correct_results(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agent_sessions.stores.database import _AsyncpgDriver
+
+    clock = FakeClock()
+    async with busy_postgres_store(clock=clock) as (store, release):
+        sessions = []
+        for i in range(6):
+            s = Session(user_id=f"u{i % 2}", state={"i": i}, expiry_at=clock.now + (5 if i == 5 else 100))
+            s.add_history_entry("turn", {"i": i})
+            await store.set(s)
+            sessions.append(s)
+        await store.write_scopes("u1", {"user:plan": "pro", "app:motd": "hi"})
+        clock.advance(10)  # session 5 has expired
+        statements = 0
+        real_fetch = _AsyncpgDriver.fetch
+
+        async def counting(self: Any, stmt: Any, params: Any) -> Any:
+            nonlocal statements
+            statements += 1
+            return await real_fetch(self, stmt, params)
+
+        monkeypatch.setattr(_AsyncpgDriver, "fetch", counting)
+        held = asyncio.Event()
+        holder = asyncio.create_task(hold_the_connection(store, release, held))
+        await held.wait()
+        ids = [s.session_id for s in sessions] + [sessions[0].session_id, Session().session_id]
+        reads = [asyncio.create_task(store.get(sid)) for sid in ids]
+        await asyncio.sleep(0.05)
+        assert not any(r.done() for r in reads)  # all queued behind the held connection
+        release.set()
+        results = await asyncio.gather(*reads)
+        await holder
+        assert statements == 1
+        for i, loaded in enumerate(results[:5]):
+            assert loaded is not None and loaded.get("i") == i and [e["data"] for e in loaded.history] == [{"i": i}]
+            assert loaded.get("app:motd") == "hi"
+            assert loaded.get("user:plan") == ("pro" if i % 2 else None)
+        assert results[5] is None  # expired
+        assert results[6] is not None and results[6].get("i") == 0 and results[6] is not results[0]
+        assert results[7] is None  # never existed
+
+
+async def test_a_cancelled_read_leaves_the_reads_queued_with_it_to_read_alone() -> None:
+    async with busy_postgres_store() as (store, release):
+        a, b = Session(state={"n": "a"}), Session(state={"n": "b"})
+        await store.set(a)
+        await store.set(b)
+        held = asyncio.Event()
+        holder = asyncio.create_task(hold_the_connection(store, release, held))
+        await held.wait()
+        first = asyncio.create_task(store.get(a.session_id))  # waits for the connection, for both
+        await asyncio.sleep(0.01)
+        second = asyncio.create_task(store.get(b.session_id))
+        await asyncio.sleep(0.01)
+        first.cancel()
+        await asyncio.sleep(0.01)
+        release.set()
+        loaded = await second
+        assert loaded is not None and loaded.get("n") == "b"
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        await holder
+
+
+async def test_a_failed_coalesced_read_fails_every_read_queued_with_it() -> None:
+    async with busy_postgres_store() as (store, release):
+        s = Session()
+        await store.set(s)
+        held = asyncio.Event()
+        holder = asyncio.create_task(hold_the_connection(store, release, held))
+        await held.wait()
+        reads = [asyncio.create_task(store.get(s.session_id)) for _ in range(3)]
+        await asyncio.sleep(0.01)
+        # The statement fails on the server (its table is gone): every queued read gets the error.
+        await raw_execute(store, f"DROP TABLE {store.table_names['history']}")  # noqa: S608
+        release.set()
+        results = await asyncio.gather(*reads, return_exceptions=True)
+        await holder
+        assert all(isinstance(r, StoreUnavailable) for r in results), results
+
+
+# ---------------------------------------------------------------- PostgreSQL: coalesced saves
+async def test_saves_queued_for_a_connection_go_as_one_statement_with_correct_outcomes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from agent_sessions.stores.database import _AsyncpgDriver
+
+    clock = FakeClock()
+    async with busy_postgres_store(clock=clock, max_history=3) as (store, release):
+        sessions = []
+        for i in range(5):
+            s = Session(user_id="u1", state={"i": i}, expiry_at=clock.now + (5 if i == 4 else 100))
+            for n in range(3):
+                s.add_history_entry("turn", {"n": n})
+            await store.set(s)
+            sessions.append(s)
+        stale = await store.get(sessions[2].session_id)
+        assert stale is not None
+        sessions[2].set("won", True)
+        await store.set(sessions[2])  # `stale` will lose its compare-and-set
+        clock.advance(10)  # sessions[4] has expired in the store
+        sessions[4].expiry_at = clock.now + 100  # (a save extends the expiry, as the manager's do)
+        statements: list[str] = []
+        real_fetch = _AsyncpgDriver.fetch
+
+        async def counting(self: Any, stmt: Any, params: Any) -> Any:
+            statements.append("many" if "ids" in params and "recs" in params else "one")
+            return await real_fetch(self, stmt, params)
+
+        monkeypatch.setattr(_AsyncpgDriver, "fetch", counting)
+        held = asyncio.Event()
+        holder = asyncio.create_task(hold_the_connection(store, release, held))
+        await held.wait()
+        for i, s in enumerate(sessions):
+            s.set("i", i * 10)
+            s.add_history_entry("turn", {"n": 3})
+        stale.set("lost", True)
+        twice = sessions[0].model_copy(deep=True)  # a second save of session 0, queued with the first
+        twice.set("again", True)
+        scoped = sessions[1]
+        scoped.set("user:plan", "pro")  # scope changes never join a batch
+        saves = [asyncio.create_task(store.set(s)) for s in [*sessions, stale, twice]]
+        await asyncio.sleep(0.05)
+        assert not any(t.done() for t in saves)
+        release.set()
+        outcomes = await asyncio.gather(*saves, return_exceptions=True)
+        await holder
+        assert outcomes[:4] == [None] * 4
+        assert isinstance(outcomes[4], SessionNotFound)
+        assert isinstance(outcomes[5], SessionConflict)
+        assert isinstance(outcomes[6], SessionConflict)  # the same version as the first save of session 0
+        # Session 2's second save (`stale`) cannot join the batch holding its first: it starts a
+        # second batch, which `twice` joins; the rest went in the first. Batches run in order.
+        assert statements.count("many") == 2
+        for i in range(4):
+            loaded = await store.get(sessions[i].session_id)
+            assert loaded is not None and loaded.get("i") == i * 10 and loaded.version == sessions[i].version
+            assert [e["data"]["n"] for e in loaded.history] == [1, 2, 3]  # trimmed to max_history
+            assert loaded.get("lost") is None and loaded.get("again") is None
+        page = await store.get_history(sessions[0].session_id, limit=10)
+        assert [e["data"]["n"] for e in page.entries] == [1, 2, 3]  # older rows deleted, not just hidden
+        loaded = await store.get(sessions[1].session_id)
+        assert loaded is not None and loaded.get("user:plan") == "pro"
+
+
+async def test_a_coalesced_save_that_fails_reruns_each_save_alone() -> None:
+    async with busy_postgres_store() as (store, release):
+        a, b = Session(state={"n": 0}), Session(state={"n": 0})
+        await store.set(a)
+        await store.set(b)
+        # Plant a history row where b's next save writes: the batch fails, then b alone does.
+        table = store.table_names["history"]
+        await raw_execute(
+            store,
+            f'INSERT INTO {table} (session_id, seq, "timestamp", "type", payload) VALUES ($1, 1, 0, $2, $3)',  # noqa: S608
+            b.session_id,
+            "x",
+            b"{}",
+        )
+        held = asyncio.Event()
+        holder = asyncio.create_task(hold_the_connection(store, release, held))
+        await held.wait()
+        for s in (a, b):
+            s.set("n", 1)
+            s.add_history_entry("turn", {})
+        saves = [asyncio.create_task(store.set(s)) for s in (a, b)]
+        await asyncio.sleep(0.02)
+        saves[0].cancel()  # a caller giving up does not take the batch with it
+        release.set()
+        outcomes = await asyncio.gather(*saves, return_exceptions=True)
+        await holder
+        assert isinstance(outcomes[0], asyncio.CancelledError)
+        assert isinstance(outcomes[1], SessionConflict)
+        loaded_b = await store.get(b.session_id)
+        assert loaded_b is not None and loaded_b.get("n") == 0 and loaded_b.version == 1

@@ -81,6 +81,19 @@ def placeholder(store: DatabaseSessionStore, n: int) -> str:
     return f"${n}" if store.postgres else "?"
 
 
+async def plant_history_row(store: DatabaseSessionStore, session_id: str, seq: int) -> None:
+    """A history row where a save will write: its history insert then fails (a rolled-back save)."""
+    table = store.table_names["history"]
+    p = placeholder
+    await raw_execute(
+        store,
+        f'INSERT INTO {table} (session_id, seq, "timestamp", "type", payload) '  # noqa: S608
+        f"VALUES ({p(store, 1)}, {int(seq)}, 0, 'x', {p(store, 2)})",
+        session_id,
+        b'{"timestamp":0,"type":"x","data":{}}',
+    )
+
+
 # ---------------------------------------------------------------- one database, many managers
 async def test_two_managers_on_one_postgres_database_lose_no_update() -> None:
     require_postgres()
@@ -422,16 +435,7 @@ async def test_a_failed_save_leaves_nothing_half_written(database: Callable[...,
     store = database()
     s = Session(state={"v": 1})
     await store.set(s)
-    # Plant a history row where the next save will write, so its second statement fails.
-    table = store.table_names["history"]
-    p = placeholder
-    await raw_execute(
-        store,
-        f'INSERT INTO {table} (session_id, seq, "timestamp", "type", payload) '  # noqa: S608
-        f"VALUES ({p(store, 1)}, 1, 0, 'x', {p(store, 2)})",
-        s.session_id,
-        b'{"timestamp":0,"type":"x","data":{}}',
-    )
+    await plant_history_row(store, s.session_id, 1)  # the next save's second statement fails
     s.set("v", 2)
     s.add_history_entry("turn", {"n": 1})
     with pytest.raises(SessionConflict):
@@ -720,13 +724,7 @@ async def test_sqlite_writes_are_atomic_with_and_without_one_hop_transactions(
             await store.set(stale)
         # A statement failing after the compare-and-set rolls the whole save back.
         table = store.table_names["history"]
-        await raw_execute(
-            store,
-            f'INSERT INTO {table} (session_id, seq, "timestamp", "type", payload) VALUES (?, 4, 0, ?, ?)',  # noqa: S608
-            s.session_id,
-            "x",
-            b"{}",
-        )
+        await plant_history_row(store, s.session_id, 4)
         s.set("k", 3)
         s.add_history_entry("turn", {"i": 3})
         with pytest.raises(SessionConflict):
@@ -930,15 +928,7 @@ async def test_a_coalesced_save_that_fails_reruns_each_save_alone() -> None:
         a, b = Session(state={"n": 0}), Session(state={"n": 0})
         await store.set(a)
         await store.set(b)
-        # Plant a history row where b's next save writes: the batch fails, then b alone does.
-        table = store.table_names["history"]
-        await raw_execute(
-            store,
-            f'INSERT INTO {table} (session_id, seq, "timestamp", "type", payload) VALUES ($1, 1, 0, $2, $3)',  # noqa: S608
-            b.session_id,
-            "x",
-            b"{}",
-        )
+        await plant_history_row(store, b.session_id, 1)  # the batch fails, then b alone does
         held = asyncio.Event()
         holder = asyncio.create_task(hold_the_connection(store, release, held))
         await held.wait()

@@ -15,7 +15,16 @@ from typing import Any, Protocol, runtime_checkable
 
 from .errors import SerializationError
 
-__all__ = ["Codec", "FernetCodec", "JsonCodec", "check_json", "encode_checked", "json_clone", "json_size_bound"]
+__all__ = [
+    "Codec",
+    "FernetCodec",
+    "JsonCodec",
+    "check_json",
+    "clone_with_bound",
+    "encode_checked",
+    "json_clone",
+    "json_size_bound",
+]
 
 JSON_SCALARS = (str, int, bool, type(None))
 _DECODER = json.JSONDecoder()
@@ -36,32 +45,44 @@ def _dumps_checked(obj: Any) -> str:
 
 
 def _is_strict_json(value: Any) -> bool:
-    # The common case (valid data) without building a path string for every node.
+    # The common case (valid data) without building a path string for every node. The items of
+    # a container are checked where they are found; only containers go on the stack.
     stack = [value]
     while stack:
         item = stack.pop()
         kind = type(item)
-        if kind is str or kind is int or kind is bool or item is None:
-            continue
-        if kind is float:
-            if not math.isfinite(item):
-                return False
-            continue
         if kind is dict:
             for key in item:
                 if type(key) is not str:
                     return False
-            stack.extend(item.values())
-            continue
-        if kind is list:
-            stack.extend(item)
-            continue
-        return False
+            subs: Any = item.values()
+        elif kind is list:
+            subs = item
+        else:
+            if kind is str or kind is int or kind is bool or item is None:
+                continue
+            if kind is float and math.isfinite(item):
+                continue
+            return False
+        for sub in subs:
+            kind = type(sub)
+            if kind is str or kind is int or kind is bool or sub is None:
+                continue
+            if kind is float:
+                if not math.isfinite(sub):
+                    return False
+            elif kind is dict or kind is list:
+                stack.append(sub)
+            else:
+                return False
     return True
 
 
 def check_json(value: Any, path: str = "value") -> None:
     """Raise `SerializationError` unless `value` is strict JSON; `path` names it in the message."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None or (kind is float and math.isfinite(value)):
+        return  # a scalar (`Session.set` of a counter, a flag): no walk
     if _is_strict_json(value):
         return
     # An explicit stack instead of recursion: deep user data must not hit the recursion limit.
@@ -132,8 +153,13 @@ def json_size_bound(value: Any) -> int | None:
     kind = type(value)
     if kind is not dict and kind is not list:
         return _leaf_size(value)
+    return _container_bound(value, 0)
+
+
+def _container_bound(value: Any, depth: int) -> int | None:
+    """`json_size_bound` of a dict or list found at nesting `depth` (0: the root)."""
     size = 0
-    stack = [(value, 0)]
+    stack = [(value, depth)]
     while stack:
         item, depth = stack.pop()
         if depth >= MAX_BOUND_DEPTH:
@@ -160,6 +186,79 @@ def json_size_bound(value: Any) -> int | None:
                     return None
                 size += leaf
     return size
+
+
+def clone_with_bound(value: dict[str, Any]) -> tuple[dict[str, Any], int, tuple[str, ...] | None] | None:
+    """`(json_clone(value), json_size_bound(value), clone_hint(value))` for a dict, in one walk
+    of its first two levels (deeper containers, rare in history entries, are walked as those
+    functions do); None exactly when `json_size_bound(value)` is None (not strict JSON, not
+    encodable, too deep: the caller then checks and encodes, which says what is wrong)."""
+    out = value.copy()
+    # Braces, per item a colon and a comma, and the keys (checked below, ASCII or encodable).
+    size = 2 + 4 * len(value)
+    hint: list[str] | None = []
+    for key, item in value.items():
+        if type(key) is not str:
+            return None
+        size += 6 * len(key)
+        kind = type(item)
+        if kind is str:
+            if not item.isascii() and _leaf_size(item) is None:
+                return None
+            size += 6 * len(item) + 2
+        elif kind is dict:
+            inner = item.copy()
+            size += 2 + 4 * len(item)
+            flat = True
+            for sub_key, sub in item.items():
+                if type(sub_key) is not str:
+                    return None
+                size += 6 * len(sub_key)
+                sub_kind = type(sub)
+                if sub_kind is str:
+                    if not sub.isascii() and _leaf_size(sub) is None:
+                        return None
+                    size += 6 * len(sub) + 2
+                elif sub_kind is int:
+                    size += sub.bit_length() // 3 + 2
+                elif sub_kind is dict or sub_kind is list:
+                    flat = False
+                    bound = _container_bound(sub, 2)
+                    if bound is None:
+                        return None
+                    size += bound
+                    inner[sub_key] = json_clone(sub)
+                else:
+                    bound = _leaf_size(sub)
+                    if bound is None:
+                        return None
+                    size += bound
+            if not "".join(item).isascii() and any(_leaf_size(k) is None for k in item):
+                return None
+            out[key] = inner
+            if not flat:
+                hint = None
+            elif hint is not None:
+                hint.append(key)
+        elif kind is float:
+            if not math.isfinite(item):
+                return None
+            size += FLOAT_SIZE
+        elif kind is list:
+            bound = _container_bound(item, 1)
+            if bound is None:
+                return None
+            size += bound
+            out[key] = json_clone(item)
+            hint = None
+        else:
+            bound = _leaf_size(item)
+            if bound is None:
+                return None
+            size += bound
+    if not "".join(value).isascii() and any(_leaf_size(k) is None for k in value):
+        return None  # a key that cannot be encoded as UTF-8 (a lone surrogate)
+    return out, size, None if hint is None else tuple(hint)
 
 
 def json_clone(value: Any) -> Any:

@@ -11,7 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent_sessions import SerializationError, Session
-from agent_sessions.codec import JsonCodec, check_json, clone_hint, clone_with_hint, json_clone, json_size_bound
+from agent_sessions.codec import (
+    JsonCodec,
+    check_json,
+    clone_hint,
+    clone_with_bound,
+    clone_with_hint,
+    json_clone,
+    json_size_bound,
+)
 
 
 def test_original_methods_behave_as_documented() -> None:
@@ -160,6 +168,52 @@ def test_clones_share_no_container_and_bounds_cover_the_encoding(value: dict[str
     bound = json_size_bound(value)
     encoded = JsonCodec().encode(value)
     assert bound is not None and bound >= len(encoded)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.dictionaries(st.text(max_size=5), json_values, max_size=5))
+def test_clone_with_bound_is_clone_bound_and_hint_in_one_walk(value: dict[str, Any]) -> None:
+    result = clone_with_bound(value)
+    assert result is not None
+    clone, bound, hint = result
+    assert clone == value and not _containers(clone, set()) & _containers(value, set())
+    assert bound == json_size_bound(value) and hint == clone_hint(value)
+    again = clone_with_hint(clone, hint)  # the hint is right for the clone it came with
+    assert again == value and not _containers(again, set()) & _containers(clone, set())
+
+
+def test_clone_with_bound_refuses_exactly_what_the_bound_refuses() -> None:
+    deep: list[Any] = []
+    for _ in range(200):
+        deep = [deep]
+    bad: list[Any] = [math.nan, -math.inf, {1: "x"}, (1,), {2}, "lone \ud800", b"x", object(), deep]
+    for value in bad:
+        for entry in ({"k": value}, {"data": {"k": value}}, {"data": {"k": [value]}}, {"data": [value]}):
+            assert json_size_bound(entry) is None
+            assert clone_with_bound(entry) is None
+    for key in (1, None, "\udfff"):
+        assert clone_with_bound({key: 1}) is None and clone_with_bound({"data": {key: 1}}) is None
+    nested = {"data": {"a": {"b": {"c": [1, 2.5, None, True, "é"]}}}, "t": 1.5, "n": 10**30}
+    result = clone_with_bound(nested)
+    assert result is not None and result[0] == nested and result[2] is None
+    assert result[1] == json_size_bound(nested) and result[1] >= len(JsonCodec().encode(nested))
+
+
+def test_check_json_takes_scalars_without_a_walk_and_still_refuses_bad_ones() -> None:
+    for good in ("s", 1, 10**40, True, None, 1.5, -0.0):
+        check_json(good)
+    for bad in (math.nan, math.inf, -math.inf, (1,), b"x", 1j):
+        with pytest.raises(SerializationError):
+            check_json(bad)
+
+
+def test_fast_field_assignment_matches_pydantic() -> None:
+    # The hot paths write fields as pydantic does for a model without validate_assignment.
+    assert not Session.model_config.get("validate_assignment")
+    s = Session.model_construct()
+    assert "last_accessed_at" not in s.model_fields_set
+    s.touch()
+    assert "last_accessed_at" in s.model_fields_set and isinstance(s.last_accessed_at, float)
 
 
 def test_size_bound_refuses_what_cannot_be_encoded() -> None:

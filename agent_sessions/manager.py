@@ -106,7 +106,8 @@ class SessionManager:
         idle = now + self.session_lifetime
         if self.absolute_lifetime is None:
             return idle
-        return min(idle, session.created_at + self.absolute_lifetime)
+        absolute = session.created_at + self.absolute_lifetime
+        return idle if idle <= absolute else absolute
 
     # ------------------------------------------------------------------ reads
     async def get_session(self, session_id: str, create_if_missing: bool = False) -> Session | None:
@@ -192,8 +193,7 @@ class SessionManager:
         expired meanwhile, `SessionConflict` after `max_retries` lost races.
         """
         now = self.clock()
-        session.last_accessed_at = now
-        session.expiry_at = self.expiry_for(session, now)
+        session._set_access(now, self.expiry_for(session, now))
         if not session.is_persisted or session.version == 0:
             await self.store.set(session)
             return session

@@ -76,6 +76,16 @@ def _private(session: Session) -> dict[str, Any]:
     return private
 
 
+def _set_field(session: Session, name: str, value: Any) -> None:
+    """`setattr(session, name, value)` for a field of the model, as pydantic does it for a model
+    without `validate_assignment` (its `_model_field_setattr_handler`: store the value, mark the
+    field set), minus the handler lookup in `BaseModel.__setattr__`; for the hot paths, which
+    set a field or two per call. `Session` must not enable `validate_assignment` (a test says so).
+    """
+    session.__dict__[name] = value
+    session.__pydantic_fields_set__.add(name)
+
+
 def _same(a: Any, b: Any) -> bool:
     """Equal as JSON values: `1 == True` in Python, but a change of type is a change."""
     if a is b:
@@ -228,7 +238,7 @@ class Session(BaseModel):
 
     def touch(self) -> None:
         """Update last accessed time (in memory; the manager persists it, throttled)."""
-        self.last_accessed_at = time.time()
+        _set_field(self, "last_accessed_at", time.time())
 
     def is_expired(self, now: float | None = None) -> bool:
         """Check if session is expired (at `now`, default the wall clock)."""
@@ -295,14 +305,15 @@ class Session(BaseModel):
 
         The values in the delta are the session's own (not copies).
         """
-        delta = SessionDelta({}, {}, {}, [])
         snap: Baseline | None = _private(self)["_snapshot"]
         values = self.__dict__
+        all_sets: dict[str, dict[str, Any]] = {}
+        all_deletes: dict[str, set[str]] = {}
         for name in TRACKED_MAPS:
             current: dict[str, Any] = values[name]
             before = snap.maps[name] if snap is not None else _NO_MAP
             if current:
-                sets = {}
+                sets = None
                 for key, value in current.items():
                     old = before.get(key, _MISSING)
                     # A baseline never shares a container with the live session, so `is`
@@ -311,29 +322,37 @@ class Session(BaseModel):
                         continue
                     if old is _MISSING and name == "state" and type(key) is str and key.startswith(TEMP_PREFIX):
                         continue
-                    sets[key] = value
-                if sets:
-                    delta.sets[name] = sets
-            if before:
+                    if sets is None:
+                        sets = {key: value}
+                    else:
+                        sets[key] = value
+                if sets is not None:
+                    all_sets[name] = sets
+            # Deletions: a set difference only when some key of the baseline is gone (the subset
+            # test of the key views runs in C and builds nothing).
+            if before and (type(current) is not dict or not before.keys() <= current.keys()):
                 deleted = {k for k in before if k not in current}
                 if deleted:
-                    delta.deletes[name] = deleted
+                    all_deletes[name] = deleted
         if snap is None:
-            delta.fields = {name: values[name] for name in TRACKED_FIELDS}
-            delta.history = list(values["history"])
-            return delta
+            return SessionDelta(
+                all_sets, all_deletes, {name: values[name] for name in TRACKED_FIELDS}, list(values["history"])
+            )
         fields = snap.fields
+        changed: dict[str, Any] = {}
         for name in TRACKED_FIELDS:
             value = values[name]
             old = fields[name]
             if old is value:
                 continue
             kind = type(value)
-            # Scalars of one type compare with `==` (expiry_at changes on every save).
-            if kind is not type(old) or (old != value if kind is float or kind is str else not _same(old, value)):
-                delta.fields[name] = value
-        delta.history = values["history"][snap.history_len :]
-        return delta
+            # Scalars of one type compare with `==` (expiry_at changes on every save); two empty
+            # containers (or zeros) of one type are equal without walking them.
+            if kind is not type(old) or (
+                old != value if kind is float or kind is str else (value or old) and not _same(old, value)
+            ):
+                changed[name] = value
+        return SessionDelta(all_sets, all_deletes, changed, values["history"][snap.history_len :])
 
     def _mark_clean(self, *, history_seq: int | None = None) -> None:
         """Record the current contents as the persisted baseline (after a load or a save)."""
@@ -357,18 +376,19 @@ class Session(BaseModel):
         never mutated). Built before the save, so edits made while it runs stay changes.
         """
         snap: Baseline | None = _private(self)["_snapshot"]
-        maps = {}
-        for name in TRACKED_MAPS:
-            before = snap.maps[name] if snap is not None else _NO_MAP
+        if snap is None:
+            maps: dict[str, dict[str, Any]] = {name: {} for name in TRACKED_MAPS}
+        elif delta.sets or delta.deletes:
+            maps = snap.maps.copy()  # the unchanged maps stay shared (never mutated)
+        else:
+            maps = snap.maps  # nothing changed in them: the whole dict is shared (never mutated)
+        for name in {**delta.sets, **delta.deletes} if delta.sets and delta.deletes else delta.sets or delta.deletes:
+            after = maps[name].copy()
             sets = delta.sets.get(name)
-            deleted = delta.deletes.get(name)
-            if sets is None and deleted is None:
-                maps[name] = before if snap is not None else {}
-                continue
-            after = before.copy()
             if sets is not None:
                 for key, value in sets.items():
-                    after[key] = json_clone(value)
+                    after[key] = json_clone(value) if type(value) is dict or type(value) is list else value
+            deleted = delta.deletes.get(name)
             if deleted is not None:
                 for key in deleted:
                     del after[key]
@@ -386,10 +406,20 @@ class Session(BaseModel):
 
     def _mark_saved(self, baseline: Baseline, history_seq: int, version: int) -> None:
         """After a successful save of the delta `baseline` was built from."""
-        self.version = version
+        _set_field(self, "version", version)
         private = _private(self)
         private["_snapshot"] = baseline
         private["_history_seq"] = history_seq
+
+    def _set_access(self, last_accessed_at: float, expiry_at: float | None) -> None:
+        """Set `last_accessed_at` and `expiry_at` (the manager does on every save), as
+        `_set_field` does."""
+        values = self.__dict__
+        values["last_accessed_at"] = last_accessed_at
+        values["expiry_at"] = expiry_at
+        fields_set = self.__pydantic_fields_set__
+        fields_set.add("last_accessed_at")
+        fields_set.add("expiry_at")
 
     def _mark_id_valid(self, session_id: str) -> None:
         """Record that `session_id` (the very string object) passed `validate_session_id`."""
@@ -463,6 +493,13 @@ class Session(BaseModel):
                 },
                 len(values["history"]),
             )
+        return cls._construct(values, baseline, history_seq)
+
+    @classmethod
+    def _construct(cls, values: dict[str, Any], baseline: Baseline, history_seq: int) -> Session:
+        """A session whose `__dict__` is `values`, unchecked: the caller guarantees what
+        `_from_record` checks (every field, in declaration order, with exactly its declared type;
+        history entries are dicts) and that `values` and its containers are the session's own."""
         session = cls.__new__(cls)
         _object_setattr(session, "__dict__", values)
         _object_setattr(session, "__pydantic_fields_set__", set(_FIELD_SET))

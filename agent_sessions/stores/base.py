@@ -19,7 +19,8 @@ One exception, for a backend in the same process (memory, `keeps_decoded`): it m
 record and history decoded, as values that are shared and never mutated. Its writes then carry
 a private copy of each new history entry (`HistoryRow.entry`) and the session's new baseline
 (`SessionWrite.baseline`, whose values become the kept record), its reads return them as a
-`DecodedRecord`, and the session built from one gets copies. Nothing is encoded for such a
+`DecodedRecord` (the history window already copied), and the session built from one gets
+copies. Nothing is encoded for such a
 backend while size bounds prove the limits hold (`_prepare_write`); the checks are the same.
 """
 
@@ -41,7 +42,7 @@ from ..codec import (
     Codec,
     JsonCodec,
     check_json,
-    clone_with_hint,
+    clone_with_bound,
     encode_checked,
     json_clone,
     json_size_bound,
@@ -94,6 +95,8 @@ class HistoryRow:
     payload: bytes
     #: A private copy of the entry, for a backend that keeps entries decoded (else None).
     entry: dict[str, Any] | None = None
+    #: `codec.clone_hint(entry)` when known (None: unknown, or the entry has no hint).
+    hint: tuple[str, ...] | None = None
 
 
 #: The keys of a record `_encode_record` writes.
@@ -123,14 +126,15 @@ class DecodedRecord:
     """A session as a backend that keeps decoded values (memory) returns it, instead of bytes.
 
     `record` has the record's ``created_at``, ``state`` (no ``user:``/``app:`` keys),
-    ``preferences``, ``auth_info``, ``ai_context``, ``feature_flags`` and ``environment``;
-    `history` is the recent window, each entry with its `codec.clone_hint`. Both are shared
-    with the backend and never mutated: the session built from them gets copies (and uses
-    them, uncopied, as its change-tracking baseline, which is never mutated either).
+    ``preferences``, ``auth_info``, ``ai_context``, ``feature_flags`` and ``environment``: it
+    is shared with the backend and never mutated; the session built from it gets copies (and
+    uses it, uncopied, as its change-tracking baseline, which is never mutated either).
+    `history` is the recent window as private copies of the backend's entries (dicts), which
+    the session takes as they are.
     """
 
     record: dict[str, Any]
-    history: list[tuple[dict[str, Any], tuple[str, ...] | None]]
+    history: list[dict[str, Any]]
     #: `Baseline.record_bound` of the baseline the record was kept from (None: unknown).
     record_bound: int | None = None
 
@@ -613,19 +617,24 @@ class SessionStore(ABC):
         if not isinstance(entry, dict):
             raise SerializationError("history entries must be dicts like {'timestamp', 'type', 'data'}")
         # A backend that keeps entries decoded needs no bytes: a size bound under the limit is
-        # enough (otherwise the entry is encoded, which gives the exact size or the error).
-        bound = json_size_bound(entry) if self.keeps_decoded else None
-        if bound is None:
+        # enough (otherwise the entry is encoded, which gives the exact size or the error). The
+        # bound, the private copy it keeps and the copy's clone hint come from one walk; a bound
+        # proves the entry strict JSON, as `check_json` would.
+        kept = clone_with_bound(entry) if self.keeps_decoded and type(entry) is dict else None
+        if kept is None:
             check_json(entry, f"history[{seq}]")
         timestamp = entry.get("timestamp")
         kind = entry.get("type")
         if not isinstance(timestamp, int | float) or isinstance(timestamp, bool) or not isinstance(kind, str):
             raise SerializationError("history entries need a numeric 'timestamp' and a str 'type'")
         _check_column_text(kind, "history entry type")
-        if bound is not None and bound <= self.max_session_bytes:
+        if kept is not None:
+            copy, bound, hint = kept
             payload = b""
-        else:
-            payload = self._encode_value(entry, f"history entry {seq}", checked=True)
+            if bound > self.max_session_bytes:
+                payload = self._encode_value(entry, f"history entry {seq}", checked=True)
+            return HistoryRow(seq, float(timestamp), kind, payload, copy, hint)
+        payload = self._encode_value(entry, f"history entry {seq}", checked=True)
         return HistoryRow(seq, float(timestamp), kind, payload, json_clone(entry) if self.keeps_decoded else None)
 
     def _prepare_write(self, session: Session) -> SessionWrite:
@@ -767,7 +776,8 @@ class SessionStore(ABC):
     def _build_decoded(self, stored: StoredSession, decoded: DecodedRecord, now: float) -> Session | None:
         """`_build` for a backend that keeps values decoded: the session gets copies, and the
         shared values are its baseline as they are (no decoding, one copy instead of two)."""
-        if stored.expiry_at is not None and stored.expiry_at <= now:
+        expiry = stored.expiry_at
+        if expiry is not None and expiry <= now:
             return None
         record = decoded.record
         try:
@@ -786,38 +796,58 @@ class SessionStore(ABC):
                 for key, raw in stored.app_scope.items():
                     state[key] = self.codec.decode(raw)
             auth = record["auth_info"]
+            ai_context = record["ai_context"]
+            flags = record["feature_flags"]
+            environment = record["environment"]
+            created_at = record["created_at"]
+            last_accessed_at = stored.last_accessed_at
+            # The session's copies (the record stays shared, never mutated): one `json_clone`
+            # per non-empty map; the history window comes as copies already.
+            history = decoded.history
             values = {
                 "session_id": stored.session_id,
                 "user_id": stored.user_id,
-                "created_at": record["created_at"],
-                "last_accessed_at": stored.last_accessed_at,
-                "expiry_at": stored.expiry_at,
-                "state": json_clone(state),
-                "preferences": json_clone(prefs),
-                "history": [clone_with_hint(entry, hint) for entry, hint in decoded.history],
+                "created_at": created_at,
+                "last_accessed_at": last_accessed_at,
+                "expiry_at": expiry,
+                "state": json_clone(state) if state else {},
+                "preferences": json_clone(prefs) if prefs else {},
+                "history": history,
                 "auth_info": None if auth is None else json_clone(auth),
-                "ai_context": json_clone(record["ai_context"]),
-                "feature_flags": json_clone(record["feature_flags"]),
-                "environment": json_clone(record["environment"]),
+                "ai_context": json_clone(ai_context) if ai_context else {},
+                "feature_flags": json_clone(flags) if flags else {},
+                "environment": json_clone(environment) if environment else {},
                 "version": stored.version,
             }
             baseline = Baseline(
-                maps={
-                    "state": state,
-                    "preferences": prefs,
-                    "ai_context": record["ai_context"],
-                    "feature_flags": record["feature_flags"],
-                },
-                fields={
-                    "user_id": stored.user_id,
-                    "expiry_at": stored.expiry_at,
-                    "environment": record["environment"],
-                    "auth_info": auth,
-                },
-                history_len=len(decoded.history),
-                record_bound=decoded.record_bound,
+                {"state": state, "preferences": prefs, "ai_context": ai_context, "feature_flags": flags},
+                {"user_id": stored.user_id, "expiry_at": expiry, "environment": environment, "auth_info": auth},
+                len(decoded.history),
+                decoded.record_bound,
             )
-            session = Session._from_record(values, baseline, stored.history_seq)
+            # The types `Session._from_record` would check, except what is true by construction:
+            # `values` is built above in field order, its containers are fresh copies, and the
+            # history window holds dict copies (`DecodedRecord`). A kept record was written by
+            # a save (`_check_shape`), but a touch or an injected clock can make the numbers
+            # ints: anything unusual takes the checked path.
+            session: Session | None
+            if (
+                type(created_at) is float
+                and type(last_accessed_at) is float
+                and (expiry is None or type(expiry) is float)
+                and type(stored.version) is int
+                and type(state) is dict
+                and type(prefs) is dict
+                and type(ai_context) is dict
+                and type(flags) is dict
+                and type(environment) is dict
+                and (auth is None or type(auth) is dict)
+                and (stored.user_id is None or type(stored.user_id) is str)
+                and type(stored.session_id) is str
+            ):
+                session = Session._construct(values, baseline, stored.history_seq)
+            else:
+                session = Session._from_record(values, baseline, stored.history_seq)
             if session is None:
                 session = Session.model_validate(values)
                 session._mark_clean(history_seq=stored.history_seq)
@@ -837,10 +867,29 @@ def _check_shape(session: Session) -> None:
     """The record fields must have the types the model declares (pydantic does not check
     assignments): a record of another shape could be written but never loaded again."""
     values = session.__dict__
+    auth = values["auth_info"]
+    created = values["created_at"]
+    accessed = values["last_accessed_at"]
+    expiry = values["expiry_at"]
+    # The usual shape in one expression; anything else is checked below, which says what is wrong.
+    if (
+        type(values["state"]) is dict
+        and type(values["preferences"]) is dict
+        and type(values["ai_context"]) is dict
+        and type(values["feature_flags"]) is dict
+        and type(values["environment"]) is dict
+        and (auth is None or type(auth) is dict)
+        and type(created) is float
+        and type(accessed) is float
+        and (expiry is None or type(expiry) is float)
+        and math.isfinite(created)
+        and math.isfinite(accessed)
+        and (expiry is None or math.isfinite(expiry))
+    ):
+        return
     for name in _MAPS:
         if type(values[name]) is not dict:
             raise SerializationError(f"{name} must be a dict, got {type(values[name]).__name__}")
-    auth = values["auth_info"]
     if auth is not None and type(auth) is not dict:
         raise SerializationError(f"auth_info must be a dict or None, got {type(auth).__name__}")
     for name in ("created_at", "last_accessed_at", "expiry_at"):
@@ -869,10 +918,12 @@ def _check_delta_bound(delta: SessionDelta) -> int | None:
                 check_json(value, f"{name}[{key!r}]")
                 growth = None
             elif growth is not None:
-                key_bound = json_size_bound(key)  # None: not UTF-8 encodable (encoding will say)
+                # None: not UTF-8 encodable (encoding will say).
+                key_bound = 6 * len(key) + 2 if key.isascii() else json_size_bound(key)
                 growth = None if key_bound is None else growth + bound + key_bound + 2
     for name, value in delta.fields.items():
-        bound = json_size_bound(value)
+        # `expiry_at`, a finite float, changes on every save.
+        bound = FLOAT_SIZE if type(value) is float and math.isfinite(value) else json_size_bound(value)
         if bound is None:
             if name != "user_id":
                 check_json(value, name)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from ..codec import JsonCodec, clone_hint, encode_checked
+from ..codec import JsonCodec, clone_hint, encode_checked, json_clone
 from ..errors import SerializationError, SessionNotFound
 from ..session import APP_PREFIX, USER_PREFIX
 from .base import (
@@ -44,8 +44,8 @@ class _Entry:
     expiry_at: float | None
     #: The codec's bytes, or (kept decoded) the `DecodedRecord.record` dict.
     record: bytes | dict[str, Any]
-    #: (seq, the codec's bytes, or kept decoded (entry, `clone_hint(entry)`)), oldest first.
-    history: deque[tuple[int, Any]] = field(default_factory=deque)
+    #: (seq, the codec's bytes), or kept decoded (seq, entry, `clone_hint(entry)`), oldest first.
+    history: deque[tuple[Any, ...]] = field(default_factory=deque)
     history_seq: int = 0
     #: Kept decoded: `Baseline.record_bound` of the saving session's new baseline.
     record_bound: int | None = None
@@ -81,31 +81,61 @@ class MemorySessionStore(SessionStore):
 
     def _stored(self, sid: str, entry: _Entry, window: int) -> StoredSession:
         rows = entry.history
+        source: Any = rows
         if not window:
+            source = ()
+        elif window < len(rows):
+            source = list(islice(reversed(rows), window))
+            source.reverse()
+        history: list[Any]
+        if isinstance(entry.record, dict):
+            # Kept decoded: the window as copies the new session owns, made here in one pass
+            # (under the lock, as the deque may change once it is released). The kept entries
+            # are never mutated; each is copied through its clone hint (the keys whose values
+            # are dicts of scalars: the usual entry is two dict copies).
             history = []
-        elif window >= len(rows):
-            history = [payload for _, payload in rows]
+            for _, kept, hint in source:
+                if hint is None:
+                    history.append(json_clone(kept))
+                    continue
+                copy = kept.copy()
+                for key in hint:
+                    copy[key] = kept[key].copy()
+                history.append(copy)
         else:
-            history = [payload for _, payload in islice(reversed(rows), window)]
-            history.reverse()
-        user_scope = dict(self._user_scopes.get(entry.user_id, {})) if entry.user_id is not None else {}
+            history = [payload for _, payload in source]
+        # Scope rows are copied (a save may change them once the lock is released); most
+        # sessions have none, and then an empty dict costs nothing to make.
+        user_rows = None if entry.user_id is None else self._user_scopes.get(entry.user_id)
+        user_scope = dict(user_rows) if user_rows else {}
+        app_scope = dict(self._app_scope) if self._app_scope else {}
         record = entry.record
-        decoded = None
         if isinstance(record, dict):
-            decoded = DecodedRecord(record, history, entry.record_bound)
-            record, history = b"", []
+            return StoredSession(
+                sid,
+                entry.user_id,
+                entry.version,
+                entry.last_accessed_at,
+                entry.expiry_at,
+                b"",
+                [],
+                entry.history_seq,
+                user_scope,
+                app_scope,
+                True,
+                DecodedRecord(record, history, entry.record_bound),
+            )
         return StoredSession(
-            session_id=sid,
-            user_id=entry.user_id,
-            version=entry.version,
-            last_accessed_at=entry.last_accessed_at,
-            expiry_at=entry.expiry_at,
-            record=record,
-            history=history,
-            history_seq=entry.history_seq,
-            user_scope=user_scope,
-            app_scope=dict(self._app_scope),
-            decoded=decoded,
+            sid,
+            entry.user_id,
+            entry.version,
+            entry.last_accessed_at,
+            entry.expiry_at,
+            record,
+            history,
+            entry.history_seq,
+            user_scope,
+            app_scope,
         )
 
     def _kept_record(self, write: SessionWrite) -> bytes | dict[str, Any]:
@@ -143,14 +173,19 @@ class MemorySessionStore(SessionStore):
 
     async def _write(self, write: SessionWrite, now: float) -> None:
         record = self._kept_record(write)
-        history: list[tuple[int, Any]]
+        history: list[tuple[Any, ...]]
         if self.keeps_decoded:
             history = []
             for row in write.history:
-                kept = row.entry if row.entry is not None else self.codec.decode(row.payload)
-                if not isinstance(kept, dict):
-                    raise SerializationError("a history entry to keep is not a JSON object")
-                history.append((row.seq, (kept, clone_hint(kept))))
+                kept = row.entry
+                if kept is not None:
+                    hint = row.hint if row.hint is not None else clone_hint(kept)
+                else:
+                    kept = self.codec.decode(row.payload)
+                    if not isinstance(kept, dict):
+                        raise SerializationError("a history entry to keep is not a JSON object")
+                    hint = clone_hint(kept)
+                history.append((row.seq, kept, hint))
         else:
             history = [(row.seq, row.payload) for row in write.history]
         sid = write.session_id
@@ -277,7 +312,7 @@ class MemorySessionStore(SessionStore):
                 return None
             rows = [r for r in entry.history if before_seq is None or r[0] < before_seq][-limit:]
         if self.keeps_decoded:
-            return [(seq, encode_checked(self.codec, payload[0])) for seq, payload in rows]
+            return [(row[0], encode_checked(self.codec, row[1])) for row in rows]
         return rows
 
     async def _user_session_ids(self, user_id: str, now: float) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import math
 from typing import Any
 
@@ -698,6 +699,113 @@ async def test_history_keeps_the_original_shape(manager: SessionManager) -> None
     (entry,) = page.entries
     assert set(entry) == {"timestamp", "type", "data"}
     assert entry["type"] == "context" and entry["data"]["duration"] == 0.5
+
+
+async def test_loaded_history_entries_of_every_shape_are_private_copies(manager: SessionManager) -> None:
+    s = await manager.create_session()
+    shapes: list[dict[str, Any]] = [
+        {"role": "user", "n": 1},  # a dict of scalars (the usual entry)
+        {"parts": [{"n": 1}], "meta": {"k": [1]}},  # containers inside the data
+        {},
+    ]
+    for data in shapes:
+        s.add_history_entry("message", data)
+    s.history.append({"timestamp": 1.0, "type": "raw", "data": {"n": 1}, "extra": [1, {"x": 1}]})
+    s.history.append({"timestamp": 2.0, "type": "flat"})
+    await manager.update_session(s)
+    expected = json.loads(json.dumps(s.history))
+    first = await manager.get_session(s.session_id)
+    second = await manager.get_session(s.session_id)
+    assert first is not None and second is not None
+    assert first.history == second.history == expected
+    # Every level of every entry of one reader is its own: the other reader and the store keep theirs.
+    first.history[0]["data"]["role"] = "changed"
+    first.history[0]["type"] = "changed"
+    first.history[1]["data"]["parts"][0]["n"] = 2
+    first.history[1]["data"]["meta"]["k"].append(2)
+    first.history[2]["data"]["new"] = 1
+    first.history[3]["data"]["n"] = 2
+    first.history[3]["extra"][1]["x"] = 2
+    first.history[4]["type"] = "changed"
+    assert second.history == expected
+    again = await manager.get_session(s.session_id)
+    assert again is not None and again.history == expected
+
+
+async def test_history_entries_edited_after_a_save_keep_what_was_saved(manager: SessionManager) -> None:
+    s = await manager.create_session()
+    s.add_history_entry("message", {"text": "hi", "meta": {"k": 1}})
+    await manager.update_session(s)
+    s.history[0]["data"]["text"] = "edited"
+    s.history[0]["data"]["meta"]["k"] = 2
+    s.history[0]["type"] = "edited"
+    loaded = await manager.get_session(s.session_id)
+    assert loaded is not None
+    assert loaded.history[0]["data"] == {"text": "hi", "meta": {"k": 1}} and loaded.history[0]["type"] == "message"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"data": {"x": math.nan}},
+        {"data": {"x": math.inf}},
+        {"data": {1: "int key"}},
+        {"data": {"deep": [{"x": (1, 2)}]}},
+        {"data": {"when": dt.date(2020, 1, 1)}},
+        {"extra": {2: "x"}},
+        {"extra": {"s": {3}}},
+        {"extra": -math.inf},
+    ],
+    ids=str,
+)
+async def test_a_history_entry_edited_into_non_json_raises_at_save_and_writes_nothing(
+    manager: SessionManager, bad: dict[str, Any]
+) -> None:
+    s = await manager.create_session(data={"good": 1})
+    s.add_history_entry("message", {"ok": 1})
+    # Checked when added; edited afterwards, so only the save can catch it.
+    entry = s.history[-1]
+    for key, value in bad.items():
+        if key == "data":
+            entry["data"].update(value)
+        else:
+            entry[key] = value
+    s.state["good"] = 2
+    with pytest.raises(SerializationError):
+        await manager.update_session(s)
+    loaded = await manager.get_session(s.session_id)
+    assert loaded is not None and loaded.history == [] and loaded.state == {"good": 1} and loaded.version == 1
+
+
+async def test_history_entry_size_limit_is_exact(make_store: Any) -> None:
+    limit = 10_000
+    async with make_store(max_session_bytes=limit) as store:
+        manager = SessionManager(store, auto_cleanup=False)
+        s = await manager.create_session()
+        # Encoded, these are under the limit, though a per-character bound would say otherwise.
+        s.add_history_entry("message", {"text": "é" * 4000})
+        s.add_history_entry("message", {"text": "\n" * 4000})
+        await manager.update_session(s)
+        s.add_history_entry("message", {"text": "x" * limit})
+        with pytest.raises(SessionTooLarge):
+            await manager.update_session(s)
+        loaded = await manager.get_session(s.session_id)
+        assert loaded is not None and [len(e["data"]["text"]) for e in loaded.history] == [4000, 4000]
+
+
+async def test_a_loaded_session_given_an_invalid_id_is_not_saved(manager: SessionManager) -> None:
+    s = await manager.create_session(data={"n": 1})
+    loaded = await manager.get_session(s.session_id)
+    assert loaded is not None
+    loaded.session_id = "not a valid id"
+    loaded.set("n", 2)
+    with pytest.raises(InvalidSessionId):
+        await manager.update_session(loaded)
+    # The same characters in a new string object are checked again, and pass.
+    loaded.session_id = "".join(list(s.session_id))
+    await manager.update_session(loaded)
+    again = await manager.get_session(s.session_id)
+    assert again is not None and again.get("n") == 2
 
 
 async def test_history_of_missing_session_is_empty(store: SessionStore) -> None:

@@ -246,3 +246,22 @@ async def test_memory_size_limit_without_encoding_matches_the_encoded_limit() ->
     a, b = [await m.get_session(s.session_id) for m, s in zip(managers, sessions, strict=True)]
     assert a is not None and b is not None
     assert (a.state, a.ai_context, a.history, a.version) == (b.state, b.ai_context, b.history, b.version)
+
+
+async def test_memory_store_with_an_int_clock_loads_and_saves() -> None:
+    # A touch or an injected clock can leave ints where the record has floats: such a record is
+    # built through the checked path, and behaves as any other.
+    now = [1_800_000_000]
+    store = MemorySessionStore(clock=lambda: now[0])
+    manager = SessionManager(store, auto_cleanup=False, touch_interval=0)
+    s = await manager.create_session(user_id="u", data={"n": 1})
+    s.add_history_entry("message", {"text": "hi"})
+    await manager.update_session(s)
+    now[0] += 10
+    loaded = await manager.get_session(s.session_id)
+    assert loaded is not None and loaded.get("n") == 1 and loaded.last_accessed_at == now[0]
+    assert loaded.history[0]["data"] == {"text": "hi"}
+    loaded.set("n", 2)
+    await manager.update_session(loaded)
+    again = await manager.get_session(s.session_id)
+    assert again is not None and again.get("n") == 2 and again.version == 3

@@ -22,6 +22,7 @@ __all__ = [
     "check_json",
     "clone_with_bound",
     "encode_checked",
+    "is_strict_json",
     "json_clone",
     "json_size_bound",
 ]
@@ -78,12 +79,18 @@ def _is_strict_json(value: Any) -> bool:
     return True
 
 
-def check_json(value: Any, path: str = "value") -> None:
-    """Raise `SerializationError` unless `value` is strict JSON; `path` names it in the message."""
+def is_strict_json(value: Any) -> bool:
+    """True when `check_json(value)` passes (callers test first, and build the path that names
+    the value in the error only when there is an error to report)."""
     kind = type(value)
     if kind is str or kind is int or kind is bool or value is None or (kind is float and math.isfinite(value)):
-        return  # a scalar (`Session.set` of a counter, a flag): no walk
-    if _is_strict_json(value):
+        return True  # a scalar (`Session.set` of a counter, a flag): no walk
+    return _is_strict_json(value)
+
+
+def check_json(value: Any, path: str = "value") -> None:
+    """Raise `SerializationError` unless `value` is strict JSON; `path` names it in the message."""
+    if is_strict_json(value):
         return
     # An explicit stack instead of recursion: deep user data must not hit the recursion limit.
     stack: list[tuple[Any, str]] = [(value, path)]

@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from .codec import check_json, json_clone
+from .codec import check_json, is_strict_json, json_clone
 from .errors import SerializationError
 from .ids import id_hash, new_session_id, validate_session_id
 
@@ -194,7 +194,7 @@ class Session(BaseModel):
     _snapshot: Baseline | None = PrivateAttr(default=None)
     # Sequence number of the newest history entry already persisted (entries ever appended).
     _history_seq: int = PrivateAttr(default=0)
-    # The `session_id` string object last checked with `validate_session_id` (see `_valid_session_id`).
+    # The `session_id` string object last checked with `validate_session_id` (see `_tracking`).
     _valid_id: str | None = PrivateAttr(default=None)
 
     def __repr_args__(self) -> Any:
@@ -211,7 +211,8 @@ class Session(BaseModel):
         """Set session state value; raises `SerializationError` if it is not strict JSON."""
         if type(key) is not str:
             raise SerializationError(f"state keys must be str, got {type(key).__name__}")
-        check_json(value, f"state[{key!r}]")
+        if not is_strict_json(value):
+            check_json(value, f"state[{key!r}]")  # raises, naming the value
         self.state[key] = value
         self.touch()
 
@@ -254,7 +255,8 @@ class Session(BaseModel):
         """Append an entry ``{"timestamp", "type", "data"}``; `data` must be strict JSON."""
         if type(entry_type) is not str:
             raise SerializationError(f"history entry type must be str, got {type(entry_type).__name__}")
-        check_json(data, f"history[{entry_type!r}].data")
+        if not is_strict_json(data):
+            check_json(data, f"history[{entry_type!r}].data")  # raises, naming the value
         self.history.append({"timestamp": time.time(), "type": entry_type, "data": data})
 
     def to_dict(self) -> dict[str, Any]:
@@ -406,7 +408,9 @@ class Session(BaseModel):
 
     def _mark_saved(self, baseline: Baseline, history_seq: int, version: int) -> None:
         """After a successful save of the delta `baseline` was built from."""
-        _set_field(self, "version", version)
+        # `_set_field(self, "version", version)`, inline.
+        self.__dict__["version"] = version
+        self.__pydantic_fields_set__.add("version")
         private = _private(self)
         private["_snapshot"] = baseline
         private["_history_seq"] = history_seq
@@ -423,20 +427,22 @@ class Session(BaseModel):
 
     def _mark_id_valid(self, session_id: str) -> None:
         """Record that `session_id` (the very string object) passed `validate_session_id`."""
-        _private(self)["_valid_id"] = session_id
+        private = self.__pydantic_private__
+        assert private is not None
+        private["_valid_id"] = session_id
 
-    def _valid_session_id(self) -> str:
-        """`validate_session_id(self.session_id)`, skipped when this very string object was
-        checked already: a str is immutable, so the same object is the same valid id (any
-        assignment to `session_id` puts another object there, which is checked)."""
-        sid: str = self.__dict__["session_id"]
+    def _tracking(self) -> tuple[str, Baseline | None, int]:
+        """`(validate_session_id(self.session_id), self.baseline, self.history_seq)` in one call,
+        for a save. The id check is skipped when this very string object was checked already:
+        a str is immutable, so the same object is the same valid id (an assignment to
+        `session_id` puts another object there, which is checked)."""
         private = _private(self)
+        sid: str = self.__dict__["session_id"]
         checked = sid is private.get("_valid_id")
-        if checked:
-            return sid
-        sid = validate_session_id(sid)
-        private["_valid_id"] = sid
-        return sid
+        if not checked:
+            sid = validate_session_id(sid)
+            private["_valid_id"] = sid
+        return sid, private["_snapshot"], int(private["_history_seq"])
 
     def _mark_field_clean(self, name: str) -> None:
         """Make the current value of the tracked field `name` part of the baseline (after a touch)."""

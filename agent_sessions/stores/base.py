@@ -332,7 +332,8 @@ class SessionStore(ABC):
         stored = await self._load(sid, now)
         if stored is None:
             return None
-        session = self._build(stored, now)
+        decoded = stored.decoded
+        session = self._build(stored, now) if decoded is None else self._build_decoded(stored, decoded, now)
         if session is not None:
             session._mark_id_valid(sid)
         return session
@@ -645,11 +646,13 @@ class SessionStore(ABC):
         bytes when an upper bound on their size, carried by the baseline from save to save
         (`Baseline.record_bound`), stays under `max_session_bytes`: then nothing is encoded.
         """
-        sid = session._valid_session_id()
-        user_id = None if session.user_id is None else validate_user_id(session.user_id)
+        sid, baseline, seq = session._tracking()
+        values = session.__dict__
+        user_id = values["user_id"]
+        if user_id is not None:
+            user_id = validate_user_id(user_id)
         _check_shape(session)
         delta = session.changes()
-        baseline = session.baseline
         record_bound: int | None = None
         if self.keeps_decoded:
             growth = _check_delta_bound(delta)
@@ -663,7 +666,6 @@ class SessionStore(ABC):
         else:
             _check_delta(delta)
             record = self._encode_record(session, checked=True)
-        seq = session.history_seq
         rows = []
         for entry in delta.history:
             seq += 1
@@ -697,23 +699,24 @@ class SessionStore(ABC):
                 user.deletes.extend(PREF_PREFIX + key for key in pref_deletes or ())
 
         previous_user = baseline.fields["user_id"] if baseline is not None else None
-        version = session.version
+        version = values["version"]
+        # Positional: a dataclass built with keywords costs several times more, on every save.
         return SessionWrite(
-            session_id=sid,
-            user_id=user_id,
-            previous_user_id=previous_user if version > 0 else None,
-            expected_version=version,
-            new_version=version + 1,
-            created_at=session.created_at,
-            last_accessed_at=session.last_accessed_at,
-            expiry_at=session.expiry_at,
-            record=record,
-            history=rows,
-            history_seq=seq,
-            max_history=self.max_history,
-            user_scope=None if user is None or user.is_empty() else user,
-            app_scope=None if app is None or app.is_empty() else app,
-            baseline=session._baseline_after(delta, record_bound),
+            sid,  # session_id
+            user_id,
+            previous_user if version > 0 else None,  # previous_user_id
+            version,  # expected_version
+            version + 1,  # new_version
+            values["created_at"],
+            values["last_accessed_at"],
+            values["expiry_at"],
+            record,
+            rows,  # history
+            seq,  # history_seq
+            self.max_history,
+            None if user is None or user.is_empty() else user,  # user_scope
+            None if app is None or app.is_empty() else app,  # app_scope
+            session._baseline_after(delta, record_bound),  # baseline
         )
 
     def _build(self, stored: StoredSession, now: float) -> Session | None:
@@ -913,7 +916,9 @@ def _check_delta_bound(delta: SessionDelta) -> int | None:
         for key, value in values.items():
             if type(key) is not str:
                 raise SerializationError(f"{name} keys must be str, got {type(key).__name__}")
-            bound = json_size_bound(value)
+            kind = type(value)
+            # An int (a counter) inline, as `json_size_bound` bounds it; anything else through it.
+            bound = value.bit_length() // 3 + 2 if kind is int else json_size_bound(value)
             if bound is None:
                 check_json(value, f"{name}[{key!r}]")
                 growth = None

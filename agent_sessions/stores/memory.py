@@ -167,7 +167,10 @@ class MemorySessionStore(SessionStore):
     async def _load(self, session_id: str, now: float) -> StoredSession | None:
         with self._lock:
             entry = self._sessions.get(session_id)
-            if entry is None or not entry.live(now):
+            if entry is None:
+                return None
+            expiry = entry.expiry_at
+            if expiry is not None and expiry <= now:  # `entry.live(now)`, inline on the hot path
                 return None
             return self._stored(session_id, entry, self.history_window)
 

@@ -201,13 +201,12 @@ def clone_with_bound(value: dict[str, Any]) -> tuple[dict[str, Any], int, tuple[
     functions do); None exactly when `json_size_bound(value)` is None (not strict JSON, not
     encodable, too deep: the caller then checks and encodes, which says what is wrong)."""
     out = value.copy()
-    # Braces, per item a colon and a comma, and the keys (checked below, ASCII or encodable).
+    # Braces, per item a colon, a comma and a key's quotes; the keys' text is counted below.
     size = 2 + 4 * len(value)
     hint: list[str] | None = []
     for key, item in value.items():
         if type(key) is not str:
             return None
-        size += 6 * len(key)
         kind = type(item)
         if kind is str:
             if not item.isascii() and _leaf_size(item) is None:
@@ -220,7 +219,6 @@ def clone_with_bound(value: dict[str, Any]) -> tuple[dict[str, Any], int, tuple[
             for sub_key, sub in item.items():
                 if type(sub_key) is not str:
                     return None
-                size += 6 * len(sub_key)
                 sub_kind = type(sub)
                 if sub_kind is str:
                     if not sub.isascii() and _leaf_size(sub) is None:
@@ -240,8 +238,11 @@ def clone_with_bound(value: dict[str, Any]) -> tuple[dict[str, Any], int, tuple[
                     if bound is None:
                         return None
                     size += bound
-            if not "".join(item).isascii() and any(_leaf_size(k) is None for k in item):
+            # The keys (all str, checked above) at once: their size, and whether UTF-8 can encode them.
+            keys = "".join(item)
+            if not keys.isascii() and any(_leaf_size(k) is None for k in item):
                 return None
+            size += 6 * len(keys)
             out[key] = inner
             if not flat:
                 hint = None
@@ -263,9 +264,10 @@ def clone_with_bound(value: dict[str, Any]) -> tuple[dict[str, Any], int, tuple[
             if bound is None:
                 return None
             size += bound
-    if not "".join(value).isascii() and any(_leaf_size(k) is None for k in value):
+    keys = "".join(value)
+    if not keys.isascii() and any(_leaf_size(k) is None for k in value):
         return None  # a key that cannot be encoded as UTF-8 (a lone surrogate)
-    return out, size, None if hint is None else tuple(hint)
+    return out, size + 6 * len(keys), None if hint is None else tuple(hint)
 
 
 def json_clone(value: Any) -> Any:

@@ -24,7 +24,7 @@ from typing import Any, Self
 
 from .errors import SessionConflict, SessionNotFound
 from .ids import id_hash, new_session_id, validate_session_id, validate_user_id
-from .session import HistoryPage, Session, SessionDelta
+from .session import HistoryPage, Session, SessionDelta, _stamp_access
 from .stores.base import SessionStore
 
 __all__ = ["SessionManager"]
@@ -193,8 +193,7 @@ class SessionManager:
         expired meanwhile, `SessionConflict` after `max_retries` lost races.
         """
         now = self.clock()
-        session._set_access(now, self.expiry_for(session, now))
-        if not session.is_persisted or session.version == 0:
+        if _stamp_access(session, now, self.expiry_for(session, now)) is None or session.version == 0:
             await self.store.set(session)
             return session
         # The delta is computed only when a conflict needs it: a failed save leaves `session`

@@ -47,6 +47,8 @@ TRACKED_FIELDS: Final = ("user_id", "expiry_at", "environment", "auth_info")
 
 _MISSING: Final[Any] = object()
 _NO_MAP: Final[dict[str, Any]] = {}
+#: The baseline maps of a session never saved (never mutated).
+_EMPTY_MAPS: Final[dict[str, dict[str, Any]]] = {name: _NO_MAP for name in TRACKED_MAPS}
 
 #: The fields of `Session`, in declaration order (the order of `__dict__`, so of dumps and reprs).
 FIELD_NAMES: Final = (
@@ -66,6 +68,7 @@ FIELD_NAMES: Final = (
 )
 _FIELD_SET: Final = frozenset(FIELD_NAMES)
 _object_setattr = object.__setattr__
+_object_new = object.__new__
 
 
 def _private(session: Session) -> dict[str, Any]:
@@ -84,6 +87,56 @@ def _set_field(session: Session, name: str, value: Any) -> None:
     """
     session.__dict__[name] = value
     session.__pydantic_fields_set__.add(name)
+
+
+def _differs(old: Any, value: Any) -> bool:
+    """`not _same(old, value)`, with scalars of one type compared by `==` and two empty
+    containers (or zeros) of one type equal without a walk."""
+    kind = type(value)
+    if kind is not type(old):
+        return True
+    if kind is float or kind is str or kind is int:
+        return bool(old != value)
+    return bool(value or old) and not _same(old, value)
+
+
+def _map_changes(
+    name: str,
+    current: dict[str, Any],
+    before: dict[str, Any],
+    all_sets: dict[str, dict[str, Any]],
+    all_deletes: dict[str, set[str]],
+) -> None:
+    """The keys of one tracked map set or deleted since `before` (see `Session.changes`)."""
+    if current:
+        sets = None
+        for key, value in current.items():
+            old = before.get(key, _MISSING)
+            # A baseline never shares a container with the live session, so `is` means an
+            # unchanged scalar; the common case costs one lookup.
+            if old is value:
+                continue
+            if old is not _MISSING:
+                kind = type(value)
+                # `_same`, inline for scalars of one type (a counter that moved: one `==`).
+                if kind is type(old) and (
+                    old == value if kind is int or kind is str or kind is float else _same(old, value)
+                ):
+                    continue
+            elif name == "state" and type(key) is str and key.startswith(TEMP_PREFIX):
+                continue
+            if sets is None:
+                sets = {key: value}
+            else:
+                sets[key] = value
+        if sets is not None:
+            all_sets[name] = sets
+    # Deletions: a set difference only when some key of the baseline is gone (the subset test
+    # of the key views runs in C and builds nothing).
+    if before and (type(current) is not dict or not before.keys() <= current.keys()):
+        deleted = {k for k in before if k not in current}
+        if deleted:
+            all_deletes[name] = deleted
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -307,54 +360,7 @@ class Session(BaseModel):
 
         The values in the delta are the session's own (not copies).
         """
-        snap: Baseline | None = _private(self)["_snapshot"]
-        values = self.__dict__
-        all_sets: dict[str, dict[str, Any]] = {}
-        all_deletes: dict[str, set[str]] = {}
-        for name in TRACKED_MAPS:
-            current: dict[str, Any] = values[name]
-            before = snap.maps[name] if snap is not None else _NO_MAP
-            if current:
-                sets = None
-                for key, value in current.items():
-                    old = before.get(key, _MISSING)
-                    # A baseline never shares a container with the live session, so `is`
-                    # means an unchanged scalar; the common case costs one lookup.
-                    if old is value or (old is not _MISSING and _same(old, value)):
-                        continue
-                    if old is _MISSING and name == "state" and type(key) is str and key.startswith(TEMP_PREFIX):
-                        continue
-                    if sets is None:
-                        sets = {key: value}
-                    else:
-                        sets[key] = value
-                if sets is not None:
-                    all_sets[name] = sets
-            # Deletions: a set difference only when some key of the baseline is gone (the subset
-            # test of the key views runs in C and builds nothing).
-            if before and (type(current) is not dict or not before.keys() <= current.keys()):
-                deleted = {k for k in before if k not in current}
-                if deleted:
-                    all_deletes[name] = deleted
-        if snap is None:
-            return SessionDelta(
-                all_sets, all_deletes, {name: values[name] for name in TRACKED_FIELDS}, list(values["history"])
-            )
-        fields = snap.fields
-        changed: dict[str, Any] = {}
-        for name in TRACKED_FIELDS:
-            value = values[name]
-            old = fields[name]
-            if old is value:
-                continue
-            kind = type(value)
-            # Scalars of one type compare with `==` (expiry_at changes on every save); two empty
-            # containers (or zeros) of one type are equal without walking them.
-            if kind is not type(old) or (
-                old != value if kind is float or kind is str else (value or old) and not _same(old, value)
-            ):
-                changed[name] = value
-        return SessionDelta(all_sets, all_deletes, changed, values["history"][snap.history_len :])
+        return _delta_since(self.__dict__, _private(self)["_snapshot"])
 
     def _mark_clean(self, *, history_seq: int | None = None) -> None:
         """Record the current contents as the persisted baseline (after a load or a save)."""
@@ -377,53 +383,11 @@ class Session(BaseModel):
         Only what changed is copied; the rest is shared with the current baseline (which is
         never mutated). Built before the save, so edits made while it runs stay changes.
         """
-        snap: Baseline | None = _private(self)["_snapshot"]
-        if snap is None:
-            maps: dict[str, dict[str, Any]] = {name: {} for name in TRACKED_MAPS}
-        elif delta.sets or delta.deletes:
-            maps = snap.maps.copy()  # the unchanged maps stay shared (never mutated)
-        else:
-            maps = snap.maps  # nothing changed in them: the whole dict is shared (never mutated)
-        for name in {**delta.sets, **delta.deletes} if delta.sets and delta.deletes else delta.sets or delta.deletes:
-            after = maps[name].copy()
-            sets = delta.sets.get(name)
-            if sets is not None:
-                for key, value in sets.items():
-                    after[key] = json_clone(value) if type(value) is dict or type(value) is list else value
-            deleted = delta.deletes.get(name)
-            if deleted is not None:
-                for key in deleted:
-                    del after[key]
-            maps[name] = after
-        if snap is None:
-            fields = {name: json_clone(value) for name, value in delta.fields.items()}
-        elif delta.fields:
-            fields = snap.fields.copy()
-            for name, value in delta.fields.items():
-                fields[name] = json_clone(value)
-        else:
-            fields = snap.fields
-        base = 0 if snap is None else snap.history_len
-        return Baseline(maps, fields, base + len(delta.history), record_bound)
+        return _next_baseline(_private(self)["_snapshot"], delta, record_bound)
 
     def _mark_saved(self, baseline: Baseline, history_seq: int, version: int) -> None:
         """After a successful save of the delta `baseline` was built from."""
-        # `_set_field(self, "version", version)`, inline.
-        self.__dict__["version"] = version
-        self.__pydantic_fields_set__.add("version")
-        private = _private(self)
-        private["_snapshot"] = baseline
-        private["_history_seq"] = history_seq
-
-    def _set_access(self, last_accessed_at: float, expiry_at: float | None) -> None:
-        """Set `last_accessed_at` and `expiry_at` (the manager does on every save), as
-        `_set_field` does."""
-        values = self.__dict__
-        values["last_accessed_at"] = last_accessed_at
-        values["expiry_at"] = expiry_at
-        fields_set = self.__pydantic_fields_set__
-        fields_set.add("last_accessed_at")
-        fields_set.add("expiry_at")
+        _mark_saved(self, baseline, history_seq, version)
 
     def _mark_id_valid(self, session_id: str) -> None:
         """Record that `session_id` (the very string object) passed `validate_session_id`."""
@@ -523,3 +487,122 @@ class Session(BaseModel):
         self.state.update(temp)
         self._snapshot = other._snapshot
         self._history_seq = other._history_seq
+
+
+def _delta_since(values: dict[str, Any], snap: Baseline | None) -> SessionDelta:
+    """`Session.changes` of the session whose `__dict__` is `values` and baseline `snap` (for
+    the hot paths, which read a session's attributes once: each costs several plain ones, as
+    `BaseModel.__getattr__` keeps the interpreter from specializing them)."""
+    all_sets: dict[str, dict[str, Any]] = {}
+    all_deletes: dict[str, set[str]] = {}
+    maps = _EMPTY_MAPS if snap is None else snap.maps
+    # The four maps, unrolled (most are empty on both sides: two lookups and a test each).
+    current = values["state"]
+    before = maps["state"]
+    if current or before:
+        _map_changes("state", current, before, all_sets, all_deletes)
+    current = values["preferences"]
+    before = maps["preferences"]
+    if current or before:
+        _map_changes("preferences", current, before, all_sets, all_deletes)
+    current = values["ai_context"]
+    before = maps["ai_context"]
+    if current or before:
+        _map_changes("ai_context", current, before, all_sets, all_deletes)
+    current = values["feature_flags"]
+    before = maps["feature_flags"]
+    if current or before:
+        _map_changes("feature_flags", current, before, all_sets, all_deletes)
+    if snap is None:
+        return SessionDelta(
+            all_sets, all_deletes, {name: values[name] for name in TRACKED_FIELDS}, list(values["history"])
+        )
+    # The four fields, unrolled: each unchanged one is usually the baseline's own object
+    # (`user_id`, `auth_info`); `expiry_at` changes on every save.
+    fields = snap.fields
+    changed: dict[str, Any] = {}
+    value = values["user_id"]
+    old = fields["user_id"]
+    if old is not value and _differs(old, value):
+        changed["user_id"] = value
+    value = values["expiry_at"]
+    old = fields["expiry_at"]
+    if old is not value and (old != value if type(value) is float and type(old) is float else _differs(old, value)):
+        changed["expiry_at"] = value
+    value = values["environment"]
+    old = fields["environment"]
+    if old is not value and _differs(old, value):
+        changed["environment"] = value
+    value = values["auth_info"]
+    old = fields["auth_info"]
+    if old is not value and _differs(old, value):
+        changed["auth_info"] = value
+    return SessionDelta(all_sets, all_deletes, changed, values["history"][snap.history_len :])
+
+
+def _next_baseline(snap: Baseline | None, delta: SessionDelta, record_bound: int | None) -> Baseline:
+    """`Session._baseline_after` for a session whose baseline is `snap`."""
+    if snap is None:
+        maps: dict[str, dict[str, Any]] = {name: {} for name in TRACKED_MAPS}
+    elif delta.sets or delta.deletes:
+        maps = snap.maps.copy()  # the unchanged maps stay shared (never mutated)
+    else:
+        maps = snap.maps  # nothing changed in them: the whole dict is shared (never mutated)
+    for name in {**delta.sets, **delta.deletes} if delta.sets and delta.deletes else delta.sets or delta.deletes:
+        after = maps[name].copy()
+        sets = delta.sets.get(name)
+        if sets is not None:
+            for key, value in sets.items():
+                after[key] = json_clone(value) if type(value) is dict or type(value) is list else value
+        deleted = delta.deletes.get(name)
+        if deleted is not None:
+            for key in deleted:
+                del after[key]
+        maps[name] = after
+    if snap is None:
+        fields = {name: json_clone(value) for name, value in delta.fields.items()}
+    elif delta.fields:
+        fields = snap.fields.copy()
+        for name, value in delta.fields.items():
+            fields[name] = json_clone(value)
+    else:
+        fields = snap.fields
+    base = 0 if snap is None else snap.history_len
+    return Baseline(maps, fields, base + len(delta.history), record_bound)
+
+
+def _mark_saved(session: Session, baseline: Baseline, history_seq: int, version: int) -> None:
+    """`Session._mark_saved` (the store calls this once per save)."""
+    # `_set_field(session, "version", version)`, inline.
+    session.__dict__["version"] = version
+    session.__pydantic_fields_set__.add("version")
+    private = _private(session)
+    private["_snapshot"] = baseline
+    private["_history_seq"] = history_seq
+
+
+def _stamp_access(session: Session, last_accessed_at: float, expiry_at: float | None) -> Baseline | None:
+    """Set `last_accessed_at` and `expiry_at` as `_set_field` does (the manager does on every
+    save); returns the session's baseline (None: never persisted)."""
+    values = session.__dict__
+    values["last_accessed_at"] = last_accessed_at
+    values["expiry_at"] = expiry_at
+    fields_set = session.__pydantic_fields_set__
+    fields_set.add("last_accessed_at")
+    fields_set.add("expiry_at")
+    baseline: Baseline | None = _private(session)["_snapshot"]
+    return baseline
+
+
+def _construct_session(
+    values: dict[str, Any], baseline: Baseline, history_seq: int, valid_id: str | None = None
+) -> Session:
+    """`Session._construct`, plus the id `valid_id` known valid (see `Session._tracking`)."""
+    session = _object_new(Session)  # BaseModel defines no __new__; the class attribute lookup is slow
+    _object_setattr(session, "__dict__", values)
+    _object_setattr(session, "__pydantic_fields_set__", set(_FIELD_SET))
+    _object_setattr(session, "__pydantic_extra__", None)
+    _object_setattr(
+        session, "__pydantic_private__", {"_snapshot": baseline, "_history_seq": history_seq, "_valid_id": valid_id}
+    )
+    return session

@@ -55,7 +55,19 @@ from ..errors import (
     SessionTooLarge,
 )
 from ..ids import id_hash, validate_session_id, validate_user_id
-from ..session import APP_PREFIX, TEMP_PREFIX, USER_PREFIX, Baseline, HistoryPage, Session, SessionDelta
+from ..session import (
+    APP_PREFIX,
+    TEMP_PREFIX,
+    USER_PREFIX,
+    Baseline,
+    HistoryPage,
+    Session,
+    SessionDelta,
+    _construct_session,
+    _delta_since,
+    _mark_saved,
+    _next_baseline,
+)
 
 __all__ = [
     "DEFAULT_HISTORY_WINDOW",
@@ -333,7 +345,9 @@ class SessionStore(ABC):
         if stored is None:
             return None
         decoded = stored.decoded
-        session = self._build(stored, now) if decoded is None else self._build_decoded(stored, decoded, now)
+        if decoded is not None:
+            return self._build_decoded(stored, decoded, now, sid)
+        session = self._build(stored, now)
         if session is not None:
             session._mark_id_valid(sid)
         return session
@@ -354,7 +368,7 @@ class SessionStore(ABC):
             raise SessionNotFound("the session has expired; create a new one")
         await self._write(write, now)
         assert write.baseline is not None
-        session._mark_saved(write.baseline, write.history_seq, write.new_version)
+        _mark_saved(session, write.baseline, write.history_seq, write.new_version)
 
     async def delete(self, session_id: str) -> bool:
         """Delete the session, its history and index entries. True if it existed."""
@@ -628,7 +642,8 @@ class SessionStore(ABC):
         kind = entry.get("type")
         if not isinstance(timestamp, int | float) or isinstance(timestamp, bool) or not isinstance(kind, str):
             raise SerializationError("history entries need a numeric 'timestamp' and a str 'type'")
-        _check_column_text(kind, "history entry type")
+        if "\x00" in kind or len(kind) > MAX_COLUMN_TEXT:
+            _check_column_text(kind, "history entry type")  # raises
         if kept is not None:
             copy, bound, hint = kept
             payload = b""
@@ -646,13 +661,21 @@ class SessionStore(ABC):
         bytes when an upper bound on their size, carried by the baseline from save to save
         (`Baseline.record_bound`), stays under `max_session_bytes`: then nothing is encoded.
         """
-        sid, baseline, seq = session._tracking()
+        # The session's attributes read once (see `_delta_since`); `Session._tracking`, inline.
         values = session.__dict__
+        private = session.__pydantic_private__
+        assert private is not None
+        sid = values["session_id"]
+        if sid is not private.get("_valid_id"):
+            sid = validate_session_id(sid)
+            private["_valid_id"] = sid
+        baseline: Baseline | None = private["_snapshot"]
+        seq = int(private["_history_seq"])
         user_id = values["user_id"]
         if user_id is not None:
             user_id = validate_user_id(user_id)
-        _check_shape(session)
-        delta = session.changes()
+        _check_values_shape(values)
+        delta = _delta_since(values, baseline)
         record_bound: int | None = None
         if self.keeps_decoded:
             growth = _check_delta_bound(delta)
@@ -716,7 +739,7 @@ class SessionStore(ABC):
             self.max_history,
             None if user is None or user.is_empty() else user,  # user_scope
             None if app is None or app.is_empty() else app,  # app_scope
-            session._baseline_after(delta, record_bound),  # baseline
+            _next_baseline(baseline, delta, record_bound),  # baseline
         )
 
     def _build(self, stored: StoredSession, now: float) -> Session | None:
@@ -776,9 +799,12 @@ class SessionStore(ABC):
             return None
         return session
 
-    def _build_decoded(self, stored: StoredSession, decoded: DecodedRecord, now: float) -> Session | None:
+    def _build_decoded(
+        self, stored: StoredSession, decoded: DecodedRecord, now: float, valid_id: str | None = None
+    ) -> Session | None:
         """`_build` for a backend that keeps values decoded: the session gets copies, and the
-        shared values are its baseline as they are (no decoding, one copy instead of two)."""
+        shared values are its baseline as they are (no decoding, one copy instead of two).
+        `valid_id`: the id the caller validated (`Session._tracking` then skips checking it)."""
         expiry = stored.expiry_at
         if expiry is not None and expiry <= now:
             return None
@@ -848,12 +874,15 @@ class SessionStore(ABC):
                 and (stored.user_id is None or type(stored.user_id) is str)
                 and type(stored.session_id) is str
             ):
-                session = Session._construct(values, baseline, stored.history_seq)
+                valid = valid_id if valid_id is not None and valid_id is stored.session_id else None
+                session = _construct_session(values, baseline, stored.history_seq, valid)
             else:
                 session = Session._from_record(values, baseline, stored.history_seq)
-            if session is None:
-                session = Session.model_validate(values)
-                session._mark_clean(history_seq=stored.history_seq)
+                if session is None:
+                    session = Session.model_validate(values)
+                    session._mark_clean(history_seq=stored.history_seq)
+                if valid_id is not None and session.session_id is valid_id:
+                    session._mark_id_valid(valid_id)
         except (SerializationError, ValidationError, TypeError, AttributeError, KeyError) as exc:
             logger.error("corrupt session record %s: %s", id_hash(stored.session_id), type(exc).__name__)
             if isinstance(exc, SerializationError):
@@ -869,7 +898,11 @@ _MAPS = ("state", "preferences", "ai_context", "feature_flags", "environment")
 def _check_shape(session: Session) -> None:
     """The record fields must have the types the model declares (pydantic does not check
     assignments): a record of another shape could be written but never loaded again."""
-    values = session.__dict__
+    _check_values_shape(session.__dict__)
+
+
+def _check_values_shape(values: dict[str, Any]) -> None:
+    """`_check_shape` of the session whose `__dict__` is `values`."""
     auth = values["auth_info"]
     created = values["created_at"]
     accessed = values["last_accessed_at"]

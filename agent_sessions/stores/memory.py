@@ -49,6 +49,9 @@ class _Entry:
     history_seq: int = 0
     #: Kept decoded: `Baseline.record_bound` of the saving session's new baseline.
     record_bound: int | None = None
+    #: The earliest expiry among this entry's pairs in the expiry heap (None: no pair); never
+    #: later than `expiry_at` while that is set (see `MemorySessionStore._push_expiry`).
+    heap_at: float | None = None
 
     def live(self, now: float) -> bool:
         return self.expiry_at is None or self.expiry_at > now
@@ -222,7 +225,7 @@ class MemorySessionStore(SessionStore):
             floor = write.history_seq - write.max_history
             while entry.history and entry.history[0][0] <= floor:
                 entry.history.popleft()
-            self._push_expiry(write.expiry_at, sid)
+            self._push_expiry(entry, write.expiry_at, sid)
             if write.user_scope is not None or write.app_scope is not None:
                 self._apply_scopes([c for c in (write.user_scope, write.app_scope) if c is not None])
 
@@ -276,18 +279,37 @@ class MemorySessionStore(SessionStore):
             # A late touch never shortens an expiry a newer save or touch has set.
             if expiry_at is None or entry.expiry_at is None or expiry_at > entry.expiry_at:
                 entry.expiry_at = expiry_at
-                self._push_expiry(expiry_at, session_id)
+                self._push_expiry(entry, expiry_at, session_id)
             return True
 
-    def _push_expiry(self, expiry_at: float | None, session_id: str) -> None:
+    def _push_expiry(self, entry: _Entry, expiry_at: float | None, session_id: str) -> None:
+        """Make sure the heap holds a pair for `entry` no later than `expiry_at`.
+
+        A save usually moves the expiry later: the entry's earlier pair then stays and nothing
+        is pushed; when that pair's time comes, cleanup finds the entry live and pushes its
+        current expiry instead (`_cleanup_expired`). So every entry with an expiry has a pair
+        at `heap_at` <= its expiry, and is found once it expires.
+        """
         if expiry_at is None:
             return
+        heap_at = entry.heap_at
+        if heap_at is not None and heap_at <= expiry_at:
+            return
+        entry.heap_at = expiry_at
         heapq.heappush(self._expiries, (expiry_at, session_id))
-        # Every save pushes a pair and stale pairs only leave when their time comes: compact
-        # once they outnumber the live sessions, so the heap stays O(sessions).
+        # Stale pairs only leave when their time comes: compact once they outnumber the live
+        # sessions, so the heap stays O(sessions).
         if len(self._expiries) > 2 * len(self._sessions) + 64:
-            self._expiries = [(e.expiry_at, sid) for sid, e in self._sessions.items() if e.expiry_at is not None]
-            heapq.heapify(self._expiries)
+            self._compact_expiries()
+
+    def _compact_expiries(self) -> None:
+        pairs = []
+        for sid, e in self._sessions.items():
+            e.heap_at = e.expiry_at
+            if e.expiry_at is not None:
+                pairs.append((e.expiry_at, sid))
+        heapq.heapify(pairs)
+        self._expiries = pairs
 
     async def _load_scopes(self, user_id: str | None) -> tuple[dict[str, bytes], dict[str, bytes]]:
         with self._lock:
@@ -341,11 +363,17 @@ class MemorySessionStore(SessionStore):
             with self._lock:
                 done = 0
                 while self._expiries and self._expiries[0][0] <= now and done < batch_size:
-                    _, sid = heapq.heappop(self._expiries)
+                    at, sid = heapq.heappop(self._expiries)
                     done += 1
                     entry = self._sessions.get(sid)
-                    # Stale heap pairs (the expiry moved on) are skipped: only real expiry counts.
-                    if entry is not None and not entry.live(now):
+                    # Only an entry's earliest pair counts (others are stale: skipped). If the
+                    # entry is still live, its expiry moved on since: it gets a pair for that.
+                    if entry is None or entry.heap_at != at:
+                        continue
+                    if entry.live(now):
+                        entry.heap_at = None
+                        self._push_expiry(entry, entry.expiry_at, sid)
+                    else:
                         del self._sessions[sid]
                         self._unindex(sid, entry)
                         removed += 1

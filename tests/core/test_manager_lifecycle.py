@@ -265,3 +265,29 @@ async def test_memory_store_with_an_int_clock_loads_and_saves() -> None:
     await manager.update_session(loaded)
     again = await manager.get_session(s.session_id)
     assert again is not None and again.get("n") == 2 and again.version == 3
+
+
+async def test_memory_cleanup_follows_expiries_that_move_later_and_earlier() -> None:
+    # Saves that move an expiry later push nothing to the expiry heap: the earlier pair, when
+    # its time comes, finds the session live and is replaced by one at its current expiry.
+    clock = FakeClock()
+    store = MemorySessionStore(clock=clock)
+    manager = SessionManager(store, session_lifetime=100, auto_cleanup=False, absolute_lifetime=None)
+    moving = await manager.create_session()
+    for _ in range(5):
+        clock.advance(50)
+        moving.set("n", 1)
+        await manager.update_session(moving)
+    assert len(store._expiries) <= 2 * len(store._sessions) + 65
+    shortened = await manager.create_session()
+    shortened.expiry_at = clock.now + 10  # a later save that makes the expiry earlier
+    assert await store.cleanup_expired() == 0
+    await store.set(shortened)
+    clock.advance(20)
+    assert await store.cleanup_expired() == 1  # `shortened`, at its new, earlier expiry
+    assert await manager.get_session(moving.session_id) is not None
+    clock.advance(79)
+    assert await store.cleanup_expired() == 0  # `moving` expires 100 s after its last save
+    clock.advance(2)
+    assert await store.cleanup_expired() == 1
+    assert store._sessions == {} and await manager.get_session(moving.session_id) is None

@@ -85,7 +85,22 @@ def is_strict_json(value: Any) -> bool:
     kind = type(value)
     if kind is str or kind is int or kind is bool or value is None or (kind is float and math.isfinite(value)):
         return True  # a scalar (`Session.set` of a counter, a flag): no walk
-    return _is_strict_json(value)
+    if kind is not dict:
+        return _is_strict_json(value)
+    # A dict (history entry data): its own items checked here, only nested containers walked.
+    for key in value:
+        if type(key) is not str:
+            return False
+    for sub in value.values():
+        kind = type(sub)
+        if kind is str or kind is int or kind is bool or sub is None:
+            continue
+        if kind is float:
+            if not math.isfinite(sub):
+                return False
+        elif (kind is not dict and kind is not list) or not _is_strict_json(sub):
+            return False
+    return True
 
 
 def check_json(value: Any, path: str = "value") -> None:

@@ -531,7 +531,8 @@ def _delta_since(values: dict[str, Any], snap: Baseline | None) -> SessionDelta:
         changed["expiry_at"] = value
     value = values["environment"]
     old = fields["environment"]
-    if old is not value and _differs(old, value):
+    # Two empty dicts (the usual environment) are equal without a call.
+    if old is not value and (value or old or type(value) is not type(old)) and _differs(old, value):
         changed["environment"] = value
     value = values["auth_info"]
     old = fields["auth_info"]

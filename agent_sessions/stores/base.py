@@ -72,7 +72,6 @@ from ..session import (
 __all__ = [
     "DEFAULT_HISTORY_WINDOW",
     "DEFAULT_MAX_HISTORY",
-    "DECODED_RECORD_KEYS",
     "DEFAULT_MAX_SESSION_BYTES",
     "DecodedRecord",
     "PREF_PREFIX",
@@ -128,27 +127,27 @@ _RECORD_KEY_SET = frozenset(
         "environment",
     )
 )
-#: The keys of `DecodedRecord.record`.
-DECODED_RECORD_KEYS = ("created_at", "state", "preferences", "auth_info", "ai_context", "feature_flags", "environment")
-_DECODED_KEY_SET = frozenset(DECODED_RECORD_KEYS)
 
 
 @dataclass(slots=True)
 class DecodedRecord:
     """A session as a backend that keeps decoded values (memory) returns it, instead of bytes.
 
-    `record` has the record's ``created_at``, ``state`` (no ``user:``/``app:`` keys),
-    ``preferences``, ``auth_info``, ``ai_context``, ``feature_flags`` and ``environment``: it
-    is shared with the backend and never mutated; the session built from it gets copies (and
-    uses it, uncopied, as its change-tracking baseline, which is never mutated either).
+    `baseline` is the change-tracking baseline of the save that wrote the record: its maps and
+    fields hold the record's values (``preferences``, ``ai_context``, ``feature_flags``,
+    ``environment``, ``auth_info``, and ``state``, which may also hold the ``user:``/``app:``
+    keys the saving session saw: those live in the scope rows, so `state` is the record's own
+    state, the baseline's dict itself when it has none). `created_at` is the record's. All of
+    it is shared with the backend and never mutated: the session built from it gets copies,
+    and takes the baseline (or its maps and fields) as its own, as it never mutates it either.
     `history` is the recent window as private copies of the backend's entries (dicts), which
     the session takes as they are.
     """
 
-    record: dict[str, Any]
+    created_at: float
+    baseline: Baseline
+    state: dict[str, Any]
     history: list[dict[str, Any]]
-    #: `Baseline.record_bound` of the baseline the record was kept from (None: unknown).
-    record_bound: int | None = None
 
 
 @dataclass(slots=True)
@@ -808,13 +807,14 @@ class SessionStore(ABC):
         expiry = stored.expiry_at
         if expiry is not None and expiry <= now:
             return None
-        record = decoded.record
+        kept = decoded.baseline
         try:
-            if record.keys() != _DECODED_KEY_SET:
-                raise SerializationError("the stored record does not have the fields of a session record")
-            state = record["state"]
-            prefs = record["preferences"]
-            if stored.user_scope or stored.app_scope:
+            maps = kept.maps
+            fields = kept.fields
+            state = decoded.state
+            prefs = maps["preferences"]
+            merged = bool(stored.user_scope or stored.app_scope)
+            if merged:
                 state = dict(state)
                 prefs = dict(prefs)
                 for key, raw in stored.user_scope.items():
@@ -824,11 +824,11 @@ class SessionStore(ABC):
                         state[key] = self.codec.decode(raw)
                 for key, raw in stored.app_scope.items():
                     state[key] = self.codec.decode(raw)
-            auth = record["auth_info"]
-            ai_context = record["ai_context"]
-            flags = record["feature_flags"]
-            environment = record["environment"]
-            created_at = record["created_at"]
+            auth = fields["auth_info"]
+            ai_context = maps["ai_context"]
+            flags = maps["feature_flags"]
+            environment = fields["environment"]
+            created_at = decoded.created_at
             last_accessed_at = stored.last_accessed_at
             # The session's copies (the record stays shared, never mutated): one `json_clone`
             # per non-empty map; the history window comes as copies already.
@@ -848,12 +848,24 @@ class SessionStore(ABC):
                 "environment": json_clone(environment) if environment else {},
                 "version": stored.version,
             }
-            baseline = Baseline(
-                {"state": state, "preferences": prefs, "ai_context": ai_context, "feature_flags": flags},
-                {"user_id": stored.user_id, "expiry_at": expiry, "environment": environment, "auth_info": auth},
-                len(decoded.history),
-                decoded.record_bound,
-            )
+            if (
+                not merged
+                and state is maps["state"]
+                and fields["expiry_at"] is expiry
+                and fields["user_id"] is stored.user_id
+            ):
+                # The saving session's baseline describes exactly what was loaded (no scope
+                # values merged, no touch since): shared as it is, or with its maps and fields.
+                baseline = kept
+                if kept.history_len != len(history):
+                    baseline = Baseline(maps, fields, len(history), kept.record_bound)
+            else:
+                baseline = Baseline(
+                    {"state": state, "preferences": prefs, "ai_context": ai_context, "feature_flags": flags},
+                    {"user_id": stored.user_id, "expiry_at": expiry, "environment": environment, "auth_info": auth},
+                    len(history),
+                    kept.record_bound,
+                )
             # The types `Session._from_record` would check, except what is true by construction:
             # `values` is built above in field order, its containers are fresh copies, and the
             # history window holds dict copies (`DecodedRecord`). A kept record was written by

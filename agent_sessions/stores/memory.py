@@ -22,9 +22,8 @@ from typing import Any
 
 from ..codec import JsonCodec, clone_hint, encode_checked, json_clone
 from ..errors import SerializationError, SessionNotFound
-from ..session import APP_PREFIX, USER_PREFIX
+from ..session import APP_PREFIX, USER_PREFIX, Baseline
 from .base import (
-    DECODED_RECORD_KEYS,
     DecodedRecord,
     ScopeChange,
     SessionStore,
@@ -42,13 +41,14 @@ class _Entry:
     version: int
     last_accessed_at: float
     expiry_at: float | None
-    #: The codec's bytes, or (kept decoded) the `DecodedRecord.record` dict.
-    record: bytes | dict[str, Any]
+    #: The codec's bytes, or (kept decoded) the `DecodedRecord.baseline` the record is kept as.
+    record: bytes | Baseline
     #: (seq, the codec's bytes), or kept decoded (seq, entry, `clone_hint(entry)`), oldest first.
     history: deque[tuple[Any, ...]] = field(default_factory=deque)
     history_seq: int = 0
-    #: Kept decoded: `Baseline.record_bound` of the saving session's new baseline.
-    record_bound: int | None = None
+    #: Kept decoded: the record's `DecodedRecord.state` and `created_at`.
+    state: dict[str, Any] | None = None
+    created_at: float = 0.0
     #: The earliest expiry among this entry's pairs in the expiry heap (None: no pair); never
     #: later than `expiry_at` while that is set (see `MemorySessionStore._push_expiry`).
     heap_at: float | None = None
@@ -91,7 +91,8 @@ class MemorySessionStore(SessionStore):
             source = list(islice(reversed(rows), window))
             source.reverse()
         history: list[Any]
-        if isinstance(entry.record, dict):
+        record = entry.record
+        if isinstance(record, Baseline):
             # Kept decoded: the window as copies the new session owns, made here in one pass
             # (under the lock, as the deque may change once it is released). The kept entries
             # are never mutated; each is copied through its clone hint (the keys whose values
@@ -112,8 +113,8 @@ class MemorySessionStore(SessionStore):
         user_rows = None if entry.user_id is None else self._user_scopes.get(entry.user_id)
         user_scope = dict(user_rows) if user_rows else {}
         app_scope = dict(self._app_scope) if self._app_scope else {}
-        record = entry.record
-        if isinstance(record, dict):
+        if isinstance(record, Baseline):
+            assert entry.state is not None
             return StoredSession(
                 sid,
                 entry.user_id,
@@ -126,7 +127,7 @@ class MemorySessionStore(SessionStore):
                 user_scope,
                 app_scope,
                 True,
-                DecodedRecord(record, history, entry.record_bound),
+                DecodedRecord(entry.created_at, record, entry.state, history),
             )
         return StoredSession(
             sid,
@@ -141,31 +142,33 @@ class MemorySessionStore(SessionStore):
             app_scope,
         )
 
-    def _kept_record(self, write: SessionWrite) -> bytes | dict[str, Any]:
-        """What to keep of the record: its bytes, or (kept decoded) its values, shared with the
-        saving session's new baseline (neither side ever mutates them)."""
+    def _kept_record(self, write: SessionWrite) -> tuple[bytes | Baseline, dict[str, Any] | None]:
+        """What to keep of the record: its bytes, or (kept decoded) the saving session's new
+        baseline (shared: neither side ever mutates it) and the record's state, which is the
+        baseline's without the ``user:``/``app:`` keys (they live in the scope rows)."""
         if not self.keeps_decoded:
-            return write.record
+            return write.record, None
         baseline = write.baseline
-        if baseline is None:  # a restore: no session baseline to share
+        if baseline is None:  # a restore: no session baseline to share, one is made of the record
             record = self.codec.decode(write.record)
             if not isinstance(record, dict):
                 raise SerializationError("the record to keep is not a JSON object")
-            return {key: record[key] for key in DECODED_RECORD_KEYS}
+            baseline = Baseline(
+                {name: record[name] for name in ("state", "preferences", "ai_context", "feature_flags")},
+                {
+                    "user_id": write.user_id,
+                    "expiry_at": write.expiry_at,
+                    "environment": record["environment"],
+                    "auth_info": record["auth_info"],
+                },
+                0,
+            )
         state = baseline.maps["state"]
         for key in state:
             if key.startswith((USER_PREFIX, APP_PREFIX)):
                 state = {k: v for k, v in state.items() if not k.startswith((USER_PREFIX, APP_PREFIX))}
                 break
-        return {
-            "created_at": float(write.created_at),
-            "state": state,
-            "preferences": baseline.maps["preferences"],
-            "auth_info": baseline.fields["auth_info"],
-            "ai_context": baseline.maps["ai_context"],
-            "feature_flags": baseline.maps["feature_flags"],
-            "environment": baseline.fields["environment"],
-        }
+        return baseline, state
 
     async def _load(self, session_id: str, now: float) -> StoredSession | None:
         with self._lock:
@@ -178,7 +181,7 @@ class MemorySessionStore(SessionStore):
             return self._stored(session_id, entry, self.history_window)
 
     async def _write(self, write: SessionWrite, now: float) -> None:
-        record = self._kept_record(write)
+        record, kept_state = self._kept_record(write)
         history: list[tuple[Any, ...]]
         if self.keeps_decoded:
             history = []
@@ -219,7 +222,8 @@ class MemorySessionStore(SessionStore):
             entry.last_accessed_at = write.last_accessed_at
             entry.expiry_at = write.expiry_at
             entry.record = record
-            entry.record_bound = None if write.baseline is None else write.baseline.record_bound
+            entry.state = kept_state
+            entry.created_at = float(write.created_at)
             entry.history.extend(history)
             entry.history_seq = write.history_seq
             floor = write.history_seq - write.max_history

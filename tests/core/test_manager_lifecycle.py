@@ -20,6 +20,7 @@ from agent_sessions import (
 )
 from agent_sessions.codec import JsonCodec
 from agent_sessions.ids import id_hash, is_valid_session_id, new_session_id
+from agent_sessions.session import Baseline
 
 from ..support import FakeClock
 
@@ -133,25 +134,34 @@ async def test_corrupt_record_is_reported_not_half_loaded(caplog: pytest.LogCapt
         {"state": ["not", "a", "dict"]},
         {"created_at": "yesterday"},
         {"auth_info": [1]},
-        {"unexpected": 1},
+        {"environment": "not a dict"},
+        {"ai_context": 7},
     ],
-    ids=["state-str", "state-list", "created-str", "auth-list", "extra-key"],
+    ids=["state-str", "state-list", "created-str", "auth-list", "environment-str", "ai-context-int"],
 )
 async def test_corrupt_decoded_record_in_memory_is_reported(
     corrupt: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    # The memory store keeps records decoded with the default codec: a record of the wrong shape
-    # is reported exactly as a corrupt encoded record is.
+    # The memory store keeps records decoded with the default codec (the saving session's
+    # baseline, and the record's state and created_at): a record of the wrong shape is reported
+    # exactly as a corrupt encoded record is.
     store = MemorySessionStore()
     s = Session(state={"k": 1})
     await store.set(s)
-    record = store._sessions[s.session_id].record
-    assert isinstance(record, dict)
-    record.update(corrupt)
+    entry = store._sessions[s.session_id]
+    kept = entry.record
+    assert isinstance(kept, Baseline) and entry.state is kept.maps["state"]
+    for name, value in corrupt.items():
+        if name in ("state", "created_at"):
+            setattr(entry, name, value)
+        elif name in kept.maps:
+            kept.maps[name] = value
+        else:
+            kept.fields[name] = value
     with caplog.at_level(logging.ERROR), pytest.raises(SerializationError):
         await store.get(s.session_id)
     assert id_hash(s.session_id) in caplog.text
-    del store._sessions[s.session_id].record["state"]
+    del kept.maps["preferences"]
     with pytest.raises(SerializationError):
         await store.get(s.session_id)
 

@@ -9,7 +9,8 @@ Reads do not write: `get_session` persists `last_accessed_at` at most once per
 
 Saves never lose updates: `update_session` saves the session's delta with a compare-and-set;
 on a conflict it reloads, re-applies the delta and retries. `mutate` re-runs a function on a
-fresh copy until its save wins, for read-modify-write such as counters.
+fresh copy until its save wins, for read-modify-write such as counters; within one process,
+mutates of one session take turns (a lock per session id), so only other processes race them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import asyncio
 import inspect
 import logging
 import random
+import weakref
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Self
 
@@ -32,6 +35,10 @@ __all__ = ["SessionManager"]
 logger = logging.getLogger(__name__)
 
 MutateFn = Callable[[Session], Awaitable[Any] | Any]
+
+#: The per-session mutate locks the current task holds (a nested `mutate` of the same session,
+#: from inside `fn`, must not wait for its own caller).
+_HELD: ContextVar[frozenset[asyncio.Lock]] = ContextVar("agent_sessions_mutate_locks", default=frozenset())
 
 
 class SessionManager:
@@ -63,6 +70,9 @@ class SessionManager:
         self.auto_cleanup = auto_cleanup
         self.touch_interval = session_lifetime / 4 if touch_interval is None else touch_interval
         self.max_retries = max_retries
+        self._mutate_locks: weakref.WeakValueDictionary[tuple[asyncio.AbstractEventLoop, str], asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
         self.last_cleanup: float = self.clock()
         self.cleanup_task: asyncio.Task[None] | None = None
 
@@ -230,8 +240,28 @@ class SessionManager:
         the session's own keys. Shared ``user:``/``app:`` keys and user preferences are written
         per key, last-writer-wins across sessions: keep exact counters in session keys.
         Returns the saved session. Raises `SessionNotFound` if the session is gone.
+
+        Mutates of one session through this manager take turns (first come, first served), so
+        they never conflict with each other: under heavy contention on one key each still does
+        one load and one save, and none is starved into `SessionConflict`. Saves from elsewhere
+        (other processes, `update_session`) are still raced with compare-and-set and retries.
         """
         sid = validate_session_id(session_id)
+        key = (asyncio.get_running_loop(), sid)
+        lock = self._mutate_locks.get(key)
+        if lock is None:
+            lock = self._mutate_locks[key] = asyncio.Lock()
+        held = _HELD.get()
+        if lock in held:  # `fn` mutates its own session again: it cannot wait for itself
+            return await self._mutate(sid, fn)
+        async with lock:
+            token = _HELD.set(held | {lock})
+            try:
+                return await self._mutate(sid, fn)
+            finally:
+                _HELD.reset(token)
+
+    async def _mutate(self, sid: str, fn: MutateFn) -> Session:
         for attempt in range(self.max_retries):
             session = await self.store._get_valid(sid)
             if session is None:

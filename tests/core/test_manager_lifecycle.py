@@ -301,3 +301,57 @@ async def test_memory_cleanup_follows_expiries_that_move_later_and_earlier() -> 
     clock.advance(2)
     assert await store.cleanup_expired() == 1
     assert store._sessions == {} and await manager.get_session(moving.session_id) is None
+
+
+# ---------------------------------------------------------------- mutate: a turn per session
+async def test_mutates_of_one_session_take_turns_and_never_conflict() -> None:
+    store = MemorySessionStore()
+    manager = SessionManager(store, auto_cleanup=False, max_retries=1)  # one conflict would raise
+    s = await manager.create_session(data={"n": 0})
+    order: list[int] = []
+
+    async def inc(i: int) -> None:
+        async def fn(session: Session) -> None:
+            n = session.get("n")
+            await asyncio.sleep(0)  # let every other mutate run up to here if it could
+            session.set("n", n + 1)
+            order.append(i)
+
+        await manager.mutate(s.session_id, fn)
+
+    await asyncio.gather(*(inc(i) for i in range(30)))
+    loaded = await manager.get_session(s.session_id)
+    assert loaded is not None and loaded.get("n") == 30 and loaded.version == 31
+    assert order == list(range(30))  # first come, first served
+
+
+async def test_a_mutate_inside_a_mutate_of_the_same_session_does_not_wait_for_itself() -> None:
+    manager = SessionManager(MemorySessionStore(), auto_cleanup=False)
+    s = await manager.create_session(data={"n": 0})
+    inner_done = False
+
+    async def outer(session: Session) -> None:
+        nonlocal inner_done
+        if not inner_done:
+            inner_done = True
+            await manager.mutate(s.session_id, lambda inner: inner.set("inner", True))
+        session.set("n", session.get("n") + 1)
+
+    saved = await asyncio.wait_for(manager.mutate(s.session_id, outer), timeout=5)
+    # The outer save lost to the inner one and ran again on the fresh copy: both changes kept.
+    assert saved.get("n") == 1 and saved.get("inner") is True
+
+
+async def test_mutates_through_two_managers_still_race_with_compare_and_set() -> None:
+    store = MemorySessionStore()
+    first, second = SessionManager(store, auto_cleanup=False), SessionManager(store, auto_cleanup=False)
+    s = await first.create_session(data={"n": 0})
+
+    async def inc(session: Session) -> None:
+        n = session.get("n")
+        await asyncio.sleep(0)
+        session.set("n", n + 1)
+
+    await asyncio.gather(*(m.mutate(s.session_id, inc) for m in (first, second) for _ in range(20)))
+    loaded = await first.get_session(s.session_id)
+    assert loaded is not None and loaded.get("n") == 40

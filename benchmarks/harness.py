@@ -41,6 +41,7 @@ turn_count)``. Concurrent calls always target distinct sessions.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import platform
 import statistics
@@ -164,6 +165,12 @@ class RawSide:
         return await self.client.read(session_id)
 
 
+def settle() -> None:
+    """Collect garbage before a timed phase, so neither side pays for what the other left (a
+    full collection after the other side's run halved a 4 ms raw-dict phase)."""
+    gc.collect()
+
+
 # ---------------------------------------------------------------- workloads
 async def run_w1(
     side: Side, concurrency: int, sessions: int = SESSIONS, turns: int = TURNS
@@ -192,6 +199,7 @@ async def run_w1(
                 await side.turn(sid, n)
                 latencies.append(time.perf_counter() - start)
 
+    settle()
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     wall = time.perf_counter() - start
@@ -204,6 +212,7 @@ async def run_w1(
 
 async def run_w2(side: Side, ids: list[str], reads: int = READS) -> Sample:
     latencies = []
+    settle()
     start = time.perf_counter()
     for i in range(reads):
         t0 = time.perf_counter()

@@ -113,22 +113,11 @@ class MemorySessionStore(SessionStore):
         user_rows = None if entry.user_id is None else self._user_scopes.get(entry.user_id)
         user_scope = dict(user_rows) if user_rows else {}
         app_scope = dict(self._app_scope) if self._app_scope else {}
+        decoded = None
         if isinstance(record, Baseline):
             assert entry.state is not None
-            return StoredSession(
-                sid,
-                entry.user_id,
-                entry.version,
-                entry.last_accessed_at,
-                entry.expiry_at,
-                b"",
-                [],
-                entry.history_seq,
-                user_scope,
-                app_scope,
-                True,
-                DecodedRecord(entry.created_at, record, entry.state, history),
-            )
+            decoded = DecodedRecord(entry.created_at, record, entry.state, history)
+            record, history = b"", []
         return StoredSession(
             sid,
             entry.user_id,
@@ -140,6 +129,8 @@ class MemorySessionStore(SessionStore):
             entry.history_seq,
             user_scope,
             app_scope,
+            True,
+            decoded,
         )
 
     def _kept_record(self, write: SessionWrite) -> tuple[bytes | Baseline, dict[str, Any] | None]:

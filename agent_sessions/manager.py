@@ -155,13 +155,20 @@ class SessionManager:
         data: dict[str, Any] | None = None,
         *,
         preferences: dict[str, Any] | None = None,
+        session_id: str | None = None,
     ) -> Session:
         """Create and save a new session with a fresh id.
 
         A session of a known `user_id` starts with that user's preferences and ``user:``
         state; every session sees the ``app:`` state. `data` is initial state.
+
+        `session_id` lets a server-side caller choose the id (an adapter that maps a
+        framework's own ids onto ours, such as the ADK session service). It must have the
+        exact shape of an issued id (43 characters of ``[A-Za-z0-9_-]``, `SESSION_ID_PATTERN`),
+        else `InvalidSessionId`; an id already in use raises `SessionConflict`. Never pass an
+        id that came from a client: web and tool paths always let the server issue one.
         """
-        session = await self.new_session(user_id, data, preferences=preferences)
+        session = await self.new_session(user_id, data, preferences=preferences, session_id=session_id)
         await self.store.set(session)
         return session
 
@@ -171,6 +178,7 @@ class SessionManager:
         data: dict[str, Any] | None = None,
         *,
         preferences: dict[str, Any] | None = None,
+        session_id: str | None = None,
     ) -> Session:
         """Build a new session exactly as `create_session` does, but do not save it.
 
@@ -178,8 +186,9 @@ class SessionManager:
         something in it: save it with `update_session`. Reads the scopes, writes nothing.
         """
         uid = None if user_id is None else validate_user_id(user_id)
+        sid = new_session_id() if session_id is None else validate_session_id(session_id)
         now = self.clock()
-        session = Session(session_id=new_session_id(), user_id=uid, created_at=now, last_accessed_at=now)
+        session = Session(session_id=sid, user_id=uid, created_at=now, last_accessed_at=now)
         session.expiry_at = self.expiry_for(session, now)
         scopes = await self.store.load_scopes(uid)
         session.state.update(scopes.state)

@@ -922,3 +922,17 @@ async def test_a_late_touch_never_shortens_the_expiry(manager: SessionManager, c
     assert await manager.store.touch(s.session_id, clock.now - 900, early)  # a delayed touch lands late
     stored = await manager.store.get(s.session_id)
     assert stored is not None and stored.expiry_at == later
+
+
+# ---------------------------------------------------------------- caller-chosen ids
+async def test_server_side_caller_may_choose_an_id_of_the_issued_shape(manager: SessionManager) -> None:
+    chosen = "A" * 43
+    session = await manager.create_session("alice", {"k": 1}, session_id=chosen)
+    assert session.session_id == chosen
+    loaded = await manager.get_session(chosen)
+    assert loaded is not None and loaded.get("k") == 1 and loaded.user_id == "alice"
+    with pytest.raises(SessionConflict):
+        await manager.create_session("bob", session_id=chosen)
+    for bad in ("../etc/passwd", "A" * 42, "A" * 44, "A" * 42 + "*", ""):
+        with pytest.raises(InvalidSessionId):
+            await manager.create_session("alice", session_id=bad)

@@ -13,6 +13,7 @@ __all__ = [
     "id_hash",
     "is_valid_session_id",
     "new_session_id",
+    "new_write_id",
     "validate_session_id",
     "validate_user_id",
 ]
@@ -28,6 +29,12 @@ def new_session_id() -> str:
         sid = secrets.token_urlsafe(32)
         if sid[0] != "-":
             return sid
+
+
+def new_write_id() -> str:
+    """A fresh id for one save (96 random bits): kept in the record's write lineage, so a retry
+    of a save whose outcome was unknown can tell whether it was applied."""
+    return secrets.token_urlsafe(12)
 
 
 def is_valid_session_id(value: object) -> bool:

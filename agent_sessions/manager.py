@@ -25,9 +25,17 @@ from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Self
 
-from .errors import SessionConflict, SessionNotFound
+from .errors import SessionConflict, SessionNotFound, StoreUnavailable
 from .ids import id_hash, new_session_id, validate_session_id, validate_user_id
-from .session import HistoryPage, Session, SessionDelta, _stamp_access
+from .session import (
+    HistoryPage,
+    PendingWrite,
+    Session,
+    SessionDelta,
+    _stamp_access,
+    pending_write,
+    set_pending_write,
+)
 from .stores.base import SessionStore
 
 __all__ = ["SessionManager"]
@@ -35,6 +43,13 @@ __all__ = ["SessionManager"]
 logger = logging.getLogger(__name__)
 
 MutateFn = Callable[[Session], Awaitable[Any] | Any]
+
+
+def landed(pending: PendingWrite, stored: Session) -> bool:
+    """Whether the save `pending` stands for is part of `stored` (in its write lineage)."""
+    baseline = stored.baseline
+    return baseline is not None and pending.write_id in baseline.writes
+
 
 #: The per-session mutate locks the current task holds (a nested `mutate` of the same session,
 #: from inside `fn`, must not wait for its own caller).
@@ -212,9 +227,7 @@ class SessionManager:
         expired meanwhile, `SessionConflict` after `max_retries` lost races.
         """
         now = self.clock()
-        if _stamp_access(session, now, self.expiry_for(session, now)) is None or session.version == 0:
-            await self.store.set(session)
-            return session
+        _stamp_access(session, now, self.expiry_for(session, now))
         # The delta is computed only when a conflict needs it: a failed save leaves `session`
         # untouched, so it still describes the same changes (saves the work on the common path).
         delta: SessionDelta | None = None
@@ -223,11 +236,32 @@ class SessionManager:
             try:
                 await self.store.set(target)
             except SessionConflict:
-                if delta is None:
-                    delta = session.changes()
+                pending = pending_write(session)
+                if session.version == 0 and pending is None:
+                    raise  # the id exists, and not because an earlier try of this insert landed
                 fresh = await self.store.get(session.session_id)
                 if fresh is None:
+                    if session.version == 0:
+                        raise
                     raise SessionNotFound("the session was deleted or expired while it was being saved") from None
+                if pending is not None:
+                    set_pending_write(session, None)
+                    if landed(pending, fresh):
+                        # An earlier try of this very save was applied after all (its outcome was
+                        # unknown): take the stored copy, then save only what changed since then.
+                        logger.info("session %s: a save reported as failed had landed", id_hash(session.session_id))
+                        rest = session.changes().without(pending.sent)
+                        rest.fields.pop("expiry_at", None)  # the landed save stamped the access
+                        session._adopt(fresh)
+                        if rest.is_empty():
+                            return session
+                        rest.apply(session)
+                        delta, target = None, session
+                        continue
+                if session.version == 0:
+                    raise
+                if delta is None:
+                    delta = session.changes()
                 delta.apply(fresh)
                 now = self.clock()
                 fresh.last_accessed_at = now
@@ -235,8 +269,16 @@ class SessionManager:
                 target = fresh
                 await self._backoff(attempt)
                 continue
+            except StoreUnavailable:
+                carried = pending_write(target)
+                if target is not session and carried is not None:
+                    # The try that failed carried the caller's changes on a fresher copy.
+                    sent = (delta if delta is not None else session.changes()).copy()
+                    set_pending_write(session, PendingWrite(carried.write_id, sent))
+                raise
             if target is not session:
                 session._adopt(target)
+            set_pending_write(session, None)
             return session
         raise SessionConflict(
             f"session {id_hash(session.session_id)}: gave up after {self.max_retries} conflicting saves"

@@ -172,6 +172,38 @@ class SessionDelta:
         """True when nothing changed."""
         return not (self.sets or self.deletes or self.fields or self.history)
 
+    def without(self, sent: SessionDelta) -> SessionDelta:
+        """What this delta changes beyond `sent` (an earlier delta of the same session, a
+        prefix of this one): keys set to other values or deleted since, fields changed since,
+        history entries appended after `sent`'s. Used when a save that `sent` described turns
+        out to have been applied after all (`SessionManager.update_session`)."""
+        sets: dict[str, dict[str, Any]] = {}
+        for name, values in self.sets.items():
+            before = sent.sets.get(name, _NO_MAP)
+            extra = {k: v for k, v in values.items() if k not in before or not _same(before[k], v)}
+            if extra:
+                sets[name] = extra
+        deletes: dict[str, set[str]] = {}
+        for name, keys in self.deletes.items():
+            extra_keys = keys - sent.deletes.get(name, set())
+            if extra_keys:
+                deletes[name] = extra_keys
+        fields = {
+            name: value
+            for name, value in self.fields.items()
+            if name not in sent.fields or _differs(sent.fields[name], value)
+        }
+        return SessionDelta(sets, deletes, fields, self.history[len(sent.history) :])
+
+    def copy(self) -> SessionDelta:
+        """A deep copy: the values of a delta are the session's own objects."""
+        return SessionDelta(
+            {name: json_clone(values) for name, values in self.sets.items()},
+            {name: set(keys) for name, keys in self.deletes.items()},
+            json_clone(self.fields),
+            json_clone(self.history),
+        )
+
     def apply(self, session: Session) -> None:
         """Replay this delta onto `session` (a fresher copy of the same session)."""
         for name, values in self.sets.items():
@@ -195,13 +227,45 @@ class Baseline:
     several times slower.)
 
     `record_bound`, when known, is an upper bound on the encoded size of the store record
-    this baseline describes (see `SessionStore._prepare_write`).
+    this baseline describes (see `SessionStore._prepare_write`). `writes` is the record's
+    write lineage: the ids of the last `WRITE_LINEAGE` saves that produced it, newest first
+    (a retried save whose outcome was unknown finds its own id there: `PendingWrite`).
     """
 
     maps: dict[str, dict[str, Any]]
     fields: dict[str, Any]
     history_len: int
     record_bound: int | None = None
+    writes: tuple[str, ...] = ()
+
+
+#: How many write ids a record keeps (see `Baseline.writes`): a save reported as failed is
+#: recognised as applied while fewer than this many saves landed on top of it since.
+WRITE_LINEAGE: Final = 16
+
+
+@dataclass(slots=True)
+class PendingWrite:
+    """A save of a session that raised `StoreUnavailable`: it may or may not have been applied.
+
+    `write_id` is the id the save carried (kept in the record's write lineage if it landed);
+    `sent` a copy of the delta it saved. The manager keeps one on the session, so that a retry
+    of the save recognises its own earlier success instead of applying the delta twice.
+    """
+
+    write_id: str
+    sent: SessionDelta
+
+
+def pending_write(session: Session) -> PendingWrite | None:
+    """The save of `session` whose outcome is unknown, if any (see `PendingWrite`)."""
+    pending: PendingWrite | None = _private(session).get("_pending")
+    return pending
+
+
+def set_pending_write(session: Session, pending: PendingWrite | None) -> None:
+    """Remember (or, with None, forget) a save of `session` whose outcome is unknown."""
+    _private(session)["_pending"] = pending
 
 
 @dataclass(slots=True)
@@ -369,10 +433,12 @@ class Session(BaseModel):
         state = maps["state"]
         for key in [k for k in state if type(k) is str and k.startswith(TEMP_PREFIX)]:
             del state[key]
+        old = _private(self).get("_snapshot")
         self._snapshot = Baseline(
             maps=maps,
             fields={name: json_clone(values[name]) for name in TRACKED_FIELDS},
             history_len=len(self.history),
+            writes=() if old is None else old.writes,
         )
         if history_seq is not None:
             self._history_seq = history_seq
@@ -416,7 +482,7 @@ class Session(BaseModel):
             return
         fields = snap.fields.copy()
         fields[name] = json_clone(self.__dict__[name])
-        _private(self)["_snapshot"] = Baseline(snap.maps, fields, snap.history_len, snap.record_bound)
+        _private(self)["_snapshot"] = Baseline(snap.maps, fields, snap.history_len, snap.record_bound, snap.writes)
 
     @classmethod
     def _from_record(cls, values: dict[str, Any], baseline: Baseline | None, history_seq: int) -> Session | None:
@@ -569,7 +635,7 @@ def _next_baseline(snap: Baseline | None, delta: SessionDelta, record_bound: int
     else:
         fields = snap.fields
     base = 0 if snap is None else snap.history_len
-    return Baseline(maps, fields, base + len(delta.history), record_bound)
+    return Baseline(maps, fields, base + len(delta.history), record_bound, () if snap is None else snap.writes)
 
 
 def _mark_saved(session: Session, baseline: Baseline, history_seq: int, version: int) -> None:

@@ -53,20 +53,24 @@ from ..errors import (
     SessionConflict,
     SessionNotFound,
     SessionTooLarge,
+    StoreUnavailable,
 )
-from ..ids import id_hash, validate_session_id, validate_user_id
+from ..ids import id_hash, new_write_id, validate_session_id, validate_user_id
 from ..session import (
     APP_PREFIX,
     TEMP_PREFIX,
     USER_PREFIX,
+    WRITE_LINEAGE,
     Baseline,
     HistoryPage,
+    PendingWrite,
     Session,
     SessionDelta,
     _construct_session,
     _delta_since,
     _mark_saved,
     _next_baseline,
+    set_pending_write,
 )
 
 __all__ = [
@@ -125,6 +129,7 @@ _RECORD_KEY_SET = frozenset(
         "ai_context",
         "feature_flags",
         "environment",
+        "writes",
     )
 )
 
@@ -216,6 +221,8 @@ class SessionWrite:
     app_scope: ScopeChange | None = None
     #: The session's change-tracking baseline once this write succeeds (None for a restore).
     baseline: Baseline | None = None
+    #: This save's id, first in the record's write lineage (`Baseline.writes`) once it lands.
+    write_id: str = ""
 
 
 @dataclass(slots=True)
@@ -365,9 +372,16 @@ class SessionStore(ABC):
         now = self.clock()
         if write.expiry_at is not None and write.expiry_at <= now:
             raise SessionNotFound("the session has expired; create a new one")
-        await self._write(write, now)
+        try:
+            await self._write(write, now)
+        except StoreUnavailable:
+            # The request may have reached the store and been applied: remember what this save
+            # carried, so that a retry recognises it (`SessionManager.update_session`).
+            set_pending_write(session, PendingWrite(write.write_id, session.changes().copy()))
+            raise
         assert write.baseline is not None
         _mark_saved(session, write.baseline, write.history_seq, write.new_version)
+        set_pending_write(session, None)
 
     async def delete(self, session_id: str) -> bool:
         """Delete the session, its history and index entries. True if it existed."""
@@ -590,7 +604,7 @@ class SessionStore(ABC):
             return user
         raise ScopeError(f"scope keys start with {USER_PREFIX!r}, {PREF_PREFIX!r} or {APP_PREFIX!r}; got {key!r}")
 
-    def _encode_record(self, session: Session, *, checked: bool = False) -> bytes:
+    def _encode_record(self, session: Session, *, checked: bool = False, writes: tuple[str, ...] = ()) -> bytes:
         """The session's record (no history, no scoped state keys), size-limited.
 
         `checked`: every value that changed since the session's baseline has passed
@@ -618,6 +632,7 @@ class SessionStore(ABC):
             "ai_context": session.ai_context,
             "feature_flags": session.feature_flags,
             "environment": session.environment,
+            "writes": list(writes),
         }
         data = encode_checked(self.codec, record) if checked else self.codec.encode(record)
         if len(data) > self.max_session_bytes:
@@ -675,6 +690,8 @@ class SessionStore(ABC):
             user_id = validate_user_id(user_id)
         _check_values_shape(values)
         delta = _delta_since(values, baseline)
+        write_id = new_write_id()
+        writes = (write_id,) if baseline is None else (write_id, *baseline.writes[: WRITE_LINEAGE - 1])
         record_bound: int | None = None
         if self.keeps_decoded:
             growth = _check_delta_bound(delta)
@@ -683,11 +700,11 @@ class SessionStore(ABC):
             if record_bound is not None and record_bound <= self.max_session_bytes:
                 record = b""
             else:
-                record = self._encode_record(session, checked=True)
+                record = self._encode_record(session, checked=True, writes=writes)
                 record_bound = len(record) + RECORD_SLACK
         else:
             _check_delta(delta)
-            record = self._encode_record(session, checked=True)
+            record = self._encode_record(session, checked=True, writes=writes)
         rows = []
         for entry in delta.history:
             seq += 1
@@ -722,6 +739,8 @@ class SessionStore(ABC):
 
         previous_user = baseline.fields["user_id"] if baseline is not None else None
         version = values["version"]
+        after = _next_baseline(baseline, delta, record_bound)
+        after.writes = writes
         # Positional: a dataclass built with keywords costs several times more, on every save.
         return SessionWrite(
             sid,  # session_id
@@ -738,7 +757,8 @@ class SessionStore(ABC):
             self.max_history,
             None if user is None or user.is_empty() else user,  # user_scope
             None if app is None or app.is_empty() else app,  # app_scope
-            _next_baseline(baseline, delta, record_bound),  # baseline
+            after,  # baseline
+            write_id,
         )
 
     def _build(self, stored: StoredSession, now: float) -> Session | None:
@@ -761,8 +781,11 @@ class SessionStore(ABC):
                 state[key] = self.codec.decode(raw)
             # Records this library wrote have every field with its exact type: built without
             # pydantic. Anything else (an older record, a corrupt one) is validated in full.
+            writes = record.pop("writes", [])
+            if type(writes) is not list or not all(type(w) is str for w in writes):
+                raise SerializationError("the stored record's write lineage is not a list of ids")
             session = None
-            if record.keys() == _RECORD_KEY_SET:
+            if record.keys() | {"writes"} == _RECORD_KEY_SET:
                 values = {
                     "session_id": stored.session_id,
                     "user_id": stored.user_id,
@@ -789,6 +812,9 @@ class SessionStore(ABC):
                 record["history"] = history
                 session = Session.model_validate(record)
                 session._mark_clean(history_seq=stored.history_seq)
+            snapshot = session.baseline
+            assert snapshot is not None
+            snapshot.writes = tuple(writes)  # the baseline was just built for this session alone
         except (SerializationError, ValidationError, TypeError, AttributeError) as exc:
             logger.error("corrupt session record %s: %s", id_hash(stored.session_id), type(exc).__name__)
             if isinstance(exc, SerializationError):
@@ -858,13 +884,14 @@ class SessionStore(ABC):
                 # values merged, no touch since): shared as it is, or with its maps and fields.
                 baseline = kept
                 if kept.history_len != len(history):
-                    baseline = Baseline(maps, fields, len(history), kept.record_bound)
+                    baseline = Baseline(maps, fields, len(history), kept.record_bound, kept.writes)
             else:
                 baseline = Baseline(
                     {"state": state, "preferences": prefs, "ai_context": ai_context, "feature_flags": flags},
                     {"user_id": stored.user_id, "expiry_at": expiry, "environment": environment, "auth_info": auth},
                     len(history),
                     kept.record_bound,
+                    kept.writes,
                 )
             # The types `Session._from_record` would check, except what is true by construction:
             # `values` is built above in field order, its containers are fresh copies, and the
@@ -949,8 +976,9 @@ def _check_values_shape(values: dict[str, Any]) -> None:
 
 
 #: Room in `Baseline.record_bound` for the record fields that change without being tracked:
-#: ``created_at``, ``last_accessed_at`` and ``expiry_at`` (floats, each at most 24 characters).
-RECORD_SLACK = 3 * FLOAT_SIZE
+#: ``created_at``, ``last_accessed_at`` and ``expiry_at`` (floats, each at most 24 characters),
+#: and ``writes``.
+RECORD_SLACK = 3 * FLOAT_SIZE + WRITE_LINEAGE * 20  # and the write lineage: ids of 16 characters, quoted
 
 
 def _check_delta_bound(delta: SessionDelta) -> int | None:

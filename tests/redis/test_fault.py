@@ -138,3 +138,33 @@ async def test_a_conversation_store_sharing_the_client_is_bounded_by_the_store_d
         durable_server.resume()
     assert await conversations.read_record("c1") is None
     await store.close()
+
+
+async def test_a_save_applied_while_the_caller_timed_out_is_not_applied_again_by_its_retry(
+    durable_server: RedisServer,
+) -> None:
+    """SIGSTOP the server, save (the request sits in the server's socket buffer, the caller times
+    out), SIGCONT (the server applies it), retry the same save: the entry is there once."""
+    store = bounded_store(durable_server)
+    manager = SessionManager(store, auto_cleanup=False)
+    session = await manager.create_session(user_id="alice", data={"n": 0})
+    session.set("n", 1)
+    session.add_history_entry("message", {"text": "once"})
+    durable_server.pause()
+    try:
+        await expect_unavailable(manager.update_session(session))
+    finally:
+        durable_server.resume()
+    seen = None
+    for _ in range(100):  # the woken server executes the buffered script
+        seen = await store.get(session.session_id)
+        if seen is not None and seen.version == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert seen is not None and seen.version == 2, "the frozen server never applied the buffered save"
+    await manager.update_session(session)  # the caller's retry
+    loaded = await manager.get_session(session.session_id)
+    assert loaded is not None
+    assert [e["data"] for e in loaded.history] == [{"text": "once"}]
+    assert loaded.get("n") == 1 and loaded.version == 2
+    await store.close()

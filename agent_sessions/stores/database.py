@@ -76,7 +76,7 @@ from ..ids import id_hash, validate_session_id
 from ..session import Session
 from .base import ScopeChange, SessionStore, SessionWrite, StoredSession, raise_conflict
 
-__all__ = ["SCHEMA_VERSION", "DatabaseSessionStore", "create_database_engine", "install_reset_handler"]
+__all__ = ["SCHEMA_VERSION", "DatabaseSessionStore", "create_database_engine", "install_reset_handler", "is_data_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -478,6 +478,9 @@ def _driver_errors(postgres: bool) -> _Errors:
             data=(pg.DataError,),  # SQLSTATE class 22
             broken=(
                 asyncpg.InterfaceError,  # the client side: connection closed, in an unusable state
+                # The protocol is stuck in another operation (a backend terminated while the
+                # connection sat idle left it consuming an error): never reuse the connection.
+                pg.InternalClientError,
                 pg.PostgresConnectionError,  # SQLSTATE class 08
                 pg.AdminShutdownError,  # 57P01-57P03: the server is going away
                 pg.CrashShutdownError,
@@ -494,6 +497,23 @@ def _driver_errors(postgres: bool) -> _Errors:
         broken=(),
         other=(sqlite3.Error, *_DB_ERRORS),
     )
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Whether `exc` (a driver error, or SQLAlchemy's wrapper of one) is the database refusing
+    a value: SQLSTATE class 22 (text with NUL, too long for its column, out of range). Shared by
+    every SQL store, so a refused value is `SerializationError` everywhere, never `StoreUnavailable`."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        sqlstate = getattr(current, "sqlstate", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith("22"):
+            return True
+        if isinstance(current, sqlite3.DataError):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__
+    return False
 
 
 def _rollback_dangling(dbapi_connection: Any, _record: Any, reset_state: PoolResetState) -> None:

@@ -30,7 +30,7 @@ from pydantic_ai.conversation_store import (
 )
 
 from ...errors import StoreUnavailable
-from ._records import decode_entry, decode_record, encode_message, encode_record
+from ._records import check_id, check_write, decode_entry, decode_record, encode_message, encode_record
 
 try:
     from redis import exceptions as redis_exceptions
@@ -189,6 +189,7 @@ class RedisConversationStore(ConversationStore):
 
     # ------------------------------------------------------------------ primitives
     async def read_record(self, conversation_id: str) -> ConversationRecord | None:
+        check_id(conversation_id, "conversation id")
         data = await self._run(self.client.hget(self._record_key(conversation_id), "d"))
         return None if data is None else decode_record(data)
 
@@ -214,6 +215,7 @@ class RedisConversationStore(ConversationStore):
         new_entries: Sequence[ConversationEntry] = (),
         expected_revision: str | None,
     ) -> None:
+        check_write(record, new_entries, expected_revision)
         cid = record.conversation_id
         new_ids = {entry.id for entry in new_entries}
         anchor = record.head_id if record.head_id not in new_ids else new_entries[0].parent_id
@@ -235,6 +237,8 @@ class RedisConversationStore(ConversationStore):
             raise ConversationConflict(cid)
 
     async def delete_record(self, conversation_id: str, *, expected_revision: str) -> None:
+        check_id(conversation_id, "conversation id")
+        check_id(expected_revision, "expected revision")
         deleted = await self._run(
             self._delete_script(
                 keys=[self._record_key(conversation_id), self._index_key()],
@@ -245,6 +249,7 @@ class RedisConversationStore(ConversationStore):
             raise ConversationConflict(conversation_id)
 
     async def read_entry(self, entry_id: str) -> ConversationEntry:
+        check_id(entry_id, "entry id")
         parent, message = await self._run(self.client.hmget(f"{self._base}ent:{entry_id}", ["p", "m"]))
         if message is None:
             raise KeyError(entry_id)
@@ -252,6 +257,8 @@ class RedisConversationStore(ConversationStore):
 
     async def read_history(self, head_id: str | None, *, limit: int | None = None) -> list[ConversationEntry]:
         """The chain up to `head_id`, walked server-side in one call; `KeyError` if an entry is missing."""
+        if head_id is not None:
+            check_id(head_id, "head id")
         if head_id is None or limit == 0:
             return []
         # The head's key routes the call to the conversations' slot on a cluster.

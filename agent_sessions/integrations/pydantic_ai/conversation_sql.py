@@ -40,8 +40,8 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ...errors import SerializationError, StoreUnavailable
-from ...stores.database import create_database_engine
-from ._records import decode_entry, decode_record, encode_message, encode_record
+from ...stores.database import create_database_engine, is_data_error
+from ._records import check_id, check_write, decode_entry, decode_record, encode_message, encode_record
 
 __all__ = ["DatabaseConversationStore"]
 
@@ -58,7 +58,7 @@ def _failed(exc: BaseException, doing: str) -> SerializationError | StoreUnavail
     logger.warning("conversation store: %s failed: %s", doing, type(exc).__name__)
     # The driver's own message: SQLAlchemy's adds the statement and its parameters (messages).
     driver = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
-    if isinstance(exc, sa_exc.DataError):
+    if isinstance(exc, sa_exc.DataError) or is_data_error(exc):
         return SerializationError(f"the database refused a value while {doing}: {driver}")
     return StoreUnavailable(f"conversation store unavailable while {doing}: {type(driver).__name__}: {driver}")
 
@@ -225,6 +225,7 @@ class DatabaseConversationStore(ConversationStore):
 
     # ------------------------------------------------------------------ primitives
     async def read_record(self, conversation_id: str) -> ConversationRecord | None:
+        check_id(conversation_id, "conversation id")
         async with self._reading() as conn:
             data = (
                 await conn.execute(
@@ -250,6 +251,7 @@ class DatabaseConversationStore(ConversationStore):
         new_entries: Sequence[ConversationEntry] = (),
         expected_revision: str | None,
     ) -> None:
+        check_write(record, new_entries, expected_revision)
         cid = record.conversation_id
         new_ids = {entry.id for entry in new_entries}
         # The stored entry the record's history hangs from: its head, or the parent of the first new entry.
@@ -310,6 +312,8 @@ class DatabaseConversationStore(ConversationStore):
                     raise ConversationConflict(cid) from exc
 
     async def delete_record(self, conversation_id: str, *, expected_revision: str) -> None:
+        check_id(conversation_id, "conversation id")
+        check_id(expected_revision, "expected revision")
         r, e = self.records.c, self.entries.c
         async with self._writing() as conn:
             lineage = (
@@ -331,6 +335,7 @@ class DatabaseConversationStore(ConversationStore):
                 await conn.execute(self.entries.delete().where(e.lineage == lineage))
 
     async def read_entry(self, entry_id: str) -> ConversationEntry:
+        check_id(entry_id, "entry id")
         e = self.entries.c
         async with self._reading() as conn:
             row = (await conn.execute(sa.select(e.parent_id, e.message).where(e.entry_id == entry_id))).one_or_none()
@@ -340,6 +345,8 @@ class DatabaseConversationStore(ConversationStore):
 
     async def read_history(self, head_id: str | None, *, limit: int | None = None) -> list[ConversationEntry]:
         """The chain up to `head_id` in one recursive query; `KeyError` if an entry is missing."""
+        if head_id is not None:
+            check_id(head_id, "head id")
         if head_id is None or limit == 0:
             return []
         e = self.entries.c

@@ -20,7 +20,8 @@ import inspect
 import logging
 import random
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Self
@@ -224,8 +225,17 @@ class SessionManager:
 
         On a version conflict the delta is re-applied to a fresh copy and saved again; `session`
         then holds the merged result. Raises `SessionNotFound` if the session was deleted or
-        expired meanwhile, `SessionConflict` after `max_retries` lost races.
+        expired meanwhile, `SessionConflict` after `max_retries` lost races. Saves and mutates
+        of one session through this manager take turns, so only other processes race them.
+
+        Retrying after `StoreUnavailable` is safe: the failed save's outcome was unknown, and if
+        it was applied after all, the retry recognises it (by its write id in the record) and
+        saves only what changed since, instead of appending its history entries twice.
         """
+        async with self._taking_turns(session._tracking()[0]):
+            return await self._save(session)
+
+    async def _save(self, session: Session) -> Session:
         now = self.clock()
         _stamp_access(session, now, self.expiry_for(session, now))
         # The delta is computed only when a conflict needs it: a failed save leaves `session`
@@ -298,17 +308,26 @@ class SessionManager:
         (other processes, `update_session`) are still raced with compare-and-set and retries.
         """
         sid = validate_session_id(session_id)
+        async with self._taking_turns(sid):
+            return await self._mutate(sid, fn)
+
+    @asynccontextmanager
+    async def _taking_turns(self, sid: str) -> AsyncIterator[None]:
+        """Hold this manager's turn on session `sid`: its saves and mutates go one at a time,
+        first come first served (re-entered freely by the task that holds it, so `fn` may
+        save or mutate its own session)."""
         key = (asyncio.get_running_loop(), sid)
         lock = self._mutate_locks.get(key)
         if lock is None:
             lock = self._mutate_locks[key] = asyncio.Lock()
         held = _HELD.get()
-        if lock in held:  # `fn` mutates its own session again: it cannot wait for itself
-            return await self._mutate(sid, fn)
+        if lock in held:
+            yield
+            return
         async with lock:
             token = _HELD.set(held | {lock})
             try:
-                return await self._mutate(sid, fn)
+                yield
             finally:
                 _HELD.reset(token)
 

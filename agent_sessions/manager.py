@@ -179,20 +179,24 @@ class SessionManager:
         *,
         preferences: dict[str, Any] | None = None,
         session_id: str | None = None,
+        load_scopes: bool = True,
     ) -> Session:
         """Build a new session exactly as `create_session` does, but do not save it.
 
         For lazy callers (the web middleware) that write a record only once there is
-        something in it: save it with `update_session`. Reads the scopes, writes nothing.
+        something in it: save it with `update_session`. Reads the scopes, writes nothing;
+        with `load_scopes` False it does no I/O at all, and the session starts without the
+        ``user:`` / ``app:`` keys and user preferences (they show once it is loaded again).
         """
         uid = None if user_id is None else validate_user_id(user_id)
         sid = new_session_id() if session_id is None else validate_session_id(session_id)
         now = self.clock()
         session = Session(session_id=sid, user_id=uid, created_at=now, last_accessed_at=now)
         session.expiry_at = self.expiry_for(session, now)
-        scopes = await self.store.load_scopes(uid)
-        session.state.update(scopes.state)
-        session.preferences.update(scopes.preferences)
+        if load_scopes:
+            scopes = await self.store.load_scopes(uid)
+            session.state.update(scopes.state)
+            session.preferences.update(scopes.preferences)
         # The scope values are the baseline: only what the caller adds counts as a change.
         session._mark_clean()
         session.version = 0

@@ -82,7 +82,14 @@ class SessionManager:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Start the background cleanup loop (if `auto_cleanup`). Idempotent."""
+        """Check the store answers (`SessionStore.ping`), then start the background cleanup loop
+        (if `auto_cleanup`). Idempotent.
+
+        Raises `StoreUnavailable` (naming the store's host, never its credentials) when the store
+        cannot be reached: an application on an unreachable store fails at startup, not with
+        an error on every request.
+        """
+        await self.store.ping()
         if self.auto_cleanup and (self.cleanup_task is None or self.cleanup_task.done()):
             self.cleanup_task = asyncio.create_task(self._cleanup_loop(), name="agent_sessions.cleanup")
 

@@ -894,6 +894,17 @@ class DatabaseSessionStore(SessionStore):
             "schema_version": self.version_table.fullname,
         }
 
+    async def ping(self) -> None:
+        """Connect (creating the tables on first use) and read once; `StoreUnavailable` names
+        the server's host and port (or the SQLite file), never the password."""
+        try:
+            await super().ping()
+        except StoreUnavailable as exc:
+            url = self.engine.url
+            where = f"{url.host}:{url.port or 5432}" if self.postgres else str(url.database)
+            name = url.get_backend_name()
+            raise StoreUnavailable(f"cannot reach the {name} session store at {where}: {exc}") from exc
+
     # ================================================================ plumbing
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         logger.warning("database operation failed: %s", type(exc).__name__)

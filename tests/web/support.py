@@ -192,7 +192,11 @@ async def serve(app: Any) -> AsyncIterator[str]:
     config.load()
     server = uvicorn.Server(config)
     server.lifespan = config.lifespan_class(config)
-    await server.startup(sockets=[sock])
+    try:
+        await server.startup(sockets=[sock])
+    except SystemExit as exc:  # uvicorn exits when the app's startup (its lifespan) fails
+        sock.close()
+        raise RuntimeError(f"uvicorn failed to start (exit status {exc.code}; see its log)") from exc
     if server.should_exit:
         sock.close()
         raise RuntimeError("uvicorn failed to start (see its log)")

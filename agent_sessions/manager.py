@@ -106,7 +106,13 @@ class SessionManager:
         await self.store.close()
 
     async def __aenter__(self) -> Self:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            # The body will not run, nor `__aexit__`: release the store now (a failure to do so
+            # is raised, with the first failure as its context).
+            await self.stop()
+            raise
         return self
 
     async def __aexit__(

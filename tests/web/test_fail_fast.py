@@ -61,6 +61,25 @@ async def test_start_on_an_unreachable_store_raises_naming_host_and_port_but_not
     assert time.monotonic() - begin < BOUND
 
 
+@pytest.mark.parametrize("kind", sorted(QUICK))
+async def test_a_failed_async_with_closes_the_store_it_could_not_reach(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = create_store(unreachable_url(kind, closed_port()), **QUICK[kind])
+    closes: list[str] = []
+    close = store.close
+
+    async def counting_close() -> None:
+        closes.append(kind)
+        await close()
+
+    monkeypatch.setattr(store, "close", counting_close)
+    with pytest.raises(StoreUnavailable):
+        async with SessionManager(store):
+            raise AssertionError("the body must not run on an unreachable store")
+    assert closes == [kind]
+
+
 async def test_start_on_an_sqlite_file_that_cannot_be_opened_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "missing-directory" / "sessions.db"
     manager = SessionManager(create_store(f"sqlite+aiosqlite:///{path}"))

@@ -168,6 +168,7 @@ async def test_login_and_logout_buttons_rotate_and_end_the_session_and_a_screens
     await wait_for_status(page, "loaded")
     assert await page.text_content("#who") == "Anonymous visitor"
     assert await page.is_hidden("#logout")
+    await page.screenshot(path=str(tmp_path / "example-page-anonymous.png"))
 
     await page.select_option("#theme", "solarized")
     await page.click("#save")

@@ -98,7 +98,14 @@ class SessionManager:
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        """Start the background cleanup loop (if `auto_cleanup`). Idempotent."""
+        """Check the store answers (`SessionStore.ping`), then start the background cleanup loop
+        (if `auto_cleanup`). Idempotent.
+
+        Raises `StoreUnavailable` (naming the store's host, never its credentials) when the store
+        cannot be reached: an application on an unreachable store fails at startup, not with
+        an error on every request.
+        """
+        await self.store.ping()
         if self.auto_cleanup and (self.cleanup_task is None or self.cleanup_task.done()):
             self.cleanup_task = asyncio.create_task(self._cleanup_loop(), name="agent_sessions.cleanup")
 
@@ -115,7 +122,13 @@ class SessionManager:
         await self.store.close()
 
     async def __aenter__(self) -> Self:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            # The body will not run, nor `__aexit__`: release the store now (a failure to do so
+            # is raised, with the first failure as its context).
+            await self.stop()
+            raise
         return self
 
     async def __aexit__(
@@ -195,20 +208,24 @@ class SessionManager:
         *,
         preferences: dict[str, Any] | None = None,
         session_id: str | None = None,
+        load_scopes: bool = True,
     ) -> Session:
         """Build a new session exactly as `create_session` does, but do not save it.
 
         For lazy callers (the web middleware) that write a record only once there is
-        something in it: save it with `update_session`. Reads the scopes, writes nothing.
+        something in it: save it with `update_session`. Reads the scopes, writes nothing;
+        with `load_scopes` False it does no I/O at all, and the session starts without the
+        ``user:`` / ``app:`` keys and user preferences (they show once it is loaded again).
         """
         uid = None if user_id is None else validate_user_id(user_id)
         sid = new_session_id() if session_id is None else validate_session_id(session_id)
         now = self.clock()
         session = Session(session_id=sid, user_id=uid, created_at=now, last_accessed_at=now)
         session.expiry_at = self.expiry_for(session, now)
-        scopes = await self.store.load_scopes(uid)
-        session.state.update(scopes.state)
-        session.preferences.update(scopes.preferences)
+        if load_scopes:
+            scopes = await self.store.load_scopes(uid)
+            session.state.update(scopes.state)
+            session.preferences.update(scopes.preferences)
         # The scope values are the baseline: only what the caller adds counts as a change.
         session._mark_clean()
         session.version = 0

@@ -10,11 +10,12 @@ then open http://127.0.0.1:8000/ and set a preference. Run as a script
 (``python examples/fastapi_app.py``) it serves nothing: it plays a short exchange against the
 app in-process and prints it.
 
-The session travels in an HttpOnly cookie. `SessionMiddleware` loads it only when an endpoint
-asks (`Depends(get_session)`), saves its changes when the response starts, and writes a
-record (and sends a cookie) only once there is something in it. (The original example 1 reads
-``request.state.session`` through a dependency of its own instead: that needs
-``SessionMiddleware(..., eager=True)``; this app keeps the lazy default.)
+The session travels in an HttpOnly cookie. `SessionMiddleware` puts the `Session` at
+``request.state.session`` (also reached with `Depends(get_session)`): loaded when the browser
+sends a known id, else a new one built without store I/O. It saves the changes when the
+response starts, and writes a record (and sends a cookie) only once there is something in it.
+Log in rotates the id and binds the user (a user's preferences follow them to their next
+login); log out deletes the session.
 """
 
 from __future__ import annotations
@@ -57,63 +58,126 @@ PAGE = """<!doctype html>
 <html lang="en">
 <head>
   <meta charset="utf-8">
+  <meta name="viewport" content="width=device-width, initial-scale=1">
   <title>agent_sessions: preferences</title>
-  <style>body { font-family: sans-serif; max-width: 40em; margin: 2em auto; }</style>
+  <style>
+    :root { --bg: #f6f7f9; --card: #ffffff; --text: #1d2330; --muted: #5f6b7a; --accent: #2f6fde;
+            --border: #dde2ea; }
+    body.theme-dark { --bg: #14171c; --card: #1e232b; --text: #e7ebf0; --muted: #9aa6b5;
+                      --accent: #6ea0ff; --border: #2f3641; }
+    body.theme-solarized { --bg: #fdf6e3; --card: #eee8d5; --text: #586e75; --muted: #839496;
+                           --accent: #268bd2; --border: #d9cfb3; }
+    * { box-sizing: border-box; }
+    body { margin: 0; font: 16px/1.5 system-ui, -apple-system, "Segoe UI", sans-serif;
+           background: var(--bg); color: var(--text); transition: background .2s, color .2s; }
+    header { display: flex; align-items: center; justify-content: space-between; gap: 1em;
+             padding: .8em 1.5em; background: var(--card); border-bottom: 1px solid var(--border); }
+    header h1 { margin: 0; font-size: 1.15em; }
+    #account { display: flex; align-items: center; gap: .6em; }
+    main { max-width: 44em; margin: 1.5em auto; padding: 0 1em; display: grid; gap: 1em; }
+    section { background: var(--card); border: 1px solid var(--border); border-radius: 10px;
+              padding: 1em 1.3em; }
+    h2 { margin: 0 0 .6em; font-size: 1.05em; }
+    form { display: flex; flex-wrap: wrap; align-items: center; gap: .6em; margin: 0; }
+    input, select, button { font: inherit; padding: .35em .7em; border-radius: 6px;
+                            border: 1px solid var(--border); background: var(--bg); color: var(--text); }
+    button { background: var(--accent); border-color: var(--accent); color: #fff; cursor: pointer; }
+    button.secondary { background: transparent; color: var(--accent); }
+    code { background: var(--bg); padding: .1em .4em; border-radius: 4px; }
+    .muted { color: var(--muted); }
+    [hidden] { display: none !important; }
+  </style>
 </head>
 <body>
-  <h1>Your preferences</h1>
-  <p>Theme: <strong id="current-theme">(none yet)</strong></p>
-  <p>All preferences: <code id="preferences">{}</code></p>
-  <form id="preferences-form">
-    <label for="theme">Theme</label>
-    <select id="theme" name="theme">
-      <option value="light">light</option>
-      <option value="dark">dark</option>
-      <option value="solarized">solarized</option>
-    </select>
-    <button id="save" type="submit">Save</button>
-  </form>
-  <p id="status" role="status"></p>
-  <h2>Ask the assistant</h2>
-  <form id="chat-form">
-    <input id="message" name="message" size="40" placeholder="e.g. switch me to the dark theme" required>
-    <button id="send" type="submit">Send</button>
-  </form>
-  <p>Assistant: <span id="reply"></span></p>
+  <header>
+    <h1>agent_sessions demo</h1>
+    <div id="account">
+      <span id="who" class="muted">Anonymous visitor</span>
+      <form id="login-form">
+        <label for="user-id" class="muted">User</label>
+        <input id="user-id" name="user_id" size="12" placeholder="alice" required>
+        <button id="login" type="submit">Log in</button>
+      </form>
+      <button id="logout" class="secondary" type="button" hidden>Log out</button>
+    </div>
+  </header>
+  <main>
+    <section>
+      <h2>Your preferences</h2>
+      <p>Theme: <strong id="current-theme">(none yet)</strong></p>
+      <p class="muted">Stored: <code id="preferences">{}</code></p>
+      <form id="preferences-form">
+        <label for="theme">Theme</label>
+        <select id="theme" name="theme">
+          <option value="light">light</option>
+          <option value="dark">dark</option>
+          <option value="solarized">solarized</option>
+        </select>
+        <button id="save" type="submit">Save</button>
+      </form>
+    </section>
+    <section>
+      <h2>Ask the assistant</h2>
+      <form id="chat-form">
+        <input id="message" name="message" size="36" placeholder="e.g. switch me to the dark theme" required>
+        <button id="send" type="submit">Send</button>
+      </form>
+      <p>Assistant: <span id="reply" class="muted"></span></p>
+    </section>
+    <p id="status" role="status" class="muted"></p>
+  </main>
   <script>
     // Values are shown with textContent, never parsed as HTML.
+    const $ = (id) => document.getElementById(id);
     function show(preferences) {
-      document.getElementById("current-theme").textContent = preferences.theme ?? "(none yet)";
-      document.getElementById("preferences").textContent = JSON.stringify(preferences);
+      const theme = preferences.theme;
+      $("current-theme").textContent = theme ?? "(none yet)";
+      $("preferences").textContent = JSON.stringify(preferences);
+      // The form shows what is stored, not the browser's default option.
+      $("theme").value = ["light", "dark", "solarized"].includes(theme) ? theme : "light";
+      document.body.className = theme ? "theme-" + theme : "";
     }
-    async function load() {
-      const response = await fetch("/api/user/preferences", {credentials: "same-origin"});
-      show((await response.json()).preferences);
-      document.getElementById("status").textContent = "loaded";
+    function showUser(userId) {
+      $("who").textContent = userId ? "Signed in as " + userId : "Anonymous visitor";
+      $("login-form").hidden = Boolean(userId);
+      $("logout").hidden = !userId;
     }
-    document.getElementById("preferences-form").addEventListener("submit", async (event) => {
-      event.preventDefault();
-      const response = await fetch("/api/user/preferences", {
+    async function send(url, body) {
+      return fetch(url, {
         method: "POST",
         credentials: "same-origin",
         headers: {"Content-Type": "application/json"},
-        body: JSON.stringify({theme: document.getElementById("theme").value}),
+        body: JSON.stringify(body ?? {}),
       });
+    }
+    async function load(status) {
+      const me = await (await fetch("/api/me", {credentials: "same-origin"})).json();
+      showUser(me.user_id);
+      show(me.preferences);
+      $("status").textContent = status ?? "loaded";
+    }
+    $("preferences-form").addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const response = await send("/api/user/preferences", {theme: $("theme").value});
       show((await response.json()).preferences);
-      document.getElementById("status").textContent = response.ok ? "saved" : "error " + response.status;
+      $("status").textContent = response.ok ? "saved" : "error " + response.status;
     });
-    document.getElementById("chat-form").addEventListener("submit", async (event) => {
+    $("login-form").addEventListener("submit", async (event) => {
       event.preventDefault();
-      const response = await fetch("/api/agent/chat", {
-        method: "POST",
-        credentials: "same-origin",
-        headers: {"Content-Type": "application/json"},
-        body: JSON.stringify({message: document.getElementById("message").value}),
-      });
+      const response = await send("/api/login", {user_id: $("user-id").value});
+      await load(response.ok ? "logged in" : "error " + response.status);
+    });
+    $("logout").addEventListener("click", async () => {
+      const response = await send("/api/logout");
+      await load(response.ok ? "logged out" : "error " + response.status);
+    });
+    $("chat-form").addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const response = await send("/api/agent/chat", {message: $("message").value});
       const answer = await response.json();
-      document.getElementById("reply").textContent = answer.reply;
+      $("reply").textContent = answer.reply;
       show(answer.preferences);
-      document.getElementById("status").textContent = response.ok ? "answered" : "error " + response.status;
+      $("status").textContent = response.ok ? "answered" : "error " + response.status;
     });
     load();
   </script>
@@ -207,7 +271,7 @@ def create_app(
 
     @app.get("/", response_class=HTMLResponse)
     async def index() -> str:
-        # A static page: it never touches the session, so it costs no store I/O and sets no cookie.
+        # A static page: it never changes the session, so it writes nothing and sets no cookie.
         return PAGE
 
     # Endpoint with session (usage example 1)
@@ -229,6 +293,11 @@ def create_app(
         # Optional: the middleware saves the changes when the response starts anyway.
         await session_manager.update_session(session)
         return {"status": "success", "preferences": session.preferences}
+
+    @app.get("/api/me")
+    async def me(session: Annotated[Session, Depends(get_session)]) -> dict[str, Any]:
+        # What the page shows after a reload: who is signed in and the stored preferences.
+        return {"user_id": session.user_id, "preferences": session.preferences}
 
     @app.post("/api/login")
     async def login(body: Login, handle: Annotated[RequestSession, Depends(get_request_session)]) -> dict[str, Any]:

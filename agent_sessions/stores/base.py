@@ -335,6 +335,15 @@ class SessionStore(ABC):
         """Release connections. Idempotent."""
 
     # ================================================================ public API
+    async def ping(self) -> None:
+        """Check once that the store answers (`SessionManager.start` calls it, so an app on an
+        unreachable store fails at startup); raises `StoreUnavailable` if it does not.
+
+        This default reads the app scope (one cheap read); backends override it with their own
+        cheapest round trip and a message naming where the store is (never a password).
+        """
+        await self.load_scopes(None)
+
     async def get(self, session_id: str) -> Session | None:
         """The live session with this id (recent history window, scopes merged), or None.
 

@@ -44,6 +44,7 @@ import logging
 import random
 import re
 import sqlite3
+import warnings
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -76,7 +77,14 @@ from ..ids import id_hash, validate_session_id
 from ..session import Session
 from .base import ScopeChange, SessionStore, SessionWrite, StoredSession, raise_conflict
 
-__all__ = ["SCHEMA_VERSION", "DatabaseSessionStore", "create_database_engine", "install_reset_handler", "is_data_error"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "DatabaseSessionStore",
+    "StoreNotClosedWarning",
+    "create_database_engine",
+    "install_reset_handler",
+    "is_data_error",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -801,6 +809,10 @@ def _quoted(engine: AsyncEngine, schema: str | None, name: str) -> str:
     return f"{quote(schema)}.{quote(name)}" if schema else quote(name)
 
 
+class StoreNotClosedWarning(RuntimeWarning):
+    """A `DatabaseSessionStore` was garbage-collected without `close()` (no ``async with``)."""
+
+
 class DatabaseSessionStore(SessionStore):
     """Sessions in a SQL database through SQLAlchemy's async engine: SQLite or PostgreSQL.
 
@@ -913,6 +925,35 @@ class DatabaseSessionStore(SessionStore):
             "scopes": self.scopes_table.fullname,
             "schema_version": self.version_table.fullname,
         }
+
+    async def ping(self) -> None:
+        """Connect (creating the tables on first use) and read once; `StoreUnavailable` names
+        the server's host and port (or the SQLite file), never the password."""
+        try:
+            await super().ping()
+        except StoreUnavailable as exc:
+            url = self.engine.url
+            where = f"{url.host}:{url.port or 5432}" if self.postgres else str(url.database)
+            name = url.get_backend_name()
+            raise StoreUnavailable(f"cannot reach the {name} session store at {where}: {exc}") from exc
+
+    def __del__(self) -> None:
+        # Never closed: the connections it keeps between operations would reach the garbage
+        # collector checked out, and SQLAlchemy would log that as an error ("non-checked-in
+        # connection") naming neither the cause nor the fix. Say both, and hand them over to the
+        # driver's own cleanup (detached, SQLAlchemy has nothing left to report).
+        idle = getattr(self, "_idle", None)
+        if not idle:
+            return
+        warnings.warn(
+            f"DatabaseSessionStore({self.db_url!r}) was not closed: use `async with SessionManager(store)` "
+            "(or `await manager.stop()` / `await store.close()`) when you are done with it",
+            StoreNotClosedWarning,
+            stacklevel=2,
+        )
+        for raw in idle:
+            raw.detach()
+        idle.clear()
 
     # ================================================================ plumbing
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:

@@ -531,6 +531,19 @@ class RedisSessionStore(SessionStore):
             return Redis.from_url(url, **settings)
         raise ValueError(f"not a Redis URL: scheme {scheme!r} (use redis://, rediss:// or redis+cluster://)")
 
+    async def ping(self) -> None:
+        """Send ``PING``; `StoreUnavailable` names the server's (or the cluster's startup nodes')
+        host and port, never the password."""
+        try:
+            await self._command("answer PING", "PING")
+        except StoreUnavailable as exc:
+            if isinstance(self.client, RedisCluster):
+                where = ", ".join(f"{node.host}:{node.port}" for node in self.client.startup_nodes)
+            else:
+                kwargs = self._connection_kwargs()
+                where = kwargs.get("path") or f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+            raise StoreUnavailable(f"cannot reach the Redis session store at {where}: {exc}") from exc
+
     def _connection_kwargs(self) -> dict[str, Any]:
         if isinstance(self.client, RedisCluster):
             return dict(self.client.get_connection_kwargs())

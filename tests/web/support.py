@@ -87,9 +87,20 @@ def build_app(manager: SessionManager, **options: Any) -> FastAPI:
 
     @app.get("/ids")
     async def ids(request: Request) -> dict[str, Any]:
-        before = request.state.session_id
-        session = await request.state.session.load()
-        return {"before": before, "after_matches": request.state.session_id == session.session_id}
+        before = request.state.session_id, request.state.session
+        session = await request.state.session_handle.load()
+        return {
+            "before": [before[0], before[1] is not None],
+            "after_matches": request.state.session_id == session.session_id and request.state.session is session,
+        }
+
+    @app.get("/request-state")
+    async def request_state(request: Request) -> dict[str, Any]:
+        # The original example's own dependency reads this attribute synchronously.
+        session = request.state.session
+        if session is None:
+            return {"state": None}
+        return {"state": session.state, "is_session": isinstance(session, Session)}
 
     @app.post("/fail/exception/{key}")
     async def fail_exception(key: str, session: SessionDep) -> dict[str, Any]:
@@ -181,7 +192,11 @@ async def serve(app: Any) -> AsyncIterator[str]:
     config.load()
     server = uvicorn.Server(config)
     server.lifespan = config.lifespan_class(config)
-    await server.startup(sockets=[sock])
+    try:
+        await server.startup(sockets=[sock])
+    except SystemExit as exc:  # uvicorn exits when the app's startup (its lifespan) fails
+        sock.close()
+        raise RuntimeError(f"uvicorn failed to start (exit status {exc.code}; see its log)") from exc
     if server.should_exit:
         sock.close()
         raise RuntimeError("uvicorn failed to start (see its log)")

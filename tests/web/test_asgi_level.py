@@ -102,7 +102,7 @@ async def test_handle_refuses_rotation_and_logout_once_the_response_has_started(
     errors: list[str] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
-        handle = scope["state"]["session"]
+        handle = scope["state"]["session_handle"]
         (await handle.load()).set("k", "v")
         await send({"type": "http.response.start", "status": 200, "headers": []})
         for action in (handle.regenerate_id, handle.destroy):

@@ -4,7 +4,8 @@
 here and handed over, so there is no race), on an embedded SQLite file. The browser loads the
 page, sets a preference through the page's fetch, reloads and sees it persisted; the session
 cookie is HttpOnly, so the page's JavaScript can never read it. A chat turn with the example's
-pydantic-ai agent (offline model) changes the same session.
+pydantic-ai agent (offline model) changes the same session. The login and logout buttons rotate
+and end the session; a screenshot of the signed-in page is saved in the test's tmp_path.
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ async def test_preference_set_in_the_browser_survives_a_reload_and_the_cookie_st
     await page.reload()
     await page.wait_for_function("document.getElementById('status').textContent === 'loaded'")
     assert await page.text_content("#current-theme") == "dark"
+    assert await page.input_value("#theme") == "dark"  # the form shows the stored value
     [after_reload] = [c for c in await context.cookies() if c["name"] == "session_id"]
     assert after_reload["value"] == session_cookie["value"]
 
@@ -149,4 +151,62 @@ async def test_preference_set_in_the_browser_survives_a_reload_and_the_cookie_st
     await other.wait_for_function("document.getElementById('status').textContent === 'loaded'")
     assert await other.text_content("#current-theme") == "(none yet)"
     await stranger.close()
+    await context.close()
+
+
+async def wait_for_status(page: Any, status: str) -> None:
+    await page.wait_for_function(f"document.getElementById('status').textContent === {status!r}")
+
+
+async def test_login_and_logout_buttons_rotate_and_end_the_session_and_a_screenshot_is_saved(
+    browser: Any, example_server: str, tmp_path: Path
+) -> None:
+    await wait_until_up(example_server, tmp_path / "uvicorn.log")
+    context = await browser.new_context(viewport={"width": 1000, "height": 700})
+    page = await context.new_page()
+    await page.goto(example_server + "/")
+    await wait_for_status(page, "loaded")
+    assert await page.text_content("#who") == "Anonymous visitor"
+    assert await page.is_hidden("#logout")
+    await page.screenshot(path=str(tmp_path / "example-page-anonymous.png"))
+
+    await page.select_option("#theme", "solarized")
+    await page.click("#save")
+    await wait_for_status(page, "saved")
+    [anonymous] = [c["value"] for c in await context.cookies() if c["name"] == "session_id"]
+
+    await page.fill("#user-id", "alice")
+    await page.click("#login")
+    await wait_for_status(page, "logged in")
+    assert await page.text_content("#who") == "Signed in as alice"
+    assert await page.is_visible("#logout") and await page.is_hidden("#login-form")
+    [alice] = [c for c in await context.cookies() if c["name"] == "session_id"]
+    assert alice["value"] != anonymous and alice["httpOnly"] is True  # a fresh id on login
+
+    await page.select_option("#theme", "dark")
+    await page.click("#save")
+    await wait_for_status(page, "saved")
+    await page.reload()
+    await wait_for_status(page, "loaded")
+    assert await page.text_content("#who") == "Signed in as alice"
+    assert await page.input_value("#theme") == "dark"
+    assert await page.get_attribute("body", "class") == "theme-dark"  # the page wears the stored theme
+    screenshot = tmp_path / "example-page-signed-in.png"
+    await page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and screenshot.stat().st_size > 10_000
+
+    await page.click("#logout")
+    await wait_for_status(page, "logged out")
+    assert await page.text_content("#who") == "Anonymous visitor"
+    assert await page.text_content("#current-theme") == "(none yet)"
+    assert await page.input_value("#theme") == "light"
+    assert [c for c in await context.cookies() if c["name"] == "session_id"] == []  # the cookie was deleted
+
+    # Alice's preferences follow her to her next login (a new session).
+    await page.fill("#user-id", "alice")
+    await page.click("#login")
+    await wait_for_status(page, "logged in")
+    assert await page.input_value("#theme") == "dark"
+    [again] = [c["value"] for c in await context.cookies() if c["name"] == "session_id"]
+    assert again != alice["value"]
     await context.close()

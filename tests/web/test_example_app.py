@@ -123,3 +123,24 @@ async def test_agent_turn_renews_the_cookie_with_the_expiry_it_extended(
     stored = await manager.get_session(sid)
     assert stored is not None and stored.expiry_at == clock.now + manager.session_lifetime
     assert cookie_attributes(set_cookies(chat)[0])[2]["max-age"] == "3600"
+
+
+async def test_the_page_sees_who_is_signed_in_and_a_users_preferences_follow_them_to_the_next_login(
+    manager: SessionManager, transport: str
+) -> None:
+    async with open_client(create_app(manager), transport) as client:
+        visitor = await client.get("/api/me")
+        alice = issued_id(await client.post("/api/login", json={"user_id": "alice"}))
+        saved = await client.post("/api/user/preferences", json={"theme": "dark"}, headers=cookie(alice))
+        signed_in = await client.get("/api/me", headers=cookie(alice))
+        await client.post("/api/logout", headers=cookie(alice))
+        after_logout = await client.get("/api/me", headers=cookie(alice))
+        again = issued_id(await client.post("/api/login", json={"user_id": "alice"}))
+        next_login = await client.get("/api/me", headers=cookie(again))
+    assert visitor.json() == {"user_id": None, "preferences": {}}
+    assert set_cookies(visitor) == []
+    assert saved.status_code == 200
+    assert signed_in.json() == {"user_id": "alice", "preferences": {"theme": "dark"}}
+    assert after_logout.json() == {"user_id": None, "preferences": {}}
+    assert again != alice
+    assert next_login.json() == {"user_id": "alice", "preferences": {"theme": "dark"}}

@@ -25,21 +25,54 @@ from .support import (
     set_cookies,
 )
 
-# ---------------------------------------------------------------------------- laziness
+# ---------------------------------------------------------------------------- store I/O
 
 
-async def test_request_that_never_touches_the_session_does_no_store_io_and_sets_no_cookie(
+async def test_request_without_a_session_id_does_no_store_io_and_sets_no_cookie(
+    manager: SessionManager, store: SessionStore, transport: str
+) -> None:
+    calls = StoreCalls(store)
+    async with open_client(build_app(manager), transport) as client:
+        for headers in ({}, cookie("not-a-server-issued-id"), {"X-Session-ID": "*"}):
+            for path in ("/static", "/state", "/request-state"):
+                response = await client.get(path, headers=headers)
+                assert response.status_code == 200, path
+                assert set_cookies(response) == [], path
+                # The handler may have used the (new, empty) session: a cache must not share it.
+                assert "Cookie" in response.headers["vary"], path
+    assert calls.calls == []
+
+
+async def test_request_with_a_session_id_reads_the_store_once_before_the_handler_and_sets_no_cookie(
     manager: SessionManager, store: SessionStore, transport: str
 ) -> None:
     existing = await manager.create_session(data={"k": "v"})
     calls = StoreCalls(store)
     async with open_client(build_app(manager), transport) as client:
+        for headers in (cookie(existing.session_id), {"X-Session-ID": existing.session_id}):
+            calls.reset()
+            response = await client.get("/request-state", headers=headers)
+            assert response.json() == {"state": {"k": "v"}, "is_session": True}
+            assert set_cookies(response) == []
+            assert calls.calls == ["_load"]
+
+
+async def test_lazy_mode_does_no_store_io_for_a_request_that_never_asks_for_the_session(
+    manager: SessionManager, store: SessionStore, transport: str
+) -> None:
+    existing = await manager.create_session(data={"k": "v"})
+    calls = StoreCalls(store)
+    async with open_client(build_app(manager, lazy=True), transport) as client:
         for headers in ({}, cookie(existing.session_id), {"X-Session-ID": existing.session_id}):
             response = await client.get("/static", headers=headers)
             assert response.status_code == 200
             assert set_cookies(response) == []
             assert "cookie" not in response.headers.get("vary", "").lower()
-    assert calls.calls == []
+            unloaded = await client.get("/request-state", headers=headers)
+            assert unloaded.json() == {"state": None}  # nothing awaited the load
+            loaded = await client.get("/state", headers=headers)
+            assert loaded.json()["state"] == ({"k": "v"} if headers else {})
+    assert calls.calls == ["_load", "_load"]  # only the two `get_session` loads with an id
 
 
 async def test_reading_without_a_session_writes_no_record_and_sets_no_cookie_but_varies_on_cookie(
@@ -84,12 +117,16 @@ async def test_session_persists_across_requests_through_the_cookie(manager: Sess
     assert set_cookies(third) == []
 
 
-async def test_request_state_session_id_is_none_until_the_session_is_loaded(
+async def test_request_state_holds_the_session_before_the_handler_runs_and_lazy_mode_only_once_loaded(
     manager: SessionManager, transport: str
 ) -> None:
+    existing = await manager.create_session(data={"k": "v"})
     async with open_client(build_app(manager), transport) as client:
-        response = await client.get("/ids")
-    assert response.json() == {"before": None, "after_matches": True}
+        default = await client.get("/ids", headers=cookie(existing.session_id))
+    async with open_client(build_app(manager, lazy=True), transport) as client:
+        lazy = await client.get("/ids", headers=cookie(existing.session_id))
+    assert default.json() == {"before": [existing.session_id, True], "after_matches": True}
+    assert lazy.json() == {"before": [None, False], "after_matches": True}
 
 
 async def test_original_depends_form_of_get_session_works(manager: SessionManager, transport: str) -> None:

@@ -1,13 +1,13 @@
 """The original document's usage example 1 ("Basic Session Usage in FastAPI"), run as written,
 on the memory store and on SQLite, under uvicorn (which runs its startup and shutdown handlers).
 
-Differences from the original text, all deliberate:
+Differences from the original text, both deliberate:
 
 - imports (the original shows only FastAPI's);
-- the store is a parameter (the original's ``MemorySessionStore()``, and also SQLite);
-- ``eager=True`` in `add_middleware`: the example's own dependency returns
-  ``request.state.session`` and reads ``session.preferences`` synchronously, so it needs the
-  middleware's eager mode (the default mode is lazy, see `agent_sessions.integrations.asgi`).
+- the store is a parameter (the original's ``MemorySessionStore()``, and also SQLite).
+
+The example's own dependency returns ``request.state.session`` and reads
+``session.preferences`` from it: the middleware puts the `Session` itself there by default.
 
 ``@app.on_event("startup")`` / ``("shutdown")`` are kept as written: this FastAPI still runs them
 (with a DeprecationWarning, silenced here; `lifespan=` is the supported equivalent).
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:\\s*on_event is deprecated:Depre
 
 
 def seed_usage_example_1(session_store: SessionStore) -> tuple[FastAPI, SessionManager]:
-    """The original usage example 1 (see the module docstring for the three differences)."""
+    """The original usage example 1 (see the module docstring for the two differences)."""
     app = FastAPI()
 
     # Create session manager
@@ -44,7 +44,6 @@ def seed_usage_example_1(session_store: SessionStore) -> tuple[FastAPI, SessionM
         cookie_max_age=3600,
         cookie_secure=False,
         cookie_httponly=True,
-        eager=True,
     )
 
     # Start session manager

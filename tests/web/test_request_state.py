@@ -1,5 +1,5 @@
-"""`SessionMiddleware(eager=True)`: ``request.state.session`` is the loaded `Session` (what the
-original usage example 1 reads), with the same strict rules as the lazy default.
+"""``request.state.session`` is the `Session` before the handler runs (what the original usage
+example 1 reads), under the same strict rules as `get_session`; ``lazy=True`` is the opposite.
 
 The middleware logic does not depend on the backend: these run on the memory store and SQLite.
 """
@@ -24,9 +24,9 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def eager_app(manager: SessionManager, **options: Any) -> FastAPI:
+def state_app(manager: SessionManager, **options: Any) -> FastAPI:
     app = FastAPI()
-    app.add_middleware(SessionMiddleware, session_manager=manager, eager=True, **options)
+    app.add_middleware(SessionMiddleware, session_manager=manager, **options)
     app.state.handler_calls = 0
 
     @app.get("/inspect")
@@ -63,7 +63,7 @@ async def test_request_state_session_is_the_loaded_session_and_the_handle_is_bes
     manager: SessionManager, store: SessionStore
 ) -> None:
     calls = StoreCalls(store)
-    async with open_client(eager_app(manager), "asgi") as client:
+    async with open_client(state_app(manager), "asgi") as client:
         response = await client.get("/inspect")
     assert response.json() == {
         "is_session": True,
@@ -77,8 +77,8 @@ async def test_request_state_session_is_the_loaded_session_and_the_handle_is_bes
     assert [s async for s in store.iter_sessions()] == []
 
 
-async def test_changes_to_the_eager_session_are_saved_at_response_start(manager: SessionManager) -> None:
-    async with open_client(eager_app(manager, cookie_max_age=600), "asgi") as client:
+async def test_changes_to_request_state_session_are_saved_at_response_start(manager: SessionManager) -> None:
+    async with open_client(state_app(manager, cookie_max_age=600), "asgi") as client:
         created = await client.post("/set/k", params={"value": "v"})
         sid = issued_id(created)
         again = await client.post("/set/k2", params={"value": "v2"}, headers=cookie(sid))
@@ -99,7 +99,7 @@ async def test_unknown_malformed_and_duplicate_ids_are_never_adopted(manager: Se
         "malformed": cookie("not-a-server-issued-id"),
         "duplicate": {"Cookie": f"session_id={first.session_id}; session_id={second.session_id}"},
     }
-    async with open_client(eager_app(manager), "asgi") as client:
+    async with open_client(state_app(manager), "asgi") as client:
         for label, headers in cases.items():
             read = await client.get("/inspect", headers=headers)
             assert read.json()["state"] == {}, label
@@ -114,9 +114,11 @@ async def test_unknown_malformed_and_duplicate_ids_are_never_adopted(manager: Se
         assert stored is not None and "k" not in stored.state
 
 
-async def test_header_session_is_loaded_eagerly_and_never_comes_back_as_a_cookie(manager: SessionManager) -> None:
+async def test_header_session_is_loaded_before_the_handler_and_never_comes_back_as_a_cookie(
+    manager: SessionManager,
+) -> None:
     existing = await manager.create_session(data={"via": "header"})
-    async with open_client(eager_app(manager), "asgi") as client:
+    async with open_client(state_app(manager), "asgi") as client:
         read = await client.get("/inspect", headers={"X-Session-ID": existing.session_id})
         fresh = await client.post("/set/k", params={"value": "v"}, headers={"X-Session-ID": new_session_id()})
     assert read.json()["state"] == {"via": "header"}
@@ -126,7 +128,7 @@ async def test_header_session_is_loaded_eagerly_and_never_comes_back_as_a_cookie
 
 async def test_create_session_false_gives_none_without_a_live_session(manager: SessionManager) -> None:
     existing = await manager.create_session(data={"k": "v"})
-    async with open_client(eager_app(manager, create_session=False), "asgi") as client:
+    async with open_client(state_app(manager, create_session=False), "asgi") as client:
         anonymous = await client.post("/set/k", params={"value": "v"})
         known = await client.get("/inspect", headers=cookie(existing.session_id))
     assert anonymous.json() == {"error": "No session"} and set_cookies(anonymous) == []
@@ -134,7 +136,7 @@ async def test_create_session_false_gives_none_without_a_live_session(manager: S
 
 
 async def test_logout_through_the_handle_clears_request_state_session(manager: SessionManager) -> None:
-    async with open_client(eager_app(manager), "asgi") as client:
+    async with open_client(state_app(manager), "asgi") as client:
         sid = issued_id(await client.post("/set/k", params={"value": "v"}))
         logout = await client.post("/logout", headers=cookie(sid))
     assert logout.json() == {"session_after_logout": None}
@@ -142,7 +144,7 @@ async def test_logout_through_the_handle_clears_request_state_session(manager: S
     assert await manager.get_session(sid) is None
 
 
-async def test_store_outage_during_the_eager_load_answers_503_without_running_the_app(
+async def test_store_outage_during_the_load_before_the_handler_answers_503_without_running_the_app(
     manager: SessionManager, store: SessionStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     existing = await manager.create_session(data={"k": "v"})
@@ -151,33 +153,63 @@ async def test_store_outage_during_the_eager_load_answers_503_without_running_th
         raise StoreUnavailable("the store is down")
 
     monkeypatch.setattr(store, "_load", down)
-    monkeypatch.setattr(store, "_load_scopes", down)
-    app = eager_app(manager)
+    app = state_app(manager)
     async with open_client(app, "asgi") as client:
-        for headers in ({}, cookie(existing.session_id)):
-            response = await client.get("/inspect", headers=headers)
-            assert response.status_code == 503 and "session store" in response.text
-            assert set_cookies(response) == []
-    assert app.state.handler_calls == 0
+        response = await client.get("/inspect", headers=cookie(existing.session_id))
+        assert response.status_code == 503 and "session store" in response.text
+        assert set_cookies(response) == []
+        assert app.state.handler_calls == 0
+        # A new visitor's session needs no read: the request does not notice the outage.
+        anonymous = await client.get("/inspect")
+    assert anonymous.status_code == 200 and anonymous.json()["state"] == {}
+    assert app.state.handler_calls == 1
 
 
-async def test_lazy_default_puts_the_handle_at_both_names_and_reads_nothing(
+async def test_lazy_mode_reads_nothing_until_asked_and_then_sets_request_state_session(
     manager: SessionManager, store: SessionStore
 ) -> None:
+    existing = await manager.create_session(data={"k": "v"})
     app = FastAPI()
-    app.add_middleware(SessionMiddleware, session_manager=manager)
+    app.add_middleware(SessionMiddleware, session_manager=manager, lazy=True)
     seen: dict[str, Any] = {}
 
     @app.get("/peek")
     async def peek(request: Request) -> dict[str, Any]:
         seen["session"], seen["handle"] = request.state.session, request.state.session_handle
+        seen["loaded"] = await request.state.session_handle.load()
+        seen["after"] = request.state.session
         return {}
 
     calls = StoreCalls(store)
     async with open_client(app, "asgi") as client:
-        await client.get("/peek", headers=cookie(new_session_id()))
-    assert isinstance(seen["handle"], RequestSession) and seen["session"] is seen["handle"]
-    assert calls.calls == []
+        await client.get("/peek", headers=cookie(existing.session_id))
+    assert isinstance(seen["handle"], RequestSession) and seen["session"] is None
+    assert isinstance(seen["loaded"], Session) and seen["after"] is seen["loaded"]
+    assert seen["loaded"].state == {"k": "v"}
+    assert calls.calls == ["_load"]
+
+
+async def test_a_new_visitors_session_is_built_without_io_and_its_first_write_is_one_save(
+    manager: SessionManager, store: SessionStore
+) -> None:
+    calls = StoreCalls(store)
+    async with open_client(state_app(manager), "asgi") as client:
+        sid = issued_id(await client.post("/set/k", params={"value": "v"}))
+    assert calls.calls == ["_write"]
+    stored = await manager.get_session(sid)
+    assert stored is not None and stored.state == {"k": "v"}
+
+
+async def test_app_scope_keys_show_in_a_new_visitors_session_from_its_second_request(
+    manager: SessionManager,
+) -> None:
+    """The documented price of building a new visitor's session without I/O."""
+    await manager.store.write_scopes(None, {"app:banner": "hello"})
+    async with open_client(state_app(manager), "asgi") as client:
+        first = await client.post("/set/k", params={"value": "v"})
+        second = await client.get("/inspect", headers=cookie(issued_id(first)))
+    assert first.json()["state"] == {"k": "v"}
+    assert second.json()["state"] == {"app:banner": "hello", "k": "v"}
 
 
 async def test_a_save_the_handler_makes_through_the_manager_renews_the_cookie(
@@ -186,7 +218,7 @@ async def test_a_save_the_handler_makes_through_the_manager_renews_the_cookie(
     """The original example saves with `session_manager.update_session(session)` itself: the
     expiry it extends in the store must reach the cookie's Max-Age, even within the touch interval
     (when loading the session renewed nothing)."""
-    app = eager_app(manager, cookie_max_age=3600)
+    app = state_app(manager, cookie_max_age=3600)
 
     @app.post("/save-directly/{key}")
     async def save_directly(key: str, request: Request) -> dict[str, Any]:

@@ -221,8 +221,6 @@ def _run(url: str | None, factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         if exc.__cause__ is not None and _one_line(exc.__cause__) not in message:
             message += f": {_one_line(exc.__cause__)}"
         _fail(f"cannot reach the store{where}: {message}", 1)
-    except BackupFormatError as exc:
-        _fail(f"{exc} ({exc.report.sessions_seen} sessions before it were processed; nothing after it)", 1)
     except AgentSessionsError as exc:
         _fail(_one_line(exc), 1)
     except (ConnectionError, TimeoutError) as exc:

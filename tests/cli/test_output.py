@@ -222,3 +222,42 @@ def test_verbose_prints_info_log_lines_and_quiet_prints_none(
     assert quiet.exit_code == loud.exit_code == 0
     assert "exported 8 sessions" not in quiet.stderr
     assert "exported 8 sessions" in loud.stderr
+
+
+def test_show_prints_a_conversation_stored_in_redis(runner: CliRunner) -> None:
+    from agent_sessions import RedisSessionStore
+    from agent_sessions.integrations.pydantic_ai import RedisConversationStore
+
+    from ..redis.stores import delete_prefix, redis_host_port
+    from ..support import REDIS_START, REDIS_URL, require_service
+
+    require_service("Redis", *redis_host_port(REDIS_URL), REDIS_START)
+    # The command line has no key prefix option, so this test keeps to a database of its own
+    # (13) under the default prefix, and deletes every key under it afterwards.
+    host, port = redis_host_port(REDIS_URL)
+    url = f"redis://{host}:{port}/13"
+
+    async def converse() -> str:
+        async with create_store(url) as store:
+            manager = SessionManager(store, auto_cleanup=False)
+            session = await manager.create_session("ada")
+            agent: Agent[Any, str] = Agent(TestModel(call_tools=[], custom_output_text="Noted."))
+            await run_turn(
+                agent, manager, session.session_id, "Hello", conversation_store=RedisConversationStore(store)
+            )
+            return session.session_id
+
+    async def clean() -> None:
+        async with create_store(url) as store:
+            assert isinstance(store, RedisSessionStore)
+            await delete_prefix(store)
+
+    try:
+        sid = asyncio.run(converse())
+        result = runner.invoke(app, ["show", sid, "--store", url])
+        assert result.exit_code == 0, result.output
+        conversation = json.loads(result.stdout)["conversation"]
+        assert conversation[0]["parts"] == [{"part": "user-prompt", "content": "Hello"}]
+        assert conversation[1]["parts"][0]["content"] == "Noted."
+    finally:
+        asyncio.run(clean())

@@ -2,8 +2,9 @@
 
 Every command takes ``--store URL`` (default: ``$AGENT_SESSIONS_STORE``, else the embedded
 SQLite file ``agent_sessions.db`` in the working directory). Exit codes: 0 success, 1 the
-operation failed (store unreachable, session not found, bad export file), 2 bad usage (unknown
-URL scheme, malformed session id, bad option), 130 interrupted. Errors are one line on stderr;
+operation failed (store unreachable, session not found, bad export file), 2 bad usage (a
+malformed store URL, checked before anything connects; a malformed session id; a bad option),
+130 interrupted. Errors are one line on stderr;
 ``-v`` / ``-vv`` before the command also show the library's logs.
 """
 

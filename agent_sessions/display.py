@@ -378,11 +378,12 @@ def print_stats(console: Console, stats: dict[str, Any]) -> None:
         ("tool calls", "tool_calls"),
         ("errors", "errors"),
         ("error rate", "error_rate"),
-        ("mean session length (s)", "mean_session_length_s"),
+        ("mean session length", "mean_session_length_s"),
         ("busiest hour (UTC)", "busiest_hour_utc"),
         ("sessions not analysable", "sessions_not_analysable"),
     ):
-        summary.add_row(label, figure(history[key]))
+        value = history[key]
+        summary.add_row(label, format_duration(value) if key.endswith("_s") and _number(value) else figure(value))
     console.print(summary)
     if history["entries_by_type"]:
         types = Table(title="Entries by type", title_justify="left")
@@ -393,10 +394,13 @@ def print_stats(console: Console, stats: dict[str, Any]) -> None:
         console.print(types)
     if history["top_tools"]:
         tools = Table(title="Most used tools", title_justify="left")
-        for name in ("tool", "calls", "errors", "mean duration (s)"):
+        for name in ("tool", "calls", "errors", "mean duration"):
             tools.add_column(name, justify="left" if name == "tool" else "right", overflow="fold")
         for t in history["top_tools"]:
             tools.add_row(
-                markup_escape(t["tool"]), figure(t["calls"]), figure(t["errors"]), figure(t["mean_duration_s"])
+                markup_escape(t["tool"]),
+                figure(t["calls"]),
+                figure(t["errors"]),
+                format_duration(t["mean_duration_s"]) if _number(t["mean_duration_s"]) else figure(None),
             )
         console.print(tools)

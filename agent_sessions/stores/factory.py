@@ -115,21 +115,25 @@ def _check_database(url: str, scheme: str) -> None:
 
 
 @cache
-def _redis_options() -> frozenset[str]:
-    """Every query parameter redis-py passes on to a connection or its pool."""
+def _redis_options(cluster: bool) -> frozenset[str]:
+    """Every query parameter redis-py passes on to a connection, its pool (or the cluster client)."""
     try:
         from redis.asyncio import connection
+        from redis.asyncio.cluster import RedisCluster
     except ImportError as exc:
         raise ImportError("Redis support needs the redis package: pip install agent-sessions[redis]") from exc
     names = set(connection.URL_QUERY_ARGUMENT_PARSERS)
-    for cls in (
+    classes: list[type[Any]] = [
         connection.AbstractConnection,
         connection.Connection,
         connection.SSLConnection,
         connection.UnixDomainSocketConnection,
         connection.ConnectionPool,
-    ):
-        names.update(inspect.signature(cls.__init__).parameters)
+    ]
+    if cluster:
+        classes.append(RedisCluster)
+    for cls in classes:
+        names.update(inspect.signature(cls).parameters)
     return frozenset(names - {"self", "kwargs", "connection_kwargs", "connection_class"})
 
 
@@ -143,7 +147,7 @@ def _redis_db(value: str, scheme: str, where: str) -> None:
 def _check_redis(url: str, scheme: str) -> None:
     parts = _split(url, scheme)
     query = parse_qs(parts.query, keep_blank_values=True)
-    known = _redis_options()
+    known = _redis_options(scheme.endswith("+cluster"))
     for name, values in query.items():
         if name not in known:
             raise InvalidStoreUrl(f"unknown Redis URL option {name!r} in the query string")

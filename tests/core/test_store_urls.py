@@ -22,6 +22,7 @@ MALFORMED = [
     ("redis://127.0.0.1:0/0", "port must be an integer 1-65535, got '0'"),
     ("rediss://[::1/0", "IPv6 address needs its closing"),
     ("redis://127.0.0.1:6379/0?nosuch=1", "unknown Redis URL option 'nosuch'"),
+    ("redis://127.0.0.1:6379/0?read_from_replicas=true", "unknown Redis URL option 'read_from_replicas'"),
     ("redis://127.0.0.1:6379/0?socket_timeout=soon", "socket_timeout"),
     ("redis+cluster://127.0.0.1:7000/3", "Redis Cluster has only db 0"),
     ("unix://", "unix URL needs the socket's path"),
@@ -88,6 +89,7 @@ def test_the_message_never_shows_the_password(url: str) -> None:
         ("redis://127.0.0.1:6379?db=3&socket_timeout=1.5&client_name=x", "redis"),
         ("unix:///run/redis.sock?db=1", "redis"),
         ("redis+cluster://127.0.0.1:7000", "redis"),
+        ("redis+cluster://127.0.0.1:7000?read_from_replicas=true", "redis"),
         ("rediss+cluster://127.0.0.1:7000/0", "redis"),
     ],
 )

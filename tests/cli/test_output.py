@@ -261,3 +261,42 @@ def test_show_prints_a_conversation_stored_in_redis(runner: CliRunner) -> None:
         assert conversation[1]["parts"][0]["content"] == "Noted."
     finally:
         asyncio.run(clean())
+
+
+def test_conversation_document_redacts_tool_arguments_and_drops_provider_noise() -> None:
+    from agent_sessions.cli import redact
+    from agent_sessions.display import conversation_document
+
+    messages = [
+        {
+            "kind": "response",
+            "timestamp": "2026-12-02T01:00:00Z",
+            "model_name": "m",
+            "usage": {"input_tokens": 3},
+            "parts": [
+                {
+                    "part_kind": "tool-call",
+                    "tool_name": "login",
+                    "args": {"user": "ada", "api_key": "sk-should-not-print"},
+                    "tool_call_id": "c1",
+                    "id": None,
+                    "provider_details": {"x": 1},
+                }
+            ],
+        }
+    ]
+    assert conversation_document(messages, redact=redact) == [
+        {
+            "kind": "response",
+            "time": "2026-12-02T01:00:00Z",
+            "model": "m",
+            "parts": [
+                {
+                    "part": "tool-call",
+                    "tool_name": "login",
+                    "args": {"user": "ada", "api_key": "***redacted***"},
+                    "tool_call_id": "c1",
+                }
+            ],
+        }
+    ]

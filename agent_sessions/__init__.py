@@ -32,6 +32,7 @@ from .ids import new_session_id
 from .manager import SessionManager
 from .session import HistoryPage, Session, SessionDelta
 from .stores import DEFAULT_STORE_URL, MemorySessionStore, SessionStore, create_store
+from .stores.factory import InvalidStoreUrl
 
 if TYPE_CHECKING:
     from .provider import SessionContextProvider
@@ -51,6 +52,7 @@ __all__ = [
     "HistoryPage",
     "InvalidServiceConfig",
     "InvalidSessionId",
+    "InvalidStoreUrl",
     "InvalidUserId",
     "JsonCodec",
     "MemorySessionStore",

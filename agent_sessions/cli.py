@@ -2,8 +2,9 @@
 
 Every command takes ``--store URL`` (default: ``$AGENT_SESSIONS_STORE``, else the embedded
 SQLite file ``agent_sessions.db`` in the working directory). Exit codes: 0 success, 1 the
-operation failed (store unreachable, session not found, bad export file), 2 bad usage (unknown
-URL scheme, malformed session id, bad option), 130 interrupted. Errors are one line on stderr;
+operation failed (store unreachable, session not found, bad export file), 2 bad usage (a
+malformed store URL, checked before anything connects; a malformed session id; a bad option),
+130 interrupted. Errors are one line on stderr;
 ``-v`` / ``-vv`` before the command also show the library's logs.
 """
 
@@ -27,8 +28,6 @@ try:
     from rich.console import Console
     from rich.logging import RichHandler
     from rich.markup import escape
-    from rich.panel import Panel
-    from rich.pretty import Pretty
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -39,35 +38,84 @@ try:
         TimeRemainingColumn,
     )
     from rich.table import Table
+    from typer.core import TyperGroup
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("the agent-sessions command needs typer and rich: pip install agent-sessions[cli]") from exc
 
 from . import __version__
-from .errors import AgentSessionsError, InvalidSessionId, InvalidUserId, SerializationError, StoreUnavailable
+from .display import conversation_document, print_stats, session_document, store_stats, stored_conversation
+from .errors import AgentSessionsError, InvalidSessionId, InvalidUserId, StoreUnavailable
 from .ids import validate_session_id
-from .ops import BackupFormatError, TransferReport, export_sessions, import_sessions, migrate
+from .ops import (
+    BackupFormatError,
+    TransferReport,
+    count_export_sessions,
+    count_sessions,
+    export_sessions,
+    failed_line,
+    import_sessions,
+    migrate,
+)
 from .session import Session
-from .stores import DEFAULT_STORE_URL, SessionStore, create_store
+from .stores import DEFAULT_STORE_URL, InvalidStoreUrl, SessionStore, create_store, parse_store_url
 
 __all__ = ["app", "main", "redact"]
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+
+class CommandGroup(TyperGroup):
+    """The top-level group; its list of commands shows each one's first sentence whole (click's
+    default cuts it to the terminal's width with "...")."""
+
+    # typer vendors click and keeps its Context/HelpFormatter types private: hence Any.
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """Write the commands section: name and first sentence, wrapped to the terminal."""
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=1_000)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
 
 app = typer.Typer(
     name="agent-sessions",
+    cls=CommandGroup,
     help="Inspect, back up, restore, migrate and clean agent_sessions stores.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
 )
 
-STORE_HELP = "Store URL: memory://, sqlite+aiosqlite:///file.db, postgresql+asyncpg://..., redis://..."
+STORE_HELP = (
+    "The store to use, as a URL: memory://, sqlite+aiosqlite:///file.db, "
+    "postgresql+asyncpg://user@host:5432/db, redis://host:6379/0 or redis+cluster://host:7000."
+)
+
+
+def _checked_url(value: str) -> str:
+    """Option callback: a malformed store URL is bad usage (exit 2), reported before any connection."""
+    try:
+        parse_store_url(value)
+    except InvalidStoreUrl as exc:
+        _fail(f"bad store URL: {exc}", 2)
+    except ImportError as exc:
+        _fail(str(exc), 1)
+    return value
+
+
 Store = Annotated[
     str,
-    typer.Option("--store", "-s", envvar="AGENT_SESSIONS_STORE", help=STORE_HELP, show_envvar=True),
+    typer.Option(
+        "--store", "-s", envvar="AGENT_SESSIONS_STORE", help=STORE_HELP, show_envvar=True, callback=_checked_url
+    ),
 ]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables (for scripts).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON, with raw numbers (for scripts).")]
 
 REDACTED = "***redacted***"
 #: Keys whose values `show` never prints.
@@ -135,8 +183,10 @@ def _open(url: str, *, must_exist: bool) -> SessionStore:
         return create_store(url)
     except ImportError as exc:
         raise CliError(str(exc), code=1) from exc
+    except InvalidStoreUrl as exc:
+        raise CliError(f"bad store URL: {exc}", code=2) from exc
     except ValueError as exc:
-        raise CliError(f"bad --store URL {safe_url(url)!r}: {exc}", code=2) from exc
+        raise CliError(f"bad store URL {safe_url(url)!r}: {exc}", code=2) from exc
 
 
 @asynccontextmanager
@@ -172,8 +222,6 @@ def _run(url: str | None, factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
         if exc.__cause__ is not None and _one_line(exc.__cause__) not in message:
             message += f": {_one_line(exc.__cause__)}"
         _fail(f"cannot reach the store{where}: {message}", 1)
-    except BackupFormatError as exc:
-        _fail(f"{exc} ({exc.report.sessions_seen} sessions before it were processed; nothing after it)", 1)
     except AgentSessionsError as exc:
         _fail(_one_line(exc), 1)
     except (ConnectionError, TimeoutError) as exc:
@@ -213,6 +261,10 @@ def _progress(console: Console, description: str, total: int | None) -> Iterator
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task(description, total=total)
         yield lambda done: bar.update(task, completed=done)
+
+
+def _sessions(n: int) -> str:
+    return f"{n} session{'' if n == 1 else 's'}"
 
 
 def _summary(report: TransferReport) -> str:
@@ -303,7 +355,7 @@ def list_sessions(
     wide = console.width >= 130
     table = Table(title=f"Sessions{f' of {user}' if user else ''} — page {page}", title_justify="left")
     table.add_column("session id", no_wrap=True, min_width=43, style="cyan")
-    table.add_column("user", min_width=4, overflow="ellipsis")
+    table.add_column("user", min_width=4, overflow="fold")
     table.add_column("last access (UTC)" if wide else "last access", no_wrap=True)
     if wide:
         table.add_column("expires (UTC)", no_wrap=True)
@@ -325,73 +377,76 @@ def show_session(
         str, typer.Argument(metavar="ID", help='The session id (one starting with "-" goes after --).')
     ],
     store: Store = DEFAULT_STORE_URL,
-    history: Annotated[int, typer.Option("--history", min=0, help="Recent history entries to show.")] = 10,
+    history: Annotated[int, typer.Option("--history", min=0, help="How many recent history entries to show.")] = 10,
     as_json: AsJson = False,
 ) -> None:
-    """Show one session in full; auth_info and secret-looking values are redacted."""
+    """Show one session as indented JSON: its state, preferences, recent history and stored conversation.
+
+    Times read as dates with rounded ages ("3m 20s ago") and durations are rounded; --json
+    prints the raw numbers instead. auth_info and secret-looking values are redacted.
+    """
     try:
         sid = validate_session_id(session_id)
     except InvalidSessionId as exc:
         _fail(str(exc), 2)
 
-    async def body() -> tuple[Session, list[dict[str, Any]]]:
+    async def body() -> tuple[Session, list[dict[str, Any]], list[dict[str, Any]] | None, float]:
         async with _store(store) as s:
             session = await s.get(sid)
             if session is None:
                 raise CliError("no live session with that id (it never existed, expired or was deleted)")
             entries = (await s.get_history(sid, limit=history)).entries if history else []
-            return session, entries
+            return session, entries, await stored_conversation(s, session), s.clock()
 
-    session, entries = _run(store, body)
-    data = redact(session.model_dump(exclude={"history"}))
-    data["auth_info"] = None if session.auth_info is None else REDACTED
+    session, entries, messages, now = _run(store, body)
+    conversation = None if messages is None else conversation_document(messages, redact=redact)
     if as_json:
+        data = redact(session.model_dump(exclude={"history"}))
+        data["auth_info"] = None if session.auth_info is None else REDACTED
         data["history"] = redact(entries)
+        if conversation is not None:
+            data["conversation"] = conversation
         _out().print_json(data=data)
         return
-    console = _out()
-    meta = Table.grid(padding=(0, 2))
-    meta.add_column(style="bold")
-    meta.add_column()
-    meta.add_row("session id", session.session_id)
-    meta.add_row("user", escape(session.user_id or "— (anonymous)"))
-    meta.add_row("version", str(session.version))
-    meta.add_row("created (UTC)", _when(session.created_at))
-    meta.add_row("last access (UTC)", _when(session.last_accessed_at))
-    meta.add_row("expires (UTC)", _when(session.expiry_at))
-    meta.add_row("auth_info", "none" if session.auth_info is None else f"[yellow]{REDACTED}[/]")
-    meta.add_row("history entries", str(session.history_seq))
-    console.print(Panel(meta, title="Session", title_align="left"))
-    for name in ("state", "preferences", "ai_context", "feature_flags", "environment"):
-        if data[name]:
-            console.print(Panel(Pretty(data[name]), title=name, title_align="left"))
-    if entries:
-        table = Table(title=f"Last {len(entries)} history entries", title_justify="left")
-        table.add_column("time (UTC)", no_wrap=True)
-        table.add_column("type")
-        table.add_column("data")
-        for entry in entries:
-            table.add_row(
-                _when(entry.get("timestamp")),
-                escape(str(entry.get("type"))),
-                escape(json.dumps(redact(entry.get("data")), ensure_ascii=False)),
-            )
-        console.print(table)
+    doc = session_document(session, entries, now=now, redact=redact, conversation=conversation)
+    # Plain, indented JSON: rich's JSON highlighter could mistake a value for markup, and a long
+    # value is left to the terminal to wrap (soft wrap), never cut.
+    _out().print(json.dumps(doc, indent=2, ensure_ascii=False), markup=False, highlight=False)
+
+
+Count = Annotated[
+    bool,
+    typer.Option(
+        "--count/--no-count", help="Count the sessions first, to show a progress bar with a total and an ETA."
+    ),
+]
 
 
 @app.command("export")
 def export_command(
-    path: Annotated[Path, typer.Argument(help="Output file (.jsonl, or .jsonl.gz for gzip).")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE", help="The file to write. A name ending in .gz is gzip-compressed.", show_default=False
+        ),
+    ],
     store: Store = DEFAULT_STORE_URL,
     include_auth: Annotated[
-        bool, typer.Option("--include-auth", help="Also export auth_info (secrets: protect the file).")
+        bool,
+        typer.Option(
+            "--include-auth", help="Also export each session's auth_info. It holds secrets: protect the file."
+        ),
     ] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 500,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="How many sessions to read from the store at a time.")
+    ] = 500,
+    count: Count = True,
 ) -> None:
-    """Back up every live session, its full history and all scope data to a JSON Lines file.
+    """Back up every live session to a JSON Lines file.
 
-    The file is created with mode 0600 (readable by you only, whatever the umask): it holds live
-    session ids, which let anyone holding them act as those sessions.
+    The file holds each session with its full history, and all user and app scope data. It is
+    created with mode 0600, readable by you only whatever the umask, because it holds live
+    session ids: anyone who has one can act as that session. Restore it with the import command.
     """
     console = _err()
     if not path.parent.is_dir():
@@ -399,7 +454,11 @@ def export_command(
 
     async def body() -> Any:
         async with _store(store) as s:
-            with _progress(console, "Exporting", None) as update:
+            total = None
+            if count:
+                with console.status("Counting the sessions…"):
+                    total = await count_sessions(s, batch_size=batch_size)
+            with _progress(console, "Exporting", total) as update:
                 return await export_sessions(
                     s,
                     path,
@@ -416,39 +475,90 @@ def export_command(
     )
 
 
+def _import_failure(exc: BaseException, path: Path, store: str, dry_run: bool) -> str | None:
+    """One line saying which line of the file stopped an import, and whose fault it was."""
+    line = failed_line(exc)
+    if line is None:
+        return None
+    done = "checked" if dry_run else "imported"
+    if isinstance(exc, BackupFormatError):
+        return (
+            f"line {line} of {path} is bad (the file): {str(exc).removeprefix(f'line {line}: ')}; "
+            f"{_sessions(exc.report.sessions_seen)} before it {'was' if exc.report.sessions_seen == 1 else 'were'} "
+            f"{done}, none after it"
+        )
+    reason = _one_line(exc)
+    if isinstance(exc, StoreUnavailable | ConnectionError | TimeoutError):
+        reason = f"cannot reach the store: {reason}"
+    return (
+        f"line {line} of {path} could not be written (the store, {safe_url(store)}): {reason}; "
+        f"the lines before it were {done}, none after it"
+    )
+
+
 @app.command("import")
 def import_command(
-    path: Annotated[Path, typer.Argument(help="A file written by `agent-sessions export`.")],
+    path: Annotated[
+        Path, typer.Argument(metavar="FILE", help="A file written by the export command.", show_default=False)
+    ],
     store: Store = DEFAULT_STORE_URL,
     on_conflict: Annotated[
-        ConflictPolicy, typer.Option("--on-conflict", help="What to do with ids the store already has.")
+        ConflictPolicy,
+        typer.Option("--on-conflict", help="What to do with session ids the store already has."),
     ] = ConflictPolicy.skip,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="Read and check the whole file and say what would happen, without writing anything."
+        ),
+    ] = False,
 ) -> None:
     """Restore sessions from an export file (sessions that have expired since are not restored)."""
     console = _err()
 
     async def body() -> TransferReport:
-        async with _store(store, must_exist=False) as s:
-            with _progress(console, "Importing", None) as update:
-                return await import_sessions(
-                    s, path, on_conflict=on_conflict.value, progress=lambda r: update(r.sessions_seen)
-                )
+        total = await count_export_sessions(path)
+        target = store
+        missing = _sqlite_file(store)
+        if dry_run and missing is not None and not missing.exists():
+            # A dry run writes nothing, not even a new empty database file: the file that a
+            # real import would create starts empty, as a memory store does.
+            logger.info("%s does not exist yet: the dry run checks against an empty store", missing)
+            target = "memory://"
+        async with _store(target, must_exist=False) as s:
+            with _progress(console, "Checking" if dry_run else "Importing", total) as update:
+                try:
+                    return await import_sessions(
+                        s,
+                        path,
+                        on_conflict=on_conflict.value,
+                        progress=lambda r: update(r.sessions_seen),
+                        dry_run=dry_run,
+                    )
+                except (AgentSessionsError, ConnectionError, TimeoutError) as exc:
+                    message = _import_failure(exc, path, store, dry_run)
+                    if message is None:
+                        raise
+                    raise CliError(message) from exc
 
     report = _run(store, body)
-    _out().print(f"Imported from {escape(str(path))}: {_summary(report)}.")
+    if dry_run:
+        _out().print(f"Dry run, nothing written. Importing {escape(str(path))} would give: {_summary(report)}.")
+    else:
+        _out().print(f"Imported from {escape(str(path))}: {_summary(report)}.")
 
 
 @app.command("migrate")
 def migrate_command(
-    src: Annotated[str, typer.Argument(metavar="SRC", help="Source store URL.")],
-    dst: Annotated[str, typer.Argument(metavar="DST", help="Destination store URL.")],
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 500,
+    src: Annotated[str, typer.Argument(metavar="SRC", help="The source store's URL.", callback=_checked_url)],
+    dst: Annotated[str, typer.Argument(metavar="DST", help="The destination store's URL.", callback=_checked_url)],
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="How many sessions to read from SRC at a time.")
+    ] = 500,
     on_conflict: Annotated[
-        ConflictPolicy, typer.Option("--on-conflict", help="What to do with ids DST already has.")
+        ConflictPolicy, typer.Option("--on-conflict", help="What to do with session ids DST already has.")
     ] = ConflictPolicy.newer,
-    count: Annotated[
-        bool, typer.Option("--count/--no-count", help="Count SRC first to show a bar with an ETA.")
-    ] = True,
+    count: Count = True,
 ) -> None:
     """Copy every live session, its history and scope data from SRC to DST (safe to re-run)."""
     console = _err()
@@ -457,10 +567,8 @@ def migrate_command(
         async with _store(src) as source, _store(dst, must_exist=False) as target:
             total = None
             if count:
-                with console.status("Counting sessions in SRC…"):
-                    total = 0
-                    async for _ in source.iter_sessions(batch_size=batch_size):
-                        total += 1
+                with console.status("Counting the sessions in SRC…"):
+                    total = await count_sessions(source, batch_size=batch_size)
             with _progress(console, "Migrating", total) as update:
                 return await migrate(
                     source,
@@ -477,7 +585,9 @@ def migrate_command(
 @app.command("cleanup")
 def cleanup_command(
     store: Store = DEFAULT_STORE_URL,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1)] = 500,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="How many expired sessions to delete per step.")
+    ] = 500,
 ) -> None:
     """Delete expired sessions now (with their history and index entries)."""
 
@@ -501,129 +611,13 @@ def stats_command(
 
     async def body() -> dict[str, Any]:
         async with _store(store) as s:
-            return await _collect_stats(s, full_history=full_history)
+            return await store_stats(s, full_history=full_history)
 
     stats = _run(store, body)
     if as_json:
         _out().print_json(data=stats)
         return
-    _print_stats(_out(), stats)
-
-
-async def _collect_stats(store: SessionStore, *, full_history: bool) -> dict[str, Any]:
-    from .analysis import HistoryStats, iter_full_history
-
-    now = store.clock()
-    sessions = anonymous = history_entries = total_bytes = largest = expiring_soon = unanalysable = 0
-    users: set[str] = set()
-    history = HistoryStats()
-    async for session in store.iter_sessions():
-        sessions += 1
-        if session.user_id is None:
-            anonymous += 1
-        else:
-            users.add(session.user_id)
-        size = len(json.dumps(session.model_dump(exclude={"history"}), separators=(",", ":")).encode())
-        total_bytes += size
-        largest = max(largest, size)
-        history_entries += session.history_seq
-        if session.expiry_at is not None and session.expiry_at - now < 3600:
-            expiring_soon += 1
-        entries = await iter_full_history(store, session.session_id) if full_history else session.history
-        try:
-            history.add_session(session, entries)
-        except SerializationError:
-            # History written by other code may not have the {"timestamp", "type", "data"} shape.
-            unanalysable += 1
-    scopes = 0
-    async for _ in store.iter_scopes():
-        scopes += 1
-    return {
-        "sessions": sessions,
-        "users": len(users),
-        "anonymous_sessions": anonymous,
-        "expiring_within_an_hour": expiring_soon,
-        "scopes": scopes,
-        "bytes_total": total_bytes,
-        "bytes_average": total_bytes // sessions if sessions else 0,
-        "bytes_largest": largest,
-        "history_entries": history_entries,
-        "history": {
-            "analysed": "full history" if full_history else "recent window of each session",
-            "sessions_not_analysable": unanalysable,
-            "entries": history.entries,
-            "entries_by_type": dict(sorted(history.entries_by_type.items(), key=lambda kv: (-kv[1], kv[0]))),
-            "agent_runs": history.runs,
-            "tool_calls": history.tool_calls,
-            "errors": history.errors,
-            "error_rate": history.error_rate,
-            "mean_session_length_s": history.mean_session_length,
-            "busiest_hour_utc": history.busiest_hour,
-            "top_tools": [
-                {"tool": t.name, "calls": t.calls, "errors": t.errors, "mean_duration_s": t.mean_duration}
-                for t in history.top_tools(5)
-            ],
-        },
-    }
-
-
-def _figure(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:,.3f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    return escape(str(value))
-
-
-def _print_stats(console: Console, stats: dict[str, Any]) -> None:
-    table = Table(title="Store", title_justify="left", show_header=False)
-    table.add_column(style="bold")
-    table.add_column(justify="right")
-    for label, key in (
-        ("live sessions", "sessions"),
-        ("users", "users"),
-        ("anonymous sessions", "anonymous_sessions"),
-        ("expiring within an hour", "expiring_within_an_hour"),
-        ("scopes (users + app)", "scopes"),
-        ("size, total (bytes)", "bytes_total"),
-        ("size, average (bytes)", "bytes_average"),
-        ("size, largest (bytes)", "bytes_largest"),
-        ("history entries appended", "history_entries"),
-    ):
-        table.add_row(label, _figure(stats[key]))
-    console.print(table)
-    history = stats["history"]
-    summary = Table(title=f"History analysis ({history['analysed']})", title_justify="left", show_header=False)
-    summary.add_column(style="bold")
-    summary.add_column(justify="right")
-    for label, key in (
-        ("entries analysed", "entries"),
-        ("agent runs", "agent_runs"),
-        ("tool calls", "tool_calls"),
-        ("errors", "errors"),
-        ("error rate", "error_rate"),
-        ("mean session length (s)", "mean_session_length_s"),
-        ("busiest hour (UTC)", "busiest_hour_utc"),
-        ("sessions not analysable", "sessions_not_analysable"),
-    ):
-        summary.add_row(label, _figure(history[key]))
-    console.print(summary)
-    if history["entries_by_type"]:
-        types = Table(title="Entries by type", title_justify="left")
-        types.add_column("type")
-        types.add_column("entries", justify="right")
-        for kind, n in history["entries_by_type"].items():
-            types.add_row(escape(kind), _figure(n))
-        console.print(types)
-    if history["top_tools"]:
-        tools = Table(title="Most used tools", title_justify="left")
-        for name in ("tool", "calls", "errors", "mean duration (s)"):
-            tools.add_column(name, justify="left" if name == "tool" else "right")
-        for t in history["top_tools"]:
-            tools.add_row(escape(t["tool"]), _figure(t["calls"]), _figure(t["errors"]), _figure(t["mean_duration_s"]))
-        console.print(tools)
+    print_stats(_out(), stats)
 
 
 @app.command("demo")

@@ -36,6 +36,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from .display import format_duration
 from .ids import id_hash
 from .integrations.pydantic_ai import (
     PREFERENCES_TAG,
@@ -167,8 +168,11 @@ def _json(value: Any) -> str:
 
 
 def _short(value: Any, limit: int = 150) -> str:
+    # A turn's tool calls are a summary; say how much is left out rather than cut silently.
     text = json.dumps(value, ensure_ascii=False)
-    return escape(text if len(text) <= limit else text[: limit - 1] + "…")
+    if len(text) <= limit:
+        return escape(text)
+    return escape(text[:limit]) + f" [dim](+{len(text) - limit} characters; agent-sessions show prints them all)[/]"
 
 
 def _show_turn(console: Console, prompt: str, messages: list[ModelMessage], output: str) -> None:
@@ -212,7 +216,7 @@ def _tables(console: Console, session: Session, history: list[dict[str, Any]], m
             _when(entry.get("timestamp")),
             escape(str(entry.get("type"))),
             escape(str(data.get("tool_name") or "(run)")),
-            f"{duration * 1000:.1f} ms" if isinstance(duration, int | float) else "",
+            format_duration(duration) if isinstance(duration, int | float) else "",
         )
     console.print(prefs)
     console.print(state)

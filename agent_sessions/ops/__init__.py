@@ -8,8 +8,16 @@
 from __future__ import annotations
 
 from ._transfer import ON_CONFLICT_CHOICES, OnConflict, Progress, TransferReport
-from .backup import FORMAT_VERSION, BackupFormatError, ExportReport, export_sessions, import_sessions
-from .migrate import migrate
+from .backup import (
+    FORMAT_VERSION,
+    BackupFormatError,
+    ExportReport,
+    count_export_sessions,
+    export_sessions,
+    failed_line,
+    import_sessions,
+)
+from .migrate import count_sessions, migrate
 
 __all__ = [
     "FORMAT_VERSION",
@@ -19,7 +27,10 @@ __all__ = [
     "OnConflict",
     "Progress",
     "TransferReport",
+    "count_export_sessions",
+    "count_sessions",
     "export_sessions",
+    "failed_line",
     "import_sessions",
     "migrate",
 ]

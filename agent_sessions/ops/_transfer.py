@@ -114,38 +114,54 @@ def _incoming_is_newer(incoming: Session, existing: Session) -> bool:
     return (incoming.version, incoming.last_accessed_at) > (existing.version, existing.last_accessed_at)
 
 
+def _existing_outcome(
+    session: Session, existing: Session, on_conflict: OnConflict, cause: BaseException | None = None
+) -> Literal["skipped", "replace"]:
+    """What `on_conflict` does with `session` when the destination holds a live `existing` copy."""
+    if on_conflict == "skip":
+        return "skipped"
+    if on_conflict == "error":
+        raise SessionConflict(
+            f"session {id_hash(session.session_id)} already exists in the destination "
+            "(on_conflict='error'); use 'skip', 'newer' or 'overwrite'"
+        ) from cause
+    if on_conflict == "newer" and not _incoming_is_newer(session, existing):
+        return "skipped"
+    return "replace"
+
+
 async def restore_session(
     store: SessionStore,
     session: Session,
     history: list[dict[str, Any]],
     history_seq: int,
     on_conflict: OnConflict,
+    *,
+    dry_run: bool = False,
 ) -> Outcome:
     """Write one session (record, version, full history) into `store` under `on_conflict`.
 
     Encoding and size checks run inside `restore` before anything is written, so a session
-    that cannot be stored raises without touching an existing copy.
+    that cannot be stored raises without touching an existing copy. With `dry_run`, nothing is
+    written: the outcome is what a real run would report now (``"error"`` still raises).
     """
     if session.expiry_at is not None and session.expiry_at <= store.clock():
         return "expired"
+    if dry_run:
+        existing = await store.get(session.session_id)
+        if existing is None:
+            return "imported"
+        return "skipped" if _existing_outcome(session, existing, on_conflict) == "skipped" else "replaced"
     try:
         await store.restore(session, history, history_seq=history_seq)
     except SessionNotFound:
         return "expired"  # expired between the check above and the write
     except SessionConflict as exc:
         existing = await store.get(session.session_id)
-        if existing is not None:
-            # A live copy exists: the policy decides. (A None here is an expired row that
-            # cleanup has not removed yet; it is replaced whatever the policy.)
-            if on_conflict == "skip":
-                return "skipped"
-            if on_conflict == "error":
-                raise SessionConflict(
-                    f"session {id_hash(session.session_id)} already exists in the destination "
-                    "(on_conflict='error'); use 'skip', 'newer' or 'overwrite'"
-                ) from exc
-            if on_conflict == "newer" and not _incoming_is_newer(session, existing):
-                return "skipped"
+        # A None here is an expired row that cleanup has not removed yet; it is replaced
+        # whatever the policy. A live copy: the policy decides.
+        if existing is not None and _existing_outcome(session, existing, on_conflict, exc) == "skipped":
+            return "skipped"
         await _replace(store, session, history, history_seq)
         return "replaced" if existing is not None else "imported"
     return "imported"
@@ -168,13 +184,19 @@ async def _replace(store: SessionStore, session: Session, history: list[dict[str
 
 
 async def restore_scope(
-    store: SessionStore, kind: Literal["user", "app"], owner: str, values: dict[str, Any], on_conflict: OnConflict
+    store: SessionStore,
+    kind: Literal["user", "app"],
+    owner: str,
+    values: dict[str, Any],
+    on_conflict: OnConflict,
+    *,
+    dry_run: bool = False,
 ) -> int:
     """Merge one scope's values into `store` key by key; returns how many keys were written.
 
     ``"overwrite"`` writes every key; ``"skip"`` and ``"newer"`` write only keys the destination
     lacks (scope keys have no version to compare); ``"error"`` raises `SessionConflict` if a key
-    exists with a different value.
+    exists with a different value. With `dry_run`, the count is what would be written; nothing is.
     """
     user_id = owner if kind == "user" else None
     if on_conflict == "overwrite":
@@ -190,6 +212,6 @@ async def restore_scope(
                     "(on_conflict='error')"
                 )
         todo = {k: v for k, v in values.items() if k not in current}
-    if todo:
+    if todo and not dry_run:
         await store.write_scopes(user_id, todo)
     return len(todo)

@@ -24,6 +24,7 @@ import gzip
 import json
 import logging
 import os
+import re
 import secrets
 import time
 import zlib
@@ -54,7 +55,9 @@ __all__ = [
     "FORMAT_VERSION",
     "BackupFormatError",
     "ExportReport",
+    "count_export_sessions",
     "export_sessions",
+    "failed_line",
     "import_sessions",
 ]
 
@@ -67,6 +70,11 @@ FORMAT_NAME = "agent-sessions-export"
 FORMAT_VERSION = 1
 #: Lines read from the file per hop to the reader thread.
 _READ_CHUNK = 256
+#: The note `import_sessions` adds to a store error; `failed_line` reads the number back.
+_LINE_NOTE = "while importing line {} of the export file"
+_LINE_NOTE_PATTERN = re.compile(r"while importing line (\d+) of the export file")
+#: How much of the end of a file `count_export_sessions` keeps while looking for the end marker.
+_TAIL_BYTES = 64 * 1024
 
 
 class BackupFormatError(AgentSessionsError, ValueError):
@@ -371,6 +379,7 @@ async def import_sessions(
     *,
     on_conflict: OnConflict = "skip",
     progress: Progress | None = None,
+    dry_run: bool = False,
 ) -> TransferReport:
     """Load an export file written by `export_sessions` into `store`; returns the counts.
 
@@ -380,11 +389,14 @@ async def import_sessions(
     expired by now are not restored (counted as `expired`). Streams the file: memory stays
     constant whatever its size. A replaced session is deleted, then inserted (readers may see it
     absent for that moment), and takes the file's `auth_info`: null unless it was exported with
-    ``include_auth=True``.
+    ``include_auth=True``. With `dry_run`, the whole file is read and checked and the store
+    consulted, but nothing is written: the report says what a real import would do now (size
+    limits of the store are only checked by a real import).
 
     Raises `BackupFormatError` at the first bad line (its `report` says what was imported
     before it; nothing after it is), `SessionConflict` under ``"error"``, and the store's own
-    errors (`StoreUnavailable`, `SessionTooLarge`, ...) with the line number in a note.
+    errors (`StoreUnavailable`, `SessionTooLarge`, ...) with the line number in a note
+    (`failed_line` reads it back).
     """
     policy = check_on_conflict(on_conflict)
     source = Path(path)
@@ -399,7 +411,7 @@ async def import_sessions(
             if not chunk:
                 break
             for lineno, raw in chunk:
-                await _import_line(store, policy, state, lineno, raw)
+                await _import_line(store, policy, state, lineno, raw, dry_run)
             if progress is not None:
                 progress(state.report)
     except BackupFormatError as exc:
@@ -414,7 +426,8 @@ async def import_sessions(
             state.last_line + 1, "the file ends without its end marker: it is truncated", state.report
         )
     logger.info(
-        "imported %d sessions (%d replaced, %d skipped, %d expired), %d scope keys",
+        "%s %d sessions (%d replaced, %d skipped, %d expired), %d scope keys",
+        "dry run: would import" if dry_run else "imported",
         state.report.imported,
         state.report.replaced,
         state.report.skipped,
@@ -424,7 +437,9 @@ async def import_sessions(
     return state.report
 
 
-async def _import_line(store: SessionStore, policy: OnConflict, state: _ImportState, lineno: int, raw: bytes) -> None:
+async def _import_line(
+    store: SessionStore, policy: OnConflict, state: _ImportState, lineno: int, raw: bytes, dry_run: bool
+) -> None:
     state.last_line = lineno
     if state.end_seen:
         raise BackupFormatError(lineno, "content after the end marker")
@@ -437,13 +452,15 @@ async def _import_line(store: SessionStore, policy: OnConflict, state: _ImportSt
     try:
         if kind == "session":
             item = _parse_session(lineno, obj)
-            outcome = await restore_session(store, item.session, item.history, item.history_seq, policy)
+            outcome = await restore_session(
+                store, item.session, item.history, item.history_seq, policy, dry_run=dry_run
+            )
             state.report.count(outcome, len(item.history))
             state.sessions += 1
             state.history_entries += len(item.history)
         elif kind == "scope":
             scope, owner, values = _parse_scope(lineno, obj)
-            state.report.scopes += await restore_scope(store, scope, owner, values, policy)
+            state.report.scopes += await restore_scope(store, scope, owner, values, policy, dry_run=dry_run)
             state.scopes += 1
         elif kind == "end":
             expected = (obj.get("sessions"), obj.get("scopes"), obj.get("history_entries"))
@@ -459,7 +476,7 @@ async def _import_line(store: SessionStore, policy: OnConflict, state: _ImportSt
     except BackupFormatError:
         raise
     except AgentSessionsError as exc:
-        exc.add_note(f"while importing line {lineno} of the export file")
+        exc.add_note(_LINE_NOTE.format(lineno))
         raise
 
 
@@ -477,3 +494,52 @@ def iter_export_lines(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
                 yield _parse(lineno, raw)
     finally:
         reader.close()
+
+
+def failed_line(exc: BaseException) -> int | None:
+    """The export-file line an error raised by `import_sessions` was importing, if known."""
+    if isinstance(exc, BackupFormatError):
+        return exc.line
+    for note in getattr(exc, "__notes__", ()):
+        found = _LINE_NOTE_PATTERN.fullmatch(str(note))
+        if found:
+            return int(found.group(1))
+    return None
+
+
+def _tail(path: Path) -> bytes:
+    """The last bytes of the file's content (decompressed), in constant memory."""
+    if _is_gzip(path, None):
+        tail = b""
+        with gzip.GzipFile(path, "rb") as stream:
+            while chunk := stream.read(1024 * 1024):
+                tail = (tail + chunk)[-_TAIL_BYTES:]
+        return tail
+    with open(path, "rb") as plain:
+        size = plain.seek(0, os.SEEK_END)
+        plain.seek(max(0, size - _TAIL_BYTES))
+        return plain.read()
+
+
+def _end_marker_sessions(path: Path) -> int | None:
+    try:
+        tail = _tail(path)
+    except (EOFError, zlib.error, gzip.BadGzipFile):
+        return None  # a damaged file: the import itself says at which line
+    last = tail.rstrip(b"\n").rpartition(b"\n")[2]
+    try:
+        obj = json.loads(last)
+    except ValueError:
+        return None
+    sessions = obj.get("sessions") if isinstance(obj, dict) and obj.get("kind") == "end" else None
+    return sessions if isinstance(sessions, int) and not isinstance(sessions, bool) and sessions >= 0 else None
+
+
+async def count_export_sessions(path: str | os.PathLike[str]) -> int | None:
+    """How many sessions an export file holds, read from its end marker (for a progress total).
+
+    A plain file is read from its end only; a gzip one is decompressed once, in constant memory.
+    None when the file has no readable end marker (truncated, or not an export): `import_sessions`
+    then reports the bad line. Raises `OSError` for a file that cannot be opened.
+    """
+    return await asyncio.to_thread(_end_marker_sessions, Path(path))

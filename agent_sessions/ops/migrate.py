@@ -21,7 +21,7 @@ from ._transfer import (
     restore_session,
 )
 
-__all__ = ["migrate"]
+__all__ = ["count_sessions", "migrate"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,3 +66,19 @@ async def migrate(
         report.history_entries,
     )
     return report
+
+
+async def count_sessions(store: SessionStore, *, batch_size: int = 500) -> int:
+    """How many live sessions `store` holds (for a progress total), streaming in batches.
+
+    The store contract has no count, so this reads each session once through
+    `SessionStore.iter_sessions` (history windows included): cheaper than the transfer it
+    precedes, which also reads every session's full history. Corrupt records are counted out
+    (the transfer itself stops on them or skips them, as told).
+    """
+    if batch_size <= 0:
+        raise ValueError("batch_size must be > 0")
+    total = 0
+    async for _ in store.iter_sessions(batch_size=batch_size, on_corrupt="skip"):
+        total += 1
+    return total

@@ -65,6 +65,7 @@ def test_export_import_migrate_cleanup_stats_subprocesses(populated: Populated, 
     ("args", "code", "fragment"),
     [
         (["list", "--store", "nosuch://x"], 2, "unknown store URL scheme"),
+        (["list", "--store", "redis://127.0.0.1:6379/abc"], 2, "redis db must be an integer 0 or more"),
         (["list", "--store", "redis://127.0.0.1:1/0"], 1, "cannot reach the store"),
         (["stats", "--store", "postgresql+asyncpg://root@127.0.0.1:1/test"], 1, "cannot reach the store"),
         (["show", "not-an-id", "--store", "memory://"], 2, "invalid session id"),

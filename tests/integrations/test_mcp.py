@@ -1,0 +1,509 @@
+"""The MCP server of the session tools, driven by real MCP clients.
+
+In-process tests connect the official `mcp` client to `create_server`; the stdio tests spawn
+``python -m agent_sessions mcp`` as a subprocess, as a desktop client would, on a temporary
+SQLite file, a fresh PostgreSQL schema and a fresh Redis key prefix; pydantic-ai's MCP client
+drives an `Agent` with a scripted `FunctionModel` against the same command; the streamable HTTP
+app is served by uvicorn on a free localhost port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import socket
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from mcp import Client, StdioServerParameters
+from mcp.shared.exceptions import MCPError
+from typer.testing import CliRunner
+
+from agent_sessions import MemorySessionStore, SessionManager, SessionStore, create_store
+from agent_sessions.cli import app
+from agent_sessions.errors import InvalidSessionId, InvalidUserId, SessionNotFound
+from agent_sessions.integrations.mcp import (
+    McpIdentityError,
+    SessionBinding,
+    create_server,
+    parse_store_options,
+    streamable_http_app,
+)
+from agent_sessions.stores.redis import RedisSessionStore
+from agent_sessions.tools import session_tools
+
+from ..agent.scripted import Script
+from ..database.stores import closed_port, postgres_schema
+from ..redis.stores import delete_prefix, redis_host_port, unique_prefix
+from ..support import PG_URL, REDIS_START, REDIS_URL, FakeClock, require_service
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "mcp_server.md"
+
+
+# ---------------------------------------------------------------- helpers
+def text_of(result: Any) -> str:
+    return "".join(block.text for block in result.content)
+
+
+def manager_of(store: SessionStore) -> SessionManager:
+    return SessionManager(store, session_lifetime=3600, auto_cleanup=False, absolute_lifetime=None)
+
+
+def child_env() -> dict[str, str]:
+    """The subprocess imports this checkout and never sees a store URL from our environment."""
+    return {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+
+
+def stdio_params(store_url: str, *args: str, cwd: Path) -> StdioServerParameters:
+    return StdioServerParameters(
+        command=sys.executable,
+        args=["-m", "agent_sessions", "mcp", "--store", store_url, *args],
+        env=child_env(),
+        cwd=str(cwd),
+    )
+
+
+def cli_runner() -> CliRunner:
+    return CliRunner(env={"COLUMNS": "200", "AGENT_SESSIONS_STORE": None, "NO_COLOR": "1"})
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture
+async def memory_manager(clock: FakeClock) -> AsyncIterator[SessionManager]:
+    manager = manager_of(MemorySessionStore(clock=clock))
+    yield manager
+    await manager.stop()
+
+
+# ---------------------------------------------------------------- identity
+def test_a_server_needs_a_user_or_a_session_to_act_as(memory_manager: SessionManager) -> None:
+    with pytest.raises(McpIdentityError, match="needs an identity"):
+        create_server(memory_manager)
+
+
+def test_malformed_ids_are_refused_before_any_lookup(memory_manager: SessionManager) -> None:
+    with pytest.raises(InvalidSessionId):
+        create_server(memory_manager, session_id="not-an-issued-id")
+    with pytest.raises(InvalidUserId):
+        create_server(memory_manager, user_id="")
+
+
+async def test_a_user_binding_resumes_the_users_latest_live_session(
+    memory_manager: SessionManager, clock: FakeClock
+) -> None:
+    await memory_manager.create_session("alice")
+    clock.advance(10)
+    latest = await memory_manager.create_session("alice")
+    await memory_manager.create_session("bob")
+    binding = SessionBinding(memory_manager, user_id="alice")
+    assert await binding.resolve() == latest.session_id
+    assert binding.user_id == "alice"
+
+
+async def test_a_user_binding_creates_a_session_for_a_new_user(memory_manager: SessionManager) -> None:
+    binding = SessionBinding(memory_manager, user_id="carol")
+    session_id = await binding.resolve()
+    created = await memory_manager.get_session(session_id)
+    assert created is not None and created.user_id == "carol"
+    assert [s.session_id for s in await memory_manager.get_user_sessions("carol")] == [session_id]
+
+
+async def test_a_session_binding_must_name_a_live_session_of_the_given_user(memory_manager: SessionManager) -> None:
+    bobs = await memory_manager.create_session("bob")
+    with pytest.raises(SessionNotFound, match="not a session of the given user"):
+        await SessionBinding(memory_manager, user_id="alice", session_id=bobs.session_id).resolve()
+    await memory_manager.delete_session(bobs.session_id)
+    with pytest.raises(SessionNotFound, match="does not exist or has expired"):
+        await SessionBinding(memory_manager, session_id=bobs.session_id).resolve()
+
+
+def test_store_options_parse_scalars_and_keep_other_values_as_strings() -> None:
+    assert parse_store_options(["schema=tenant_a", "prefix=app:1:", "max_session_bytes=65536", "flag=true"]) == {
+        "schema": "tenant_a",
+        "prefix": "app:1:",
+        "max_session_bytes": 65536,
+        "flag": True,
+    }
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        parse_store_options(["schema"])
+    with pytest.raises(ValueError, match="given twice"):
+        parse_store_options(["schema=a", "schema=b"])
+
+
+# ---------------------------------------------------------------- in-process: tools and their errors
+async def test_every_session_tool_is_listed_with_its_json_schema(memory_manager: SessionManager) -> None:
+    async with Client(create_server(memory_manager, user_id="alice")) as client:
+        listed = (await client.list_tools()).tools
+    assert [t.name for t in listed] == session_tools.names()
+    for tool in listed:
+        spec = session_tools.get(tool.name)
+        assert tool.description == spec.description
+        assert tool.input_schema == spec.parameters_schema()
+        assert "session_id" not in json.dumps(tool.input_schema)
+
+
+async def test_each_tool_acts_on_the_bound_session_on_every_backend(store: SessionStore) -> None:
+    manager = manager_of(store)
+    session = await manager.create_session("alice")
+    await manager.mutate(session.session_id, lambda s: s.feature_flags.update({"beta": True}))
+    async with Client(create_server(manager, user_id="alice", session_id=session.session_id)) as client:
+        saved = await client.call_tool("set_session_value", {"key": "user:city", "value": "Lisbon"})
+        assert not saved.is_error and saved.structured_content == {
+            "status": "success",
+            "key": "user:city",
+            "value": "Lisbon",
+        }
+        read = await client.call_tool("get_session_value", {"key": "user:city"})
+        assert read.structured_content == {"key": "user:city", "found": True, "value": "Lisbon"}
+        assert json.loads(text_of(read)) == read.structured_content
+        prefs = await client.call_tool("update_user_preferences", {"preferences": {"units": "metric"}})
+        assert prefs.structured_content["preferences"] == {"units": "metric"}
+        got = await client.call_tool("get_user_preferences", {})
+        assert got.structured_content == {"preferences": {"units": "metric"}}
+        flags = await client.call_tool("get_feature_flags", {})
+        assert flags.structured_content == {"feature_flags": {"beta": True}}
+        history = await client.call_tool("get_recent_history", {"limit": 5})
+        assert not history.is_error and history.structured_content == {"entries": []}
+    stored = await manager.get_session(session.session_id)
+    assert stored is not None and stored.state["user:city"] == "Lisbon"
+    assert stored.preferences == {"units": "metric"}
+
+
+async def test_invalid_arguments_come_back_as_tool_errors_the_model_can_read(memory_manager: SessionManager) -> None:
+    async with Client(create_server(memory_manager, user_id="alice")) as client:
+        missing = await client.call_tool("set_session_value", {"key": "note"})
+        assert missing.is_error and "invalid arguments for tool 'set_session_value'" in text_of(missing)
+        assert "value" in text_of(missing)
+        shared = await client.call_tool("set_session_value", {"key": "app:motd", "value": "hi"})
+        assert shared.is_error and "cannot be written by a tool" in text_of(shared)
+        huge = await client.call_tool("set_session_value", {"key": "note", "value": "x" * 20_000})
+        assert huge.is_error and "at most 16384 are allowed" in text_of(huge)
+        limit = await client.call_tool("get_recent_history", {"limit": 500})
+        assert limit.is_error and "limit" in text_of(limit)
+        # The server keeps serving after errors.
+        ok = await client.call_tool("set_session_value", {"key": "note", "value": "kept"})
+        assert not ok.is_error
+
+
+async def test_the_model_cannot_choose_the_session(memory_manager: SessionManager) -> None:
+    other = await memory_manager.create_session("bob")
+    async with Client(create_server(memory_manager, user_id="alice")) as client:
+        result = await client.call_tool(
+            "set_session_value", {"key": "note", "value": "x", "session_id": other.session_id}
+        )
+    assert result.is_error and "session_id" in text_of(result)
+    untouched = await memory_manager.get_session(other.session_id)
+    assert untouched is not None and "note" not in untouched.state
+
+
+async def test_a_user_key_on_a_session_without_a_user_is_a_tool_error(memory_manager: SessionManager) -> None:
+    anonymous = await memory_manager.create_session()
+    async with Client(create_server(memory_manager, session_id=anonymous.session_id)) as client:
+        result = await client.call_tool("set_session_value", {"key": "user:city", "value": "Oslo"})
+        assert result.is_error and "user" in text_of(result).lower()
+        plain = await client.call_tool("set_session_value", {"key": "city", "value": "Oslo"})
+        assert not plain.is_error
+    stored = await memory_manager.get_session(anonymous.session_id)
+    assert stored is not None and stored.state == {"city": "Oslo"}
+
+
+async def test_a_session_too_large_is_a_tool_error_and_nothing_is_written(clock: FakeClock) -> None:
+    manager = manager_of(MemorySessionStore(clock=clock, max_session_bytes=4096))
+    try:
+        async with Client(create_server(manager, user_id="alice")) as client:
+            first = await client.call_tool("set_session_value", {"key": "a", "value": "x" * 3000})
+            assert not first.is_error
+            second = await client.call_tool("set_session_value", {"key": "b", "value": "y" * 3000})
+            assert second.is_error and "over max_session_bytes=4096" in text_of(second)
+            read = await client.call_tool("get_session_value", {"key": "b"})
+            assert read.structured_content == {"key": "b", "found": False, "value": None}
+    finally:
+        await manager.stop()
+
+
+async def test_an_unknown_tool_is_a_protocol_error(memory_manager: SessionManager) -> None:
+    async with Client(create_server(memory_manager, user_id="alice")) as client:
+        with pytest.raises(MCPError, match="unknown tool 'drop_tables'") as raised:
+            await client.call_tool("drop_tables", {})
+    assert raised.value.code == -32602
+
+
+async def test_an_unreachable_store_is_a_tool_error_and_the_server_keeps_serving() -> None:
+    store = RedisSessionStore(f"redis://127.0.0.1:{closed_port()}/0", socket_connect_timeout=0.2, retries=0)
+    manager = manager_of(store)
+    try:
+        async with Client(create_server(manager, user_id="alice")) as client:
+            for _ in range(2):
+                result = await client.call_tool("get_user_preferences", {})
+                assert result.is_error and "the session store is unavailable" in text_of(result)
+            assert len((await client.list_tools()).tools) == len(session_tools)
+    finally:
+        await manager.stop()
+
+
+async def test_an_expired_user_session_is_replaced_and_the_users_memory_kept(
+    memory_manager: SessionManager, clock: FakeClock
+) -> None:
+    async with Client(create_server(memory_manager, user_id="alice")) as client:
+        await client.call_tool("set_session_value", {"key": "user:city", "value": "Rome"})
+        await client.call_tool("set_session_value", {"key": "draft", "value": "session only"})
+        await client.call_tool("update_user_preferences", {"preferences": {"tone": "brief"}})
+        first = [s.session_id for s in await memory_manager.get_user_sessions("alice")]
+        clock.advance(3601)
+        city = await client.call_tool("get_session_value", {"key": "user:city"})
+        draft = await client.call_tool("get_session_value", {"key": "draft"})
+        prefs = await client.call_tool("get_user_preferences", {})
+    assert city.structured_content == {"key": "user:city", "found": True, "value": "Rome"}
+    assert draft.structured_content == {"key": "draft", "found": False, "value": None}
+    assert prefs.structured_content == {"preferences": {"tone": "brief"}}
+    now = [s.session_id for s in await memory_manager.get_user_sessions("alice")]
+    assert len(now) == 1 and now != first
+
+
+async def test_an_expired_session_binding_reports_a_tool_error(
+    memory_manager: SessionManager, clock: FakeClock
+) -> None:
+    session = await memory_manager.create_session()
+    async with Client(create_server(memory_manager, session_id=session.session_id)) as client:
+        assert not (await client.call_tool("get_feature_flags", {})).is_error
+        clock.advance(3601)
+        result = await client.call_tool("get_feature_flags", {})
+    assert result.is_error and "has expired" in text_of(result)
+
+
+# ---------------------------------------------------------------- streamable HTTP
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def test_the_streamable_http_app_serves_the_tools_to_an_mcp_client(memory_manager: SessionManager) -> None:
+    app = streamable_http_app(memory_manager, user_id="alice")
+    async with serving(app) as base, Client(f"{base}/mcp") as client:
+        assert [t.name for t in (await client.list_tools()).tools] == session_tools.names()
+        saved = await client.call_tool("set_session_value", {"key": "user:lang", "value": "pt"})
+        refused = await client.call_tool("set_session_value", {"key": "context:x", "value": 1})
+    assert not saved.is_error
+    assert refused.is_error and "cannot be written by a tool" in text_of(refused)
+    (session,) = await memory_manager.get_user_sessions("alice")
+    assert session.state["user:lang"] == "pt"
+
+
+async def test_the_http_app_mounts_inside_another_starlette_app(memory_manager: SessionManager) -> None:
+    from contextlib import asynccontextmanager
+
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    mcp_app = streamable_http_app(memory_manager, user_id="alice")
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        async with mcp_app.router.lifespan_context(mcp_app):
+            yield
+
+    outer = Starlette(routes=[Mount("/tools", app=mcp_app)], lifespan=lifespan)
+    async with serving(outer) as base, Client(f"{base}/tools/mcp") as client:
+        result = await client.call_tool("get_user_preferences", {})
+    assert result.structured_content == {"preferences": {}}
+
+
+# ---------------------------------------------------------------- stdio: the `agent-sessions mcp` command
+async def test_the_stdio_command_serves_each_tool_and_reports_errors(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "sessions.db")
+    async with Client(stdio_params(url, "--user", "alice", cwd=tmp_path)) as client:
+        assert client.server_info is not None and client.server_info.name == "agent-sessions"
+        assert [t.name for t in (await client.list_tools()).tools] == session_tools.names()
+        calls = [
+            ("set_session_value", {"key": "user:city", "value": "Porto"}),
+            ("get_session_value", {"key": "user:city"}),
+            ("update_user_preferences", {"preferences": {"units": "metric"}}),
+            ("get_user_preferences", {}),
+            ("get_recent_history", {}),
+            ("get_feature_flags", {}),
+        ]
+        results = {name: await client.call_tool(name, args) for name, args in calls}
+        assert not any(r.is_error for r in results.values())
+        assert results["get_session_value"].structured_content["value"] == "Porto"
+        assert results["get_user_preferences"].structured_content == {"preferences": {"units": "metric"}}
+        bad = await client.call_tool("get_session_value", {"key": "temp:scratch"})
+        assert bad.is_error and "cannot be read by a tool" in text_of(bad)
+        with pytest.raises(MCPError, match="unknown tool"):
+            await client.call_tool("no_such_tool", {})
+        # Still serving after a protocol error.
+        assert not (await client.call_tool("get_feature_flags", {})).is_error
+
+
+def _persistence_url(backend: str, tmp_path: Path) -> str:
+    return (
+        sqlite_url(tmp_path / "sessions.db") if backend == "sqlite" else PG_URL if backend == "postgres" else REDIS_URL
+    )
+
+
+@contextlib.asynccontextmanager
+async def isolated(backend: str) -> AsyncIterator[list[str]]:
+    """The --option flags giving the command a store of its own on `backend` (removed afterwards)."""
+    if backend == "sqlite":
+        yield []
+    elif backend == "postgres":
+        async with postgres_schema() as schema:
+            yield ["--option", f"schema={schema}"]
+    else:
+        require_service("Redis", *redis_host_port(REDIS_URL), REDIS_START)
+        prefix = unique_prefix()
+        try:
+            yield ["--option", f"prefix={prefix}"]
+        finally:
+            store = RedisSessionStore(REDIS_URL, prefix=prefix)
+            try:
+                await delete_prefix(store)
+            finally:
+                await store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres", "redis"])
+async def test_a_users_memory_survives_a_restart_of_the_server(backend: str, tmp_path: Path) -> None:
+    url = _persistence_url(backend, tmp_path)
+    async with isolated(backend) as flags:
+        params = stdio_params(url, "--user", "alice", *flags, cwd=tmp_path)
+        async with Client(params) as client:
+            await client.call_tool("set_session_value", {"key": "user:city", "value": "Kyoto"})
+            await client.call_tool("set_session_value", {"key": "draft", "value": "half an idea"})
+            await client.call_tool("update_user_preferences", {"preferences": {"tone": "warm"}})
+        async with Client(params) as client:
+            city = await client.call_tool("get_session_value", {"key": "user:city"})
+            draft = await client.call_tool("get_session_value", {"key": "draft"})
+            prefs = await client.call_tool("get_user_preferences", {})
+        assert city.structured_content["value"] == "Kyoto"
+        assert draft.structured_content["value"] == "half an idea"
+        assert prefs.structured_content == {"preferences": {"tone": "warm"}}
+        options = parse_store_options(flags[1:]) if flags else {}
+        store = create_store(url, **options)
+        try:
+            (session,) = await store.get_user_sessions("alice")
+            assert session.state["user:city"] == "Kyoto"
+        finally:
+            await store.close()
+
+
+async def test_a_pydantic_ai_agent_uses_the_stdio_server_as_a_toolset(tmp_path: Path) -> None:
+    from fastmcp.client import Client as FastMCPClient
+    from fastmcp.client.transports import StdioTransport
+    from pydantic_ai import Agent
+    from pydantic_ai.mcp import MCPToolset
+
+    url = sqlite_url(tmp_path / "sessions.db")
+    transport = StdioTransport(
+        command=sys.executable,
+        args=["-m", "agent_sessions", "mcp", "--store", url, "--user", "alice"],
+        env=child_env(),
+        cwd=str(tmp_path),
+        keep_alive=False,
+    )
+    script = Script(
+        [("set_session_value", {"key": "app:banner", "value": "hijack"})],
+        [("set_session_value", {"key": "user:airline", "value": "TAP"})],
+        [("get_session_value", {"key": "user:airline"})],
+        final="noted",
+    )
+    agent = Agent(script.model(), toolsets=[MCPToolset(FastMCPClient(transport))])
+    async with agent:
+        result = await agent.run("Remember that I fly TAP.")
+    assert result.output == "noted"
+    assert set(session_tools.names()) <= set(script.offered[0])
+    (refusal,) = script.refused("set_session_value")
+    assert "cannot be written by a tool" in refusal
+    (read,) = script.returned("get_session_value")
+    assert "TAP" in json.dumps(read)
+    store = create_store(url)
+    try:
+        (session,) = await store.get_user_sessions("alice")
+        assert session.state["user:airline"] == "TAP" and "app:banner" not in session.state
+    finally:
+        await store.close()
+
+
+def test_the_command_refuses_bad_usage_with_a_message_and_no_output(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "sessions.db")
+    cases = [
+        (["mcp", "--store", url], 2, "needs an identity"),
+        (["mcp", "--store", url, "--session", "short"], 2, "session id"),
+        (["mcp", "--store", url, "--session", "A" * 43], 1, "does not exist or has expired"),
+        (["mcp", "--store", url, "--user", "alice", "--option", "schema"], 2, "KEY=VALUE"),
+        (["mcp", "--store", url, "--user", "alice", "--option", "no_such_option=1"], 2, "no_such_option"),
+        (["mcp", "--store", "nosuch://x", "--user", "alice"], 2, "unknown store URL scheme"),
+    ]
+    for args, code, message in cases:
+        result = cli_runner().invoke(app, args)
+        assert result.exit_code == code, (args, result.stderr)
+        assert message in result.stderr, (args, result.stderr)
+        assert result.stdout == "", args
+
+
+# ---------------------------------------------------------------- examples/mcp_server.md
+def example_config() -> dict[str, Any]:
+    blocks = re.findall(r"```json\n(.*?)```", EXAMPLE.read_text(), flags=re.DOTALL)
+    assert blocks, "examples/mcp_server.md shows no JSON config"
+    config: dict[str, Any] = json.loads(blocks[0])
+    return config
+
+
+def example_commands() -> Iterator[list[str]]:
+    for block in re.findall(r"```(?:sh|bash|console)\n(.*?)```", EXAMPLE.read_text(), flags=re.DOTALL):
+        for line in block.splitlines():
+            if line.startswith("agent-sessions "):
+                yield line.split()
+
+
+async def test_the_example_desktop_config_starts_a_working_server(tmp_path: Path) -> None:
+    entry = example_config()["mcpServers"]["agent-sessions"]
+    assert entry["command"] == "agent-sessions"
+    args = list(entry["args"])
+    # The example's store path is the reader's; the test puts it in a temporary folder.
+    store_at = args.index("--store") + 1
+    assert args[store_at].startswith("sqlite+aiosqlite:///")
+    args[store_at] = sqlite_url(tmp_path / "sessions.db")
+    params = StdioServerParameters(
+        command=str(Path(sys.executable).with_name("agent-sessions")), args=args, env=child_env(), cwd=str(tmp_path)
+    )
+    async with Client(params) as client:
+        saved = await client.call_tool("set_session_value", {"key": "user:editor", "value": "vim"})
+    assert not saved.is_error
+
+
+def test_the_example_commands_are_accepted_by_the_cli() -> None:
+    commands = list(example_commands())
+    assert commands, "examples/mcp_server.md shows no agent-sessions command"
+    for command in commands:
+        assert "mcp" in command, command
+        # Click parses every option shown (an unknown one fails) before `--help` exits.
+        result = cli_runner().invoke(app, [*command[1:], "--help"])
+        assert result.exit_code == 0, (command, result.stderr)
+        assert "Serve the session tools to an MCP client" in result.stdout

@@ -193,11 +193,6 @@ def _failure(message: str) -> mcp_types.CallToolResult:
     return mcp_types.CallToolResult(content=[mcp_types.TextContent(text=message)], is_error=True)
 
 
-def _store_failure(exc: StoreUnavailable) -> str:
-    cause = f": {exc.__cause__}" if exc.__cause__ is not None else ""
-    return f"the session store is unavailable, try again later ({exc}{cause})"
-
-
 class _ToolHandlers:
     """`tools/list` and `tools/call` for one registry and one binding."""
 
@@ -231,8 +226,9 @@ class _ToolHandlers:
                 "restart the server with a live session, or bind it to a user (--user)"
             )
         except StoreUnavailable as exc:
-            logger.warning("MCP tool %s: the store is unavailable: %s", name, exc)
-            return _failure(_store_failure(exc))
+            # The details (hosts, driver errors) are the operator's, in the log; the model gets the gist.
+            logger.warning("MCP tool %s: the store is unavailable: %s (%s)", name, exc, exc.__cause__)
+            return _failure("the session store is unavailable; try again later")
         except SessionConflict:
             return _failure("the session is busy with other writers; try the call again")
         except AgentSessionsError as exc:

@@ -21,13 +21,14 @@ from typing import Any
 
 import pytest
 import uvicorn
-from mcp import Client, StdioServerParameters
+from mcp import Client, StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
 from typer.testing import CliRunner
 
 from agent_sessions import MemorySessionStore, SessionManager, SessionStore, create_store
 from agent_sessions.cli import app
 from agent_sessions.errors import InvalidSessionId, InvalidUserId, SessionNotFound
+from agent_sessions.ids import id_hash
 from agent_sessions.integrations.mcp import (
     McpIdentityError,
     SessionBinding,
@@ -61,10 +62,10 @@ def child_env() -> dict[str, str]:
     return {"PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
 
 
-def stdio_params(store_url: str, *args: str, cwd: Path) -> StdioServerParameters:
+def stdio_params(store_url: str, *args: str, cwd: Path, verbose: bool = False) -> StdioServerParameters:
     return StdioServerParameters(
         command=sys.executable,
-        args=["-m", "agent_sessions", "mcp", "--store", store_url, *args],
+        args=["-m", "agent_sessions", *(["-vv"] if verbose else []), "mcp", "--store", store_url, *args],
         env=child_env(),
         cwd=str(cwd),
     )
@@ -210,7 +211,7 @@ async def test_a_user_key_on_a_session_without_a_user_is_a_tool_error(memory_man
     anonymous = await memory_manager.create_session()
     async with Client(create_server(memory_manager, session_id=anonymous.session_id)) as client:
         result = await client.call_tool("set_session_value", {"key": "user:city", "value": "Oslo"})
-        assert result.is_error and "user" in text_of(result).lower()
+        assert result.is_error and "scope key 'user:city' needs a user_id" in text_of(result)
         plain = await client.call_tool("set_session_value", {"key": "city", "value": "Oslo"})
         assert not plain.is_error
     stored = await memory_manager.get_session(anonymous.session_id)
@@ -338,27 +339,43 @@ async def test_the_http_app_mounts_inside_another_starlette_app(memory_manager: 
 # ---------------------------------------------------------------- stdio: the `agent-sessions mcp` command
 async def test_the_stdio_command_serves_each_tool_and_reports_errors(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path / "sessions.db")
-    async with Client(stdio_params(url, "--user", "alice", cwd=tmp_path)) as client:
-        assert client.server_info is not None and client.server_info.name == "agent-sessions"
-        assert [t.name for t in (await client.list_tools()).tools] == session_tools.names()
-        calls = [
-            ("set_session_value", {"key": "user:city", "value": "Porto"}),
-            ("get_session_value", {"key": "user:city"}),
-            ("update_user_preferences", {"preferences": {"units": "metric"}}),
-            ("get_user_preferences", {}),
-            ("get_recent_history", {}),
-            ("get_feature_flags", {}),
-        ]
-        results = {name: await client.call_tool(name, args) for name, args in calls}
-        assert not any(r.is_error for r in results.values())
-        assert results["get_session_value"].structured_content["value"] == "Porto"
-        assert results["get_user_preferences"].structured_content == {"preferences": {"units": "metric"}}
-        bad = await client.call_tool("get_session_value", {"key": "temp:scratch"})
-        assert bad.is_error and "cannot be read by a tool" in text_of(bad)
-        with pytest.raises(MCPError, match="unknown tool"):
-            await client.call_tool("no_such_tool", {})
-        # Still serving after a protocol error.
-        assert not (await client.call_tool("get_feature_flags", {})).is_error
+    # With -vv the library logs: a log line on stdout would break the protocol, so they must go to stderr.
+    params = stdio_params(url, "--user", "alice", cwd=tmp_path, verbose=True)
+    with (tmp_path / "stderr.log").open("w") as errlog:
+        async with Client(stdio_client(params, errlog=errlog)) as client:
+            await exercise_every_tool(client)
+    logged = (tmp_path / "stderr.log").read_text()
+    assert "MCP server on stdio acts on session" in logged
+    store = create_store(url)
+    try:
+        (session,) = await store.get_user_sessions("alice")
+    finally:
+        await store.close()
+    assert session.session_id not in logged and id_hash(session.session_id) in logged
+
+
+async def exercise_every_tool(client: Client) -> None:
+    """Call each built-in tool once, then an invalid call and an unknown tool, over `client`."""
+    assert client.server_info is not None and client.server_info.name == "agent-sessions"
+    assert [t.name for t in (await client.list_tools()).tools] == session_tools.names()
+    calls = [
+        ("set_session_value", {"key": "user:city", "value": "Porto"}),
+        ("get_session_value", {"key": "user:city"}),
+        ("update_user_preferences", {"preferences": {"units": "metric"}}),
+        ("get_user_preferences", {}),
+        ("get_recent_history", {}),
+        ("get_feature_flags", {}),
+    ]
+    results = {name: await client.call_tool(name, args) for name, args in calls}
+    assert not any(r.is_error for r in results.values())
+    assert results["get_session_value"].structured_content["value"] == "Porto"
+    assert results["get_user_preferences"].structured_content == {"preferences": {"units": "metric"}}
+    bad = await client.call_tool("get_session_value", {"key": "temp:scratch"})
+    assert bad.is_error and "cannot be read by a tool" in text_of(bad)
+    with pytest.raises(MCPError, match="unknown tool"):
+        await client.call_tool("no_such_tool", {})
+    # Still serving after a protocol error.
+    assert not (await client.call_tool("get_feature_flags", {})).is_error
 
 
 def _persistence_url(backend: str, tmp_path: Path) -> str:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,7 +27,7 @@ from mcp import Client, StdioServerParameters, stdio_client
 from mcp.shared.exceptions import MCPError
 from typer.testing import CliRunner
 
-from agent_sessions import MemorySessionStore, SessionManager, SessionStore, create_store
+from agent_sessions import ExecutionContext, MemorySessionStore, SessionManager, SessionStore, create_store
 from agent_sessions.cli import app
 from agent_sessions.errors import InvalidSessionId, InvalidUserId, SessionNotFound
 from agent_sessions.ids import id_hash
@@ -280,6 +282,52 @@ async def test_an_expired_session_binding_reports_a_tool_error(
         clock.advance(3601)
         result = await client.call_tool("get_feature_flags", {})
     assert result.is_error and "has expired" in text_of(result)
+
+
+async def test_a_custom_registry_is_served_with_its_own_tools(memory_manager: SessionManager) -> None:
+    registry = session_tools.copy()
+
+    @registry.tool(name="count_letters")
+    def count_letters(ctx: ExecutionContext, word: str) -> dict[str, int]:
+        """Count the letters of a word."""
+        return {"letters": len(word)}
+
+    async with Client(create_server(memory_manager, user_id="alice", registry=registry)) as client:
+        listed = {t.name: t for t in (await client.list_tools()).tools}
+        result = await client.call_tool("count_letters", {"word": "lisbon"})
+    assert listed["count_letters"].input_schema == registry.get("count_letters").parameters_schema()
+    assert result.structured_content == {"letters": 6}
+
+
+async def test_a_bug_in_a_tool_is_an_internal_error_that_leaks_nothing(
+    memory_manager: SessionManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = session_tools.copy()
+
+    @registry.tool(name="broken")
+    def broken(ctx: ExecutionContext) -> str:
+        """Always fails."""
+        raise RuntimeError("internal detail")
+
+    async with Client(create_server(memory_manager, user_id="alice", registry=registry)) as client:
+        with pytest.raises(MCPError) as raised:
+            await client.call_tool("broken", {})
+        assert not (await client.call_tool("get_feature_flags", {})).is_error
+    assert raised.value.code == -32603 and "internal detail" not in str(raised.value)
+    # Not swallowed: the SDK logs it with its traceback, for the operator.
+    assert any(r.exc_info and "internal detail" in str(r.exc_info[1]) for r in caplog.records)
+
+
+def test_a_missing_mcp_sdk_names_the_extra_to_install(tmp_path: Path) -> None:
+    code = (
+        "import sys; sys.modules['mcp'] = None\n"
+        "try:\n    import agent_sessions.integrations.mcp\n"
+        "except ImportError as exc:\n    print(exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=os.environ | child_env(), capture_output=True, text=True
+    )
+    assert "install agent-sessions[mcp]" in done.stdout, done.stderr
 
 
 # ---------------------------------------------------------------- streamable HTTP

@@ -48,7 +48,17 @@ import pydantic_core
 
 from .. import __version__
 from ..context import ExecutionContext
-from ..errors import AgentSessionsError, SessionConflict, SessionNotFound, StoreUnavailable
+from ..errors import (
+    AgentSessionsError,
+    InvalidSessionId,
+    ScopeError,
+    SerializationError,
+    SessionConflict,
+    SessionNotFound,
+    SessionTooLarge,
+    StoreUnavailable,
+    ToolArgumentsError,
+)
 from ..ids import id_hash, validate_session_id, validate_user_id
 from ..manager import SessionManager
 from ..provider import SESSION_MANAGER_PROPERTY
@@ -56,11 +66,13 @@ from ..stores import SessionStore
 from ..tools import ToolRegistry, session_tools
 
 __all__ = [
+    "CALLER_ERRORS",
     "SERVER_NAME",
     "McpIdentityError",
     "SessionBinding",
     "check_identity",
     "create_server",
+    "is_callers_fault",
     "parse_store_options",
     "run_stdio_server",
     "streamable_http_app",
@@ -193,6 +205,20 @@ def _failure(message: str) -> mcp_types.CallToolResult:
     return mcp_types.CallToolResult(content=[mcp_types.TextContent(text=message)], is_error=True)
 
 
+#: Errors of a call the model can fix: invalid arguments, a refused write, a value or session too large.
+CALLER_ERRORS: Final = (ToolArgumentsError, ScopeError, SerializationError, SessionTooLarge, InvalidSessionId)
+
+
+def is_callers_fault(exc: AgentSessionsError) -> bool:
+    """True for an error the caller (the model) can act on, which becomes a tool error.
+
+    Besides `CALLER_ERRORS`, the library's convention is that an error that is also a
+    `ValueError` is bad input; anything else (a misconfigured service, a bug) is the operator's
+    and goes to the SDK, which logs it and answers with an internal error that reveals nothing.
+    """
+    return isinstance(exc, (*CALLER_ERRORS, ValueError))
+
+
 class _ToolHandlers:
     """`tools/list` and `tools/call` for one registry and one binding."""
 
@@ -232,7 +258,8 @@ class _ToolHandlers:
         except SessionConflict:
             return _failure("the session is busy with other writers; try the call again")
         except AgentSessionsError as exc:
-            # The caller's to fix: invalid arguments, a refused write, a value or session too large.
+            if not is_callers_fault(exc):
+                raise
             return _failure(str(exc))
 
     async def _call(self, name: str, arguments: dict[str, Any]) -> Any:

@@ -29,7 +29,13 @@ from typer.testing import CliRunner
 
 from agent_sessions import ExecutionContext, MemorySessionStore, SessionManager, SessionStore, create_store
 from agent_sessions.cli import app
-from agent_sessions.errors import InvalidSessionId, InvalidUserId, SessionNotFound
+from agent_sessions.errors import (
+    InvalidServiceConfig,
+    InvalidSessionId,
+    InvalidUserId,
+    ServiceNotRegistered,
+    SessionNotFound,
+)
 from agent_sessions.ids import id_hash
 from agent_sessions.integrations.mcp import (
     McpIdentityError,
@@ -299,15 +305,16 @@ async def test_a_custom_registry_is_served_with_its_own_tools(memory_manager: Se
     assert result.structured_content == {"letters": 6}
 
 
-async def test_a_bug_in_a_tool_is_an_internal_error_that_leaks_nothing(
-    memory_manager: SessionManager, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("error", [RuntimeError, ServiceNotRegistered], ids=["bug", "operator_error"])
+async def test_a_failure_not_of_the_callers_making_is_an_internal_error_that_leaks_nothing(
+    memory_manager: SessionManager, caplog: pytest.LogCaptureFixture, error: type[Exception]
 ) -> None:
     registry = session_tools.copy()
 
     @registry.tool(name="broken")
     def broken(ctx: ExecutionContext) -> str:
         """Always fails."""
-        raise RuntimeError("internal detail")
+        raise error("internal detail")
 
     async with Client(create_server(memory_manager, user_id="alice", registry=registry)) as client:
         with pytest.raises(MCPError) as raised:
@@ -316,6 +323,19 @@ async def test_a_bug_in_a_tool_is_an_internal_error_that_leaks_nothing(
     assert raised.value.code == -32603 and "internal detail" not in str(raised.value)
     # Not swallowed: the SDK logs it with its traceback, for the operator.
     assert any(r.exc_info and "internal detail" in str(r.exc_info[1]) for r in caplog.records)
+
+
+async def test_bad_input_raised_by_any_tool_is_a_tool_error(memory_manager: SessionManager) -> None:
+    registry = session_tools.copy()
+
+    @registry.tool(name="configure")
+    def configure(ctx: ExecutionContext) -> str:
+        """Refuses its configuration."""
+        raise InvalidServiceConfig("service 'search' does not accept the key 'colour'")
+
+    async with Client(create_server(memory_manager, user_id="alice", registry=registry)) as client:
+        result = await client.call_tool("configure", {})
+    assert result.is_error and text_of(result) == "service 'search' does not accept the key 'colour'"
 
 
 def test_a_missing_mcp_sdk_names_the_extra_to_install(tmp_path: Path) -> None:

@@ -240,6 +240,18 @@ async def test_a_session_too_large_is_a_tool_error_and_nothing_is_written(clock:
         await manager.stop()
 
 
+async def test_a_client_on_the_handshake_era_protocol_gets_the_same_tools_and_errors(
+    memory_manager: SessionManager,
+) -> None:
+    async with Client(create_server(memory_manager, user_id="alice"), mode="legacy") as client:
+        assert client.protocol_version < "2026"
+        assert [t.name for t in (await client.list_tools()).tools] == session_tools.names()
+        saved = await client.call_tool("set_session_value", {"key": "user:city", "value": "Turin"})
+        refused = await client.call_tool("set_session_value", {"key": "temp:x", "value": 1})
+    assert saved.structured_content == {"status": "success", "key": "user:city", "value": "Turin"}
+    assert refused.is_error and "cannot be written by a tool" in text_of(refused)
+
+
 async def test_an_unknown_tool_is_a_protocol_error(memory_manager: SessionManager) -> None:
     async with Client(create_server(memory_manager, user_id="alice")) as client:
         with pytest.raises(MCPError, match="unknown tool 'drop_tables'") as raised:

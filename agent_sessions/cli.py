@@ -640,6 +640,47 @@ def demo_command(
     _run(store, body)
 
 
+@app.command("mcp")
+def mcp_command(
+    store: Store = DEFAULT_STORE_URL,
+    user: Annotated[
+        str | None, typer.Option("--user", "-u", help="Act as this user: their latest live session, or a new one.")
+    ] = None,
+    session: Annotated[
+        str | None, typer.Option("--session", help="Act on this session (it must exist; with --user, be theirs).")
+    ] = None,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option",
+            "-o",
+            metavar="KEY=VALUE",
+            help="A store option, e.g. schema=tenant_a or prefix=app: (repeat).",
+        ),
+    ] = None,
+) -> None:
+    """Serve the session tools to an MCP client over stdio (the identity is fixed here, never by the model).
+
+    stdout carries the MCP protocol only; errors and -v logs go to stderr.
+    """
+    try:
+        from .integrations.mcp import check_identity, parse_store_options, run_stdio_server
+    except ImportError as exc:
+        _fail(str(exc), 1)
+    try:
+        check_identity(user_id=user, session_id=session)
+        options = parse_store_options(option or [])
+    except ValueError as exc:
+        _fail(str(exc), 2)
+    try:
+        target = create_store(store, **options)
+    except ImportError as exc:
+        _fail(str(exc), 1)
+    except (ValueError, TypeError) as exc:
+        _fail(f"bad --store URL {safe_url(store)!r} or --option: {exc}", 2)
+    _run(store, lambda: run_stdio_server(target, user_id=user, session_id=session))
+
+
 def main() -> None:
     """Entry point of the `agent-sessions` console script."""
     app(prog_name="agent-sessions")

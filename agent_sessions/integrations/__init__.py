@@ -7,6 +7,8 @@ Import the one you use on purpose; each needs its extra:
   `ConversationStore` backends on SQL databases and Redis;
 - `agent_sessions.integrations.asgi` (``pip install agent-sessions[fastapi]``): `SessionMiddleware`
   and the FastAPI dependency `get_session`;
+- `agent_sessions.integrations.mcp` (``pip install agent-sessions[mcp]``): `create_server` and
+  `streamable_http_app`, the session tools as an MCP server (``agent-sessions mcp`` over stdio);
 - `agent_sessions.integrations.recommend`: the `recommend_items` tool (`recommendation_tool`, and
   `recommendation_toolset` for pydantic-ai), which uses the session-configured
   `RecommendationService`.

@@ -29,6 +29,7 @@ from .errors import SessionConflict, SessionNotFound
 from .ids import id_hash, new_session_id, validate_session_id, validate_user_id
 from .session import HistoryPage, Session, SessionDelta, _stamp_access
 from .stores.base import SessionStore
+from .tracing import ATTR_RETRIES, set_attribute, traced
 
 __all__ = ["SessionManager"]
 
@@ -120,6 +121,7 @@ class SessionManager:
         return idle if idle <= absolute else absolute
 
     # ------------------------------------------------------------------ reads
+    @traced("get_session")
     async def get_session(self, session_id: str, create_if_missing: bool = False) -> Session | None:
         """The live session, or None (or a brand-new session with a new id if asked).
 
@@ -140,15 +142,18 @@ class SessionManager:
             session._mark_field_clean("expiry_at")
         return session
 
+    @traced("get_user_sessions", session=False)
     async def get_user_sessions(self, user_id: str) -> list[Session]:
         """The live sessions of a user (through the store's per-user index)."""
         return await self.store.get_user_sessions(user_id)
 
+    @traced("get_history")
     async def get_history(self, session_id: str, *, limit: int = 50, before: int | None = None) -> HistoryPage:
         """A page of history, oldest to newest; pass `next_before` back to go further back."""
         return await self.store.get_history(session_id, limit=limit, before=before)
 
     # ------------------------------------------------------------------ writes
+    @traced("create_session", session=False)
     async def create_session(
         self,
         user_id: str | None = None,
@@ -204,6 +209,7 @@ class SessionManager:
         session.last_accessed_at = now
         return session
 
+    @traced("update_session")
     async def update_session(self, session: Session) -> Session:
         """Save the session's changes (touching it); concurrent changes to other keys survive.
 
@@ -214,6 +220,7 @@ class SessionManager:
         now = self.clock()
         if _stamp_access(session, now, self.expiry_for(session, now)) is None or session.version == 0:
             await self.store.set(session)
+            set_attribute(ATTR_RETRIES, 0)
             return session
         # The delta is computed only when a conflict needs it: a failed save leaves `session`
         # untouched, so it still describes the same changes (saves the work on the common path).
@@ -237,11 +244,13 @@ class SessionManager:
                 continue
             if target is not session:
                 session._adopt(target)
+            set_attribute(ATTR_RETRIES, attempt)
             return session
         raise SessionConflict(
             f"session {id_hash(session.session_id)}: gave up after {self.max_retries} conflicting saves"
         )
 
+    @traced("mutate")
     async def mutate(self, session_id: str, fn: MutateFn) -> Session:
         """Apply `fn(session)` (sync or async, mutating in place) and save; re-run on conflict.
 
@@ -286,9 +295,11 @@ class SessionManager:
             except SessionConflict:
                 await self._backoff(attempt)
                 continue
+            set_attribute(ATTR_RETRIES, attempt)
             return session
         raise SessionConflict(f"session {id_hash(sid)}: gave up after {self.max_retries} conflicting saves")
 
+    @traced("refresh_session")
     async def refresh_session(self, session_id: str, extend_lifetime: bool = True) -> Session | None:
         """Touch the session now and (by default) renew its idle deadline; None if it is gone."""
         sid = validate_session_id(session_id)
@@ -304,16 +315,19 @@ class SessionManager:
         session._mark_field_clean("expiry_at")
         return session
 
+    @traced("regenerate_id")
     async def regenerate_id(self, session_id: str) -> Session:
         """Move the session to a fresh id and kill the old one at once (call it on login)."""
         sid = validate_session_id(session_id)
         return await self.store.rename(sid, new_session_id())
 
+    @traced("delete_session")
     async def delete_session(self, session_id: str) -> None:
         """Delete the session; concurrent writers then get `SessionNotFound`."""
         await self.store.delete(validate_session_id(session_id))
 
     # ------------------------------------------------------------------ cleanup
+    @traced("cleanup", session=False)
     async def cleanup(self, force: bool = False) -> int:
         """Remove expired sessions (unless the interval has not passed and not `force`)."""
         now = self.clock()

@@ -42,6 +42,7 @@ from .stores import DEFAULT_STORE_URL, MemorySessionStore, SessionStore, create_
 
 if TYPE_CHECKING:
     from .provider import SessionContextProvider
+
     # Re-exported for the original API, deliberately outside __all__.
     from .services import ContextAwareService as ContextAwareService
     from .services import SessionServiceConfigurator as SessionServiceConfigurator

@@ -43,7 +43,7 @@ from ...errors import SessionNotFound
 from ...manager import SessionManager
 from ...provider import SessionContextProvider
 from ...tools import Tool, ToolRegistry, session_tools
-from ...tracing import ATTR_TOOL, backend_name, span
+from ...tracing import ATTR_TOOL, span
 from .toolset import SessionDeps, session_toolset
 
 __all__ = ["PREFERENCES_TAG", "TOOL_FLAG_PREFIX", "SessionCapability"]
@@ -149,7 +149,7 @@ class SessionCapability(AbstractCapability[SessionDeps]):
         self._context = context
         token = context.activate()
         try:
-            with span("agent_sessions.agent_run", backend=backend_name(self.manager.store), session_id=deps.session_id):
+            with span("agent_sessions.agent_run", store=self.manager.store, session_id=deps.session_id):
                 return await handler()
         finally:
             context.finish()
@@ -185,7 +185,7 @@ class SessionCapability(AbstractCapability[SessionDeps]):
         try:
             with span(
                 "agent_sessions.tool_call",
-                backend=backend_name(self.manager.store),
+                store=self.manager.store,
                 session_id=parent.session_id,
                 **{ATTR_TOOL: tool_def.name},
             ):

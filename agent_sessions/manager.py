@@ -43,7 +43,28 @@ _HELD: ContextVar[frozenset[asyncio.Lock]] = ContextVar("agent_sessions_mutate_l
 
 
 class SessionManager:
-    """Session manager for lifecycle management: creation, retrieval, saving and expiry."""
+    """Session manager for lifecycle management: creation, retrieval, saving and expiry.
+
+    ``async with SessionManager(create_store(url)) as manager:`` starts the cleanup loop and
+    closes the store on exit.
+
+    Arguments:
+
+    - `store` — the `SessionStore` sessions live in (`create_store(url)` builds one).
+    - `session_lifetime` — the idle timeout in seconds (default 3600): a session not accessed
+      for that long expires; every access renews it (sliding).
+    - `cleanup_interval` — seconds between runs of the background cleanup of expired sessions
+      (default 300); expired sessions read as absent before cleanup removes them.
+    - `auto_cleanup` — run that background cleanup while started (default True).
+    - `absolute_lifetime` — seconds from `created_at` after which a session expires however
+      active it is (default 24 h = 86400; None for no absolute limit). Never extended.
+    - `touch_interval` — persist the access time at most this often, in seconds (default a
+      quarter of `session_lifetime`), so reads do not write on every call.
+    - `max_retries` — how many lost compare-and-set races `update_session` / `mutate` retry
+      before raising `SessionConflict` (default 100).
+
+    Raises `ValueError` for a lifetime, interval or retry count that is not positive.
+    """
 
     def __init__(
         self,

@@ -6,7 +6,7 @@ into an `ExecutionContext` before an agent acts and written back after.
 
 `__all__` is the core: sessions, the execution context, stores, the manager, the context
 provider, tools and errors. The dependency container and context-aware services live in
-`agent_sessions.services` (their original names stay importable from here too); framework
+`agent_sessions.services` (their names stay importable from here too); framework
 adapters in `agent_sessions.integrations`; operations in `agent_sessions.ops`; analysis in
 `agent_sessions.analysis`; OpenTelemetry spans in `agent_sessions.tracing`.
 """
@@ -43,7 +43,7 @@ from .stores import DEFAULT_STORE_URL, MemorySessionStore, SessionStore, create_
 if TYPE_CHECKING:
     from .provider import SessionContextProvider
 
-    # Re-exported for the original API, deliberately outside __all__.
+    # Re-exported for code that imports them from here, deliberately outside __all__.
     from .services import ContextAwareService as ContextAwareService
     from .services import SessionServiceConfigurator as SessionServiceConfigurator
     from .services import SmartDependencyContainer as SmartDependencyContainer
@@ -96,7 +96,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 # Names whose modules import optional drivers (or are large) load on first access; the service
-# names are the original API's, kept importable from here (their home is `agent_sessions.services`).
+# names stay importable from here for existing code (their home is `agent_sessions.services`).
 _LAZY = {
     "DatabaseSessionStore": ".stores.database",
     "RedisSessionStore": ".stores.redis",

@@ -11,7 +11,7 @@ integration put in the context), ``await ctx.session()`` (the live session) and
 ``await ctx.update(fn)`` (`SessionManager.mutate` on the context's session). They work the same
 under pydantic-ai, `ToolRegistry.call` and the MCP server, because each of them binds the manager
 to the context the same way (the ``session_manager`` property, which stays readable with
-`get_property` for code written against the original API).
+`get_property` for tools that look it up by name).
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ per-session service configurator.
   a *copy*: the shared instance (usually a container singleton) is never mutated, so two requests
   configured differently never see each other's settings. `configure(config)` accepts only the keys
   in `config_keys` and raises `InvalidServiceConfig` for any other. A subclass may instead declare
-  no `config_keys` and override `configure` to validate its configuration itself (the shape of
-  the original ``RecommendationService``).
+  no `config_keys` and override `configure` to validate its configuration itself (as
+  `agent_sessions.analysis.RecommendationService` does).
 - `@service(name=...)` — marks a class as a service (its name and default lifetime); a container
   `register(cls)` picks both up.
 - `SmartDependencyContainer` — registrations by type or by name, with three lifetimes:
@@ -16,7 +16,7 @@ per-session service configurator.
   wired from type hints (then from a registration named like the parameter, then the default),
   factories may be sync or async, and a missing registration or a cycle raises an error naming
   the whole resolution chain.
-- `SessionServiceConfigurator` — the original `configure_service(service, context)`: loads the
+- `SessionServiceConfigurator` — `configure_service(service, context)`: loads the
   context's session, contextualises the service and applies
   ``session.state["service_config"][<service class name>]`` to the copy. Unknown keys are reported:
   by default `InvalidServiceConfig` is raised (``on_unknown="warn"`` logs a warning naming them and

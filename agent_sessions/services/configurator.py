@@ -50,7 +50,7 @@ class SessionServiceConfigurator:
     async def configure_service(self, service: S, context: ExecutionContext) -> S:
         """Configure `service` for the session of `context`.
 
-        As in the original: without a session id, or when the session is gone, `service` is
+        Without a session id, or when the session is gone, `service` is
         returned as is; otherwise a copy bound to `context` (`service.with_context`) with
         ``state["service_config"][<class name>]`` applied by its `configure`.
         """

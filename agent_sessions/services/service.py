@@ -54,7 +54,7 @@ class ContextAwareService:
     `config_keys` lists what `configure` accepts; the default `configure` assigns those keys as
     attributes. Subclasses that declare `config_keys` and override `configure` call
     `check_config` first. A subclass that declares no `config_keys` and overrides `configure`
-    (as the original ``RecommendationService`` does) validates its configuration itself: the
+    (as `agent_sessions.analysis.RecommendationService` does) validates its configuration itself: the
     configurator hands it the whole configuration.
     """
 

@@ -67,7 +67,19 @@ def current_context() -> ExecutionContext | None:
 
 @dataclass(eq=False)
 class ExecutionContext:
-    """Execution context of one agent run or tool call."""
+    """Execution context of one agent run or tool call.
+
+    - `context_id` — this context's id (random); `parent_id` — the run's context for a tool call.
+    - `session_id` / `user_id` — whose session this is (the session id is kept out of reprs).
+    - `tool_name` — the tool a per-call context runs (None for a whole run).
+    - `properties` — free-form values (``add_property`` / ``get_property``); the session's
+      ``context:`` state keys, ``preferences`` and ``feature_flags`` land here when a
+      `SessionContextProvider` loads the session, and ``session:`` properties go back to state.
+    - `ai_metadata` — the session's ``ai_context``, written back after the run.
+    - `start_time` / `end_time` — wall-clock seconds; `finish()` sets the end, `duration()` reads it.
+
+    Typed session access for tools: `manager`, `session()`, `update(fn)`.
+    """
 
     context_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     parent_id: str | None = None

@@ -18,7 +18,7 @@ from agent_sessions import (
     session_tools,
     tool,
 )
-from agent_sessions.integrations.pydantic_ai import SessionCapability, SessionIds
+from agent_sessions.integrations.pydantic_ai import SessionCapability, SessionIds, session_toolset
 
 from .scripted import Script
 
@@ -153,3 +153,16 @@ async def test_two_own_tools_with_one_name_are_refused(memory_manager: SessionMa
 
     with pytest.raises(ValueError, match="two of the given tools"):
         SessionCapability(memory_manager, tools=[first, second])
+
+
+async def test_a_custom_tool_reaches_its_session_through_the_toolset_alone(memory_manager: SessionManager) -> None:
+    session = await memory_manager.create_session()
+    script = Script([("count_visit", {})], [("count_visit", {})])
+    toolset = session_toolset(memory_manager, registry=ToolRegistry([count_visit]))
+    agent: Agent[SessionIds, str] = Agent(script.model(), deps_type=SessionIds, toolsets=[toolset])
+
+    await agent.run("hi", deps=SessionIds(session.session_id))
+
+    assert script.returned("count_visit") == [1, 2]
+    stored = await memory_manager.get_session(session.session_id)
+    assert stored is not None and stored.get("visits") == 2

@@ -16,6 +16,9 @@ carry these attributes:
 - ``agent_sessions.tool`` — on tool calls, the tool's name.
 
 A failing operation records its exception on the span and sets the span's status to error.
+
+Spans go to OpenTelemetry's global tracer provider, or to the one given to
+`set_tracer_provider` (for an application that keeps the library's spans apart, or a test).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ __all__ = [
     "TRACER_NAME",
     "backend_name",
     "set_attribute",
+    "set_tracer_provider",
     "span",
     "traced",
 ]
@@ -54,6 +58,9 @@ try:
 except ImportError:  # the optional extra is absent: spans are no-ops
     _otel_trace = None  # type: ignore[assignment]
 
+#: The provider `set_tracer_provider` chose (None: OpenTelemetry's global one).
+_provider: Any = None
+
 _STORE_BACKENDS: Final = {"MemorySessionStore": "memory", "RedisSessionStore": "redis"}
 
 
@@ -67,10 +74,19 @@ def backend_name(store: object) -> str:
     return dialect if isinstance(dialect, str) else name
 
 
+def set_tracer_provider(provider: Any) -> None:
+    """Send the library's spans to `provider` (an OpenTelemetry `TracerProvider`) instead of the
+    global one; None goes back to the global provider."""
+    global _provider
+    _provider = provider
+
+
 def _tracer() -> Any:
     """The library's tracer, or None when nothing would record a span (no API, or no SDK set up)."""
     if _otel_trace is None:
         return None
+    if _provider is not None:
+        return _provider.get_tracer(TRACER_NAME)
     # Until the application installs a provider, every span would be a no-op: skip the machinery
     # (it costs ~4 us per call, a quarter of a memory-store get).
     if isinstance(_otel_trace.get_tracer_provider(), _otel_trace.ProxyTracerProvider | _otel_trace.NoOpTracerProvider):

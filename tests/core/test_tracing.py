@@ -21,7 +21,7 @@ from pydantic_ai import Agent
 from agent_sessions import Session, SessionManager, SessionStore
 from agent_sessions.ids import id_hash
 from agent_sessions.integrations.pydantic_ai import SessionCapability, SessionIds
-from agent_sessions.tracing import ATTR_BACKEND, ATTR_RETRIES, ATTR_SESSION, ATTR_TOOL
+from agent_sessions.tracing import ATTR_BACKEND, ATTR_RETRIES, ATTR_SESSION, ATTR_TOOL, set_tracer_provider
 
 from ..agent.scripted import Script
 
@@ -34,22 +34,19 @@ EXPECTED_BACKEND = {
 }
 
 
-@pytest.fixture(scope="module")
-def exporter_for_module() -> InMemorySpanExporter:
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    exporter = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return exporter
-
-
 @pytest.fixture
-def spans(exporter_for_module: InMemorySpanExporter) -> Iterator[InMemorySpanExporter]:
-    exporter_for_module.clear()
-    yield exporter_for_module
-    exporter_for_module.clear()
+def spans() -> Iterator[InMemorySpanExporter]:
+    """The library's spans, in memory, for one test (OpenTelemetry's global provider untouched, so
+    no other test pays for recording spans)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    set_tracer_provider(provider)
+    try:
+        yield exporter
+    finally:
+        set_tracer_provider(None)
+        provider.shutdown()
 
 
 def named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
@@ -141,6 +138,16 @@ async def test_agent_runs_and_tool_calls_are_nested_spans(
     assert call.context is not None
     parents = [m.parent.span_id for m in named(spans, "agent_sessions.mutate") if m.parent is not None]
     assert call.context.span_id in parents
+
+
+async def test_no_span_is_started_until_a_provider_is_installed(manager: SessionManager) -> None:
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)  # nobody installed one
+    session = await manager.create_session()
+    inside: list[bool] = []
+
+    await manager.mutate(session.session_id, lambda s: inside.append(trace.get_current_span().is_recording()))
+
+    assert inside == [False]
 
 
 def test_everything_works_without_opentelemetry_installed() -> None:

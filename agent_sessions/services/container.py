@@ -168,7 +168,7 @@ class SmartDependencyContainer:
     parameter none of these satisfies raises `ServiceNotRegistered` with the resolution chain, a
     cycle raises `DependencyCycle`, and a singleton depending on a scoped service (which would
     outlive its scope) raises `ServiceResolutionError`. Errors raised by a factory are wrapped in
-    `ServiceResolutionError` naming the chain, with the original chained.
+    `ServiceResolutionError` naming the chain, with the underlying error chained.
 
     ``async with container:`` (or `aclose()`) disposes the singletons the container built (not
     instances handed to `register_instance`).

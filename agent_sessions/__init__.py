@@ -3,6 +3,12 @@
 Sessions hold state, preferences, history, AI context and feature flags in a real store (an
 embedded SQLite file by default; Redis or PostgreSQL when one process is not enough), loaded
 into an `ExecutionContext` before an agent acts and written back after.
+
+`__all__` is the core: sessions, the execution context, stores, the manager, the context
+provider, tools and errors. The dependency container and context-aware services live in
+`agent_sessions.services` (their names stay importable from here too); framework
+adapters in `agent_sessions.integrations`; operations in `agent_sessions.ops`; analysis in
+`agent_sessions.analysis`; OpenTelemetry spans in `agent_sessions.tracing`.
 """
 
 from __future__ import annotations
@@ -10,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .codec import FernetCodec, JsonCodec
-from .context import ExecutionContext, current_context
+from .context import ExecutionContext, NoSessionManager, SessionIds, current_context
 from .errors import (
     AgentSessionsError,
     DependencyCycle,
@@ -26,6 +32,7 @@ from .errors import (
     SessionTooLarge,
     StoreUnavailable,
     ToolArgumentsError,
+    ToolError,
     ToolNotFound,
 )
 from .ids import new_session_id
@@ -36,15 +43,19 @@ from .stores.factory import InvalidStoreUrl
 
 if TYPE_CHECKING:
     from .provider import SessionContextProvider
-    from .services import ContextAwareService, SessionServiceConfigurator, SmartDependencyContainer, service
+
+    # Re-exported for code that imports them from here, deliberately outside __all__.
+    from .services import ContextAwareService as ContextAwareService
+    from .services import SessionServiceConfigurator as SessionServiceConfigurator
+    from .services import SmartDependencyContainer as SmartDependencyContainer
+    from .services import service as service
     from .stores.database import DatabaseSessionStore
     from .stores.redis import RedisSessionStore
-    from .tools import ToolRegistry, session_tools, tool
+    from .tools import Tool, ToolRegistry, session_tools, tool
 
 __all__ = [
     "DEFAULT_STORE_URL",
     "AgentSessionsError",
-    "ContextAwareService",
     "DatabaseSessionStore",
     "DependencyCycle",
     "ExecutionContext",
@@ -56,6 +67,7 @@ __all__ = [
     "InvalidUserId",
     "JsonCodec",
     "MemorySessionStore",
+    "NoSessionManager",
     "RedisSessionStore",
     "ScopeError",
     "SerializationError",
@@ -66,30 +78,32 @@ __all__ = [
     "SessionContextProvider",
     "SessionDelta",
     "SessionManager",
+    "SessionIds",
     "SessionNotFound",
-    "SessionServiceConfigurator",
     "SessionStore",
     "SessionTooLarge",
-    "SmartDependencyContainer",
     "StoreUnavailable",
+    "Tool",
     "ToolArgumentsError",
+    "ToolError",
     "ToolNotFound",
     "ToolRegistry",
     "create_store",
     "current_context",
     "new_session_id",
-    "service",
     "session_tools",
     "tool",
 ]
 
 __version__ = "0.1.0"
 
-# Names whose modules import optional drivers (or are large) load on first access.
+# Names whose modules import optional drivers (or are large) load on first access; the service
+# names stay importable from here for existing code (their home is `agent_sessions.services`).
 _LAZY = {
     "DatabaseSessionStore": ".stores.database",
     "RedisSessionStore": ".stores.redis",
     "SessionContextProvider": ".provider",
+    "Tool": ".tools",
     "ToolRegistry": ".tools",
     "session_tools": ".tools",
     "tool": ".tools",

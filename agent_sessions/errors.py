@@ -17,6 +17,7 @@ __all__ = [
     "SessionTooLarge",
     "StoreUnavailable",
     "ToolArgumentsError",
+    "ToolError",
     "ToolNotFound",
 ]
 
@@ -75,7 +76,23 @@ class ToolNotFound(AgentSessionsError, LookupError):
     """No tool with that name is registered in the `ToolRegistry` that was asked to call it."""
 
 
-class ToolArgumentsError(AgentSessionsError, ValueError):
+class ToolError(AgentSessionsError):
+    """A tool call was refused for a reason the model can correct; nothing was written.
+
+    `ToolRegistry.call` raises it (its subclass `ToolArgumentsError` for bad arguments) for a
+    refused key, a ``user:`` key on a session without a user, or a value that would make the
+    session too large; the cause is chained. Integrations hand `str(error)` back to the model
+    (pydantic-ai: `ModelRetry`); frameworks that take tool errors as data use `to_result()`.
+    """
+
+    def to_result(self) -> dict[str, str]:
+        """The error as a tool result a model can read: ``{"error": kind, "message": text}``."""
+        cause = self.__cause__
+        kind = type(cause).__name__ if isinstance(cause, AgentSessionsError) else type(self).__name__
+        return {"error": kind, "message": str(self)}
+
+
+class ToolArgumentsError(ToolError, ValueError):
     """A tool call's arguments do not match the tool's signature (pydantic validation failed).
 
     The message lists each invalid argument and why, so it can be shown to a model to retry.

@@ -38,6 +38,7 @@ from .session import (
     set_pending_write,
 )
 from .stores.base import SessionStore
+from .tracing import ATTR_RETRIES, set_attribute, traced
 
 __all__ = ["SessionManager"]
 
@@ -58,7 +59,28 @@ _HELD: ContextVar[frozenset[asyncio.Lock]] = ContextVar("agent_sessions_mutate_l
 
 
 class SessionManager:
-    """Session manager for lifecycle management: creation, retrieval, saving and expiry."""
+    """Session manager for lifecycle management: creation, retrieval, saving and expiry.
+
+    ``async with SessionManager(create_store(url)) as manager:`` starts the cleanup loop and
+    closes the store on exit.
+
+    Arguments:
+
+    - `store` — the `SessionStore` sessions live in (`create_store(url)` builds one).
+    - `session_lifetime` — the idle timeout in seconds (default 3600): a session not accessed
+      for that long expires; every access renews it (sliding).
+    - `cleanup_interval` — seconds between runs of the background cleanup of expired sessions
+      (default 300); expired sessions read as absent before cleanup removes them.
+    - `auto_cleanup` — run that background cleanup while started (default True).
+    - `absolute_lifetime` — seconds from `created_at` after which a session expires however
+      active it is (default 24 h = 86400; None for no absolute limit). Never extended.
+    - `touch_interval` — persist the access time at most this often, in seconds (default a
+      quarter of `session_lifetime`), so reads do not write on every call.
+    - `max_retries` — how many lost compare-and-set races `update_session` / `mutate` retry
+      before raising `SessionConflict` (default 100).
+
+    Raises `ValueError` for a lifetime, interval or retry count that is not positive.
+    """
 
     def __init__(
         self,
@@ -149,6 +171,7 @@ class SessionManager:
         return idle if idle <= absolute else absolute
 
     # ------------------------------------------------------------------ reads
+    @traced("get_session")
     async def get_session(self, session_id: str, create_if_missing: bool = False) -> Session | None:
         """The live session, or None (or a brand-new session with a new id if asked).
 
@@ -169,15 +192,18 @@ class SessionManager:
             session._mark_field_clean("expiry_at")
         return session
 
+    @traced("get_user_sessions", session=False)
     async def get_user_sessions(self, user_id: str) -> list[Session]:
         """The live sessions of a user (through the store's per-user index)."""
         return await self.store.get_user_sessions(user_id)
 
+    @traced("get_history")
     async def get_history(self, session_id: str, *, limit: int = 50, before: int | None = None) -> HistoryPage:
         """A page of history, oldest to newest; pass `next_before` back to go further back."""
         return await self.store.get_history(session_id, limit=limit, before=before)
 
     # ------------------------------------------------------------------ writes
+    @traced("create_session", session=False)
     async def create_session(
         self,
         user_id: str | None = None,
@@ -237,6 +263,7 @@ class SessionManager:
         session.last_accessed_at = now
         return session
 
+    @traced("update_session")
     async def update_session(self, session: Session) -> Session:
         """Save the session's changes (touching it); concurrent changes to other keys survive.
 
@@ -306,11 +333,13 @@ class SessionManager:
             if target is not session:
                 session._adopt(target)
             set_pending_write(session, None)
+            set_attribute(ATTR_RETRIES, attempt)
             return session
         raise SessionConflict(
             f"session {id_hash(session.session_id)}: gave up after {self.max_retries} conflicting saves"
         )
 
+    @traced("mutate")
     async def mutate(self, session_id: str, fn: MutateFn) -> Session:
         """Apply `fn(session)` (sync or async, mutating in place) and save; re-run on conflict.
 
@@ -364,9 +393,11 @@ class SessionManager:
             except SessionConflict:
                 await self._backoff(attempt)
                 continue
+            set_attribute(ATTR_RETRIES, attempt)
             return session
         raise SessionConflict(f"session {id_hash(sid)}: gave up after {self.max_retries} conflicting saves")
 
+    @traced("refresh_session")
     async def refresh_session(self, session_id: str, extend_lifetime: bool = True) -> Session | None:
         """Touch the session now and (by default) renew its idle deadline; None if it is gone."""
         sid = validate_session_id(session_id)
@@ -382,16 +413,19 @@ class SessionManager:
         session._mark_field_clean("expiry_at")
         return session
 
+    @traced("regenerate_id")
     async def regenerate_id(self, session_id: str) -> Session:
         """Move the session to a fresh id and kill the old one at once (call it on login)."""
         sid = validate_session_id(session_id)
         return await self.store.rename(sid, new_session_id())
 
+    @traced("delete_session")
     async def delete_session(self, session_id: str) -> None:
         """Delete the session; concurrent writers then get `SessionNotFound`."""
         await self.store.delete(validate_session_id(session_id))
 
     # ------------------------------------------------------------------ cleanup
+    @traced("cleanup", session=False)
     async def cleanup(self, force: bool = False) -> int:
         """Remove expired sessions (unless the interval has not passed and not `force`)."""
         now = self.clock()

@@ -6,11 +6,25 @@ other parameters are what a model supplies. `@tool(name=..., description=...)` t
 arguments against that model, exports OpenAI function-calling definitions, and dispatches
 ``await registry.call(name, args, ctx)``.
 
+Your own tools reach their session through the context, typed: ``ctx.manager``,
+``await ctx.session()`` and ``await ctx.update(fn)`` (see `ExecutionContext`)::
+
+    registry = ToolRegistry()
+
+    @registry.tool
+    async def remember_city(ctx: ExecutionContext, city: str) -> str:
+        await ctx.update(lambda session: session.set("city", city))
+        return f"noted: {city}"
+
+A model's mistake goes back to the model: bad arguments raise `ToolArgumentsError`, and a call
+the session refuses (a ``user:`` key on a session without a user, a value that would make the
+session too large) raises `ToolError` with the cause chained; nothing is written. The
+pydantic-ai integration turns both into a retry prompt, so the run goes on.
+
 `session_tools` holds the built-in tools. Each one touches only ``ctx.session_id``: no tool takes
 a session id from the model, so a model cannot reach another user's session. They read and save
-through the `SessionManager` found in the context property ``session_manager`` (set by
-`SessionContextProvider.enrich_context` and by the pydantic-ai integration). Writes go through
-`SessionManager.mutate`, so concurrent writers lose nothing.
+through the context's `SessionManager` (bound by `SessionContextProvider.enrich_context` and by
+the integrations). Writes go through `SessionManager.mutate`, so concurrent writers lose nothing.
 
 Key policy of `get_session_value` / `set_session_value`:
 
@@ -40,16 +54,19 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from .codec import check_json
 from .context import ExecutionContext
-from .errors import AgentSessionsError, SessionNotFound, ToolArgumentsError, ToolNotFound
+from .errors import ScopeError, SessionNotFound, SessionTooLarge, ToolArgumentsError, ToolError, ToolNotFound
 from .manager import SessionManager
-from .provider import SESSION_MANAGER_PROPERTY, refresh_context
 from .session import APP_PREFIX, TEMP_PREFIX, Session
 
 __all__ = [
     "MAX_KEY_LENGTH",
     "MAX_VALUE_BYTES",
+    "REFUSABLE_ERRORS",
     "Tool",
+    "ToolArgumentsError",
+    "ToolError",
     "ToolRegistry",
+    "session_manager_of",
     "session_tools",
     "tool",
 ]
@@ -68,6 +85,10 @@ MAX_HISTORY_LIMIT: Final = 50
 _READ_REFUSED_PREFIXES: Final = (TEMP_PREFIX, "_")
 _WRITE_REFUSED_PREFIXES: Final = (TEMP_PREFIX, "_", APP_PREFIX, "context:")
 _WRITE_REFUSED_KEYS: Final = frozenset({"service_config"})
+
+#: Errors a tool call raises because of what the model asked for: `ToolRegistry.call` re-raises
+#: them as `ToolError` (nothing was written: the store refuses before any write).
+REFUSABLE_ERRORS: Final = (ScopeError, SessionTooLarge)
 
 
 class Tool(Generic[P, R]):
@@ -233,11 +254,26 @@ class ToolRegistry:
         self._tools[made.name] = made
         return made
 
+    @overload
+    def tool(self, function: Callable[Concatenate[ExecutionContext, P], R], /) -> Tool[P, R]: ...
+
+    @overload
     def tool(
-        self, *, name: str | None = None, description: str | None = None
-    ) -> Callable[[Callable[Concatenate[ExecutionContext, P], R]], Tool[P, R]]:
-        """Decorator: ``@registry.tool(name=...)`` makes a tool and registers it here."""
-        return tool(name=name, description=description, registry=self)
+        self, /, *, name: str | None = None, description: str | None = None
+    ) -> Callable[[Callable[Concatenate[ExecutionContext, P], R]], Tool[P, R]]: ...
+
+    def tool(
+        self,
+        function: Callable[Concatenate[ExecutionContext, P], R] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+    ) -> Tool[P, R] | Callable[[Callable[Concatenate[ExecutionContext, P], R]], Tool[P, R]]:
+        """Decorator: ``@registry.tool`` or ``@registry.tool(name=...)`` makes a tool (as `tool`
+        does) and registers it here."""
+        decorate = tool(name=name, description=description, registry=self)
+        return decorate if function is None else decorate(function)
 
     def unregister(self, name: str) -> None:
         """Remove a tool; raises `ToolNotFound` if there is none by that name."""
@@ -285,13 +321,19 @@ class ToolRegistry:
     async def call(self, name: str, args: Mapping[str, Any] | str | None, ctx: ExecutionContext) -> Any:
         """Validate `args` and run tool `name` in `ctx` (made `current_context()` during the call).
 
-        Raises `ToolNotFound`, `ToolArgumentsError`, or whatever the tool raises.
+        Raises `ToolNotFound` for an unknown name. A call the model can correct raises a
+        `ToolError`, nothing written: `ToolArgumentsError` for bad arguments (a refused key
+        included), `ToolError` with the `ScopeError` / `SessionTooLarge` chained when the session
+        refuses the write. Show ``str(error)`` (or ``error.to_result()``) to the model and let
+        it try again. Anything else the tool raises propagates unchanged.
         """
         found = self.get(name)
         kwargs = found.validate_args(args)
         token = ctx.activate()
         try:
             return await found.invoke(ctx, kwargs)
+        except REFUSABLE_ERRORS as exc:
+            raise ToolError(f"tool {name!r} refused: {exc}") from exc
         finally:
             ExecutionContext.deactivate(token)
 
@@ -347,32 +389,13 @@ HistoryLimit = Annotated[int, Field(ge=1, le=MAX_HISTORY_LIMIT, description="How
 
 
 def session_manager_of(ctx: ExecutionContext) -> SessionManager:
-    """The `SessionManager` a context carries (property ``session_manager``), or raise."""
-    manager = ctx.get_property(SESSION_MANAGER_PROPERTY)
-    if not isinstance(manager, SessionManager):
-        raise AgentSessionsError(
-            "this ExecutionContext has no SessionManager: enrich it with SessionContextProvider.enrich_context, "
-            "or run the tool through the pydantic-ai integration"
-        )
-    return manager
-
-
-def _session_id_of(ctx: ExecutionContext) -> str:
-    if not ctx.session_id:
-        raise SessionNotFound("this ExecutionContext has no session_id")
-    return ctx.session_id
-
-
-async def _load(ctx: ExecutionContext) -> Session:
-    session = await session_manager_of(ctx).get_session(_session_id_of(ctx))
-    if session is None:
-        raise SessionNotFound("the session of this context does not exist or has expired")
-    return session
+    """The `SessionManager` a context carries: ``ctx.manager`` (raises `NoSessionManager`)."""
+    return ctx.manager
 
 
 async def _get_user_preferences(ctx: ExecutionContext) -> dict[str, Any]:
     """Get the user's saved preferences."""
-    session = await _load(ctx)
+    session = await ctx.session()
     return {"preferences": session.preferences}
 
 
@@ -382,14 +405,13 @@ async def _update_user_preferences(ctx: ExecutionContext, preferences: Preferenc
     def apply(session: Session) -> None:
         session.preferences.update(preferences)
 
-    saved = await session_manager_of(ctx).mutate(_session_id_of(ctx), apply)
-    refresh_context(ctx, saved)
+    saved = await ctx.update(apply)
     return {"status": "success", "preferences": saved.preferences}
 
 
 async def _get_session_value(ctx: ExecutionContext, key: ReadableKey) -> dict[str, Any]:
     """Read one value from the session's state."""
-    session = await _load(ctx)
+    session = await ctx.session()
     return {"key": key, "found": key in session.state, "value": session.state.get(key)}
 
 
@@ -399,20 +421,21 @@ async def _set_session_value(ctx: ExecutionContext, key: WritableKey, value: Jso
     def apply(session: Session) -> None:
         session.set(key, value)
 
-    saved = await session_manager_of(ctx).mutate(_session_id_of(ctx), apply)
-    refresh_context(ctx, saved)
+    saved = await ctx.update(apply)
     return {"status": "success", "key": key, "value": saved.state.get(key)}
 
 
 async def _get_recent_history(ctx: ExecutionContext, limit: HistoryLimit = 10) -> dict[str, Any]:
     """The session's most recent history entries, oldest first."""
-    page = await session_manager_of(ctx).get_history(_session_id_of(ctx), limit=limit)
+    if not ctx.session_id:
+        raise SessionNotFound("this ExecutionContext has no session_id")
+    page = await ctx.manager.get_history(ctx.session_id, limit=limit)
     return {"entries": page.entries}
 
 
 async def _get_feature_flags(ctx: ExecutionContext) -> dict[str, Any]:
     """The feature flags switched for this session."""
-    session = await _load(ctx)
+    session = await ctx.session()
     return {"feature_flags": session.feature_flags}
 
 

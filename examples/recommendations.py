@@ -1,9 +1,9 @@
-"""The original document's usage example 3, "Session-Aware Service Configuration", runnable.
+"""Session-aware service configuration: one shared recommendation service, configured per session.
 
-The original's `RecommendationService` is `agent_sessions.analysis.RecommendationService`: the same
-``@service(name="recommendations")`` class, constructor, `configure` and `get_recommendations`,
-with real algorithms where the original had placeholders (item-item collaborative filtering over
-the ``interaction`` entries in session history, content-based similarity of item attributes, and
+`agent_sessions.analysis.RecommendationService` is a ``@service(name="recommendations")`` class
+whose `configure` takes a session's ``state["service_config"]["RecommendationService"]`` and
+whose `get_recommendations` runs real algorithms (item-item collaborative filtering over the
+``interaction`` entries in session history, content-based similarity of item attributes, and
 popularity for a cold start). This script:
 
 1. records book purchases as history entries in a few readers' sessions;

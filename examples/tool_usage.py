@@ -1,9 +1,11 @@
-"""The original document's usage example 2, "Session Integration with Tool Execution", runnable.
+"""Session integration with tool execution: tools that read and write the user's session.
 
-The two tools are the original's, word for word apart from the import: they find the
-`SessionManager` in the context property ``session_manager``, which
-`SessionContextProvider.enrich_context` sets. The script calls them through a `ToolRegistry`
-(with argument validation), then lets a pydantic-ai agent call them (offline, scripted model).
+The first two tools find the `SessionManager` by name, in the context property
+``session_manager`` that `SessionContextProvider.enrich_context` sets (code written that way keeps
+working). The third, `remember_city`, uses the typed accessors instead: ``await ctx.update(fn)``
+saves through `SessionManager.mutate`. The script calls the tools through a `ToolRegistry` (with
+argument validation), then lets a pydantic-ai agent call them (offline, scripted model), and
+shows that a refused call goes back to the model as a typed `ToolError`.
 
     python examples/tool_usage.py                      # in memory
     python examples/tool_usage.py sqlite+aiosqlite:///example.db
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any, Dict  # noqa: UP035 - the original example's spelling
+from typing import Any, Dict  # noqa: UP035 - kept as such code is often written
 
 from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
@@ -21,8 +23,10 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from agent_sessions import (
     ExecutionContext,
+    Session,
     SessionContextProvider,
     SessionManager,
+    ToolError,
     ToolRegistry,
     create_store,
     tool,
@@ -30,7 +34,7 @@ from agent_sessions import (
 from agent_sessions.integrations.pydantic_ai import SessionCapability, SessionIds
 
 
-# --------------------------------------------------------------------------- the original example
+# --------------------------------------------------------------------------- tools that look the manager up
 @tool(name="get_user_preferences")
 async def get_user_preferences(ctx: ExecutionContext):
     """Get user preferences from session."""
@@ -79,8 +83,20 @@ async def update_user_preferences(ctx: ExecutionContext, preferences: Dict[str, 
     return {"status": "success", "preferences": session.preferences}
 
 
+# --------------------------------------------------------------------------- a tool with typed access
+@tool
+async def remember_city(ctx: ExecutionContext, city: str) -> dict[str, Any]:
+    """Remember the user's city (``user:`` keys follow the user to every session)."""
+
+    def apply(session: Session) -> None:
+        session.set("user:city", city)
+
+    saved = await ctx.update(apply)  # SessionManager.mutate on the context's session
+    return {"status": "success", "city": saved.get("user:city")}
+
+
 # --------------------------------------------------------------------------- running it
-registry = ToolRegistry([get_user_preferences, update_user_preferences])
+registry = ToolRegistry([get_user_preferences, update_user_preferences, remember_city])
 
 
 def scripted_model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
@@ -102,6 +118,17 @@ async def main(store_url: str = "memory://") -> dict[str, Any]:
         print(await registry.call("update_user_preferences", {"preferences": {"theme": "dark"}}, ctx))
         print(await registry.call("get_user_preferences", {}, ctx))
         print(registry.openai_tools()[1]["function"]["parameters"])
+        print(await registry.call("remember_city", {"city": "Oslo"}, ctx))
+
+        # A refused call is a typed error the model can read; nothing is written.
+        anonymous = await manager.create_session()
+        anonymous_ctx = await SessionContextProvider(manager).enrich_context(
+            ExecutionContext(session_id=anonymous.session_id)
+        )
+        try:
+            await registry.call("remember_city", {"city": "Rome"}, anonymous_ctx)
+        except ToolError as error:
+            print(error.to_result()["error"])
 
         # 2. Through a pydantic-ai agent: the same tools, offered by the session capability.
         agent = Agent(

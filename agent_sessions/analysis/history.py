@@ -11,6 +11,9 @@ Definitions (so the numbers can be checked by hand):
   ``"status"`` of ``"error"``/``"failed"``; `error_rate` = errors / entries;
 - a *tool call* is a ``context`` entry with a ``tool_name``; its ``duration`` is in seconds;
 - *activity by hour* counts every entry by the hour of its timestamp in `tz` (default UTC);
+  *active days* are the calendar days (in `tz`) with an entry, and per period of the day
+  (`TIME_OF_DAY`) the stats keep the days and the number of sessions with an entry in it, so a
+  suggestion can tell a habit over weeks from a burst of entries in one second;
 - *session length* is from `created_at` (else the first entry) to the later of the last entry and
   `last_accessed_at`, in seconds;
 - a *language* is read from a ``"language"``/``"lang"`` field of an entry's data, else guessed
@@ -35,6 +38,7 @@ from .table import Cell, Table
 
 __all__ = [
     "ERROR_TYPE",
+    "TIME_OF_DAY",
     "TOOL_ENTRY_TYPE",
     "HistoryStats",
     "ToolStats",
@@ -55,6 +59,17 @@ _TEXT_FIELDS: Final = ("content", "text", "message", "prompt")
 _LANGUAGE_FIELDS: Final = ("language", "lang")
 
 Source = SessionStore | SessionManager
+
+#: Periods of the day by hour range [start, end).
+TIME_OF_DAY: Final = (("night", 0, 6), ("morning", 6, 12), ("afternoon", 12, 18), ("evening", 18, 24))
+
+
+def time_of_day(hour: int) -> str:
+    """The period of the day an hour (0-23) belongs to."""
+    for name, start, end in TIME_OF_DAY:
+        if start <= hour < end:
+            return name
+    raise ValueError(f"hour must be in 0..23, got {hour}")
 
 
 def is_error_entry(entry: Mapping[str, Any]) -> bool:
@@ -119,6 +134,12 @@ class HistoryStats:
     session_lengths: list[float] = field(default_factory=list)
     first_timestamp: float | None = None
     last_timestamp: float | None = None
+    #: Calendar days (ISO dates in the analysis' `tz`) with at least one entry.
+    active_days: set[str] = field(default_factory=set)
+    #: Per period of the day: the days with an entry in it.
+    period_days: dict[str, set[str]] = field(default_factory=dict)
+    #: Per period of the day: how many sessions have an entry in it.
+    period_sessions: dict[str, int] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ derived figures
     @property
@@ -152,7 +173,11 @@ class HistoryStats:
             timestamp, kind, data = _unpack(entry, index)
             self.entries += 1
             self.entries_by_type[kind] = self.entries_by_type.get(kind, 0) + 1
-            self.activity_by_hour[datetime.fromtimestamp(timestamp, tz).hour] += 1
+            moment = datetime.fromtimestamp(timestamp, tz)
+            self.activity_by_hour[moment.hour] += 1
+            day = moment.date().isoformat()
+            self.active_days.add(day)
+            self.period_days.setdefault(time_of_day(moment.hour), set()).add(day)
             if self.first_timestamp is None or timestamp < self.first_timestamp:
                 self.first_timestamp = timestamp
             if self.last_timestamp is None or timestamp > self.last_timestamp:
@@ -208,6 +233,11 @@ class HistoryStats:
         self.first_timestamp = min(stamps) if stamps else None
         stamps = [t for t in (self.last_timestamp, other.last_timestamp) if t is not None]
         self.last_timestamp = max(stamps) if stamps else None
+        self.active_days |= other.active_days
+        for period, days in other.period_days.items():
+            self.period_days.setdefault(period, set()).update(days)
+        for period, count in other.period_sessions.items():
+            self.period_sessions[period] = self.period_sessions.get(period, 0) + count
 
     # ------------------------------------------------------------------ views
     def summary_table(self) -> Table:
@@ -271,6 +301,9 @@ class HistoryStats:
             "session_lengths": list(self.session_lengths),
             "first_timestamp": self.first_timestamp,
             "last_timestamp": self.last_timestamp,
+            "active_days": sorted(self.active_days),
+            "period_days": {period: sorted(days) for period, days in self.period_days.items()},
+            "period_sessions": dict(self.period_sessions),
         }
 
 
@@ -312,6 +345,7 @@ def analyze_history(
     `created_at` / `last_accessed_at` when given)."""
     stats = HistoryStats(sessions=1)
     stats.add_entries(entries, tz=tz)
+    stats.period_sessions = dict.fromkeys(stats.period_days, 1)
     start = created_at if created_at is not None else stats.first_timestamp
     ends = [t for t in (stats.last_timestamp, last_accessed_at) if t is not None]
     if start is not None and ends:

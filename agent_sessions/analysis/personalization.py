@@ -5,9 +5,16 @@
 - ``favorite_tools`` — the (up to 3) most called tools, when there were at least `min_evidence`
   tool calls and each proposed tool was called at least twice;
 - ``preferred_time_of_day`` — ``"night"`` (0-5 h), ``"morning"`` (6-11), ``"afternoon"`` (12-17)
-  or ``"evening"`` (18-23), when at least half of `min_evidence`+ entries fall in one period;
+  or ``"evening"`` (18-23), when at least half of `min_evidence`+ entries fall in one period and
+  that period has entries on at least 2 days and in at least 2 sessions (a habit, not a burst);
 - ``language`` — the language of at least 60 % of the messages whose language is known, when
   there are at least 3 of them.
+
+Confidence is honest about how spread the evidence is: it is the share of the evidence that
+supports the value, times `evidence_spread(sessions, days)` — 1 only once the evidence comes from
+at least `FULL_CONFIDENCE_SESSIONS` sessions on at least `FULL_CONFIDENCE_DAYS` distinct days,
+proportionally less before. Entries made within one second of one session never claim more
+than a ninth of their share.
 
 Nothing is written by suggesting. `Personalizer.apply` writes the suggestions the caller picked
 into the session's preferences with one delta save (`SessionManager.update_session`), so a
@@ -28,13 +35,16 @@ from ..errors import SessionNotFound
 from ..ids import id_hash
 from ..manager import SessionManager
 from ..session import Session
-from .history import HistoryStats, analyze_session, analyze_user
+from .history import TIME_OF_DAY, HistoryStats, analyze_session, analyze_user, time_of_day
 from .table import Cell, Table
 
 __all__ = [
+    "FULL_CONFIDENCE_DAYS",
+    "FULL_CONFIDENCE_SESSIONS",
     "TIME_OF_DAY",
     "PreferenceSuggestion",
     "Personalizer",
+    "evidence_spread",
     "suggest_preferences",
     "suggestions_table",
     "time_of_day",
@@ -42,24 +52,27 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Periods of the day by hour range [start, end).
-TIME_OF_DAY: Final = (("night", 0, 6), ("morning", 6, 12), ("afternoon", 12, 18), ("evening", 18, 24))
+#: Sessions and distinct days of evidence at which a suggestion's confidence is no longer discounted.
+FULL_CONFIDENCE_SESSIONS: Final = 3
+FULL_CONFIDENCE_DAYS: Final = 3
+#: A time-of-day habit needs its period on this many days and in this many sessions at least.
+MIN_HABIT_DAYS: Final = 2
+MIN_HABIT_SESSIONS: Final = 2
 
 
-def time_of_day(hour: int) -> str:
-    """The period of the day an hour (0-23) belongs to."""
-    for name, start, end in TIME_OF_DAY:
-        if start <= hour < end:
-            return name
-    raise ValueError(f"hour must be in 0..23, got {hour}")
+def evidence_spread(sessions: int, days: int) -> float:
+    """How far evidence from `sessions` sessions over `days` distinct days can be trusted (0-1)."""
+    return min(1.0, sessions / FULL_CONFIDENCE_SESSIONS) * min(1.0, days / FULL_CONFIDENCE_DAYS)
 
 
 @dataclass(frozen=True, slots=True)
 class PreferenceSuggestion:
     """A preference inferred from behaviour: `key` = `value`, with how sure and why.
 
-    `confidence` is the share of the evidence supporting the value (0-1); `evidence` says it in
-    words and `details` in numbers; `current` is the preference's value now (None if unset).
+    `confidence` (0-1) is the share of the evidence supporting the value, discounted by
+    `evidence_spread` until the evidence spans enough sessions and days; `evidence` says it in
+    words and `details` in numbers (``sessions`` and ``days`` included); `current` is the
+    preference's value now (None if unset).
     """
 
     key: str
@@ -105,12 +118,13 @@ def _favorite_tools(stats: HistoryStats, min_evidence: int) -> PreferenceSuggest
         return None
     covered = sum(t.calls for t in top)
     listing = ", ".join(f"{t.name} ({t.calls})" for t in top)
+    sessions, days = stats.sessions, len(stats.active_days)
     return PreferenceSuggestion(
         key="favorite_tools",
         value=[t.name for t in top],
-        confidence=round(covered / total, 4),
-        evidence=f"{covered} of {total} tool calls went to {listing}",
-        details={"tool_calls": total, "calls": {t.name: t.calls for t in top}},
+        confidence=round(covered / total * evidence_spread(sessions, days), 4),
+        evidence=f"{covered} of {total} tool calls went to {listing}{_spread_text(sessions, days)}",
+        details={"tool_calls": total, "calls": {t.name: t.calls for t in top}, "sessions": sessions, "days": days},
     )
 
 
@@ -122,12 +136,17 @@ def _time_of_day(stats: HistoryStats, min_evidence: int) -> PreferenceSuggestion
     share = per_period[best] / stats.entries
     if share < 0.5:
         return None
+    days = len(stats.period_days.get(best, ()))
+    sessions = stats.period_sessions.get(best, 0)
+    if days < MIN_HABIT_DAYS or sessions < MIN_HABIT_SESSIONS:
+        return None  # a burst of activity (one day, or one session) is no habit
     return PreferenceSuggestion(
         key="preferred_time_of_day",
         value=best,
-        confidence=round(share, 4),
-        evidence=f"{per_period[best]} of {stats.entries} history entries were in the {best}",
-        details={"entries": stats.entries, "by_period": per_period},
+        confidence=round(share * evidence_spread(sessions, days), 4),
+        evidence=f"{per_period[best]} of {stats.entries} history entries were in the {best}"
+        f"{_spread_text(sessions, days)}",
+        details={"entries": stats.entries, "by_period": per_period, "sessions": sessions, "days": days},
     )
 
 
@@ -139,13 +158,19 @@ def _language(stats: HistoryStats) -> PreferenceSuggestion | None:
     share = stats.languages[best] / known
     if share < 0.6:
         return None
+    sessions, days = stats.sessions, len(stats.active_days)
     return PreferenceSuggestion(
         key="language",
         value=best,
-        confidence=round(share, 4),
-        evidence=f"{stats.languages[best]} of {known} messages with a known language were in {best!r}",
-        details={"messages": known, "by_language": dict(stats.languages)},
+        confidence=round(share * evidence_spread(sessions, days), 4),
+        evidence=f"{stats.languages[best]} of {known} messages with a known language were in {best!r}"
+        f"{_spread_text(sessions, days)}",
+        details={"messages": known, "by_language": dict(stats.languages), "sessions": sessions, "days": days},
     )
+
+
+def _spread_text(sessions: int, days: int) -> str:
+    return f", over {days} day{'s' if days != 1 else ''} in {sessions} session{'s' if sessions != 1 else ''}"
 
 
 def suggestions_table(suggestions: Sequence[PreferenceSuggestion]) -> Table:

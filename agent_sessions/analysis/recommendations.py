@@ -1,4 +1,4 @@
-"""`RecommendationService`: the original usage example 3, with real algorithms.
+"""`RecommendationService`: a session-aware ``@service`` with real recommendation algorithms.
 
 - ``"collaborative"`` — item-item collaborative filtering: an item scores the sum, over the
   items the user liked, of the user's weight for that item times the cosine similarity of the two

@@ -12,13 +12,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Cell", "Table", "format_cell"]
+__all__ = ["FLOAT_DECIMALS", "Cell", "Table", "format_cell"]
 
 Cell = str | int | float | bool | None
 
 
+#: Decimals of every float in a table: one format for every number that is not a count.
+FLOAT_DECIMALS = 4
+
+
 def format_cell(value: Cell) -> str:
-    """How a cell is written: floats with up to 4 significant decimals, None as an empty cell."""
+    """How a cell is written: counts (ints) with thousands separators, every float with
+    `FLOAT_DECIMALS` decimals (so a column lines up and 1.0 never reads as the count 1), None as
+    an empty cell."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -26,9 +32,7 @@ def format_cell(value: Cell) -> str:
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
             return str(value)
-        if value != 0 and abs(value) < 0.001:
-            return f"{value:.2e}"
-        return f"{value:,.4f}".rstrip("0").rstrip(".") if not value.is_integer() else f"{value:,.0f}"
+        return f"{value:,.{FLOAT_DECIMALS}f}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)

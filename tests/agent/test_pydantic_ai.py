@@ -321,7 +321,7 @@ async def test_test_model_can_call_every_session_tool(memory_manager: SessionMan
         assert name in result.output
 
 
-async def test_a_users_own_tools_run_through_the_capability(memory_manager: SessionManager) -> None:
+async def test_a_users_own_tools_alone_when_the_built_ins_are_dropped(memory_manager: SessionManager) -> None:
     registry = ToolRegistry()
 
     @registry.tool(name="shout")
@@ -330,9 +330,8 @@ async def test_a_users_own_tools_run_through_the_capability(memory_manager: Sess
 
     session = await memory_manager.create_session()
     script = Script([("shout", {"text": "hey"})], [("shout", {"text": 3})])
-    agent = Agent(
-        script.model(), deps_type=SessionIds, capabilities=[SessionCapability(memory_manager, tools=registry)]
-    )
+    capability = SessionCapability(memory_manager, tools=registry, builtin_tools=False)
+    agent = Agent(script.model(), deps_type=SessionIds, capabilities=[capability])
     await agent.run("hi", deps=SessionIds(session.session_id))
     assert script.offered[0] == ["shout"]
     assert script.returned("shout") == ["HEY"]

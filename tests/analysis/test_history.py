@@ -111,8 +111,9 @@ def test_tables_show_the_figures_in_text_markdown_and_html() -> None:
     text = tools.to_text().splitlines()
     assert text[0] == "Tool usage"
     assert text[1].split() == ["tool", "calls", "errors", "mean", "s", "median", "s", "max", "s"]
-    assert text[3].split() == ["search", "3", "0", "1", "1", "1.5"]
-    assert "| book | 1 | 1 | 2 | 2 | 2 |" in tools.to_markdown()
+    # Counts are integers; every float has the same four decimals, in text and Markdown alike.
+    assert text[3].split() == ["search", "3", "0", "1.0000", "1.0000", "1.5000"]
+    assert "| book | 1 | 1 | 2.0000 | 2.0000 | 2.0000 |" in tools.to_markdown()
     summary = dict((r["metric"], r["value"]) for r in stats.summary_table().to_records())
     assert summary["error rate"] == 0.25 and summary["tool calls"] == 4
     assert len(stats.activity_table()) == 24

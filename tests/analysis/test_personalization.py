@@ -8,12 +8,14 @@ import pytest
 
 from agent_sessions import SessionManager
 from agent_sessions.analysis import (
+    HistoryStats,
     Personalizer,
     analyze_history,
     suggest_preferences,
     suggestions_table,
     time_of_day,
 )
+from agent_sessions.analysis.personalization import evidence_spread
 from agent_sessions.errors import SessionNotFound
 
 from .conftest import DAY
@@ -63,18 +65,63 @@ def test_time_of_day_buckets() -> None:
         time_of_day(24)
 
 
-def test_suggestions_carry_value_confidence_and_evidence() -> None:
-    found = by_key(suggest_preferences(analyze_history(BEHAVIOUR)))
+def shifted(entries: list[dict[str, Any]], days: int) -> list[dict[str, Any]]:
+    return [{**e, "timestamp": e["timestamp"] + days * 24 * H} for e in entries]
+
+
+def habit(sessions: int) -> HistoryStats:
+    """BEHAVIOUR repeated in `sessions` sessions, one per day: a habit, not a burst."""
+    stats = HistoryStats()
+    for day in range(sessions):
+        stats.merge(analyze_history(shifted(BEHAVIOUR, day)))
+    return stats
+
+
+def test_suggestions_from_evidence_over_days_and_sessions_carry_full_confidence_and_evidence() -> None:
+    found = by_key(suggest_preferences(habit(3)))
     tools = found["favorite_tools"]
-    # translate was called once: not a favourite. search 4 + weather 2 = 6 of 7 calls.
-    assert tools.value == ["search", "weather"]
-    assert tools.confidence == round(6 / 7, 4)
-    assert tools.evidence == "6 of 7 tool calls went to search (4), weather (2)"
+    # translate, once a day, makes the top three over three days: every call is covered.
+    assert tools.value == ["search", "weather", "translate"]
+    assert tools.confidence == 1.0
+    assert tools.evidence == (
+        "21 of 21 tool calls went to search (12), weather (6), translate (3), over 3 days in 3 sessions"
+    )
     day = found["preferred_time_of_day"]
     assert (day.value, day.confidence) == ("morning", 0.8)
-    assert day.details["by_period"] == {"night": 0, "morning": 8, "afternoon": 0, "evening": 2}
+    assert day.details["by_period"] == {"night": 0, "morning": 24, "afternoon": 0, "evening": 6}
+    assert (day.details["sessions"], day.details["days"]) == (3, 3)
     language = found["language"]
     assert (language.value, language.confidence) == ("fr", 1.0)
+
+
+def test_evening_entries_within_one_second_claim_no_time_of_day_and_little_confidence() -> None:
+    burst = [message(20 * H + i / 10, "Bonsoir, une table pour deux") for i in range(10)]
+    burst += [tool_call(20 * H + 0.5 + i / 100, "book") for i in range(6)]
+
+    found = by_key(suggest_preferences(analyze_history(burst)))
+
+    assert "preferred_time_of_day" not in found  # one session, one second: no habit
+    assert found["language"].confidence == round(1 / 9, 4)  # full share, one session on one day
+    assert found["favorite_tools"].confidence <= 0.12
+
+
+def test_a_time_of_day_needs_two_sessions_and_two_days() -> None:
+    two_days_one_session = analyze_history(BEHAVIOUR + shifted(BEHAVIOUR, 1))
+    assert "preferred_time_of_day" not in by_key(suggest_preferences(two_days_one_session))
+
+    one_day_two_sessions = HistoryStats()
+    one_day_two_sessions.merge(analyze_history(BEHAVIOUR))
+    one_day_two_sessions.merge(analyze_history(BEHAVIOUR))
+    assert "preferred_time_of_day" not in by_key(suggest_preferences(one_day_two_sessions))
+
+    day = by_key(suggest_preferences(habit(2)))["preferred_time_of_day"]
+    assert day.value == "morning"
+    assert day.confidence == round(0.8 * evidence_spread(2, 2), 4) < 0.8
+
+
+def test_confidence_grows_with_the_spread_of_the_evidence() -> None:
+    confidences = [by_key(suggest_preferences(habit(n)))["language"].confidence for n in (1, 2, 3, 4)]
+    assert confidences == [round(1 / 9, 4), round(4 / 9, 4), 1.0, 1.0]
 
 
 def test_too_little_evidence_suggests_nothing_while_language_only_needs_three_messages() -> None:
@@ -83,13 +130,13 @@ def test_too_little_evidence_suggests_nothing_while_language_only_needs_three_me
 
 
 def test_a_preference_already_set_to_the_suggested_value_is_not_proposed_again() -> None:
-    found = suggest_preferences(analyze_history(BEHAVIOUR), {"language": "fr", "preferred_time_of_day": "evening"})
+    found = suggest_preferences(habit(3), {"language": "fr", "preferred_time_of_day": "evening"})
     keys = by_key(found)
     assert "language" not in keys
     assert keys["preferred_time_of_day"].current == "evening"
     table = suggestions_table(found)
     assert table.column("preference") == ["favorite_tools", "preferred_time_of_day"]
-    assert table.column("suggested")[0] == "search, weather"
+    assert table.column("suggested")[0] == "search, weather, translate"
 
 
 async def _session(manager: SessionManager, user: str, entries: list[dict[str, Any]]) -> str:

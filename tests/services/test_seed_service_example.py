@@ -3,13 +3,13 @@ and declares no `config_keys`) configured by `SessionServiceConfigurator` under 
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import AsyncIterator
 from typing import Any, Dict  # noqa: UP035 - the original example's spelling
 
 import pytest
 
 from agent_sessions import ExecutionContext, MemorySessionStore, SessionManager
-from agent_sessions import services as services_module
 from agent_sessions.errors import InvalidServiceConfig
 from agent_sessions.services import (
     ContextAwareService,
@@ -20,6 +20,9 @@ from agent_sessions.services import (
 )
 
 from ..support import FakeClock
+
+# The module, not the `service` decorator the package re-exports under the same name.
+services_module = importlib.import_module("agent_sessions.services.service")
 
 
 @pytest.fixture

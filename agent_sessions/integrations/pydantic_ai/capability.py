@@ -15,6 +15,10 @@ For each run (deps: `SessionDeps`, ids only):
 - `after_run` writes the context back (only what changed, no lost updates) and appends one
   ``context`` history entry per tool call and one for the run.
 
+Each run and each tool call is an OpenTelemetry span (``agent_sessions.agent_run``,
+``agent_sessions.tool_call``; see `agent_sessions.tracing`), nested in pydantic-ai's own spans
+when the agent is instrumented (Logfire or any OTel backend).
+
 The toolset (`session_toolset`) is built once and shared by every run; per-run state lives on the
 copy `for_run` returns, so concurrent runs of one agent never share a context.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from pydantic_ai import RunContext
@@ -37,7 +42,8 @@ from ...context import ExecutionContext
 from ...errors import SessionNotFound
 from ...manager import SessionManager
 from ...provider import SessionContextProvider
-from ...tools import ToolRegistry
+from ...tools import Tool, ToolRegistry, session_tools
+from ...tracing import ATTR_TOOL, span
 from .toolset import SessionDeps, session_toolset
 
 __all__ = ["PREFERENCES_TAG", "TOOL_FLAG_PREFIX", "SessionCapability"]
@@ -58,6 +64,22 @@ class SessionCapability(AbstractCapability[SessionDeps]):
 
     ``Agent(model, deps_type=MyDeps, capabilities=[SessionCapability(manager)])`` where `MyDeps`
     has `session_id` and `user_id` (see `SessionDeps`, or use `SessionIds`).
+
+    Arguments:
+
+    - `manager` — the `SessionManager` the sessions are loaded from and saved through.
+    - `id` — the capability's id (a run-level capability with the same id replaces this one).
+    - `tools` — your own tools (`@tool` functions, plain functions, or a `ToolRegistry`),
+      offered next to the built-in session tools (one named like a built-in replaces it);
+      inside them ``ctx.manager``, ``await ctx.session()`` and ``await ctx.update(fn)`` reach
+      the run's session.
+    - `builtin_tools` — False drops the built-in session tools and offers only `tools`.
+    - `include_tools` — False offers no tools at all (instructions and write-back only).
+    - `include_instructions` — False leaves the user's preferences out of the instructions.
+    - `provider` — the `SessionContextProvider` that loads and writes back the context (default:
+      one on `manager`).
+
+    Raises `ValueError` when two of `tools` share a name.
     """
 
     def __init__(
@@ -65,7 +87,8 @@ class SessionCapability(AbstractCapability[SessionDeps]):
         manager: SessionManager,
         *,
         id: str = "agent_sessions",
-        tools: ToolRegistry | None = None,
+        tools: Iterable[Tool[Any, Any] | Callable[..., Any]] = (),
+        builtin_tools: bool = True,
         include_tools: bool = True,
         include_instructions: bool = True,
         provider: SessionContextProvider | None = None,
@@ -76,8 +99,9 @@ class SessionCapability(AbstractCapability[SessionDeps]):
         self.manager = manager
         self.provider = provider if provider is not None else SessionContextProvider(manager)
         self.include_instructions = include_instructions
+        self.tools = _combined_tools(tools, builtin_tools)
         self.toolset: FunctionToolset[SessionDeps] | None = (
-            session_toolset(manager, registry=tools) if include_tools else None
+            session_toolset(manager, registry=self.tools) if include_tools else None
         )
         self._context: ExecutionContext | None = None
         self._tool_calls: list[ExecutionContext] = []
@@ -125,7 +149,8 @@ class SessionCapability(AbstractCapability[SessionDeps]):
         self._context = context
         token = context.activate()
         try:
-            return await handler()
+            with span("agent_sessions.agent_run", store=self.manager.store, session_id=deps.session_id):
+                return await handler()
         finally:
             context.finish()
             ExecutionContext.deactivate(token)
@@ -158,7 +183,13 @@ class SessionCapability(AbstractCapability[SessionDeps]):
         child = parent.child(tool_name=tool_def.name)
         token = child.activate()
         try:
-            return await handler(args)
+            with span(
+                "agent_sessions.tool_call",
+                store=self.manager.store,
+                session_id=parent.session_id,
+                **{ATTR_TOOL: tool_def.name},
+            ):
+                return await handler(args)
         finally:
             child.finish()
             ExecutionContext.deactivate(token)
@@ -191,3 +222,20 @@ class SessionCapability(AbstractCapability[SessionDeps]):
         if self._context is None:
             raise RuntimeError("SessionCapability hook called outside of its wrap_run (was for_run bypassed?)")
         return self._context
+
+
+def _combined_tools(tools: Iterable[Tool[Any, Any] | Callable[..., Any]], builtin: bool) -> ToolRegistry:
+    """The built-in session tools (unless not `builtin`) plus the caller's `tools`; a caller's tool
+    named like a built-in replaces it, two of the caller's tools with one name are an error."""
+    registry = session_tools.copy() if builtin else ToolRegistry()
+    own: set[str] = set()
+    for item in tools:
+        made = item if isinstance(item, Tool) else Tool(item)
+        if made.name in own:
+            raise ValueError(f"two of the given tools are named {made.name!r}")
+        own.add(made.name)
+        # A built-in passed again (e.g. in a `session_tools.copy()` with extras) is the same object.
+        if made.name in registry and registry.get(made.name) is made:
+            continue
+        registry.register(made, replace=True)
+    return registry

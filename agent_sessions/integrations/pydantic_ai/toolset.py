@@ -9,13 +9,12 @@ context's session is the deps' session: the model never chooses a session id.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic_ai import FunctionToolset, ModelRetry, RunContext, Tool
 
-from ...context import ExecutionContext, current_context
-from ...errors import ToolArgumentsError
+from ...context import ExecutionContext, SessionIds, current_context
+from ...errors import ToolError
 from ...ids import validate_session_id
 from ...manager import SessionManager
 from ...provider import SESSION_MANAGER_PROPERTY
@@ -34,14 +33,6 @@ class SessionDeps(Protocol):
 
     @property
     def user_id(self) -> str | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class SessionIds:
-    """The simplest `SessionDeps`: use it as the deps of an agent that needs nothing else."""
-
-    session_id: str
-    user_id: str | None = None
 
 
 def context_for_call(ctx: RunContext[SessionDeps], manager: SessionManager, tool_name: str) -> ExecutionContext:
@@ -71,8 +62,9 @@ def _pydantic_ai_tool(
         owned = context is not current_context()
         try:
             return await registry.call(name, args, context)
-        except ToolArgumentsError as exc:
-            # Bad arguments are the model's to fix: tell it what was wrong and let it retry.
+        except ToolError as exc:
+            # Bad arguments and refused writes are the model's to fix: tell it what was wrong
+            # and let it retry (nothing was written); the run goes on.
             raise ModelRetry(str(exc)) from exc
         finally:
             if owned:
@@ -92,7 +84,9 @@ def session_toolset(
 ) -> FunctionToolset[SessionDeps]:
     """The tools of `registry` (default: the built-in `session_tools`) as a `FunctionToolset`.
 
-    Arguments are validated by the registry; invalid ones go back to the model as a retry prompt.
+    Arguments are validated by the registry; invalid ones, and calls the session refuses (a
+    ``user:`` key without a user, a value that would make the session too large), go back to the
+    model as a retry prompt (`ModelRetry`) and nothing is written.
     Pass your own `ToolRegistry` (e.g. ``session_tools.copy()`` plus your `@tool` functions) to
     expose your tools the same way.
     """

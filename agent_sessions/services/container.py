@@ -1,202 +1,35 @@
-"""Services that adapt to the session: a dependency container, context-aware services and the
-per-session service configurator.
-
-- `ContextAwareService` — a service bound to an `ExecutionContext` by `with_context`, which returns
-  a *copy*: the shared instance (usually a container singleton) is never mutated, so two requests
-  configured differently never see each other's settings. `configure(config)` accepts only the keys
-  in `config_keys` and raises `InvalidServiceConfig` for any other. A subclass may instead declare
-  no `config_keys` and override `configure` to validate its configuration itself (the shape of
-  the original ``RecommendationService``).
-- `@service(name=...)` — marks a class as a service (its name and default lifetime); a container
-  `register(cls)` picks both up.
-- `SmartDependencyContainer` — registrations by type or by name, with three lifetimes:
-  ``"singleton"`` (one per container), ``"scoped"`` (one per open `ServiceScope`, i.e. per
-  `ExecutionContext`; ``async with container.scope(ctx)`` disposes them on exit) and
-  ``"transient"`` (a new one per resolution, owned by the caller). Constructor parameters are
-  wired from type hints (then from a registration named like the parameter, then the default),
-  factories may be sync or async, and a missing registration or a cycle raises an error naming
-  the whole resolution chain.
-- `SessionServiceConfigurator` — the original `configure_service(service, context)`: loads the
-  context's session, contextualises the service and applies
-  ``session.state["service_config"][<service class name>]`` to the copy. Unknown keys are reported:
-  by default `InvalidServiceConfig` is raised (``on_unknown="warn"`` logs a warning naming them and
-  applies the known keys only). For a service that declares no `config_keys` and overrides
-  `configure`, the whole configuration goes to its `configure`, which does the validating.
-"""
+"""`SmartDependencyContainer`: registrations by type or name, three lifetimes, constructor
+injection from type hints, and resolution errors that name the whole chain."""
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import inspect
 import logging
 import re
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, ClassVar, Final, Literal, Self, TypeVar, get_args, get_origin, overload
+from typing import Any, Final, Self, TypeVar, get_args, get_origin, overload
 
-from .context import ExecutionContext, current_context
-from .errors import DependencyCycle, InvalidServiceConfig, ServiceNotRegistered, ServiceResolutionError
-from .ids import id_hash
-from .manager import SessionManager
+from ..context import ExecutionContext, current_context
+from ..errors import DependencyCycle, ServiceNotRegistered, ServiceResolutionError
+from .service import Lifetime, ServiceKey, check_lifetime, registered_services, service_spec
 
-__all__ = [
-    "SERVICE_CONFIG_KEY",
-    "ContextAwareService",
-    "Lifetime",
-    "Registration",
-    "ServiceScope",
-    "ServiceSpec",
-    "SessionServiceConfigurator",
-    "SmartDependencyContainer",
-    "registered_services",
-    "service",
-    "service_spec",
-]
+__all__ = ["Registration", "ServiceScope", "SmartDependencyContainer", "service_label"]
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-S = TypeVar("S", bound="ContextAwareService")
 
-Lifetime = Literal["singleton", "scoped", "transient"]
-ServiceKey = type[Any] | str
-#: The session state key holding per-service configuration, keyed by service class name.
-SERVICE_CONFIG_KEY: Final = "service_config"
-
-_LIFETIMES: Final = frozenset({"singleton", "scoped", "transient"})
-_SPEC_ATTR: Final = "__agent_service__"
-
-
-# ====================================================================== services
-class ContextAwareService:
-    """Base class of services that adapt to the execution context and the session.
-
-    `with_context` returns a shallow copy bound to the context: attributes *assigned* on the copy
-    (what `configure` does) never reach the shared instance. A subclass that mutates a mutable
-    attribute in place per request should override `__copy__` to copy that attribute too.
-
-    `config_keys` lists what `configure` accepts; the default `configure` assigns those keys as
-    attributes. Subclasses that declare `config_keys` and override `configure` call
-    `check_config` first. A subclass that declares no `config_keys` and overrides `configure`
-    (as the original ``RecommendationService`` does) validates its configuration itself: the
-    configurator hands it the whole configuration.
-    """
-
-    config_keys: ClassVar[frozenset[str]] = frozenset()
-
-    def __init__(self, dependency_container: SmartDependencyContainer | None = None) -> None:
-        self.dependency_container = dependency_container
-        self._context: ExecutionContext | None = None
-
-    @property
-    def context(self) -> ExecutionContext | None:
-        """The context this copy is bound to (None for the shared, uncontextualised instance)."""
-        return self._context
-
-    async def with_context(self, context: ExecutionContext) -> Self:
-        """A copy of this service bound to `context`; this instance is left untouched."""
-        clone = copy.copy(self)
-        clone._context = context
-        return clone
-
-    def check_config(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        """Return `config` as a dict, or raise `InvalidServiceConfig` naming unknown keys."""
-        if not isinstance(config, Mapping):
-            raise InvalidServiceConfig(
-                f"{type(self).__name__}: a service config must be an object, got {type(config).__name__}"
-            )
-        unknown = sorted(str(k) for k in config if k not in self.config_keys)
-        if unknown:
-            raise InvalidServiceConfig(
-                f"{type(self).__name__}: unknown config key(s) {unknown}; accepted: {sorted(self.config_keys)}"
-            )
-        return dict(config)
-
-    def configure(self, config: Mapping[str, Any]) -> None:
-        """Apply a configuration: each accepted key becomes an attribute of this instance."""
-        for key, value in self.check_config(config).items():
-            setattr(self, key, value)
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceSpec:
-    """What `@service` records on a class: its registration name and default lifetime."""
-
-    name: str
-    lifetime: Lifetime = "singleton"
-
-
-_decorated: dict[str, type[Any]] = {}
-
-
-@overload
-def service(cls: type[T], /) -> type[T]: ...
-@overload
-def service(
-    *,
-    name: str | None = None,
-    lifetime: Lifetime = "singleton",
-    container: SmartDependencyContainer | None = None,
-) -> Callable[[type[T]], type[T]]: ...
-def service(
-    cls: type[T] | None = None,
-    /,
-    *,
-    name: str | None = None,
-    lifetime: Lifetime = "singleton",
-    container: SmartDependencyContainer | None = None,
-) -> type[T] | Callable[[type[T]], type[T]]:
-    """Mark a class as a service: ``@service(name="recommendations")`` (or bare ``@service``).
-
-    The class keeps working as a plain class. `SmartDependencyContainer.register(cls)` registers it
-    under its type and under `name` (default: the class name) with `lifetime`;
-    `register_decorated()` registers every decorated class at once; `container=` registers it
-    right away.
-    """
-    _check_lifetime(lifetime)
-
-    def decorate(target: type[T]) -> type[T]:
-        if not isinstance(target, type):
-            raise TypeError("@service decorates a class")
-        spec = ServiceSpec(name or target.__name__, lifetime)
-        setattr(target, _SPEC_ATTR, spec)
-        previous = _decorated.get(spec.name)
-        if previous is not None and previous is not target:
-            logger.debug("service name %r now refers to %s (was %s)", spec.name, target.__qualname__, previous)
-        _decorated[spec.name] = target
-        if container is not None:
-            container.register(target)
-        return target
-
-    return decorate if cls is None else decorate(cls)
-
-
-def service_spec(cls: type[Any]) -> ServiceSpec | None:
-    """The `ServiceSpec` of a class decorated with `@service` (not inherited), or None."""
-    spec = cls.__dict__.get(_SPEC_ATTR)
-    return spec if isinstance(spec, ServiceSpec) else None
-
-
-def registered_services() -> dict[str, type[Any]]:
-    """Every class decorated with `@service` in this process, by service name."""
-    return dict(_decorated)
-
-
-def _check_lifetime(lifetime: str) -> None:
-    if lifetime not in _LIFETIMES:
-        raise ValueError(f"lifetime must be one of {sorted(_LIFETIMES)}, got {lifetime!r}")
-
-
-# ====================================================================== container
 _MISSING: Final = object()
 _OPTIONAL_TEXT = re.compile(r"^\s*(?:Optional\[(?P<a>.+)\]|(?P<b>.+?)\s*\|\s*None|None\s*\|\s*(?P<c>.+?))\s*$")
 
 
-def _label(key: object) -> str:
+def service_label(key: object) -> str:
+    """How a registration key (a type or a name) is shown in messages."""
     if isinstance(key, type):
         return key.__name__
     if isinstance(key, str):
@@ -335,7 +168,7 @@ class SmartDependencyContainer:
     parameter none of these satisfies raises `ServiceNotRegistered` with the resolution chain, a
     cycle raises `DependencyCycle`, and a singleton depending on a scoped service (which would
     outlive its scope) raises `ServiceResolutionError`. Errors raised by a factory are wrapped in
-    `ServiceResolutionError` naming the chain, with the original chained.
+    `ServiceResolutionError` naming the chain, with the underlying error chained.
 
     ``async with container:`` (or `aclose()`) disposes the singletons the container built (not
     instances handed to `register_instance`).
@@ -366,13 +199,13 @@ class SmartDependencyContainer:
                 raise TypeError(f"register({key!r}) needs a factory: only a class is its own factory")
             factory = key
         if not callable(factory):
-            raise TypeError(f"the factory of {_label(key)} is not callable: {factory!r}")
+            raise TypeError(f"the factory of {service_label(key)} is not callable: {factory!r}")
         spec = service_spec(factory) if isinstance(factory, type) else None
         if spec is None and isinstance(key, type):
             spec = service_spec(key)
         chosen: Lifetime = lifetime or (spec.lifetime if spec is not None else "singleton")
-        _check_lifetime(chosen)
-        reg = Registration(key=key, factory=factory, lifetime=chosen, label=_label(key))
+        check_lifetime(chosen)
+        reg = Registration(key=key, factory=factory, lifetime=chosen, label=service_label(key))
         self._add(reg, key)
         alias = name or (spec.name if spec is not None else None)
         if alias is not None and alias != key:
@@ -381,7 +214,7 @@ class SmartDependencyContainer:
 
     def register_instance(self, key: ServiceKey, instance: Any, *, name: str | None = None) -> Registration:
         """Register an existing object as a singleton; the container will not dispose it."""
-        reg = Registration(key=key, factory=None, lifetime="singleton", label=_label(key), owned=False)
+        reg = Registration(key=key, factory=None, lifetime="singleton", label=service_label(key), owned=False)
         reg.instance = instance
         self._add(reg, key)
         if name is not None and name != key:
@@ -396,7 +229,7 @@ class SmartDependencyContainer:
         if not isinstance(key, (type, str)) or (isinstance(key, str) and not key):
             raise TypeError(f"a service key is a class or a non-empty name, got {key!r}")
         if key in self._registrations:
-            logger.debug("replacing the registration of %s", _label(key))
+            logger.debug("replacing the registration of %s", service_label(key))
         reg.aliases.append(key)
         self._registrations[key] = reg
 
@@ -446,8 +279,8 @@ class SmartDependencyContainer:
         labels = [node.label for node in chain]
         if any(node.key is key or node.key == key for node in chain):
             first = next(i for i, node in enumerate(chain) if node.key is key or node.key == key)
-            cycle = [*labels[first:], _label(key)]
-            raise DependencyCycle(f"dependency cycle: {_chain_text(cycle)}", [*labels, _label(key)])
+            cycle = [*labels[first:], service_label(key)]
+            raise DependencyCycle(f"dependency cycle: {_chain_text(cycle)}", [*labels, service_label(key)])
         reg = self._lookup(key)
         if reg is None:
             return self._special(key, context, chain)
@@ -458,7 +291,7 @@ class SmartDependencyContainer:
         return await self._build(reg, key, context, chain)
 
     def _special(self, key: object, context: ExecutionContext | None, chain: list[_Node]) -> Any:
-        labels = [*(node.label for node in chain), _label(key)]
+        labels = [*(node.label for node in chain), service_label(key)]
         if isinstance(key, type) and isinstance(self, key):
             return self
         if key is ExecutionContext:
@@ -533,7 +366,7 @@ class SmartDependencyContainer:
         except Exception as exc:
             labels = [node.label for node in here]
             raise ServiceResolutionError(
-                f"building {_chain_text(labels)}: {_label(factory)} raised {type(exc).__name__}: {exc}", labels
+                f"building {_chain_text(labels)}: {service_label(factory)} raised {type(exc).__name__}: {exc}", labels
             ) from exc
         return result
 
@@ -640,100 +473,3 @@ class SmartDependencyContainer:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-
-# ====================================================================== configurator
-class SessionServiceConfigurator:
-    """Session-based service configurator: customises a service from its session's data.
-
-    ``session.state["service_config"]`` maps service class names to configurations, e.g.
-    ``{"RecommendationService": {"algorithm": "content_based"}}``. `configure_service` returns a
-    contextualised copy with that configuration applied (the shared service is never changed).
-
-    Unknown keys (not in the service's `config_keys`) and a ``service_config`` that is not an
-    object are reported: ``on_unknown="raise"`` (default) raises `InvalidServiceConfig`;
-    ``on_unknown="warn"`` logs a warning naming them and applies only the known keys. A service
-    class that declares no `config_keys` but overrides `configure` gets its whole configuration
-    object: its `configure` is what validates it (there is no key list to check against).
-    """
-
-    def __init__(
-        self,
-        session_manager: SessionManager,
-        dependency_container: SmartDependencyContainer,
-        *,
-        on_unknown: Literal["raise", "warn"] = "raise",
-    ) -> None:
-        if on_unknown not in ("raise", "warn"):
-            raise ValueError("on_unknown must be 'raise' or 'warn'")
-        self.session_manager = session_manager
-        self.dependency_container = dependency_container
-        self.on_unknown = on_unknown
-
-    async def configure_service(self, service: S, context: ExecutionContext) -> S:
-        """Configure `service` for the session of `context`.
-
-        As in the original: without a session id, or when the session is gone, `service` is
-        returned as is; otherwise a copy bound to `context` (`service.with_context`) with
-        ``state["service_config"][<class name>]`` applied by its `configure`.
-        """
-        if not context.session_id:
-            return service
-        session = await self.session_manager.get_session(context.session_id)
-        if session is None:
-            return service
-        contextualized = await service.with_context(context)
-        config = self._config_for(session.state.get(SERVICE_CONFIG_KEY), contextualized, context.session_id)
-        if config is not None:
-            contextualized.configure(config)
-        return contextualized
-
-    async def get_service(self, key: type[S] | str, context: ExecutionContext | None = None) -> Any:
-        """Resolve `key` from the container, then `configure_service` it for `context`.
-
-        `context` defaults to `current_context()`; without any context the shared service is returned.
-        """
-        ctx = context if context is not None else current_context()
-        resolved = await self.dependency_container.resolve(key, ctx)
-        if ctx is None:
-            return resolved
-        if not isinstance(resolved, ContextAwareService):
-            raise TypeError(f"{_label(key)} resolved to a {type(resolved).__name__}, not a ContextAwareService")
-        return await self.configure_service(resolved, ctx)
-
-    def _config_for(self, raw: Any, service: ContextAwareService, session_id: str) -> dict[str, Any] | None:
-        name = type(service).__name__
-        if raw is None:
-            return None
-        if not isinstance(raw, dict):
-            self._report(
-                f"state[{SERVICE_CONFIG_KEY!r}] must map service class names to objects, got {type(raw).__name__}",
-                session_id,
-            )
-            return None
-        config = raw.get(name)
-        if config is None:
-            return None
-        if not isinstance(config, dict):
-            self._report(
-                f"state[{SERVICE_CONFIG_KEY!r}][{name!r}] must be an object, got {type(config).__name__}", session_id
-            )
-            return None
-        accepted = type(service).config_keys
-        if not accepted and _validates_own_config(type(service)):
-            return dict(config)
-        unknown = sorted(k for k in config if k not in accepted)
-        if unknown:
-            self._report(f"{name}: unknown config key(s) {unknown}; accepted: {sorted(accepted)}", session_id)
-            return {k: v for k, v in config.items() if k in accepted}
-        return dict(config)
-
-    def _report(self, message: str, session_id: str) -> None:
-        if self.on_unknown == "raise":
-            raise InvalidServiceConfig(f"session {id_hash(session_id)}: {message}")
-        logger.warning("session %s: %s (ignored)", id_hash(session_id), message)
-
-
-def _validates_own_config(cls: type[ContextAwareService]) -> bool:
-    """True when `cls` (or a base between it and `ContextAwareService`) overrides `configure`."""
-    return cls.configure is not ContextAwareService.configure

@@ -25,6 +25,7 @@ from .errors import SerializationError
 __all__ = [
     "DEFAULT_MAX_DEPTH",
     "INT64_MAX",
+    "MAX_COUNTER",
     "MAX_DEPTH_LIMIT",
     "MAX_INT_DIGITS",
     "Codec",
@@ -50,8 +51,11 @@ DEFAULT_MAX_DEPTH = 64
 MAX_DEPTH_LIMIT = 256
 #: Integers with more digits cannot be turned into text by Python (``sys.get_int_max_str_digits``).
 MAX_INT_DIGITS = 4300
-#: The largest version, history sequence number or cursor every backend can hold (signed 64 bits).
+#: The largest signed 64-bit integer (SQL ``BIGINT``).
 INT64_MAX = 2**63 - 1
+#: The largest version, history sequence number or cursor every backend holds exactly: SQL
+#: columns are 64-bit, but Redis scripts count in doubles (exact up to 2**53).
+MAX_COUNTER = 2**53 - 1
 _INT_LIMIT = 10**MAX_INT_DIGITS  # allowed: -_INT_LIMIT < n < _INT_LIMIT
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # A JSON string in encoded text (possessive: no backtracking), for the depth pre-check.
@@ -214,6 +218,8 @@ def check_json(value: Any, path: str = "value", max_depth: int = DEFAULT_MAX_DEP
         if kind is not dict and kind is not list:
             continue
         if depth >= max_depth:
+            if len(where) > 100:  # a path through many levels: its two ends say enough
+                where = f"{where[:60]}...{where[-30:]}"
             raise SerializationError(
                 f"{where}: nested deeper than max_depth={max_depth} levels of lists and dicts; flatten the value"
             )

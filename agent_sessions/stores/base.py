@@ -40,7 +40,7 @@ from pydantic import ValidationError
 from ..codec import (
     DEFAULT_MAX_DEPTH,
     FLOAT_SIZE,
-    INT64_MAX,
+    MAX_COUNTER,
     Codec,
     JsonCodec,
     check_json,
@@ -445,10 +445,12 @@ class SessionStore(ABC):
         expired session has an empty history.
         """
         sid = validate_session_id(session_id)
-        if type(limit) is not int or not 0 < limit < INT64_MAX:
-            raise SerializationError(f"limit must be an int > 0 (and below 2**63 - 1), got {limit!r}")
-        if before is not None and (type(before) is not int or not -INT64_MAX <= before <= INT64_MAX):
-            raise SerializationError("before must be a cursor from HistoryPage.next_before (an int of 64 bits)")
+        if type(limit) is not int or not 0 < limit < MAX_COUNTER:
+            raise SerializationError(f"limit must be an int from 1 to 2**53 - 2, got {limit!r:.40}")
+        if before is not None and (type(before) is not int or not -MAX_COUNTER <= before <= MAX_COUNTER):
+            raise SerializationError(
+                "before must be a cursor from HistoryPage.next_before (an int within ±(2**53 - 1))"
+            )
         rows = await self._history_page(sid, limit + 1, before, self.clock())
         if not rows:
             return HistoryPage([], None)
@@ -496,11 +498,11 @@ class SessionStore(ABC):
             raise SessionNotFound("the session has expired; it is not restored")
         kept = history[-self.max_history :]
         last_seq = history_seq if history_seq is not None else len(history)
-        if type(last_seq) is not int or not len(history) <= last_seq <= INT64_MAX:
-            raise SerializationError("history_seq must be an int from the number of history entries to 2**63 - 1")
+        if type(last_seq) is not int or not len(history) <= last_seq <= MAX_COUNTER:
+            raise SerializationError("history_seq must be an int from the number of history entries to 2**53 - 1")
         version = session.version
-        if type(version) is not int or not 0 <= version <= INT64_MAX:
-            raise SerializationError("version must be an int from 0 to 2**63 - 1")
+        if type(version) is not int or not 0 <= version <= MAX_COUNTER:
+            raise SerializationError("version must be an int from 0 to 2**53 - 1")
         first_seq = last_seq - len(kept) + 1
         rows = [self._history_row(entry, first_seq + i, sid) for i, entry in enumerate(kept)]
         write = SessionWrite(
@@ -757,8 +759,8 @@ class SessionStore(ABC):
         if user_id is not None:
             user_id = validate_user_id(user_id)
         version = values["version"]
-        if type(version) is not int or not 0 <= version < INT64_MAX:
-            raise SerializationError(f"version must be an int from 0 to 2**63 - 2 to save, got {version!r}")
+        if type(version) is not int or not 0 <= version < MAX_COUNTER:
+            raise SerializationError(f"version must be an int from 0 to 2**53 - 2 to save, got {version!r:.40}")
         _check_values_shape(values)
         delta = _delta_since(values, baseline)
         max_depth = self.max_depth
@@ -779,8 +781,8 @@ class SessionStore(ABC):
         for entry in delta.history:
             seq += 1
             rows.append(self._history_row(entry, seq, sid))
-        if seq > INT64_MAX:
-            raise SerializationError("the history sequence number would pass 2**63 - 1")
+        if seq > MAX_COUNTER:
+            raise SerializationError("the history sequence number would pass 2**53 - 1")
 
         user: ScopeChange | None = None
         app: ScopeChange | None = None
@@ -1067,7 +1069,7 @@ def _check_delta_bound(delta: SessionDelta, max_depth: int) -> int | None:
             # A small int (a counter) inline, as `json_size_bound` bounds it; anything else through it.
             bound = (
                 value.bit_length() // 3 + 2
-                if kind is int and -INT64_MAX <= value <= INT64_MAX
+                if kind is int and -MAX_COUNTER <= value <= MAX_COUNTER
                 else json_size_bound(value, max_depth)
             )
             if bound is None:

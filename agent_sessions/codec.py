@@ -40,6 +40,7 @@ __all__ = [
     "is_strict_json",
     "json_clone",
     "json_size_bound",
+    "nests_deeper",
     "text_too_deep",
 ]
 
@@ -528,13 +529,18 @@ class JsonCodec:
             raise SerializationError("stored record nests too deep to decode") from exc
 
     def decode_bounded(self, data: bytes, max_depth: int) -> Any:
-        """`decode`, refusing (`SerializationError`) a document nested deeper than `max_depth`
-        before it is parsed, so the parser never recurses deeper than that."""
-        if text_too_deep(data, max_depth):
+        """`decode`, refusing (`SerializationError`) a value nested deeper than `max_depth`.
+
+        The parser's own recursion is bounded (a `RecursionError` becomes the same error); the
+        decoded value is measured only when the text has more brackets than `max_depth` (a
+        count in C: the usual record is settled without a walk)."""
+        value = self.decode(data)
+        kind = type(value)
+        if (kind is dict or kind is list) and _brackets(data) > max_depth and nests_deeper(value, max_depth):
             raise SerializationError(
                 f"stored record nests deeper than max_depth={max_depth} levels of lists and dicts: it is corrupt"
             )
-        return self.decode(data)
+        return value
 
 
 class FernetCodec:
@@ -592,6 +598,31 @@ def encode_checked(codec: Codec, obj: Any) -> bytes:
         return codec.encode(obj)
     data: bytes = fast(obj)
     return data
+
+
+def _brackets(data: bytes | str) -> int:
+    """How many lists and dicts JSON text opens at most (an upper bound on its depth)."""
+    if isinstance(data, str):
+        return data.count("[") + data.count("{")
+    return data.count(b"[") + data.count(b"{")
+
+
+def nests_deeper(value: Any, max_depth: int) -> bool:
+    """True when lists and dicts nest deeper than `max_depth` in the JSON value `value`
+    (level by level, containers only: no recursion, nothing else checked)."""
+    level = [value] if type(value) is dict or type(value) is list else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > max_depth:
+            return True
+        below = []
+        for item in level:
+            for sub in item.values() if type(item) is dict else item:
+                if type(sub) is dict or type(sub) is list:
+                    below.append(sub)
+        level = below
+    return False
 
 
 def text_too_deep(data: bytes | str, max_depth: int) -> bool:

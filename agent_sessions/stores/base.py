@@ -52,7 +52,6 @@ from ..codec import (
     is_strict_json,
     json_clone,
     json_size_bound,
-    text_too_deep,
 )
 from ..errors import (
     ScopeError,
@@ -603,15 +602,18 @@ class SessionStore(ABC):
         """Decode a history window; with the plain JSON codec in one `json.loads` of the joined
         payloads (a corrupt entry changes the element count or fails, then each is decoded alone)."""
         if len(payloads) > 1 and type(self.codec) is JsonCodec:
-            # Each entry's depth checked on its own (its brackets counted, usually): the joined
-            # list is then one level deeper than the deepest entry, and never too deep to parse.
+            # The joined list is one level deeper than its entries, each of which wraps a value
+            # in one dict: `max_depth + 2` in all. Entries that open few brackets each (the
+            # usual ones) cannot be deeper: then nothing is measured.
+            joined = b"[" + b",".join(payloads) + b"]"
             limit = self.max_depth + 1
-            entries = None
-            if not any(text_too_deep(p, limit) for p in payloads):
-                try:
-                    entries = self.codec.decode(b"[" + b",".join(payloads) + b"]")
-                except SerializationError:
-                    entries = None  # some entry is corrupt: decoded one by one below, which reports it
+            try:
+                if all(p.count(b"[") + p.count(b"{") <= limit for p in payloads):
+                    entries = self.codec.decode(joined)
+                else:
+                    entries = self.codec.decode_bounded(joined, limit + 1)
+            except SerializationError:
+                entries = None  # some entry is corrupt: decoded one by one below, which reports it
             if type(entries) is list and len(entries) == len(payloads) and all(type(e) is dict for e in entries):
                 return entries
         return [self._decode_entry(p, session_id) for p in payloads]

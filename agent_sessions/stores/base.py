@@ -79,6 +79,8 @@ __all__ = [
     "DEFAULT_HISTORY_WINDOW",
     "DEFAULT_MAX_HISTORY",
     "DEFAULT_MAX_SESSION_BYTES",
+    "MAX_TIMESTAMP",
+    "check_timestamp",
     "DecodedRecord",
     "PREF_PREFIX",
     "HistoryRow",
@@ -395,9 +397,13 @@ class SessionStore(ABC):
         return await self._delete(validate_session_id(session_id))
 
     async def touch(self, session_id: str, last_accessed_at: float, expiry_at: float | None) -> bool:
-        """Persist an access time and expiry without a version bump; False if the session is gone."""
+        """Persist an access time and expiry without a version bump; False if the session is gone.
+
+        Raises `SerializationError` for a time that is not a finite number in range."""
         sid = validate_session_id(session_id)
-        return await self._touch(sid, last_accessed_at, expiry_at, self.clock())
+        accessed = check_timestamp(last_accessed_at, "last_accessed_at")
+        expiry = None if expiry_at is None else check_timestamp(expiry_at, "expiry_at")
+        return await self._touch(sid, accessed, expiry, self.clock())
 
     async def get_user_sessions(self, user_id: str) -> list[Session]:
         """The live sessions of `user_id`, found through the per-user index."""
@@ -632,6 +638,8 @@ class SessionStore(ABC):
 
     @staticmethod
     def _route_scope_key(key: str, user: ScopeChange, app: ScopeChange, user_id: str | None) -> ScopeChange:
+        if type(key) is not str:
+            raise ScopeError(f"scope keys are str, got {type(key).__name__}")
         _check_column_text(key, "scope key")
         if key.startswith(APP_PREFIX):
             return app
@@ -700,10 +708,7 @@ class SessionStore(ABC):
             raise SerializationError("history entries need a numeric 'timestamp' and a str 'type'")
         if "\x00" in kind or len(kind) > MAX_COLUMN_TEXT:
             _check_column_text(kind, "history entry type")  # raises
-        try:
-            stamp = float(timestamp)
-        except OverflowError as exc:
-            raise SerializationError(f"history[{seq}]: the timestamp is too large for a float") from exc
+        stamp = check_timestamp(timestamp, f"history[{seq}] timestamp")
         if kept is not None:
             copy, bound, hint = kept
             payload = b""
@@ -1023,9 +1028,10 @@ def _check_values_shape(values: dict[str, Any]) -> None:
         and type(created) is float
         and type(accessed) is float
         and (expiry is None or type(expiry) is float)
-        and math.isfinite(created)
-        and math.isfinite(accessed)
-        and (expiry is None or math.isfinite(expiry))
+        # In range (so finite: NaN compares false).
+        and -MAX_TIMESTAMP <= created <= MAX_TIMESTAMP
+        and -MAX_TIMESTAMP <= accessed <= MAX_TIMESTAMP
+        and (expiry is None or -MAX_TIMESTAMP <= expiry <= MAX_TIMESTAMP)
     ):
         return
     for name in _MAPS:
@@ -1037,16 +1043,22 @@ def _check_values_shape(values: dict[str, Any]) -> None:
         value = values[name]
         if value is None and name == "expiry_at":
             continue
-        if (type(value) is not float and type(value) is not int) or not _finite(value):
-            raise SerializationError(f"{name} must be a finite number, got {value!r:.60}")
+        check_timestamp(value, name)
 
 
-def _finite(value: float) -> bool:
-    """`math.isfinite`, False for an int too large for a float (instead of `OverflowError`)."""
-    try:
-        return math.isfinite(value)
-    except OverflowError:
-        return False
+#: Timestamps are epoch seconds within this many of 0 (about the year 287,000): every backend
+#: keeps them to the millisecond (Redis in doubles, and as integer milliseconds for its TTLs).
+MAX_TIMESTAMP = 2.0**53 / 1000
+
+
+def check_timestamp(value: Any, name: str) -> float:
+    """`value` as a float timestamp; `SerializationError` unless it is a number (not a bool)
+    within ±`MAX_TIMESTAMP` (so finite; an int compares exactly, however large)."""
+    if (type(value) is not float and type(value) is not int) or not -MAX_TIMESTAMP <= value <= MAX_TIMESTAMP:
+        raise SerializationError(
+            f"{name} must be a finite number of seconds within ±{MAX_TIMESTAMP:.0f}, got {value!r:.40}"
+        )
+    return float(value)
 
 
 def _scope_size(rows: dict[str, bytes]) -> int:

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent_sessions import (
+    ScopeError,
     SerializationError,
     Session,
     SessionManager,
@@ -498,3 +499,30 @@ async def test_every_value_round_trips_exactly_or_is_refused_alike_with_nothing_
         assert loaded.auth_info is not None
         got = loaded.auth_info["a"]
     assert same_json(got, value)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, 1e308, 10**400, "soon", True])
+async def test_times_that_are_not_finite_numbers_in_range_are_refused_alike(store: SessionStore, bad: Any) -> None:
+    s = Session(state={"good": 1}, expiry_at=2e9)
+    await store.set(s)
+    for name in ("created_at", "last_accessed_at", "expiry_at"):
+        stale = Session()
+        setattr(stale, name, bad)
+        with pytest.raises(SerializationError, match=name):
+            await store.set(stale)
+        assert await store.get(stale.session_id) is None
+    with pytest.raises(SerializationError, match="last_accessed_at"):
+        await store.touch(s.session_id, bad, None)
+    with pytest.raises(SerializationError, match="expiry_at"):
+        await store.touch(s.session_id, 1.0, bad)
+    loaded = await store.get(s.session_id)
+    assert loaded is not None and loaded.expiry_at == 2e9 and loaded.last_accessed_at == s.last_accessed_at
+
+
+@pytest.mark.parametrize("key", [1, None, ("user:", 1), b"user:k"])
+async def test_scope_keys_that_are_not_text_are_refused_with_a_typed_error(store: SessionStore, key: Any) -> None:
+    with pytest.raises(ScopeError):
+        await store.write_scopes("u1", {key: 1})
+    with pytest.raises(ScopeError):
+        await store.write_scopes("u1", {}, delete=[key])
+    assert (await store.load_scopes("u1")).user == {}

@@ -384,10 +384,6 @@ class SessionStore(ABC):
         now = self.clock()
         if write.expiry_at is not None and write.expiry_at <= now:
             raise SessionNotFound("the session has expired; create a new one")
-        if (write.user_scope is not None and write.user_scope.sets) or (
-            write.app_scope is not None and write.app_scope.sets
-        ):
-            await self._check_scope_bounds(write.user_scope, write.app_scope)
         await self._write(write, now)
         assert write.baseline is not None
         _mark_saved(session, write.baseline, write.history_seq, write.new_version)
@@ -718,14 +714,63 @@ class SessionStore(ABC):
         payload = self._encode_value(entry, f"history entry {seq}", checked=True)
         return HistoryRow(seq, stamp, kind, payload, json_clone(entry) if self.keeps_decoded else None)
 
-    async def _check_scope_bounds(self, user: ScopeChange | None, app: ScopeChange | None) -> None:
-        """Raise `SessionTooLarge` if a change would grow a scope past `max_scope_bytes`.
+    def _check_scope_view(self, change: ScopeChange, values: dict[str, Any], baseline: Baseline | None) -> None:
+        """Raise `SessionTooLarge` if a save's `change` grows its scope past `max_scope_bytes`.
 
         Every new session of a user loads the whole user scope (and the app scope), so it is
-        bounded like a session. Checked against the scope as it is before the write (one read;
-        concurrent writers may each add up to what the limit left them). A change that does
-        not grow a scope is always accepted, so an oversized scope can be cleaned up.
+        bounded like a session is: by what the saving session holds of it (its ``user:`` or
+        ``app:`` keys, and preferences for the user scope, loaded with it), as a record is
+        bounded by what the session holds. No extra read: keys another session added since
+        this one loaded count from its next load on. A change that does not grow the scope
+        is always accepted, so an oversized scope can be cleaned up.
         """
+        after = self._scope_view_size(change, values["state"], values["preferences"], change.sets)
+        if after <= self.max_scope_bytes:
+            return
+        before = 0
+        if baseline is not None:
+            before = self._scope_view_size(change, baseline.maps["state"], baseline.maps["preferences"], {})
+        if after > before:
+            where = "the app scope" if change.kind == "app" else "the user scope"
+            raise SessionTooLarge(
+                f"{where} would be {after} bytes encoded, over max_scope_bytes={self.max_scope_bytes}; "
+                "every new session loads it: delete keys or keep large data elsewhere"
+            )
+
+    def _scope_view_size(
+        self, change: ScopeChange, state: dict[str, Any], prefs: dict[str, Any], encoded: dict[str, bytes]
+    ) -> int:
+        """The encoded size of the scope of `change` as `state` and `prefs` hold it (values in
+        `encoded` are already encoded; the others are, unless a size bound settles it)."""
+        if change.kind == "app":
+            rows = {k: v for k, v in state.items() if type(k) is str and k.startswith(APP_PREFIX)}
+        else:
+            rows = {k: v for k, v in state.items() if type(k) is str and k.startswith(USER_PREFIX)}
+            rows.update((PREF_PREFIX + k, v) for k, v in prefs.items())
+        if type(self.codec) is JsonCodec:
+            # An upper bound first (keys at most 4 bytes a character in UTF-8): usually enough.
+            bound = 0
+            for key, value in rows.items():
+                raw = encoded.get(key)
+                size = len(raw) if raw is not None else json_size_bound(value, self.max_depth)
+                if size is None:
+                    break
+                bound += 4 * len(key) + size
+            else:
+                if bound <= self.max_scope_bytes:
+                    return bound
+        total = 0
+        for key, value in rows.items():
+            raw = encoded.get(key)
+            total += len(key.encode("utf-8", "surrogatepass")) + len(
+                raw if raw is not None else self._encode_value(value, key, checked=True)
+            )
+        return total
+
+    async def _check_scope_bounds(self, user: ScopeChange | None, app: ScopeChange | None) -> None:
+        """Raise `SessionTooLarge` if a direct scope write (`write_scopes`) would grow a scope
+        past `max_scope_bytes`, checked against the scope as it is before the write (one read).
+        A change that does not grow a scope is always accepted."""
         user_sets = user is not None and bool(user.sets)
         user_raw, app_raw = await self._load_scopes(user.owner if user is not None and user_sets else None)
         for change, rows in ((user, user_raw), (app, app_raw)):
@@ -818,6 +863,10 @@ class SessionStore(ABC):
                     user.sets[PREF_PREFIX + key] = self._encode_value(value, f"preferences[{key!r}]", checked=True)
                 user.deletes.extend(PREF_PREFIX + key for key in pref_deletes or ())
 
+        if user is not None and user.sets:
+            self._check_scope_view(user, values, baseline)
+        if app is not None and app.sets:
+            self._check_scope_view(app, values, baseline)
         previous_user = baseline.fields["user_id"] if baseline is not None else None
         # Positional: a dataclass built with keywords costs several times more, on every save.
         return SessionWrite(

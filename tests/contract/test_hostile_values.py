@@ -368,11 +368,11 @@ async def test_app_scope_and_direct_scope_writes_are_bounded_too(make_store: Cal
         await store.write_scopes(None, {"app:a": "x" * 400})
         with pytest.raises(SessionTooLarge, match="app scope"):
             await store.write_scopes(None, {"app:b": "x" * 700})
-        s = Session(user_id="u1")
-        s.state["app:c"] = "y" * 700
+        manager = SessionManager(store, session_lifetime=3600, auto_cleanup=False)
+        s = await manager.create_session("u1")  # loads the scopes: its save is bounded by them
+        s.set("app:c", "y" * 700)
         with pytest.raises(SessionTooLarge, match="app scope"):
-            await store.set(s)
-        assert await store.get(s.session_id) is None
+            await manager.update_session(s)
         await store.write_scopes("u1", {"pref:tone": "t" * 900})
         with pytest.raises(SessionTooLarge, match="user scope"):
             await store.write_scopes("u1", {"user:more": "m" * 200})

@@ -41,7 +41,6 @@ __all__ = [
     "json_clone",
     "json_size_bound",
     "nests_deeper",
-    "text_too_deep",
 ]
 
 JSON_SCALARS = (str, int, bool, type(None))
@@ -59,10 +58,6 @@ INT64_MAX = 2**63 - 1
 MAX_COUNTER = 2**53 - 1
 _INT_LIMIT = 10**MAX_INT_DIGITS  # allowed: -_INT_LIMIT < n < _INT_LIMIT
 _SURROGATE = re.compile("[\ud800-\udfff]")
-# A JSON string in encoded text (possessive: no backtracking), for the depth pre-check.
-_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"')
-_EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _DECODER = json.JSONDecoder()
 _ENCODER = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"), check_circular=False)
 # `JSONEncoder.encode` builds its C encoder on every call; build it once (same arguments as
@@ -623,25 +618,6 @@ def nests_deeper(value: Any, max_depth: int) -> bool:
                     below.append(sub)
         level = below
     return False
-
-
-def text_too_deep(data: bytes | str, max_depth: int) -> bool:
-    """True when the JSON text `data` nests lists and dicts deeper than `max_depth` (or its
-    brackets do not pair up: it is not JSON). No parsing, no recursion: counting the brackets
-    settles the usual case; otherwise strings are dropped and the innermost empty pairs peeled
-    off once per level, each pass a regular-expression scan."""
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
-    if raw.count(b"[") + raw.count(b"{") <= max_depth:
-        return False
-    brackets = _JSON_STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
-    for _ in range(max_depth):
-        if not brackets:
-            return False
-        peeled = _EMPTY_PAIR.sub(b"", brackets)
-        if len(peeled) == len(brackets):
-            return True  # brackets that never pair up
-        brackets = peeled
-    return bool(brackets)
 
 
 def decode_bounded(codec: Codec, data: bytes, max_depth: int) -> Any:

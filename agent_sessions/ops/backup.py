@@ -34,7 +34,7 @@ from typing import Any, BinaryIO, Literal
 
 from pydantic import ValidationError
 
-from ..codec import DEFAULT_MAX_DEPTH, text_too_deep
+from ..codec import DEFAULT_MAX_DEPTH, nests_deeper
 from ..errors import AgentSessionsError, InvalidSessionId, InvalidUserId
 from ..ids import validate_session_id, validate_user_id
 from ..session import Session
@@ -299,15 +299,16 @@ class _Reader:
 def _parse(lineno: int, raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH + LINE_NESTING) -> dict[str, Any]:
     if not raw.endswith(b"\n"):
         raise BackupFormatError(lineno, "the line is cut short (no newline): the file is truncated")
-    # Checked on the text, before parsing: the parser recurses once per level.
-    if text_too_deep(raw, max_depth):
-        raise BackupFormatError(lineno, f"the line nests lists and dicts deeper than {max_depth} levels")
+    too_deep = f"the line nests lists and dicts deeper than {max_depth} levels"
     try:
         obj = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BackupFormatError(lineno, f"not valid JSON ({exc})") from exc
-    except RecursionError as exc:  # a deep stack: what is left of it was not enough
-        raise BackupFormatError(lineno, "the line nests too deep to parse") from exc
+    except RecursionError as exc:  # the parser recurses once per level: far too deep
+        raise BackupFormatError(lineno, too_deep) from exc
+    # Measured (without recursion) only when the line opens more brackets than the limit.
+    if raw.count(b"[") + raw.count(b"{") > max_depth and nests_deeper(obj, max_depth):
+        raise BackupFormatError(lineno, too_deep)
     if not isinstance(obj, dict):
         raise BackupFormatError(lineno, "expected a JSON object")
     return obj

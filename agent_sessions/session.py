@@ -21,7 +21,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from .codec import check_json, is_strict_json, json_clone
+from .codec import check_json, check_json_key, is_strict_json, json_clone
 from .errors import SerializationError
 from .ids import id_hash, new_session_id, validate_session_id
 
@@ -140,23 +140,38 @@ def _map_changes(
 
 
 def _same(a: Any, b: Any) -> bool:
-    """Equal as JSON values: `1 == True` in Python, but a change of type is a change."""
+    """Equal as JSON values: `1 == True` in Python, but a change of type is a change.
+
+    An explicit stack, not recursion: the live session may hold a value of any depth (checked
+    only when it is saved). Anything but a JSON type counts as changed, without calling its
+    `==`: the save then checks it, and refuses it with `SerializationError`."""
     if a is b:
         return True
-    kind = type(a)
-    if kind is not type(b):
-        return False
-    if kind is dict:
-        if len(a) != len(b):
+    stack = [(a, b)]
+    while stack:
+        a, b = stack.pop()
+        kind = type(a)
+        if kind is not type(b):
             return False
-        for key, value in a.items():
-            other = b.get(key, _MISSING)
-            if other is not value and (other is _MISSING or not _same(value, other)):
+        if kind is dict:
+            if len(a) != len(b):
                 return False
-        return True
-    if kind is list:
-        return len(a) == len(b) and all(x is y or _same(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
+            for key, value in a.items():
+                other = b.get(key, _MISSING)
+                if other is not value:
+                    if other is _MISSING:
+                        return False
+                    stack.append((value, other))
+        elif kind is list:
+            if len(a) != len(b):
+                return False
+            stack.extend((x, y) for x, y in zip(a, b, strict=True) if x is not y)
+        elif kind is str or kind is int or kind is float or kind is bool:
+            if a != b:
+                return False
+        elif a is not None:
+            return False
+    return True
 
 
 @dataclass(slots=True)
@@ -325,9 +340,12 @@ class Session(BaseModel):
         return self.state.get(key, default)
 
     def set(self, key: str, value: Any) -> None:
-        """Set session state value; raises `SerializationError` if it is not strict JSON."""
+        """Set session state value; raises `SerializationError` if it is not strict JSON (or
+        nests deeper than `codec.DEFAULT_MAX_DEPTH`; a store checks its own `max_depth` at save)."""
         if type(key) is not str:
             raise SerializationError(f"state keys must be str, got {type(key).__name__}")
+        if not key.isascii():
+            check_json_key(key, "state")
         if not is_strict_json(value):
             check_json(value, f"state[{key!r}]")  # raises, naming the value
         self.state[key] = value
@@ -372,6 +390,8 @@ class Session(BaseModel):
         """Append an entry ``{"timestamp", "type", "data"}``; `data` must be strict JSON."""
         if type(entry_type) is not str:
             raise SerializationError(f"history entry type must be str, got {type(entry_type).__name__}")
+        if not is_strict_json(entry_type):
+            check_json(entry_type, "history entry type")  # raises: a lone surrogate
         if not is_strict_json(data):
             check_json(data, f"history[{entry_type!r}].data")  # raises, naming the value
         self.history.append({"timestamp": time.time(), "type": entry_type, "data": data})

@@ -16,9 +16,18 @@ from typing import Any, Literal, assert_never
 from ..errors import SessionConflict, SessionNotFound
 from ..ids import id_hash
 from ..session import APP_PREFIX, TEMP_PREFIX, USER_PREFIX, Session
-from ..stores.base import SessionStore
+from ..stores.base import DEFAULT_MAX_HISTORY, DEFAULT_MAX_SESSION_BYTES, SessionStore
 
-__all__ = ["OnConflict", "Progress", "TransferReport", "full_history", "restore_scope", "restore_session"]
+__all__ = [
+    "LINE_NESTING",
+    "OnConflict",
+    "Progress",
+    "TransferReport",
+    "full_history",
+    "max_line_bytes",
+    "restore_scope",
+    "restore_session",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +45,21 @@ Outcome = Literal["imported", "replaced", "skipped", "expired"]
 
 HISTORY_PAGE = 500
 _REPLACE_ATTEMPTS = 5
+#: Room per encoded value in an export line for what wraps it (keys, punctuation).
+_LINE_SLACK = 4096
+#: How many levels an export line wraps a value in: a history entry's data sits in the line,
+#: its `history` list, the entry and its `data` dict (a state value in three, a scope value two).
+LINE_NESTING = 4
+
+
+def max_line_bytes(store: SessionStore | None = None) -> int:
+    """The longest export line `store` (None: a store with the default limits) could accept: a
+    session record and a full history, or a whole scope, each at most the store's limit.
+    Longer lines are refused unread."""
+    session_bytes = DEFAULT_MAX_SESSION_BYTES if store is None else store.max_session_bytes
+    history = DEFAULT_MAX_HISTORY if store is None else store.max_history
+    scope_bytes = session_bytes if store is None else store.max_scope_bytes
+    return max((history + 1) * (session_bytes + _LINE_SLACK), scope_bytes + _LINE_SLACK)
 
 
 @dataclass(slots=True)

@@ -35,16 +35,19 @@ from typing import Any, BinaryIO, Literal
 
 from pydantic import ValidationError
 
+from ..codec import DEFAULT_MAX_DEPTH, nests_deeper
 from ..errors import AgentSessionsError, InvalidSessionId, InvalidUserId
 from ..ids import validate_session_id, validate_user_id
 from ..session import Session
 from ..stores.base import SessionStore
 from ._transfer import (
+    LINE_NESTING,
     OnConflict,
     Progress,
     TransferReport,
     check_on_conflict,
     full_history,
+    max_line_bytes,
     restore_scope,
     restore_session,
     session_payload,
@@ -75,6 +78,8 @@ _LINE_NOTE = "while importing line {} of the export file"
 _LINE_NOTE_PATTERN = re.compile(r"while importing line (\d+) of the export file")
 #: How much of the end of a file `count_export_sessions` keeps while looking for the end marker.
 _TAIL_BYTES = 64 * 1024
+#: A hop to the reader thread also ends once it holds this many bytes (long lines).
+_READ_CHUNK_BYTES = 8 * 1024 * 1024
 
 
 class BackupFormatError(AgentSessionsError, ValueError):
@@ -247,9 +252,15 @@ async def export_sessions(
 
 # ---------------------------------------------------------------- import
 class _Reader:
-    """Numbered lines of a (possibly gzip) file, read in chunks in a worker thread."""
+    """Numbered lines of a (possibly gzip) file, read in chunks in a worker thread.
 
-    def __init__(self, path: Path) -> None:
+    A line longer than `max_line` bytes is never read whole: it is a `BackupFormatError`
+    naming it, after at most `max_line` bytes of it were held (a small file that expands to a
+    huge line cannot exhaust memory).
+    """
+
+    def __init__(self, path: Path, max_line: int) -> None:
+        self._max_line = max_line
         self._file: BinaryIO | gzip.GzipFile
         if _is_gzip(path, None):
             self._file = gzip.GzipFile(path, "rb")
@@ -264,9 +275,10 @@ class _Reader:
         if self._error is not None:
             return self._error
         out: list[tuple[int, bytes]] = []
+        held = 0
         for _ in range(size):
             try:
-                line = self._file.readline()
+                line = self._file.readline(self._max_line + 1)
             except (EOFError, OSError, zlib.error) as exc:
                 # A truncated or corrupt gzip stream: the line being read is the bad one.
                 self._error = BackupFormatError(self._lineno + 1, f"the file cannot be read ({exc}); is it truncated?")
@@ -274,21 +286,37 @@ class _Reader:
                 return out if out else self._error
             if not line:
                 break
+            if len(line) > self._max_line:
+                self._error = BackupFormatError(
+                    self._lineno + 1,
+                    f"the line is longer than {self._max_line} bytes, more than the store could hold "
+                    "(max_session_bytes, max_history, max_scope_bytes)",
+                )
+                return out if out else self._error
             self._lineno += 1
             out.append((self._lineno, line))
+            held += len(line)
+            if held >= _READ_CHUNK_BYTES:
+                break
         return out
 
     def close(self) -> None:
         self._file.close()
 
 
-def _parse(lineno: int, raw: bytes) -> dict[str, Any]:
+def _parse(lineno: int, raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH + LINE_NESTING) -> dict[str, Any]:
     if not raw.endswith(b"\n"):
         raise BackupFormatError(lineno, "the line is cut short (no newline): the file is truncated")
+    too_deep = f"the line nests lists and dicts deeper than {max_depth} levels"
     try:
         obj = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BackupFormatError(lineno, f"not valid JSON ({exc})") from exc
+    except RecursionError as exc:  # the parser recurses once per level: far too deep
+        raise BackupFormatError(lineno, too_deep) from exc
+    # Measured (without recursion) only when the line opens more brackets than the limit.
+    if raw.count(b"[") + raw.count(b"{") > max_depth and nests_deeper(obj, max_depth):
+        raise BackupFormatError(lineno, too_deep)
     if not isinstance(obj, dict):
         raise BackupFormatError(lineno, "expected a JSON object")
     return obj
@@ -400,7 +428,7 @@ async def import_sessions(
     """
     policy = check_on_conflict(on_conflict)
     source = Path(path)
-    reader = await asyncio.to_thread(_Reader, source)
+    reader = await asyncio.to_thread(_Reader, source, max_line_bytes(store))
     state = _ImportState()
     try:
         while not state.end_seen:
@@ -443,7 +471,7 @@ async def _import_line(
     state.last_line = lineno
     if state.end_seen:
         raise BackupFormatError(lineno, "content after the end marker")
-    obj = _parse(lineno, raw)
+    obj = _parse(lineno, raw, store.max_depth + LINE_NESTING)
     if not state.header_seen:
         _check_header(obj)
         state.header_seen = True
@@ -482,7 +510,7 @@ async def _import_line(
 
 def iter_export_lines(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """The parsed lines of an export file (header first), for inspection and tests."""
-    reader = _Reader(Path(path))
+    reader = _Reader(Path(path), max_line_bytes())
     try:
         while True:
             chunk = reader.chunk(_READ_CHUNK)

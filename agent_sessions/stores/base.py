@@ -38,12 +38,18 @@ from typing import Any, Literal, Self
 from pydantic import ValidationError
 
 from ..codec import (
+    DEFAULT_MAX_DEPTH,
     FLOAT_SIZE,
+    MAX_COUNTER,
     Codec,
     JsonCodec,
     check_json,
+    check_json_key,
+    check_max_depth,
     clone_with_bound,
+    decode_bounded,
     encode_checked,
+    is_strict_json,
     json_clone,
     json_size_bound,
 )
@@ -77,6 +83,8 @@ __all__ = [
     "DEFAULT_HISTORY_WINDOW",
     "DEFAULT_MAX_HISTORY",
     "DEFAULT_MAX_SESSION_BYTES",
+    "MAX_TIMESTAMP",
+    "check_timestamp",
     "DecodedRecord",
     "PREF_PREFIX",
     "HistoryRow",
@@ -252,6 +260,11 @@ class SessionStore(ABC):
     - `codec`: how records are encoded (default strict `JsonCodec`; wrap with `FernetCodec`
       for encryption at rest);
     - `max_session_bytes`: the largest encoded record (and history entry) a save accepts;
+    - `max_scope_bytes`: the largest a user or app scope may grow, encoded keys and values
+      (default `max_session_bytes`): every new session of a user loads its whole scope;
+    - `max_depth`: how deeply lists and dicts may nest in a value (a state or preference
+      value, a history entry's data; default 64, at most `codec.MAX_DEPTH_LIMIT`). A deeper
+      value raises `SerializationError` at save; one stored deeper reads as corrupt;
     - `max_history`: history entries kept per session (oldest dropped);
     - `history_window`: how many recent entries `get` loads into `Session.history`;
     - `clock`: the time source (inject one in tests instead of sleeping).
@@ -265,11 +278,17 @@ class SessionStore(ABC):
         max_history: int = DEFAULT_MAX_HISTORY,
         history_window: int = DEFAULT_HISTORY_WINDOW,
         clock: Callable[[], float] = time.time,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        max_scope_bytes: int | None = None,
     ) -> None:
         if max_session_bytes <= 0 or max_history <= 0 or history_window < 0:
             raise ValueError("max_session_bytes and max_history must be > 0, history_window >= 0")
+        if max_scope_bytes is not None and max_scope_bytes <= 0:
+            raise ValueError("max_scope_bytes must be > 0")
         self.codec: Codec = codec if codec is not None else JsonCodec()
         self.max_session_bytes = max_session_bytes
+        self.max_scope_bytes = max_session_bytes if max_scope_bytes is None else max_scope_bytes
+        self.max_depth = check_max_depth(max_depth)
         self.max_history = max_history
         self.history_window = min(history_window, max_history)
         self.clock = clock
@@ -397,9 +416,13 @@ class SessionStore(ABC):
         return await self._delete(validate_session_id(session_id))
 
     async def touch(self, session_id: str, last_accessed_at: float, expiry_at: float | None) -> bool:
-        """Persist an access time and expiry without a version bump; False if the session is gone."""
+        """Persist an access time and expiry without a version bump; False if the session is gone.
+
+        Raises `SerializationError` for a time that is not a finite number in range."""
         sid = validate_session_id(session_id)
-        return await self._touch(sid, last_accessed_at, expiry_at, self.clock())
+        accessed = check_timestamp(last_accessed_at, "last_accessed_at")
+        expiry = None if expiry_at is None else check_timestamp(expiry_at, "expiry_at")
+        return await self._touch(sid, accessed, expiry, self.clock())
 
     async def get_user_sessions(self, user_id: str) -> list[Session]:
         """The live sessions of `user_id`, found through the per-user index."""
@@ -446,8 +469,12 @@ class SessionStore(ABC):
         expired session has an empty history.
         """
         sid = validate_session_id(session_id)
-        if limit <= 0:
-            raise ValueError("limit must be > 0")
+        if type(limit) is not int or not 0 < limit < MAX_COUNTER:
+            raise SerializationError(f"limit must be an int from 1 to 2**53 - 2, got {limit!r:.40}")
+        if before is not None and (type(before) is not int or not -MAX_COUNTER <= before <= MAX_COUNTER):
+            raise SerializationError(
+                "before must be a cursor from HistoryPage.next_before (an int within ±(2**53 - 1))"
+            )
         rows = await self._history_page(sid, limit + 1, before, self.clock())
         if not rows:
             return HistoryPage([], None)
@@ -470,6 +497,8 @@ class SessionStore(ABC):
             self._route_scope_key(key, user, app, user_id).sets[key] = self._encode_value(value, key)
         for key in delete:
             self._route_scope_key(key, user, app, user_id).deletes.append(key)
+        if user.sets or app.sets:
+            await self._check_scope_bounds(user, app)
         await self._write_scopes([c for c in (user, app) if not c.is_empty()])
 
     async def iter_scopes(self) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
@@ -493,6 +522,11 @@ class SessionStore(ABC):
             raise SessionNotFound("the session has expired; it is not restored")
         kept = history[-self.max_history :]
         last_seq = history_seq if history_seq is not None else len(history)
+        if type(last_seq) is not int or not len(history) <= last_seq <= MAX_COUNTER:
+            raise SerializationError("history_seq must be an int from the number of history entries to 2**53 - 1")
+        version = session.version
+        if type(version) is not int or not 0 <= version <= MAX_COUNTER:
+            raise SerializationError("version must be an int from 0 to 2**53 - 1")
         first_seq = last_seq - len(kept) + 1
         rows = [self._history_row(entry, first_seq + i, sid) for i, entry in enumerate(kept)]
         write = SessionWrite(
@@ -573,22 +607,36 @@ class SessionStore(ABC):
     # ================================================================ shared internals
     def _encode_value(self, value: Any, where: str, *, checked: bool = False) -> bytes:
         """Encode one value (size-limited); `checked`: the caller has run `check_json` on it."""
-        data = encode_checked(self.codec, value) if checked else self.codec.encode(value)
+        if not checked and not is_strict_json(value, self.max_depth):
+            check_json(value, where, self.max_depth)  # raises, naming the value
+        data = encode_checked(self.codec, value)
         if len(data) > self.max_session_bytes:
             raise SessionTooLarge(
                 f"{where}: {len(data)} bytes encoded exceeds max_session_bytes={self.max_session_bytes}"
             )
         return data
 
+    def _decode_value(self, raw: bytes) -> Any:
+        """Decode one scope value; one nested deeper than `max_depth` is corrupt."""
+        return decode_bounded(self.codec, raw, self.max_depth)
+
     def _decode_scope(self, raw: dict[str, bytes]) -> dict[str, Any]:
-        return {k: self.codec.decode(v) for k, v in raw.items()}
+        return {k: decode_bounded(self.codec, v, self.max_depth) for k, v in raw.items()}
 
     def _decode_history(self, payloads: list[bytes], session_id: str) -> list[dict[str, Any]]:
         """Decode a history window; with the plain JSON codec in one `json.loads` of the joined
         payloads (a corrupt entry changes the element count or fails, then each is decoded alone)."""
         if len(payloads) > 1 and type(self.codec) is JsonCodec:
+            # The joined list is one level deeper than its entries, each of which wraps a value
+            # in one dict: `max_depth + 2` in all. Entries that open few brackets each (the
+            # usual ones) cannot be deeper: then nothing is measured.
+            joined = b"[" + b",".join(payloads) + b"]"
+            limit = self.max_depth + 1
             try:
-                entries = self.codec.decode(b"[" + b",".join(payloads) + b"]")
+                if all(p.count(b"[") + p.count(b"{") <= limit for p in payloads):
+                    entries = self.codec.decode(joined)
+                else:
+                    entries = self.codec.decode_bounded(joined, limit + 1)
             except SerializationError:
                 entries = None  # some entry is corrupt: decoded one by one below, which reports it
             if type(entries) is list and len(entries) == len(payloads) and all(type(e) is dict for e in entries):
@@ -596,7 +644,12 @@ class SessionStore(ABC):
         return [self._decode_entry(p, session_id) for p in payloads]
 
     def _decode_entry(self, payload: bytes, session_id: str) -> dict[str, Any]:
-        entry = self.codec.decode(payload)
+        try:
+            # An entry wraps its data in one dict: one level more than a value.
+            entry = decode_bounded(self.codec, payload, self.max_depth + 1)
+        except SerializationError:
+            logger.error("corrupt history entry in session %s", id_hash(session_id))
+            raise
         if not isinstance(entry, dict):
             logger.error("corrupt history entry in session %s", id_hash(session_id))
             raise SerializationError("a stored history entry is not a JSON object")
@@ -604,6 +657,8 @@ class SessionStore(ABC):
 
     @staticmethod
     def _route_scope_key(key: str, user: ScopeChange, app: ScopeChange, user_id: str | None) -> ScopeChange:
+        if type(key) is not str:
+            raise ScopeError(f"scope keys are str, got {type(key).__name__}")
         _check_column_text(key, "scope key")
         if key.startswith(APP_PREFIX):
             return app
@@ -618,10 +673,14 @@ class SessionStore(ABC):
 
         `checked`: every value that changed since the session's baseline has passed
         `_check_delta` (the rest was checked when it was saved, or decoded from a store), so the
-        record is encoded without walking it again.
+        record is encoded without walking it again. Otherwise every value is checked here
+        (with the store's `max_depth`, value by value, so the error names the value).
         """
         if not checked:
             _check_shape(session)
+            full = _delta_since(session.__dict__, None)
+            full.history = []
+            _check_delta(full, self.max_depth)
         state = {}
         for key, value in session.state.items():
             if type(key) is not str:
@@ -643,7 +702,7 @@ class SessionStore(ABC):
             "environment": session.environment,
             "writes": list(writes),
         }
-        data = encode_checked(self.codec, record) if checked else self.codec.encode(record)
+        data = encode_checked(self.codec, record)
         if len(data) > self.max_session_bytes:
             raise SessionTooLarge(
                 f"session record is {len(data)} bytes encoded, over max_session_bytes={self.max_session_bytes}; "
@@ -658,23 +717,101 @@ class SessionStore(ABC):
         # enough (otherwise the entry is encoded, which gives the exact size or the error). The
         # bound, the private copy it keeps and the copy's clone hint come from one walk; a bound
         # proves the entry strict JSON, as `check_json` would.
-        kept = clone_with_bound(entry) if self.keeps_decoded and type(entry) is dict else None
+        # The entry wraps its data in one dict: one level more than a value may nest.
+        depth = self.max_depth + 1
+        kept = clone_with_bound(entry, depth) if self.keeps_decoded and type(entry) is dict else None
         if kept is None:
-            check_json(entry, f"history[{seq}]")
+            check_json(entry, f"history[{seq}]", depth)
         timestamp = entry.get("timestamp")
         kind = entry.get("type")
         if not isinstance(timestamp, int | float) or isinstance(timestamp, bool) or not isinstance(kind, str):
             raise SerializationError("history entries need a numeric 'timestamp' and a str 'type'")
         if "\x00" in kind or len(kind) > MAX_COLUMN_TEXT:
             _check_column_text(kind, "history entry type")  # raises
+        stamp = check_timestamp(timestamp, f"history[{seq}] timestamp")
         if kept is not None:
             copy, bound, hint = kept
             payload = b""
             if bound > self.max_session_bytes:
                 payload = self._encode_value(entry, f"history entry {seq}", checked=True)
-            return HistoryRow(seq, float(timestamp), kind, payload, copy, hint)
+            return HistoryRow(seq, stamp, kind, payload, copy, hint)
         payload = self._encode_value(entry, f"history entry {seq}", checked=True)
-        return HistoryRow(seq, float(timestamp), kind, payload, json_clone(entry) if self.keeps_decoded else None)
+        return HistoryRow(seq, stamp, kind, payload, json_clone(entry) if self.keeps_decoded else None)
+
+    def _check_scope_view(self, change: ScopeChange, values: dict[str, Any], baseline: Baseline | None) -> None:
+        """Raise `SessionTooLarge` if a save's `change` grows its scope past `max_scope_bytes`.
+
+        Every new session of a user loads the whole user scope (and the app scope), so it is
+        bounded like a session is: by what the saving session holds of it (its ``user:`` or
+        ``app:`` keys, and preferences for the user scope, loaded with it), as a record is
+        bounded by what the session holds. No extra read: keys another session added since
+        this one loaded count from its next load on. A change that does not grow the scope
+        is always accepted, so an oversized scope can be cleaned up.
+        """
+        after = self._scope_view_size(change, values["state"], values["preferences"], change.sets)
+        if after <= self.max_scope_bytes:
+            return
+        before = 0
+        if baseline is not None:
+            before = self._scope_view_size(change, baseline.maps["state"], baseline.maps["preferences"], {})
+        if after > before:
+            where = "the app scope" if change.kind == "app" else "the user scope"
+            raise SessionTooLarge(
+                f"{where} would be {after} bytes encoded, over max_scope_bytes={self.max_scope_bytes}; "
+                "every new session loads it: delete keys or keep large data elsewhere"
+            )
+
+    def _scope_view_size(
+        self, change: ScopeChange, state: dict[str, Any], prefs: dict[str, Any], encoded: dict[str, bytes]
+    ) -> int:
+        """The encoded size of the scope of `change` as `state` and `prefs` hold it (values in
+        `encoded` are already encoded; the others are, unless a size bound settles it)."""
+        if change.kind == "app":
+            rows = {k: v for k, v in state.items() if type(k) is str and k.startswith(APP_PREFIX)}
+        else:
+            rows = {k: v for k, v in state.items() if type(k) is str and k.startswith(USER_PREFIX)}
+            rows.update((PREF_PREFIX + k, v) for k, v in prefs.items())
+        if type(self.codec) is JsonCodec:
+            # An upper bound first (keys at most 4 bytes a character in UTF-8): usually enough.
+            bound = 0
+            for key, value in rows.items():
+                raw = encoded.get(key)
+                size = len(raw) if raw is not None else json_size_bound(value, self.max_depth)
+                if size is None:
+                    break
+                bound += 4 * len(key) + size
+            else:
+                if bound <= self.max_scope_bytes:
+                    return bound
+        total = 0
+        for key, value in rows.items():
+            raw = encoded.get(key)
+            total += len(key.encode("utf-8", "surrogatepass")) + len(
+                raw if raw is not None else self._encode_value(value, key, checked=True)
+            )
+        return total
+
+    async def _check_scope_bounds(self, user: ScopeChange | None, app: ScopeChange | None) -> None:
+        """Raise `SessionTooLarge` if a direct scope write (`write_scopes`) would grow a scope
+        past `max_scope_bytes`, checked against the scope as it is before the write (one read).
+        A change that does not grow a scope is always accepted."""
+        user_sets = user is not None and bool(user.sets)
+        user_raw, app_raw = await self._load_scopes(user.owner if user is not None and user_sets else None)
+        for change, rows in ((user, user_raw), (app, app_raw)):
+            if change is None or not change.sets:
+                continue
+            before = _scope_size(rows)
+            after_rows = dict(rows)
+            after_rows.update(change.sets)
+            for key in change.deletes:
+                after_rows.pop(key, None)
+            after = _scope_size(after_rows)
+            if after > self.max_scope_bytes and after > before:
+                where = "the app scope" if change.kind == "app" else "the user scope"
+                raise SessionTooLarge(
+                    f"{where} would be {after} bytes encoded, over max_scope_bytes={self.max_scope_bytes}; "
+                    "every new session loads it: delete keys or keep large data elsewhere"
+                )
 
     def _prepare_write(self, session: Session) -> SessionWrite:
         """Check and encode what a save of `session` writes.
@@ -697,13 +834,17 @@ class SessionStore(ABC):
         user_id = values["user_id"]
         if user_id is not None:
             user_id = validate_user_id(user_id)
+        version = values["version"]
+        if type(version) is not int or not 0 <= version < MAX_COUNTER:
+            raise SerializationError(f"version must be an int from 0 to 2**53 - 2 to save, got {version!r:.40}")
         _check_values_shape(values)
         delta = _delta_since(values, baseline)
         write_id = new_write_id()
         writes = (write_id,) if baseline is None else (write_id, *baseline.writes[: WRITE_LINEAGE - 1])
+        max_depth = self.max_depth
         record_bound: int | None = None
         if self.keeps_decoded:
-            growth = _check_delta_bound(delta)
+            growth = _check_delta_bound(delta, max_depth)
             if growth is not None and baseline is not None and baseline.record_bound is not None:
                 record_bound = baseline.record_bound + growth
             if record_bound is not None and record_bound <= self.max_session_bytes:
@@ -712,12 +853,14 @@ class SessionStore(ABC):
                 record = self._encode_record(session, checked=True, writes=writes)
                 record_bound = len(record) + RECORD_SLACK
         else:
-            _check_delta(delta)
+            _check_delta(delta, max_depth)
             record = self._encode_record(session, checked=True, writes=writes)
         rows = []
         for entry in delta.history:
             seq += 1
             rows.append(self._history_row(entry, seq, sid))
+        if seq > MAX_COUNTER:
+            raise SerializationError("the history sequence number would pass 2**53 - 1")
 
         user: ScopeChange | None = None
         app: ScopeChange | None = None
@@ -746,8 +889,11 @@ class SessionStore(ABC):
                     user.sets[PREF_PREFIX + key] = self._encode_value(value, f"preferences[{key!r}]", checked=True)
                 user.deletes.extend(PREF_PREFIX + key for key in pref_deletes or ())
 
+        if user is not None and user.sets:
+            self._check_scope_view(user, values, baseline)
+        if app is not None and app.sets:
+            self._check_scope_view(app, values, baseline)
         previous_user = baseline.fields["user_id"] if baseline is not None else None
-        version = values["version"]
         after = _next_baseline(baseline, delta, record_bound)
         after.writes = writes
         # Positional: a dataclass built with keywords costs several times more, on every save.
@@ -775,7 +921,8 @@ class SessionStore(ABC):
         if stored.decoded is not None:
             return self._build_decoded(stored, stored.decoded, now)
         try:
-            record = self.codec.decode(stored.record)
+            # A record wraps each value in two dicts (the record, then `state` or another map).
+            record = decode_bounded(self.codec, stored.record, self.max_depth + 2)
             if not isinstance(record, dict):
                 raise SerializationError("the stored record is not a JSON object")
             history = self._decode_history(stored.history, stored.session_id)
@@ -783,11 +930,11 @@ class SessionStore(ABC):
             prefs = record.setdefault("preferences", {})
             for key, raw in stored.user_scope.items():
                 if key.startswith(PREF_PREFIX):
-                    prefs[key[len(PREF_PREFIX) :]] = self.codec.decode(raw)
+                    prefs[key[len(PREF_PREFIX) :]] = self._decode_value(raw)
                 else:
-                    state[key] = self.codec.decode(raw)
+                    state[key] = self._decode_value(raw)
             for key, raw in stored.app_scope.items():
-                state[key] = self.codec.decode(raw)
+                state[key] = self._decode_value(raw)
             # Records this library wrote have every field with its exact type: built without
             # pydantic. Anything else (an older record, a corrupt one) is validated in full.
             writes = record.pop("writes", [])
@@ -824,7 +971,7 @@ class SessionStore(ABC):
             snapshot = session.baseline
             assert snapshot is not None
             snapshot.writes = tuple(writes)  # the baseline was just built for this session alone
-        except (SerializationError, ValidationError, TypeError, AttributeError) as exc:
+        except (SerializationError, ValidationError, TypeError, AttributeError, RecursionError) as exc:
             logger.error("corrupt session record %s: %s", id_hash(stored.session_id), type(exc).__name__)
             if isinstance(exc, SerializationError):
                 raise
@@ -854,11 +1001,11 @@ class SessionStore(ABC):
                 prefs = dict(prefs)
                 for key, raw in stored.user_scope.items():
                     if key.startswith(PREF_PREFIX):
-                        prefs[key[len(PREF_PREFIX) :]] = self.codec.decode(raw)
+                        prefs[key[len(PREF_PREFIX) :]] = self._decode_value(raw)
                     else:
-                        state[key] = self.codec.decode(raw)
+                        state[key] = self._decode_value(raw)
                 for key, raw in stored.app_scope.items():
-                    state[key] = self.codec.decode(raw)
+                    state[key] = self._decode_value(raw)
             auth = fields["auth_info"]
             ai_context = maps["ai_context"]
             flags = maps["feature_flags"]
@@ -931,7 +1078,7 @@ class SessionStore(ABC):
                     session._mark_clean(history_seq=stored.history_seq)
                 if valid_id is not None and session.session_id is valid_id:
                     session._mark_id_valid(valid_id)
-        except (SerializationError, ValidationError, TypeError, AttributeError, KeyError) as exc:
+        except (SerializationError, ValidationError, TypeError, AttributeError, KeyError, RecursionError) as exc:
             logger.error("corrupt session record %s: %s", id_hash(stored.session_id), type(exc).__name__)
             if isinstance(exc, SerializationError):
                 raise
@@ -966,9 +1113,10 @@ def _check_values_shape(values: dict[str, Any]) -> None:
         and type(created) is float
         and type(accessed) is float
         and (expiry is None or type(expiry) is float)
-        and math.isfinite(created)
-        and math.isfinite(accessed)
-        and (expiry is None or math.isfinite(expiry))
+        # In range (so finite: NaN compares false).
+        and -MAX_TIMESTAMP <= created <= MAX_TIMESTAMP
+        and -MAX_TIMESTAMP <= accessed <= MAX_TIMESTAMP
+        and (expiry is None or -MAX_TIMESTAMP <= expiry <= MAX_TIMESTAMP)
     ):
         return
     for name in _MAPS:
@@ -980,8 +1128,27 @@ def _check_values_shape(values: dict[str, Any]) -> None:
         value = values[name]
         if value is None and name == "expiry_at":
             continue
-        if (type(value) is not float and type(value) is not int) or not math.isfinite(value):
-            raise SerializationError(f"{name} must be a finite number, got {value!r}")
+        check_timestamp(value, name)
+
+
+#: Timestamps are epoch seconds within this many of 0 (about the year 287,000): every backend
+#: keeps them to the millisecond (Redis in doubles, and as integer milliseconds for its TTLs).
+MAX_TIMESTAMP = 2.0**53 / 1000
+
+
+def check_timestamp(value: Any, name: str) -> float:
+    """`value` as a float timestamp; `SerializationError` unless it is a number (not a bool)
+    within ±`MAX_TIMESTAMP` (so finite; an int compares exactly, however large)."""
+    if (type(value) is not float and type(value) is not int) or not -MAX_TIMESTAMP <= value <= MAX_TIMESTAMP:
+        raise SerializationError(
+            f"{name} must be a finite number of seconds within ±{MAX_TIMESTAMP:.0f}, got {value!r:.40}"
+        )
+    return float(value)
+
+
+def _scope_size(rows: dict[str, bytes]) -> int:
+    """The encoded size of a scope: its keys (UTF-8) and values."""
+    return sum(len(key.encode("utf-8", "surrogatepass")) + len(raw) for key, raw in rows.items())
 
 
 #: Room in `Baseline.record_bound` for the record fields that change without being tracked:
@@ -990,7 +1157,7 @@ def _check_values_shape(values: dict[str, Any]) -> None:
 RECORD_SLACK = 3 * FLOAT_SIZE + WRITE_LINEAGE * 20  # and the write lineage: ids of 16 characters, quoted
 
 
-def _check_delta_bound(delta: SessionDelta) -> int | None:
+def _check_delta_bound(delta: SessionDelta, max_depth: int) -> int | None:
     """`_check_delta`, also returning an upper bound on how much the changed values can grow
     the encoded record; None when some value has no bound (the record must be encoded)."""
     growth: int | None = 0
@@ -999,44 +1166,57 @@ def _check_delta_bound(delta: SessionDelta) -> int | None:
             if type(key) is not str:
                 raise SerializationError(f"{name} keys must be str, got {type(key).__name__}")
             kind = type(value)
-            # An int (a counter) inline, as `json_size_bound` bounds it; anything else through it.
-            bound = value.bit_length() // 3 + 2 if kind is int else json_size_bound(value)
+            # A small int (a counter) inline, as `json_size_bound` bounds it; anything else through it.
+            bound = (
+                value.bit_length() // 3 + 2
+                if kind is int and -MAX_COUNTER <= value <= MAX_COUNTER
+                else json_size_bound(value, max_depth)
+            )
             if bound is None:
-                check_json(value, f"{name}[{key!r}]")
+                check_json(value, f"{name}[{key!r:.40}]", max_depth)
                 growth = None
-            elif growth is not None:
-                # None: not UTF-8 encodable (encoding will say).
-                key_bound = 6 * len(key) + 2 if key.isascii() else json_size_bound(key)
-                growth = None if key_bound is None else growth + bound + key_bound + 2
+            if key.isascii():
+                if growth is not None and bound is not None:
+                    growth += bound + 6 * len(key) + 4
+            else:
+                check_json_key(key, name)
+                growth = None if growth is None or bound is None else growth + bound + 6 * len(key) + 4
+    # `environment` and `auth_info` are maps of values: one level more than a value.
     for name, value in delta.fields.items():
         # `expiry_at`, a finite float, changes on every save.
-        bound = FLOAT_SIZE if type(value) is float and math.isfinite(value) else json_size_bound(value)
+        bound = FLOAT_SIZE if type(value) is float and math.isfinite(value) else json_size_bound(value, max_depth + 1)
         if bound is None:
             if name != "user_id":
-                check_json(value, name)
+                check_json(value, name, max_depth + 1)
             growth = None
         elif growth is not None:
             growth += bound
     return growth
 
 
-def _check_delta(delta: SessionDelta) -> None:
-    """Strict JSON for every value that changed since the baseline (the rest already was)."""
+def _check_delta(delta: SessionDelta, max_depth: int) -> None:
+    """Strict JSON, nested at most `max_depth` deep, for every value that changed since the
+    baseline (the rest already was)."""
     for name, values in delta.sets.items():
         for key, value in values.items():
             if type(key) is not str:
                 raise SerializationError(f"{name} keys must be str, got {type(key).__name__}")
-            check_json(value, f"{name}[{key!r}]")
+            if not key.isascii():
+                check_json_key(key, name)
+            if not is_strict_json(value, max_depth):
+                check_json(value, f"{name}[{key!r:.40}]", max_depth)
     for name, value in delta.fields.items():
-        if name != "user_id":
-            check_json(value, name)
+        if name != "user_id" and not is_strict_json(value, max_depth + 1):
+            check_json(value, name, max_depth + 1)
 
 
 def _check_column_text(value: str, what: str) -> None:
     """Text that backends keep in an indexed column (scope keys, history types): every backend
-    must accept the same values, and PostgreSQL text cannot hold NUL."""
+    must accept the same values, and PostgreSQL text cannot hold NUL (nor UTF-8 a lone surrogate)."""
     if "\x00" in value or len(value) > MAX_COLUMN_TEXT:
         raise SerializationError(f"{what} must not contain NUL and be at most {MAX_COLUMN_TEXT} characters")
+    if not value.isascii():
+        check_json_key(value, what)
 
 
 def raise_conflict(session_id: str) -> SessionConflict:

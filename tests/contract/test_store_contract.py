@@ -517,7 +517,9 @@ async def test_text_that_utf8_cannot_encode_raises_at_save_and_writes_nothing(
     elif where == "state-key":
         s.state[bad] = 1
     elif where == "history":
-        s.add_history_entry("message", {"text": bad})
+        with pytest.raises(SerializationError):  # refused where it is added...
+            s.add_history_entry("message", {"text": bad})
+        s.history.append({"timestamp": 1.0, "type": "message", "data": {"text": bad}})  # ...and at save
     elif where == "history-type":
         s.history.append({"timestamp": 1.0, "type": bad, "data": {}})
     elif where == "preferences":

@@ -335,3 +335,29 @@ async def test_a_run_persists_across_processes(backend: str, store: SessionStore
         "function_call_output",
         "message",
     ]
+
+
+# ---------------------------------------------------------------- the example
+def test_the_example_tells_the_same_conversation_on_every_run(tmp_path: Path) -> None:
+    from ..examples.test_examples import offline_env
+
+    def run() -> list[str]:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "examples" / "openai_agents_app.py")],
+            cwd=tmp_path,
+            env=offline_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        return done.stdout.splitlines()
+
+    first = run()
+    assert first[:2] == [
+        "turn 1: Forecast: sunny and 21 °C in Lisbon.",
+        "turn 2: You asked 2 questions so far. (the model was given 5 items)",
+    ]
+    assert "popped: assistant -> 5 items left" in first
+    assert run() == first  # the embedded SQLite file in the working folder is reused: same output
+    assert (tmp_path / "agent_sessions.db").exists()

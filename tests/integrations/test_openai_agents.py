@@ -252,10 +252,16 @@ def test_a_missing_sdk_is_an_import_error_naming_the_extra() -> None:
 
 
 # ---------------------------------------------------------------- concurrency
-async def test_two_concurrent_runs_on_one_session_lose_no_item(manager: SessionManager) -> None:
-    session = await AgentsSession.create(manager)
+@pytest.mark.parametrize("managers", [1, 2], ids=["one-manager", "two-managers"])
+async def test_two_concurrent_runs_on_one_session_lose_no_item(store: SessionStore, managers: int) -> None:
+    # With two managers the runs share no lock: their writes race with compare-and-set only.
+    pool = [SessionManager(store, auto_cleanup=False) for _ in range(managers)]
+    session = await AgentsSession.create(pool[0])
+    runs = [AgentsSession(pool[-i], session.session_id) for i in range(2)]
     models = [ScriptedModel([("get_weather", {"city": c})], final=f"sunny in {c}", name=c) for c in ("Oslo", "Rome")]
-    await asyncio.gather(*(Runner.run(weather_agent(m), f"Weather in {m.name}?", session=session) for m in models))
+    await asyncio.gather(
+        *(Runner.run(weather_agent(m), f"Weather in {m.name}?", session=s) for m, s in zip(models, runs, strict=True))
+    )
     items = await session.get_items()
     assert len(items) == 8
     for city in ("Oslo", "Rome"):

@@ -61,7 +61,7 @@ __all__ = [
     "ITEM_TYPE",
     "POP_TYPE",
     "AgentsSession",
-    "InvalidItemLimit",
+    "InvalidSessionSettings",
     "drop_orphan_outputs",
 ]
 
@@ -81,8 +81,9 @@ DEFAULT_PAGE_SIZE: Final = 200
 _PAGE_SLACK: Final = 8
 
 
-class InvalidItemLimit(AgentSessionsError, ValueError):
-    """`get_items` was given a negative `limit` (use None for all items, 0 for none)."""
+class InvalidSessionSettings(AgentSessionsError, ValueError):
+    """A `limit` (of `get_items` or in `session_settings`) is negative, `session_settings` is not
+    a `SessionSettings` or a dict of its fields, or `page_size` is not positive."""
 
 
 def _is_output(item: Mapping[str, Any]) -> bool:
@@ -108,6 +109,19 @@ def drop_orphan_outputs(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return kept
 
 
+def _settings(value: SessionSettings | dict[str, Any] | None) -> SessionSettings:
+    """`value` as the SDK's `SessionSettings` (its own coercion), checked; default: no limit."""
+    if value is None:
+        return SessionSettings()
+    try:
+        settings = coerce_session_settings(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidSessionSettings(f"session_settings: {exc}") from exc
+    if settings.limit is not None and settings.limit < 0:
+        raise InvalidSessionSettings(f"session_settings.limit must be >= 0 or None, got {settings.limit}")
+    return settings
+
+
 class AgentsSession:
     """An OpenAI Agents SDK `Session` over one of our sessions (see the module docstring).
 
@@ -129,12 +143,10 @@ class AgentsSession:
         page_size: int = DEFAULT_PAGE_SIZE,
     ) -> None:
         if page_size <= 0:
-            raise ValueError("page_size must be > 0")
+            raise InvalidSessionSettings(f"page_size must be > 0, got {page_size}")
         self.manager = manager
         self.session_id = validate_session_id(session_id)
-        self.session_settings = (
-            coerce_session_settings(session_settings) if session_settings is not None else SessionSettings()
-        )
+        self.session_settings = _settings(session_settings)
         self.page_size = page_size
 
     def __repr__(self) -> str:
@@ -198,7 +210,7 @@ class AgentsSession:
         """
         wanted = resolve_session_limit(limit, self.session_settings)
         if wanted is not None and wanted < 0:
-            raise InvalidItemLimit(f"limit must be >= 0 or None, got {wanted}")
+            raise InvalidSessionSettings(f"limit must be >= 0 or None, got {wanted}")
         if wanted == 0:
             return []
         items = drop_orphan_outputs(await self._live_items(wanted))

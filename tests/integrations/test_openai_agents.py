@@ -24,7 +24,7 @@ from agent_sessions.integrations.openai_agents import (
     ITEM_TYPE,
     POP_TYPE,
     AgentsSession,
-    InvalidItemLimit,
+    InvalidSessionSettings,
     drop_orphan_outputs,
 )
 from agent_sessions.stores.database import DatabaseSessionStore
@@ -236,8 +236,13 @@ async def test_bad_input_gets_a_typed_error_and_writes_nothing(manager: SessionM
         await session.add_items([user("fine"), {"role": "user", "content": {1, 2}}])  # type: ignore[list-item]
     with pytest.raises(SerializationError):
         await session.add_items(["not a dict"])  # type: ignore[list-item]
-    with pytest.raises(InvalidItemLimit):
+    with pytest.raises(InvalidSessionSettings):
         await session.get_items(-1)
+    for settings in ({"limit": -1}, {"limit": "many"}, {"bogus": 1}):
+        with pytest.raises(InvalidSessionSettings):
+            AgentsSession(manager, session.session_id, session_settings=settings)
+    with pytest.raises(InvalidSessionSettings):
+        AgentsSession(manager, session.session_id, page_size=0)
     assert contents(await session.get_items()) == ["kept"]
 
 

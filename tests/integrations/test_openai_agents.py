@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -109,7 +110,10 @@ async def test_items_live_beside_the_users_index_state_preferences_and_ttl(
     await session.add_items([user("still here")])
     clock.advance(manager.session_lifetime * 0.8)
     assert len(await session.get_items()) == 3
+    assert len(await session.get_items()) == 3  # the session this read loaded is reused by a write...
     clock.advance(manager.session_lifetime + 1)
+    with pytest.raises(SessionNotFound):  # ...but never revives it once expired
+        await session.add_items([user("too late")])
     assert await session.get_items() == []
     with pytest.raises(SessionNotFound):
         await session.add_items([user("too late")])
@@ -156,6 +160,30 @@ async def test_pop_item_removes_the_newest_items_in_stack_order(manager: Session
     assert [e["type"] for e in history] == [ITEM_TYPE, ITEM_TYPE, POP_TYPE, ITEM_TYPE, POP_TYPE, POP_TYPE, ITEM_TYPE]
 
 
+async def test_random_adds_pops_and_clears_read_back_like_a_list_across_pages(make_store: Any) -> None:
+    rng = random.Random(16)
+    async with make_store(history_window=4, max_history=500) as store:
+        manager = SessionManager(store, auto_cleanup=False)
+        session = await AgentsSession.create(manager)
+        paged = AgentsSession(manager, session.session_id, page_size=3)
+        model: list[str] = []
+        for step in range(60):
+            action = rng.choices(["add", "pop", "clear"], weights=[6, 3, 1])[0]
+            if action == "add":
+                batch = [f"{step}.{k}" for k in range(rng.randint(1, 3))]
+                await session.add_items([user(text) for text in batch])
+                model.extend(batch)
+            elif action == "pop":
+                got = await session.pop_item()
+                assert got == (user(model.pop()) if model else None)
+            else:
+                await session.clear_session()
+                model.clear()
+            limit = rng.randint(1, 12)
+            assert contents(await paged.get_items()) == model, step
+            assert contents(await paged.get_items(limit)) == model[-limit:], step
+
+
 async def test_clear_session_forgets_the_items_and_keeps_the_session(manager: SessionManager) -> None:
     session = await AgentsSession.create(manager, user_id="ana", data={"plan": "pro"})
     await session.add_items([user("a"), user("b")])
@@ -187,6 +215,8 @@ async def test_a_gone_session_has_no_items_and_is_never_recreated(manager: Sessi
     session = await AgentsSession.create(manager)
     await session.add_items([user("a")])
     await manager.delete_session(session.session_id)
+    with pytest.raises(SessionNotFound):  # the copy the last write kept is not saved back
+        await session.add_items([user("b")])
     assert await session.get_items() == []
     assert await session.pop_item() is None
     await session.clear_session()

@@ -12,8 +12,11 @@ items), W2 = 5,000 ``get_items(limit=50)`` reads. ratio = ours / the peer's ops/
 
 Our side does more per write than the peer: each `add_items` is a compare-and-set save of the
 session record (version, renewed idle/absolute TTL, user index, state and preferences kept),
-the peer appends rows and touches a timestamp. The SDK sessions run as documented, on one
-shared engine / client; their tables are created once, before timing.
+the peer appends rows and touches a timestamp. Our `get_items` loads the session (record,
+history window, scopes) so that the `add_items` after it saves without loading again: the turn
+(W1) gains a round trip, a bare read (W2) costs more than the peer's list read on Redis. The
+SDK sessions run as documented, on one shared engine / client; their tables are created once,
+before timing.
 """
 
 from __future__ import annotations

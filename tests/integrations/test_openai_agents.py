@@ -402,3 +402,18 @@ def test_the_example_tells_the_same_conversation_on_every_run(tmp_path: Path) ->
     assert "popped: assistant -> 5 items left" in first
     assert run() == first  # the embedded SQLite file in the working folder is reused: same output
     assert (tmp_path / "agent_sessions.db").exists()
+
+
+# ---------------------------------------------------------------- the peer benchmark
+async def test_the_peer_benchmark_runs_and_verifies_the_same_turns_on_both_sides() -> None:
+    from types import SimpleNamespace
+
+    from benchmarks.harness import WORKLOADS, one_run
+    from benchmarks.peers_openai_agents import PEERS, adapter_side, peer_side
+
+    sqlite = next(p for p in PEERS if p.name == "sqlite")
+    args = SimpleNamespace(sessions=3, turns=2, reads=4)
+    for make in (adapter_side(sqlite), peer_side(sqlite)):
+        samples = await one_run(make, args)  # raises if a session does not read back 2 items
+        assert set(samples) == set(WORKLOADS)
+        assert all(sample.ops > 0 for sample in samples.values())

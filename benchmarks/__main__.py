@@ -22,4 +22,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(parse(sys.argv[1:]), BACKENDS)))
+    from . import peers_openai_agents
+
+    arguments = parse(sys.argv[1:])
+    # The OpenAI Agents SDK peer rows follow (skipped without the extra).
+    sys.exit(asyncio.run(main(arguments, BACKENDS)) or asyncio.run(peers_openai_agents.main(arguments)))

@@ -330,12 +330,13 @@ def table(runs: dict[str, dict[str, list[tuple[Sample, Sample]]]], backends: lis
     )
 
 
-def write_results(body: str) -> None:
+def write_results(body: str, *, begin: str = BEGIN, end: str = END) -> None:
+    """Replace (or append) the section between the `begin` and `end` markers of RESULTS.md."""
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    section = f"{BEGIN}\n{body}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
+    section = f"{begin}\n{body}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
         text = head + section + tail
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"

@@ -5,6 +5,8 @@ Import the one you use on purpose; each needs its extra:
 - `agent_sessions.integrations.pydantic_ai` (``pip install agent-sessions[pydantic-ai]``):
   `SessionCapability`, `session_toolset`, `SessionDeps`, `run_turn`, and pydantic-ai
   `ConversationStore` backends on SQL databases and Redis;
+- `agent_sessions.integrations.openai_agents` (``pip install agent-sessions[openai-agents]``):
+  `AgentsSession`, the OpenAI Agents SDK `Session` protocol over one of our sessions;
 - `agent_sessions.integrations.asgi` (``pip install agent-sessions[fastapi]``): `SessionMiddleware`
   and the FastAPI dependency `get_session`;
 - `agent_sessions.integrations.mcp` (``pip install agent-sessions[mcp]``): `create_server` and

@@ -1,0 +1,1 @@
+"""Tests of the framework integrations beyond pydantic-ai (OpenAI Agents SDK, ...)."""

@@ -5,7 +5,7 @@ input, session=...)` loads the conversation from it and appends the new items, w
 session keeps the user, TTLs, state and preferences. The model here is scripted (offline), so
 the script needs no API key; swap in a real model name for a real agent.
 
-    python examples/openai_agents_app.py                                  # embedded SQLite file
+    python examples/openai_agents_app.py                                  # embedded SQLite, temp folder
     python examples/openai_agents_app.py redis://127.0.0.1:6379/0         # any store URL
 """
 
@@ -14,7 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from agents import Agent, Runner, function_tool, set_tracing_disabled
@@ -23,7 +25,7 @@ from agents.models.interface import Model
 from agents.usage import Usage
 from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessage, ResponseOutputText
 
-from agent_sessions import DEFAULT_STORE_URL, SessionManager, create_store
+from agent_sessions import SessionManager, create_store
 from agent_sessions.integrations.openai_agents import AgentsSession
 
 
@@ -96,4 +98,8 @@ async def main(url: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else DEFAULT_STORE_URL))
+    if len(sys.argv) > 1:
+        asyncio.run(main(sys.argv[1]))
+    else:  # the embedded default, in a temporary folder so the run leaves nothing behind
+        with tempfile.TemporaryDirectory() as tmp:
+            asyncio.run(main(f"sqlite+aiosqlite:///{Path(tmp) / 'agent_sessions.db'}"))

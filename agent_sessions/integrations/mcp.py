@@ -57,7 +57,7 @@ from ..errors import (
     SessionNotFound,
     SessionTooLarge,
     StoreUnavailable,
-    ToolArgumentsError,
+    ToolError,
 )
 from ..ids import id_hash, validate_session_id, validate_user_id
 from ..manager import SessionManager
@@ -206,7 +206,7 @@ def _failure(message: str) -> mcp_types.CallToolResult:
 
 
 #: Errors of a call the model can fix: invalid arguments, a refused write, a value or session too large.
-CALLER_ERRORS: Final = (ToolArgumentsError, ScopeError, SerializationError, SessionTooLarge, InvalidSessionId)
+CALLER_ERRORS: Final = (ToolError, ScopeError, SerializationError, SessionTooLarge, InvalidSessionId)
 
 
 def is_callers_fault(exc: AgentSessionsError) -> bool:

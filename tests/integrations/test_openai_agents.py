@@ -400,8 +400,8 @@ def test_the_example_tells_the_same_conversation_on_every_run(tmp_path: Path) ->
         "turn 2: You asked 2 questions so far. (the model was given 5 items)",
     ]
     assert "popped: assistant -> 5 items left" in first
-    assert run() == first  # the embedded SQLite file in the working folder is reused: same output
-    assert (tmp_path / "agent_sessions.db").exists()
+    assert run() == first
+    assert list(tmp_path.iterdir()) == []  # the embedded store lived in a temporary folder
 
 
 # ---------------------------------------------------------------- the peer benchmark

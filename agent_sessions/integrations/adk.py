@@ -16,9 +16,10 @@ How ADK's model maps onto ours (all documented, stable encodings):
 - **State.** ADK ``user:k`` is our ``user:k`` of that user; ADK ``app:k`` is our
   ``app:<len(app_name)>:<app_name>:k`` (our ``app:`` scope is store-wide, ADK's is per app);
   ``temp:`` keys live in the caller's in-memory session only and are never persisted.
-- **Events.** Each appended `Event` is one history entry of type ``adk_event``; bytes anywhere
-  in it (inline data, blobs, custom metadata) are kept as ``{"$b64": ...}`` and come back as
-  bytes, so a read returns `Event` objects equal to the appended ones. History is capped by the
+- **Events.** Each appended `Event` is one history entry of type ``adk_event`` (data: its id,
+  timestamp and JSON text, `event_entry`); bytes anywhere in it (inline data, blobs, custom
+  metadata) are kept as ``{"$b64": ...}`` and come back as bytes, so a read returns `Event`
+  objects equal to the appended ones. History is capped by the
   store's ``max_history``: ADK reads see at most that many events.
 - **Concurrency.** `append_event` is a `SessionManager.mutate`: concurrent appends on one
   session (tasks or processes) all land, with every ``state_delta`` merged, instead of ADK's
@@ -66,6 +67,8 @@ __all__ = [
     "adk_user_id",
     "decode_event",
     "encode_event",
+    "entry_event",
+    "event_entry",
 ]
 
 logger = logging.getLogger(__name__)
@@ -193,6 +196,33 @@ def encode_event(event: Event) -> dict[str, Any]:
     return encoded
 
 
+def event_entry(event: Event) -> dict[str, Any]:
+    """The history entry data of an event: its id, timestamp and `encode_event` form as JSON text.
+
+    Text, not a nested object: a loaded history window then costs a string per event (no walk,
+    no copy of its tree), and only the events a read returns are parsed.
+    """
+    try:
+        text = json.dumps(encode_event(event), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except ValueError as exc:
+        raise SerializationError(f"ADK event has no strict JSON form: {exc}") from exc
+    return {"id": event.id, "timestamp": float(event.timestamp), "event": text}
+
+
+def entry_event(data: dict[str, Any]) -> Event:
+    """The `Event` of a history entry `event_entry` made; `SerializationError` if it is corrupt."""
+    text = data.get("event")
+    if type(text) is not str:
+        raise SerializationError("a stored ADK event entry has no event text")
+    try:
+        encoded = json.loads(text)
+    except ValueError as exc:
+        raise SerializationError("a stored ADK event is not valid JSON") from exc
+    if type(encoded) is not dict:
+        raise SerializationError("a stored ADK event is not a JSON object")
+    return decode_event(encoded)
+
+
 def decode_event(data: dict[str, Any]) -> Event:
     """The `Event` `encode_event` produced `data` from; `SerializationError` if it is corrupt."""
     try:
@@ -289,7 +319,7 @@ class AgentSessionsService(BaseSessionService):
                 page = await self.manager.get_history(session.session_id, limit=min(wanted, PAGE_SIZE), before=before)
                 done = take(page.entries)
                 before = page.next_before
-        return [decode_event(data) for data in reversed(newest_first)]
+        return [entry_event(data) for data in reversed(newest_first)]
 
     async def list_sessions(self, *, app_name: str, user_id: str | None = None) -> ListSessionsResponse:
         """The sessions of a user (or of every user of the app), without events, oldest update first."""
@@ -334,7 +364,7 @@ class AgentSessionsService(BaseSessionService):
         event = self._trim_temp_delta_state(event)
         app_name, user_id, adk_id = session.app_name, session.user_id, session.id
         sid = adk_session_id(app_name, user_id, adk_id)
-        payload = encode_event(event)
+        payload = event_entry(event)
         delta = _ours(app_name, dict(event.actions.state_delta) if event.actions else {})
         duplicate = False
 

@@ -34,7 +34,7 @@ from google.adk.sessions.base_session_service import GetSessionConfig
 from google.adk.tools.tool_context import ToolContext
 from google.genai import types
 
-from agent_sessions import AgentSessionsError, SessionManager, SessionStore
+from agent_sessions import AgentSessionsError, SerializationError, SessionManager, SessionStore
 from agent_sessions.integrations.adk import (
     AdkSessionExists,
     AdkSessionNotFound,
@@ -44,6 +44,8 @@ from agent_sessions.integrations.adk import (
     adk_user_id,
     decode_event,
     encode_event,
+    entry_event,
+    event_entry,
 )
 from agent_sessions.stores.database import DatabaseSessionStore
 from agent_sessions.stores.redis import RedisSessionStore
@@ -255,7 +257,19 @@ async def test_events_with_bytes_and_every_field_round_trip_equal(service: Agent
 def test_event_encoding_is_strict_json_and_inverts_exactly() -> None:
     event = full_event()
     encoded = encode_event(event)
-    assert decode_event(json.loads(json.dumps(encoded))) == event
+    assert decode_event(json.loads(json.dumps(encoded, allow_nan=False))) == event
+    entry = event_entry(event)
+    assert entry["id"] == event.id and entry["timestamp"] == event.timestamp
+    assert entry_event(json.loads(json.dumps(entry))) == event
+
+
+def test_a_corrupt_stored_event_is_a_serialization_error() -> None:
+    with pytest.raises(SerializationError):
+        entry_event({"id": "e", "timestamp": 1.0, "event": "{not json"})
+    with pytest.raises(SerializationError):
+        entry_event({"id": "e", "timestamp": 1.0, "event": json.dumps({"author": {"$b64": "not base64!"}})})
+    with pytest.raises(SerializationError):
+        entry_event({"id": "e", "timestamp": 1.0, "event": json.dumps({"timestamp": "never"})})
 
 
 async def test_last_update_time_follows_the_appended_event(service: AgentSessionsService) -> None:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 
+from . import peers_adk
 from .backends import BACKENDS
 from .harness import READS, SESSIONS, TURNS, main
 
@@ -22,4 +23,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main(parse(sys.argv[1:]), BACKENDS)))
+    args = parse(sys.argv[1:])
+    # The ADK peer rows follow when google-adk is installed (`benchmarks.peers_adk`).
+    sys.exit(asyncio.run(main(args, BACKENDS)) or asyncio.run(peers_adk.main(args)))

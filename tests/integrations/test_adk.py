@@ -12,6 +12,7 @@ worker of the two-process test: it appends N events to one ADK session of the st
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import sys
@@ -171,6 +172,13 @@ def test_ids_are_deterministic_43_characters_and_scoped_by_app_and_user() -> Non
     # Names with separators in them cannot forge another triple's id or user.
     assert adk_session_id("a:b", "c", "d") != adk_session_id("a", "b:c", "d")
     assert adk_user_id("a:b", "c") != adk_user_id("a", "b:c")
+
+
+def test_without_google_adk_the_import_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "google.adk.errors.already_exists_error", None)
+    monkeypatch.delitem(sys.modules, "agent_sessions.integrations.adk")
+    with pytest.raises(ImportError, match=r"agent-sessions\[adk\]"):
+        importlib.import_module("agent_sessions.integrations.adk")
 
 
 # ---------------------------------------------------------------------- state scopes

@@ -14,7 +14,7 @@ Workloads, the store benchmark's (`benchmarks.harness.run_w1` / `run_w2`) done t
 - W1: a turn is ``get_session(config=GetSessionConfig(num_recent_events=50))`` then
   ``append_event`` of one user `Event` (~300 characters of text) whose ``state_delta`` sets
   ``turn_count``; every session is verified afterwards (20 events, ``turn_count == 20``).
-- W2: reads, ``get_session`` with the same config.
+- W2: reads, ``get_session`` with the same config, of the sessions W1 at concurrency 1 made.
 - L: ``list_sessions`` of one user with 5,000 sessions (median of 5 calls).
 - G: ``get_session(num_recent_events=20)`` on a session of 3,000 events and on one of 20 events
   (median of 100 calls each, alternating); flat = the two latencies are close.
@@ -172,6 +172,10 @@ class ServiceSide:
         self.service = service
         self.users: dict[str, str] = {}
         self.recent = GetSessionConfig(num_recent_events=HISTORY_WINDOW)
+        self.failed = False
+        self.in_flight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
 
     async def create(self, user_id: str) -> str:
         session = await self.service.create_session(app_name=APP, user_id=user_id)
@@ -187,6 +191,26 @@ class ServiceSide:
         return session
 
     async def turn(self, session_id: str, turn: int) -> None:
+        # After one turn failed, the other workers stop too (`gather` leaves them running).
+        if self.failed:
+            raise RuntimeError("another turn failed")
+        self.in_flight += 1
+        self.idle.clear()
+        try:
+            await self._turn(session_id, turn)
+        except Exception:
+            self.failed = True
+            raise
+        finally:
+            self.in_flight -= 1
+            if not self.in_flight:
+                self.idle.set()
+
+    async def drain(self) -> None:
+        """Wait until no turn is running (before the service is closed under them)."""
+        await self.idle.wait()
+
+    async def _turn(self, session_id: str, turn: int) -> None:
         session = await self.load(session_id)
         await self.service.append_event(
             session, user_event(turn, {"turn_count": session.state.get("turn_count", 0) + 1})
@@ -260,20 +284,39 @@ async def run_recent(service: Any) -> tuple[float, float]:
 # ---------------------------------------------------------------- the run
 @dataclass
 class Figures:
-    workloads: dict[str, list[tuple[Sample, Sample]]] = field(default_factory=lambda: {w: [] for w in WORKLOADS})
+    #: Per workload and run: (ours, ADK's); ADK's is a "failed: ..." text when its service raised.
+    workloads: dict[str, list[tuple[Sample, Sample | str]]] = field(default_factory=lambda: {w: [] for w in WORKLOADS})
     list_s: tuple[float, float] | None = None
     recent_s: tuple[tuple[float, float], tuple[float, float]] | None = None
 
 
-async def w_run(make: Factory, args: Any) -> dict[str, Sample]:
-    out: dict[str, Sample] = {}
-    async with make() as service:
-        out["W1 c1"], _ = await run_w1(ServiceSide(service), 1, args.sessions, args.turns)
+async def w_run(make: Factory, args: Any, *, peer: bool) -> dict[str, Sample | str]:
+    """W1 at concurrency 1 then W2 on its sessions, then W1 at 50 on a fresh service.
+
+    `peer`: ADK's service; an error it raises (its SQLite service fails at concurrency 50 with
+    "database is locked") is reported in the table instead of ending the benchmark. Ours raises.
+    """
+    out: dict[str, Sample | str] = {}
     async with make() as service:
         side = ServiceSide(service)
-        out["W1 c50"], ids = await run_w1(side, 50, args.sessions, args.turns)
+        out["W1 c1"], ids = await run_w1(side, 1, args.sessions, args.turns)
         out["W2"] = await run_w2(side, ids, args.reads)
+    async with make() as service:
+        side = ServiceSide(service)
+        try:
+            out["W1 c50"], _ = await run_w1(side, 50, args.sessions, args.turns)
+        except Exception as exc:
+            await side.drain()
+            if not peer:
+                raise
+            reason = str(exc).splitlines()[0][:80]
+            print(f"ADK service failed W1 c50: {type(exc).__name__}: {reason}", file=sys.stderr)
+            out["W1 c50"] = f"failed: {type(exc).__name__} ({reason})"
     return out
+
+
+def ops(value: Sample | str) -> str:
+    return value if isinstance(value, str) else f"{value.ops:,.0f}"
 
 
 async def measure(pair: Pair, args: Any) -> Figures:
@@ -282,10 +325,12 @@ async def measure(pair: Pair, args: Any) -> Figures:
         sides: list[tuple[str, Factory]] = [("ours", pair.ours), ("theirs", pair.theirs)]
         if run % 2:  # alternate who goes first, so drift on a shared machine favours neither
             sides.reverse()
-        measured = {label: await w_run(make, args) for label, make in sides}
+        measured = {label: await w_run(make, args, peer=label == "theirs") for label, make in sides}
         for w in WORKLOADS:
-            figures.workloads[w].append((measured["ours"][w], measured["theirs"][w]))
-        summary = ", ".join(f"{w} {measured['ours'][w].ops:,.0f}/{measured['theirs'][w].ops:,.0f}" for w in WORKLOADS)
+            mine = measured["ours"][w]
+            assert isinstance(mine, Sample)
+            figures.workloads[w].append((mine, measured["theirs"][w]))
+        summary = ", ".join(f"{w} {ops(measured['ours'][w])}/{ops(measured['theirs'][w])}" for w in WORKLOADS)
         print(f"run {run + 1}/{args.runs} adk {pair.name} (ours/ADK ops/s): {summary}", file=sys.stderr)
     # A 3,000-event session must hold all its events: our store keeps `max_history` (default 1,000).
     async with pair.ours(max_history=LONG_SESSION + 1000) as ours:
@@ -314,10 +359,18 @@ def table(results: dict[str, Figures], pairs: list[Pair], runs: int) -> str:
         for w in WORKLOADS:
             pairs_w = figures.workloads[w]
             ours_ops = statistics.median(p[0].ops for p in pairs_w)
-            theirs_ops = statistics.median(p[1].ops for p in pairs_w)
-            ratio = statistics.median(p[0].ops / p[1].ops for p in pairs_w)
             ours_p50 = statistics.median(p[0].p50_ms for p in pairs_w)
-            theirs_p50 = statistics.median(p[1].p50_ms for p in pairs_w)
+            theirs = [p[1] for p in pairs_w if isinstance(p[1], Sample)]
+            if len(theirs) < len(pairs_w):
+                failure = next(p[1] for p in pairs_w if isinstance(p[1], str))
+                lines.append(
+                    f"| {pair.name} | {w} (ops/s) | {ours_ops:,.0f} | {ours_p50:.3f} | {pair.peer_label} "
+                    f"| {failure} | | — | {'' if w not in pair.targets else 'NOT measurable'} |"
+                )
+                continue
+            theirs_ops = statistics.median(t.ops for t in theirs)
+            theirs_p50 = statistics.median(t.p50_ms for t in theirs)
+            ratio = statistics.median(p[0].ops / t.ops for p, t in zip(pairs_w, theirs, strict=True))
             lines.append(
                 f"| {pair.name} | {w} (ops/s) | {ours_ops:,.0f} | {ours_p50:.3f} "
                 f"| {pair.peer_label} | {theirs_ops:,.0f} | {theirs_p50:.3f} "

@@ -576,6 +576,47 @@ async def test_two_processes_appending_to_one_session_both_land(kind: str, tmp_p
         assert all(final.state[key] == int(key.split("-")[1]) for key in expected)
 
 
+# ---------------------------------------------------------------------- the peer benchmark
+async def test_the_adk_peer_benchmark_measures_every_workload_and_reports_a_peer_failure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchmarks import peers_adk
+
+    monkeypatch.setattr(peers_adk, "LIST_SESSIONS", 30)
+    monkeypatch.setattr(peers_adk, "LONG_SESSION", 60)
+    args = peers_adk.parse(["--runs", "1", "--sessions", "4", "--turns", "3", "--reads", "10", "--no-write"])
+
+    @asynccontextmanager
+    async def failing_peer() -> AsyncIterator[Any]:
+        # Like ADK's SQLite service: fine one at a time, "database is locked" under concurrency.
+        async with peers_adk.adk_memory() as service:
+            real = service.append_event
+            running = 0
+
+            async def append_event(session: Any, event: Event) -> Event:
+                nonlocal running
+                running += 1
+                try:
+                    await asyncio.sleep(0)
+                    if running > 1:
+                        raise RuntimeError("database is locked")
+                    return await real(session, event)
+                finally:
+                    running -= 1
+
+            service.append_event = append_event
+            yield service
+
+    memory = next(p for p in peers_adk.PAIRS if p.name == "memory")
+    pair = peers_adk.Pair("memory", memory.peer_label, memory.available, memory.ours, failing_peer)
+    figures = await peers_adk.measure(pair, args)
+    body = peers_adk.table({"memory": figures}, [pair], 1)
+    rows = [line for line in body.splitlines() if line.startswith("| memory |")]
+    assert len(rows) == 6
+    failed = [row for row in rows if "failed: RuntimeError (database is locked)" in row]
+    assert len(failed) == 1 and "W1 c50" in failed[0]
+
+
 if __name__ == "__main__":
     spec_arg, session_arg, name_arg, count_arg, barrier_arg = sys.argv[1:6]
     asyncio.run(worker(json.loads(spec_arg), session_arg, name_arg, int(count_arg), Path(barrier_arg)))

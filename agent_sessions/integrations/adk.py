@@ -8,8 +8,9 @@ How ADK's model maps onto ours (all documented, stable encodings):
 
 - **Ids.** ADK scopes a session id by ``(app_name, user_id)``: the same id under two users is
   two sessions. Our session id is ``base64url(sha256(...))`` (43 characters, the issued shape)
-  of the three, so it is deterministic and never collides; the ADK names are kept in the
-  session's ``environment["adk"]`` and every read checks them. ADK ids are checked (printable,
+  of the three (an HMAC keyed by `id_key` if given), so it is deterministic and never
+  collides; the ADK names are kept in the session's ``environment["adk"]`` and every read
+  checks them. ADK ids are checked (printable,
   ``app_name`` 1-100, ``user_id`` and ``session_id`` 1-128 characters) before any I/O.
 - **Users.** Our user id is ``adk:<len(app_name)>:<app_name>:<user_id>``, so ``user:`` state
   (ours: shared by a user's sessions) is per ``(app_name, user_id)`` as in ADK.
@@ -34,6 +35,7 @@ from __future__ import annotations
 import base64
 import enum
 import hashlib
+import hmac
 import json
 import logging
 import uuid
@@ -123,15 +125,20 @@ def adk_user_id(app_name: str, user_id: str) -> str:
     return f"adk:{len(app)}:{app}:{user}"
 
 
-def adk_session_id(app_name: str, user_id: str, session_id: str) -> str:
-    """Our session id for an ADK session: base64url of a SHA-256 over the three names (43 chars)."""
+def adk_session_id(app_name: str, user_id: str, session_id: str, *, key: bytes | None = None) -> str:
+    """Our session id for an ADK session: base64url of a SHA-256 over the three names (43 chars).
+
+    With `key`, an HMAC-SHA256 keyed by it: then nobody who knows (or guesses) the ADK names
+    can compute our id without the key.
+    """
     names = [
         _check_name(app_name, "app_name", MAX_APP_NAME),
         _check_name(user_id, "user_id", MAX_ADK_ID),
         _check_name(session_id, "session_id", MAX_ADK_ID),
     ]
     # A JSON array is an unambiguous encoding of the three strings (no separator can be forged).
-    digest = hashlib.sha256(_ID_DOMAIN + json.dumps(names).encode("ascii")).digest()
+    message = _ID_DOMAIN + json.dumps(names).encode("ascii")
+    digest = hashlib.sha256(message).digest() if key is None else hmac.new(key, message, hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
@@ -235,14 +242,23 @@ def decode_event(data: dict[str, Any]) -> Event:
 class AgentSessionsService(BaseSessionService):
     """ADK session service on a `SessionManager` (every backend; see the module docstring).
 
-    `list_sessions` of one user reads that user's index; without a `user_id` it scans every
+    `list_sessions` of one user reads that user's index and loads each session (with its
+    history window: `SessionManager.get_user_sessions`); without a `user_id` it scans every
     session of the store (ADK's own services scan too). `get_session` honours
     `GetSessionConfig` from the history window the load already brings, paging older events
     only when more are asked for.
     """
 
-    def __init__(self, manager: SessionManager) -> None:
+    def __init__(self, manager: SessionManager, *, id_key: bytes | str | None = None) -> None:
+        """`id_key`: a secret shared by every process on the store, which keys the id derivation
+        (`adk_session_id`). Set it when the store also serves sessions by cookie or header:
+        ADK ids are often guessable ("session1"), and without a key our id follows from them."""
         self.manager = manager
+        self._id_key = id_key.encode("utf-8") if isinstance(id_key, str) else id_key
+
+    def session_id_for(self, app_name: str, user_id: str, session_id: str) -> str:
+        """Our session id for an ADK session (checks the names before any I/O)."""
+        return adk_session_id(app_name, user_id, session_id, key=self._id_key)
 
     # ------------------------------------------------------------------ create / read
     async def create_session(
@@ -259,7 +275,7 @@ class AgentSessionsService(BaseSessionService):
         keys are dropped, the rest is the session's own state.
         """
         adk_id = str(uuid.uuid4()) if session_id is None else session_id
-        sid = adk_session_id(app_name, user_id, adk_id)
+        sid = self.session_id_for(app_name, user_id, adk_id)
         uid = adk_user_id(app_name, user_id)
         data = _ours(app_name, state or {})
         session = await self.manager.new_session(uid, data, session_id=sid)
@@ -280,7 +296,7 @@ class AgentSessionsService(BaseSessionService):
         config: GetSessionConfig | None = None,
     ) -> AdkSession | None:
         """The session with its events (filtered by `config`), or None if it does not exist."""
-        sid = adk_session_id(app_name, user_id, session_id)
+        sid = self.session_id_for(app_name, user_id, session_id)
         session = await self.manager.get_session(sid)
         if session is None or not _owned(session, app_name, user_id, session_id):
             return None
@@ -343,7 +359,7 @@ class AgentSessionsService(BaseSessionService):
 
     async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
         """Delete the session and its events; deleting a missing session is not an error."""
-        await self.manager.delete_session(adk_session_id(app_name, user_id, session_id))
+        await self.manager.delete_session(self.session_id_for(app_name, user_id, session_id))
 
     async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
         """The ``user:`` state of ``(app_name, user_id)``, keys without the prefix."""
@@ -363,7 +379,7 @@ class AgentSessionsService(BaseSessionService):
         self._apply_temp_state(session, event)
         event = self._trim_temp_delta_state(event)
         app_name, user_id, adk_id = session.app_name, session.user_id, session.id
-        sid = adk_session_id(app_name, user_id, adk_id)
+        sid = self.session_id_for(app_name, user_id, adk_id)
         payload = event_entry(event)
         delta = _ours(app_name, dict(event.actions.state_delta) if event.actions else {})
         duplicate = False

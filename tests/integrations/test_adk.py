@@ -181,6 +181,17 @@ def test_without_google_adk_the_import_error_names_the_extra(monkeypatch: pytest
         importlib.import_module("agent_sessions.integrations.adk")
 
 
+async def test_an_id_key_makes_our_ids_unguessable_from_the_adk_names(manager: SessionManager) -> None:
+    keyed = AgentSessionsService(manager, id_key="a shared secret")
+    created = await keyed.create_session(app_name="app", user_id="u", session_id="session1")
+    ours = keyed.session_id_for("app", "u", "session1")
+    assert ours != adk_session_id("app", "u", "session1") and len(ours) == 43
+    assert await manager.get_session(ours) is not None
+    assert await AgentSessionsService(manager).get_session(app_name="app", user_id="u", session_id="session1") is None
+    again = AgentSessionsService(manager, id_key=b"a shared secret")
+    assert await again.get_session(app_name="app", user_id="u", session_id="session1") == created
+
+
 # ---------------------------------------------------------------------- state scopes
 async def test_app_state_is_shared_by_all_users_of_the_app_and_isolated_by_app_name(
     service: AgentSessionsService,

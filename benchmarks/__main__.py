@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 
+from . import peers_adk
 from .backends import BACKENDS
 from .harness import READS, SESSIONS, TURNS, main
 
@@ -22,8 +23,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    from . import peers_openai_agents
+    from . import peers_adk, peers_openai_agents
 
     arguments = parse(sys.argv[1:])
-    # The OpenAI Agents SDK peer rows follow (skipped without the extra).
-    sys.exit(asyncio.run(main(arguments, BACKENDS)) or asyncio.run(peers_openai_agents.main(arguments)))
+    # The framework peer rows follow, each skipped without its extra.
+    sys.exit(
+        asyncio.run(main(arguments, BACKENDS))
+        or asyncio.run(peers_openai_agents.main(arguments))
+        or asyncio.run(peers_adk.main(arguments))
+    )

@@ -7,6 +7,8 @@ Import the one you use on purpose; each needs its extra:
   `ConversationStore` backends on SQL databases and Redis;
 - `agent_sessions.integrations.openai_agents` (``pip install agent-sessions[openai-agents]``):
   `AgentsSession`, the OpenAI Agents SDK `Session` protocol over one of our sessions;
+- `agent_sessions.integrations.adk` (``pip install agent-sessions[adk]``): `AgentSessionsService`,
+  a Google ADK `BaseSessionService` on a `SessionManager`;
 - `agent_sessions.integrations.asgi` (``pip install agent-sessions[fastapi]``): `SessionMiddleware`
   and the FastAPI dependency `get_session`;
 - `agent_sessions.integrations.mcp` (``pip install agent-sessions[mcp]``): `create_server` and

@@ -47,6 +47,7 @@ from .display import conversation_document, print_stats, session_document, store
 from .errors import AgentSessionsError, InvalidSessionId, InvalidUserId, StoreUnavailable
 from .ids import validate_session_id
 from .ops import (
+    DEFAULT_IMPORT_LINE_BYTES,
     BackupFormatError,
     TransferReport,
     count_export_sessions,
@@ -512,6 +513,14 @@ def import_command(
             "--dry-run", help="Read and check the whole file and say what would happen, without writing anything."
         ),
     ] = False,
+    max_line_bytes: Annotated[
+        int,
+        typer.Option(
+            "--max-line-bytes",
+            min=1,
+            help="The longest line to read (one session with its whole history); longer lines are refused unread.",
+        ),
+    ] = DEFAULT_IMPORT_LINE_BYTES,
 ) -> None:
     """Restore sessions from an export file (sessions that have expired since are not restored)."""
     console = _err()
@@ -534,6 +543,7 @@ def import_command(
                         on_conflict=on_conflict.value,
                         progress=lambda r: update(r.sessions_seen),
                         dry_run=dry_run,
+                        max_line_bytes=max_line_bytes,
                     )
                 except (AgentSessionsError, ConnectionError, TimeoutError) as exc:
                     message = _import_failure(exc, path, store, dry_run)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._transfer import ON_CONFLICT_CHOICES, OnConflict, Progress, TransferReport
 from .backup import (
+    DEFAULT_IMPORT_LINE_BYTES,
     FORMAT_VERSION,
     BackupFormatError,
     ExportReport,
@@ -20,6 +21,7 @@ from .backup import (
 from .migrate import count_sessions, migrate
 
 __all__ = [
+    "DEFAULT_IMPORT_LINE_BYTES",
     "FORMAT_VERSION",
     "ON_CONFLICT_CHOICES",
     "BackupFormatError",

@@ -47,13 +47,16 @@ from ._transfer import (
     TransferReport,
     check_on_conflict,
     full_history,
-    max_line_bytes,
     restore_scope,
     restore_session,
     session_payload,
 )
+from ._transfer import (
+    max_line_bytes as store_line_bound,
+)
 
 __all__ = [
+    "DEFAULT_IMPORT_LINE_BYTES",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "BackupFormatError",
@@ -78,6 +81,8 @@ _LINE_NOTE = "while importing line {} of the export file"
 _LINE_NOTE_PATTERN = re.compile(r"while importing line (\d+) of the export file")
 #: How much of the end of a file `count_export_sessions` keeps while looking for the end marker.
 _TAIL_BYTES = 64 * 1024
+#: The longest line `import_sessions` reads by default (its `max_line_bytes`).
+DEFAULT_IMPORT_LINE_BYTES = 64 * 1024 * 1024
 #: A hop to the reader thread also ends once it holds this many bytes (long lines).
 _READ_CHUNK_BYTES = 8 * 1024 * 1024
 
@@ -408,6 +413,7 @@ async def import_sessions(
     on_conflict: OnConflict = "skip",
     progress: Progress | None = None,
     dry_run: bool = False,
+    max_line_bytes: int = DEFAULT_IMPORT_LINE_BYTES,
 ) -> TransferReport:
     """Load an export file written by `export_sessions` into `store`; returns the counts.
 
@@ -425,10 +431,17 @@ async def import_sessions(
     before it; nothing after it is), `SessionConflict` under ``"error"``, and the store's own
     errors (`StoreUnavailable`, `SessionTooLarge`, ...) with the line number in a note
     (`failed_line` reads it back).
+
+    Memory stays flat whatever the file holds: a line longer than `max_line_bytes` (default
+    64 MiB: a session with its whole history on one line), or than the longest line `store`
+    could accept at all, is a `BackupFormatError` naming the line, raised before the line is
+    read whole (a gzip bomb is an error, not an out-of-memory). Raise it to import larger sessions.
     """
     policy = check_on_conflict(on_conflict)
+    if max_line_bytes <= 0:
+        raise ValueError("max_line_bytes must be > 0")
     source = Path(path)
-    reader = await asyncio.to_thread(_Reader, source, max_line_bytes(store))
+    reader = await asyncio.to_thread(_Reader, source, min(max_line_bytes, store_line_bound(store)))
     state = _ImportState()
     try:
         while not state.end_seen:
@@ -510,7 +523,7 @@ async def _import_line(
 
 def iter_export_lines(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """The parsed lines of an export file (header first), for inspection and tests."""
-    reader = _Reader(Path(path), max_line_bytes())
+    reader = _Reader(Path(path), store_line_bound())
     try:
         while True:
             chunk = reader.chunk(_READ_CHUNK)

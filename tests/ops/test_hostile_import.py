@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agent_sessions import MemorySessionStore, Session, SessionStore
-from agent_sessions.ops import BackupFormatError, export_sessions, import_sessions
+from agent_sessions.ops import DEFAULT_IMPORT_LINE_BYTES, BackupFormatError, export_sessions, import_sessions
 from agent_sessions.ops._transfer import max_line_bytes
 from agent_sessions.ops.backup import iter_export_lines
 
@@ -91,3 +91,49 @@ async def test_the_longest_line_a_store_can_hold_still_imports(clock: FakeClock,
     assert report.imported == 1
     restored = await dst.get(s.session_id)
     assert restored is not None and restored.state == s.state and len(restored.history) == 5
+
+
+async def test_a_gzip_bomb_is_refused_with_flat_memory_under_the_default_limits(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """The case from the field: ~1 MB of gzip expanding to 1 GiB of spaces on one line, into a
+    store with the default limits (whose longest possible line is about 1 GiB): refused at
+    the default `max_line_bytes` (64 MiB), never held whole."""
+    store = MemorySessionStore(clock=clock)
+    path = tmp_path / "bomb.jsonl.gz"
+    spaces = b" " * (16 * 1024 * 1024)
+    with gzip.open(path, "wb", compresslevel=9) as f:
+        f.write(await header_line(tmp_path))
+        f.write(b'{"kind":"session","session":')
+        for _ in range(64):  # 1 GiB
+            f.write(spaces)
+        f.write(b"{}}\n")
+    assert path.stat().st_size < 2 * 1024 * 1024
+    tracemalloc.start()
+    try:
+        with pytest.raises(BackupFormatError, match=f"line 2: the line is longer than {DEFAULT_IMPORT_LINE_BYTES}"):
+            await import_sessions(store, path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * DEFAULT_IMPORT_LINE_BYTES  # not the 1 GiB line
+    assert [s async for s in store.iter_sessions()] == []
+
+
+async def test_max_line_bytes_is_refused_below_one_and_lets_a_larger_session_in(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    source = MemorySessionStore(clock=clock)
+    s = Session(expiry_at=clock.now + 3600)
+    for i in range(3):
+        s.add_history_entry("m", {"i": i, "text": "x" * 2000})
+    await source.set(s)
+    path = tmp_path / "one.jsonl"
+    await export_sessions(source, path)
+    longest = max(len(line) for line in path.read_bytes().splitlines(keepends=True))
+    with pytest.raises(BackupFormatError, match="line 2: the line is longer than"):
+        await import_sessions(MemorySessionStore(clock=clock), path, max_line_bytes=longest - 1)
+    with pytest.raises(ValueError, match="max_line_bytes"):
+        await import_sessions(MemorySessionStore(clock=clock), path, max_line_bytes=0)
+    report = await import_sessions(MemorySessionStore(clock=clock), path, max_line_bytes=longest)
+    assert report.imported == 1

@@ -294,8 +294,9 @@ class _Reader:
             if len(line) > self._max_line:
                 self._error = BackupFormatError(
                     self._lineno + 1,
-                    f"the line is longer than {self._max_line} bytes, more than the store could hold "
-                    "(max_session_bytes, max_history, max_scope_bytes)",
+                    f"the line is longer than {self._max_line} bytes: refused unread (import_sessions' "
+                    "max_line_bytes, CLI --max-line-bytes, up to what the store could hold: max_session_bytes, "
+                    "max_history, max_scope_bytes)",
                 )
                 return out if out else self._error
             self._lineno += 1

@@ -1,6 +1,6 @@
 """`SessionContextProvider`: load a session into an `ExecutionContext`, and write changes back.
 
-The mapping is the original one. `enrich_context` (session → context):
+The mapping, both ways. `enrich_context` (session → context):
 
 - ``state["context:<k>"]`` → property ``<k>``;
 - ``preferences`` → property ``preferences``;
@@ -15,8 +15,9 @@ The mapping is the original one. `enrich_context` (session → context):
 - the context's `user_id`, when set, → the session's;
 - plus one history entry of type ``context``: ``context_id``, ``tool_name``, ``duration``.
 
-Enrichment also sets the property ``session_manager`` (the provider's manager) so tools written as
-in the original document (``ctx.get_property("session_manager")``) work; it is never written back.
+Enrichment also sets the property ``session_manager`` (the provider's manager) so tools that read
+it (``ctx.get_property("session_manager")``; prefer the typed ``ctx.manager``) work; it is never
+written back.
 
 Write-back never loses a concurrent update. The provider remembers what it loaded into the
 context, and writes back only what the context changed since (keys of `preferences`,
@@ -55,7 +56,7 @@ logger = logging.getLogger(__name__)
 CONTEXT_PREFIX: Final = "context:"
 #: Context properties with this prefix become state keys (prefix removed) when writing back.
 SESSION_PREFIX: Final = "session:"
-#: The property holding the `SessionManager`, for tools written as in the original document.
+#: The property holding the `SessionManager` (for tools that read it as a property; prefer `ctx.manager`).
 SESSION_MANAGER_PROPERTY: Final = "session_manager"
 #: Where the provider keeps what it loaded into a context (shared with the context's children).
 BASELINE_PROPERTY: Final = "_agent_sessions_baseline"

@@ -1,4 +1,4 @@
-"""The `Session` model: the original fields and methods, plus a version and change tracking.
+"""The `Session` model: its fields and methods, a version, and change tracking.
 
 A session remembers what it looked like when it was loaded (or last saved). `changes()` returns
 the delta since then: keys set or deleted in `state`, `preferences`, `ai_context` and
@@ -334,7 +334,7 @@ class Session(BaseModel):
         for name, value in super().__repr_args__():
             yield (name, f"#{id_hash(value)}" if name == "session_id" and isinstance(value, str) else value)
 
-    # ----------------------------------------------------------------- the original API
+    # ----------------------------------------------------------------- state, history, expiry
     def get(self, key: str, default: Any = None) -> Any:
         """Get session state value."""
         return self.state.get(key, default)
@@ -397,7 +397,7 @@ class Session(BaseModel):
         self.history.append({"timestamp": time.time(), "type": entry_type, "data": data})
 
     def to_dict(self) -> dict[str, Any]:
-        """Convert to the original summary dictionary (no state values, no auth_info)."""
+        """A summary dictionary of the session (no state values, no auth_info)."""
         return {
             "session_id": self.session_id,
             "user_id": self.user_id,

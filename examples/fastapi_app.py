@@ -1,4 +1,4 @@
-"""FastAPI with agent_sessions: the original usage example 1, a page, login and logout, and a
+"""FastAPI with agent_sessions: a preferences API, a page, login and logout, and a
 pydantic-ai agent turn that remembers the visitor.
 
 Serve it (store from AGENT_SESSIONS_STORE, default the embedded SQLite file; the agent runs on an
@@ -259,7 +259,7 @@ def create_app(
     )
     app.state.agent = agent
 
-    # Add session middleware (the original keyword arguments)
+    # Add session middleware
     app.add_middleware(
         SessionMiddleware,
         session_manager=session_manager,

@@ -883,7 +883,7 @@ class DatabaseSessionStore(SessionStore):
         self.postgres = dialect.name == "postgresql"
         if schema is not None and not self.postgres:
             raise ValueError("schema= is for PostgreSQL; isolate SQLite stores with table_prefix= or another file")
-        #: The original attribute: the URL, password hidden.
+        #: The URL, password hidden.
         self.db_url = self.engine.url.render_as_string(hide_password=True)
         self.schema = schema
         self.table_prefix = table_prefix

@@ -205,6 +205,25 @@ def create_store(url: str = DEFAULT_STORE_URL, **options: Any) -> SessionStore:
     - ``redis://host:6379/0`` (``rediss://`` for TLS, ``unix:///path.sock?db=0``), or
       ``redis+cluster://host:7000`` for Redis Cluster
 
+    Options every backend takes: `codec` (default strict `JsonCodec`; `FernetCodec(key)` for
+    encryption at rest), `max_session_bytes` (largest encoded record or history entry, default
+    1 MiB), `max_scope_bytes` (largest user or app scope, default `max_session_bytes`),
+    `max_history` (entries kept per session, default 1000), `history_window` (recent entries
+    loaded with a session, default 50), `max_depth` (nesting of any value, default 64) and
+    `clock` (the time source; inject one in tests).
+
+    Per backend:
+
+    - memory: `max_sessions` (evict the least recently saved beyond it; default unbounded);
+    - SQLite / PostgreSQL (`DatabaseSessionStore`): `schema` (PostgreSQL), `table_prefix`
+      (default ``agent_``), `create_tables`, `pool_size`, `max_overflow`, `pool_timeout`,
+      `connect_timeout`, `command_timeout` (one statement, default 30 s), `busy_timeout` (SQLite
+      write lock, default 5 s), `engine_options`, `max_idle_connections`, `max_connections`;
+    - Redis (`RedisSessionStore`): `prefix` (key prefix, default ``agent_sessions:``),
+      `socket_timeout` (bound on one whole operation, default 2 s), `socket_connect_timeout`
+      (default 1 s), `retries` (reconnects, default 2), `client_options` (passed to redis-py),
+      `owner_cache_size`.
+
     Raises `InvalidStoreUrl` (a `ValueError`) naming the bad part of a malformed URL, before
     any connection.
     """

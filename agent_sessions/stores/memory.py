@@ -79,7 +79,7 @@ class MemorySessionStore(SessionStore):
 
     @property
     def sessions(self) -> dict[str, Any]:
-        """Read-only view of the stored ids (kept for the original attribute name)."""
+        """Read-only view of the stored ids."""
         return dict.fromkeys(self._sessions)
 
     def _stored(self, sid: str, entry: _Entry, window: int) -> StoredSession:

@@ -14,8 +14,8 @@ How a handler uses the session::
         session.preferences.update(preferences)  # saved by the middleware, see below
         return {"preferences": session.preferences}
 
-``request.state.session`` is the `Session` itself (what the original document's usage example
-1 reads through a dependency of its own), and ``request.state.session_id`` its id:
+``request.state.session`` is the `Session` itself (so an app's own dependency that returns it
+gets a `Session`), and ``request.state.session_id`` its id:
 
 - the client's live session when the request carries a known id (one store read, before the
   application runs);
@@ -54,7 +54,7 @@ When the session is saved: just before the response starts (``http.response.star
 streaming response carries its cookie before its first body byte. Only a session with changes is
 saved, with the manager's delta save (`SessionManager.update_session`: compare-and-set, changes
 of concurrent requests to other keys survive). A handler may also save it itself with
-``await manager.update_session(session)`` (as the original example does). Changes made after
+``await manager.update_session(session)``. Changes made after
 the response has started (in a streaming body, a background task) are not saved and are logged
 at WARNING; call `RequestSession.save()` there if you must. A 5xx response or an unhandled
 exception saves nothing. A 4xx or a redirect saves.

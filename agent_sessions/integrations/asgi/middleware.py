@@ -41,7 +41,7 @@ class _ResponseReplaced(Exception):
 class SessionMiddleware:
     """Server-side sessions for every HTTP request: ``request.state.session`` is the `Session`.
 
-    Keyword arguments are those of the original design: the cookie's name and attributes,
+    Keyword arguments: the cookie's name and attributes,
     `header_name` (the fallback credential for API clients; None disables it) and
     `create_session` (whether a request without a live session gets a new one, or None).
     `lazy=True` defers the load until a handler awaits `get_session` (or the handle's

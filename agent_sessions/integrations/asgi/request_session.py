@@ -283,7 +283,7 @@ class RequestSession:
                         self._advance(SessionEvent.WRITTEN)
                     elif session.version > self._seen_version:
                         # Saved during the request by code holding this `Session` (a handler
-                        # calling `SessionManager.update_session`, as the original example does):
+                        # calling `SessionManager.update_session` itself):
                         # the save extended the stored expiry, so the cookie follows.
                         self._advance(SessionEvent.WRITTEN)
                 return Commit(self._phase, session)

@@ -19,10 +19,7 @@ import asyncio
 import inspect
 import logging
 import random
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -39,6 +36,7 @@ from .session import (
 )
 from .stores.base import SessionStore
 from .tracing import ATTR_RETRIES, set_attribute, traced
+from .turns import Turns
 
 __all__ = ["SessionManager"]
 
@@ -51,11 +49,6 @@ def landed(pending: PendingWrite, stored: Session) -> bool:
     """Whether the save `pending` stands for is part of `stored` (in its write lineage)."""
     baseline = stored.baseline
     return baseline is not None and pending.write_id in baseline.writes
-
-
-#: The per-session mutate locks the current task holds (a nested `mutate` of the same session,
-#: from inside `fn`, must not wait for its own caller).
-_HELD: ContextVar[frozenset[asyncio.Lock]] = ContextVar("agent_sessions_mutate_locks", default=frozenset())
 
 
 class SessionManager:
@@ -108,9 +101,7 @@ class SessionManager:
         self.auto_cleanup = auto_cleanup
         self.touch_interval = session_lifetime / 4 if touch_interval is None else touch_interval
         self.max_retries = max_retries
-        self._mutate_locks: weakref.WeakValueDictionary[tuple[asyncio.AbstractEventLoop, str], asyncio.Lock] = (
-            weakref.WeakValueDictionary()
-        )
+        self._turns = Turns()
         self.last_cleanup: float = self.clock()
         self.cleanup_task: asyncio.Task[None] | None = None
 
@@ -276,7 +267,7 @@ class SessionManager:
         it was applied after all, the retry recognises it (by its write id in the record) and
         saves only what changed since, instead of appending its history entries twice.
         """
-        async with self._taking_turns(session._tracking()[0]):
+        async with self._turns.of((asyncio.get_running_loop(), session._tracking()[0])):
             return await self._save(session)
 
     async def _save(self, session: Session) -> Session:
@@ -354,28 +345,8 @@ class SessionManager:
         (other processes, `update_session`) are still raced with compare-and-set and retries.
         """
         sid = validate_session_id(session_id)
-        async with self._taking_turns(sid):
+        async with self._turns.of((asyncio.get_running_loop(), sid)):
             return await self._mutate(sid, fn)
-
-    @asynccontextmanager
-    async def _taking_turns(self, sid: str) -> AsyncIterator[None]:
-        """Hold this manager's turn on session `sid`: its saves and mutates go one at a time,
-        first come first served (re-entered freely by the task that holds it, so `fn` may
-        save or mutate its own session)."""
-        key = (asyncio.get_running_loop(), sid)
-        lock = self._mutate_locks.get(key)
-        if lock is None:
-            lock = self._mutate_locks[key] = asyncio.Lock()
-        held = _HELD.get()
-        if lock in held:
-            yield
-            return
-        async with lock:
-            token = _HELD.set(held | {lock})
-            try:
-                yield
-            finally:
-                _HELD.reset(token)
 
     async def _mutate(self, sid: str, fn: MutateFn) -> Session:
         for attempt in range(self.max_retries):

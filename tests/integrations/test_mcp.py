@@ -276,6 +276,26 @@ async def test_a_custom_registry_is_served_with_its_own_tools(memory_manager: Se
     assert result.structured_content == {"letters": 6}
 
 
+async def test_a_custom_tool_reaches_its_session_through_the_typed_accessors(memory_manager: SessionManager) -> None:
+    """`ctx.session()` and `ctx.update(fn)` work over MCP as under pydantic-ai and the registry."""
+    registry = session_tools.copy()
+
+    @registry.tool(name="count_visit")
+    async def count_visit(ctx: ExecutionContext) -> dict[str, int]:
+        """Count one more visit of the bound session."""
+        saved = await ctx.update(lambda s: s.set("visits", s.get("visits", 0) + 1))
+        seen = await ctx.session()
+        return {"visits": saved.get("visits"), "seen": seen.get("visits")}
+
+    async with Client(create_server(memory_manager, user_id="alice", registry=registry)) as client:
+        first = await client.call_tool("count_visit", {})
+        second = await client.call_tool("count_visit", {})
+    assert first.structured_content == {"visits": 1, "seen": 1}
+    assert second.structured_content == {"visits": 2, "seen": 2}
+    (session,) = await memory_manager.get_user_sessions("alice")
+    assert session.get("visits") == 2
+
+
 @pytest.mark.parametrize("error", [RuntimeError, ServiceNotRegistered], ids=["bug", "operator_error"])
 async def test_a_failure_not_of_the_callers_making_is_an_internal_error_that_leaks_nothing(
     memory_manager: SessionManager, caplog: pytest.LogCaptureFixture, error: type[Exception]

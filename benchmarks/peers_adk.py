@@ -43,7 +43,18 @@ from agent_sessions import MemorySessionStore, SessionManager, SessionStore
 from agent_sessions.stores.database import DatabaseSessionStore, create_database_engine
 
 from .backends import PG_URL, reachable
-from .harness import HISTORY_WINDOW, READS, RESULTS, SESSIONS, TEXT, TURNS, Sample, machine, run_w1, run_w2
+from .harness import (
+    HISTORY_WINDOW,
+    READS,
+    SESSIONS,
+    TEXT,
+    TURNS,
+    Sample,
+    machine,
+    run_w1,
+    run_w2,
+    write_results,
+)
 
 BEGIN = "<!-- adk_peers:begin (written by `python -m benchmarks.peers_adk`) -->"
 END = "<!-- adk_peers:end -->"
@@ -398,17 +409,6 @@ def table(results: dict[str, Figures], pairs: list[Pair], runs: int) -> str:
     return "\n".join(lines) + f"\n\nW1/W2: median of {runs} runs (ratio: median of the per-run ratios); L, G: one run."
 
 
-def write_results(body: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    section = f"{BEGIN}\n{body}\n{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + section + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(text)
-
-
 async def main(args: Any) -> int:
     """Run every available pair (filtered by ``args.backends``), print the table, write RESULTS.md."""
     missing = adk_missing()
@@ -445,7 +445,7 @@ async def main(args: Any) -> int:
     )
     print(body)
     if args.write:
-        write_results(body)
+        write_results(body, begin=BEGIN, end=END)
     return 0
 
 

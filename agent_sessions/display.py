@@ -347,14 +347,22 @@ def figure(value: Any) -> str:
     return markup_escape(str(value))
 
 
+def _figures_table(title: str) -> Any:
+    """A two-column table of labelled figures (labels bold, figures right-aligned, nothing cut)."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column(style="bold", overflow="fold")
+    table.add_column(justify="right", overflow="fold")
+    return table
+
+
 def print_stats(console: Console, stats: dict[str, Any]) -> None:
     """`store_stats` as rich tables; long labels and names fold, never cut."""
     from rich.markup import escape as markup_escape
     from rich.table import Table
 
-    table = Table(title="Store", title_justify="left", show_header=False)
-    table.add_column(style="bold", overflow="fold")
-    table.add_column(justify="right", overflow="fold")
+    table = _figures_table("Store")
     for label, key in (
         ("live sessions", "sessions"),
         ("users", "users"),
@@ -369,9 +377,7 @@ def print_stats(console: Console, stats: dict[str, Any]) -> None:
         table.add_row(label, figure(stats[key]))
     console.print(table)
     history = stats["history"]
-    summary = Table(title=f"History analysis ({history['analysed']})", title_justify="left", show_header=False)
-    summary.add_column(style="bold", overflow="fold")
-    summary.add_column(justify="right", overflow="fold")
+    summary = _figures_table(f"History analysis ({history['analysed']})")
     for label, key in (
         ("entries analysed", "entries"),
         ("agent runs", "agent_runs"),

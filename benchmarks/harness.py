@@ -53,7 +53,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from agent_sessions import SessionManager, SessionStore, new_session_id
 
@@ -328,6 +328,34 @@ def table(runs: dict[str, dict[str, list[tuple[Sample, Sample]]]], backends: lis
         + "\n".join(notes)
         + f"\n\nFigures: median of {count} runs; ratio and gains: median of the per-run values."
     )
+
+
+class Available(Protocol):
+    """A peer or pair of a framework benchmark: a name, and why it cannot run here (None: it can)."""
+
+    name: str
+
+    def available(self) -> str | None: ...
+
+
+A = TypeVar("A", bound=Available)
+
+
+def usable_peers(candidates: Sequence[A], names: Sequence[str], kind: str) -> tuple[list[A], list[str]]:
+    """The candidates chosen by `names` (all when empty) that can run here, and a line per one
+    skipped (also printed to stderr)."""
+    usable: list[A] = []
+    skipped: list[str] = []
+    for candidate in candidates:
+        if names and candidate.name not in names:
+            continue
+        reason = candidate.available()
+        if reason is None:
+            usable.append(candidate)
+        else:
+            skipped.append(f"- {candidate.name}: skipped ({reason})")
+            print(f"skipping {kind} {candidate.name}: {reason}", file=sys.stderr)
+    return usable, skipped
 
 
 def write_results(body: str, *, begin: str = BEGIN, end: str = END) -> None:

@@ -53,6 +53,7 @@ from .harness import (
     machine,
     run_w1,
     run_w2,
+    usable_peers,
     write_results,
 )
 
@@ -415,15 +416,7 @@ async def main(args: Any) -> int:
     if missing is not None:
         print(f"skipping the ADK peers: {missing}", file=sys.stderr)
         return 0
-    chosen = [p for p in PAIRS if not args.backends or p.name in args.backends]
-    usable, skipped = [], []
-    for pair in chosen:
-        reason = pair.available()
-        if reason is None:
-            usable.append(pair)
-        else:
-            skipped.append(f"- {pair.name}: skipped ({reason})")
-            print(f"skipping adk {pair.name}: {reason}", file=sys.stderr)
+    usable, skipped = usable_peers(PAIRS, args.backends, "adk")
     if not usable:
         return 0
     results = {pair.name: await measure(pair, args) for pair in usable}

@@ -36,7 +36,19 @@ from typing import Any
 from agent_sessions import SessionManager, SessionStore, new_session_id
 
 from .backends import PG_URL, postgres_store, reachable, sqlite_store
-from .harness import HISTORY_WINDOW, TEXT, WORKLOADS, Sample, Side, fmt, machine, median_sample, one_run, write_results
+from .harness import (
+    HISTORY_WINDOW,
+    TEXT,
+    WORKLOADS,
+    Sample,
+    Side,
+    fmt,
+    machine,
+    median_sample,
+    one_run,
+    usable_peers,
+    write_results,
+)
 from .redis_backend import REDIS_URL, delete_prefix, redis_available, redis_store
 
 BEGIN = "<!-- openai_agents:begin (written by `python -m benchmarks`) -->"
@@ -234,15 +246,7 @@ async def main(args: Any, peers: list[Peer] = PEERS) -> int:
     if missing is not None:
         print(f"skipping the OpenAI Agents SDK peer rows: {missing}", file=sys.stderr)
         return 0
-    chosen = [p for p in peers if not args.backends or p.name in args.backends]
-    usable, skipped = [], []
-    for peer in chosen:
-        reason = peer.available()
-        if reason is None:
-            usable.append(peer)
-        else:
-            skipped.append(f"- {peer.name}: skipped ({reason})")
-            print(f"skipping peer {peer.name}: {reason}", file=sys.stderr)
+    usable, skipped = usable_peers(peers, args.backends, "peer")
     if not usable:
         return 0
     runs: Runs = {p.name: {w: [] for w in WORKLOADS} for p in usable}

@@ -30,7 +30,7 @@ import logging
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from types import TracebackType
@@ -235,6 +235,15 @@ class SessionWrite:
 
 
 @dataclass(slots=True)
+class Restore:
+    """One session to `SessionStore.restore_many`: as exported, with its full history."""
+
+    session: Session
+    history: list[dict[str, Any]]
+    history_seq: int | None = None
+
+
+@dataclass(slots=True)
 class ScopeData:
     """Decoded scope values: `user` holds ``user:`` keys and ``pref:`` preferences."""
 
@@ -299,55 +308,72 @@ class SessionStore(ABC):
 
     # ================================================================ backend primitives
     @abstractmethod
-    async def _load(self, session_id: str, now: float) -> StoredSession | None:
+    async def load_record(self, session_id: str, now: float) -> StoredSession | None:
         """The session with its recent `history_window` and scopes, or None if absent/expired."""
 
-    async def _load_many(self, session_ids: list[str], now: float) -> list[StoredSession]:
+    async def load_records(self, session_ids: list[str], now: float) -> list[StoredSession]:
         """Several sessions (absent or expired ones left out); override to batch."""
-        loaded = [await self._load(sid, now) for sid in session_ids]
+        loaded = [await self.load_record(sid, now) for sid in session_ids]
         return [s for s in loaded if s is not None]
 
     @abstractmethod
-    async def _write(self, write: SessionWrite, now: float) -> None:
+    async def write(self, write: SessionWrite, now: float) -> None:
         """Apply one compare-and-set save (see `SessionWrite`)."""
 
+    async def write_many(self, writes: list[SessionWrite], now: float) -> list[bool]:
+        """Apply several inserts (every `expected_version == 0`): per write, True if inserted,
+        False if the id already existed (left as it was). Not atomic across the batch.
+
+        This default writes them one by one; backends override it with one round trip or
+        statement per batch (import, migration and bulk creation use it).
+        """
+        inserted = []
+        for one in writes:
+            try:
+                await self.write(one, now)
+            except SessionConflict:
+                inserted.append(False)
+            else:
+                inserted.append(True)
+        return inserted
+
     @abstractmethod
-    async def _delete(self, session_id: str) -> bool:
+    async def delete_record(self, session_id: str) -> bool:
         """Delete the session, its history and its index entries; True if it existed."""
 
     @abstractmethod
-    async def _touch(self, session_id: str, last_accessed_at: float, expiry_at: float | None, now: float) -> bool:
+    async def touch_record(self, session_id: str, last_accessed_at: float, expiry_at: float | None, now: float) -> bool:
         """Set the two columns of a live session without bumping its version; False if absent."""
 
     @abstractmethod
-    async def _load_scopes(self, user_id: str | None) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    async def scope_rows(self, user_id: str | None) -> tuple[dict[str, bytes], dict[str, bytes]]:
         """The (user scope, app scope) rows; the user scope is empty when `user_id` is None."""
 
     @abstractmethod
-    async def _write_scopes(self, changes: list[ScopeChange]) -> None:
+    async def write_scope_rows(self, changes: list[ScopeChange]) -> None:
         """Apply scope changes outside of a session save (import, migration)."""
 
     @abstractmethod
-    async def _iter_scopes(self) -> AsyncIterator[ScopeChange]:
+    async def iter_scope_rows(self) -> AsyncIterator[ScopeChange]:
         """Every non-empty scope as a `ScopeChange` whose `sets` hold all its rows."""
         yield ScopeChange("app", "")  # pragma: no cover - abstract
 
     @abstractmethod
-    async def _history_page(
+    async def history_page(
         self, session_id: str, limit: int, before_seq: int | None, now: float
     ) -> list[tuple[int, bytes]] | None:
         """Up to `limit` newest entries with ``seq < before_seq``, ascending; None if absent."""
 
     @abstractmethod
-    async def _user_session_ids(self, user_id: str, now: float) -> list[str]:
+    async def user_session_ids(self, user_id: str, now: float) -> list[str]:
         """Ids of the live sessions of `user_id`, from an index (never a scan)."""
 
     @abstractmethod
-    def _scan(self, batch_size: int, now: float) -> AsyncIterator[list[StoredSession]]:
+    def scan_records(self, batch_size: int, now: float) -> AsyncIterator[list[StoredSession]]:
         """Every live session in batches of about `batch_size`, streaming (never all at once)."""
 
     @abstractmethod
-    async def _cleanup_expired(self, now: float, batch_size: int) -> int:
+    async def delete_expired(self, now: float, batch_size: int) -> int:
         """Delete sessions expired at `now` (with history and index entries) in batches."""
 
     @abstractmethod
@@ -376,7 +402,7 @@ class SessionStore(ABC):
         """`get` for an id the caller has just checked with `validate_session_id` (the manager
         checks each id from outside once, not once per layer)."""
         now = self.clock()
-        stored = await self._load(sid, now)
+        stored = await self.load_record(sid, now)
         if stored is None:
             return None
         decoded = stored.decoded
@@ -402,7 +428,7 @@ class SessionStore(ABC):
         if write.expiry_at is not None and write.expiry_at <= now:
             raise SessionNotFound("the session has expired; create a new one")
         try:
-            await self._write(write, now)
+            await self.write(write, now)
         except StoreUnavailable:
             # The request may have reached the store and been applied: remember what this save
             # carried, so that a retry recognises it (`SessionManager.update_session`).
@@ -414,7 +440,7 @@ class SessionStore(ABC):
 
     async def delete(self, session_id: str) -> bool:
         """Delete the session, its history and index entries. True if it existed."""
-        return await self._delete(validate_session_id(session_id))
+        return await self.delete_record(validate_session_id(session_id))
 
     async def touch(self, session_id: str, last_accessed_at: float, expiry_at: float | None) -> bool:
         """Persist an access time and expiry without a version bump; False if the session is gone.
@@ -423,16 +449,16 @@ class SessionStore(ABC):
         sid = validate_session_id(session_id)
         accessed = check_timestamp(last_accessed_at, "last_accessed_at")
         expiry = None if expiry_at is None else check_timestamp(expiry_at, "expiry_at")
-        return await self._touch(sid, accessed, expiry, self.clock())
+        return await self.touch_record(sid, accessed, expiry, self.clock())
 
     async def get_user_sessions(self, user_id: str) -> list[Session]:
         """The live sessions of `user_id`, found through the per-user index."""
         uid = validate_user_id(user_id)
         now = self.clock()
-        ids = await self._user_session_ids(uid, now)
+        ids = await self.user_session_ids(uid, now)
         if not ids:
             return []
-        stored = await self._load_many(ids, now)
+        stored = await self.load_records(ids, now)
         sessions = [self._build(s, now) for s in stored]
         return [s for s in sessions if s is not None and s.user_id == uid]
 
@@ -441,13 +467,13 @@ class SessionStore(ABC):
         is logged at ERROR and left out."""
         now = self.clock()
         scopes: dict[str | None, tuple[dict[str, bytes], dict[str, bytes]]] = {}
-        async for batch in self._scan(batch_size, now):
+        async for batch in self.scan_records(batch_size, now):
             for stored in batch:
                 if not stored.scopes_loaded:
                     if stored.user_id not in scopes:
                         if len(scopes) > 1024:
                             scopes.clear()
-                        scopes[stored.user_id] = await self._load_scopes(stored.user_id)
+                        scopes[stored.user_id] = await self.scope_rows(stored.user_id)
                     stored.user_scope, stored.app_scope = scopes[stored.user_id]
                 try:
                     session = self._build(stored, now)
@@ -476,7 +502,7 @@ class SessionStore(ABC):
             raise SerializationError(
                 "before must be a cursor from HistoryPage.next_before (an int within ±(2**53 - 1))"
             )
-        rows = await self._history_page(sid, limit + 1, before, self.clock())
+        rows = await self.history_page(sid, limit + 1, before, self.clock())
         if not rows:
             return HistoryPage([], None)
         more = len(rows) > limit
@@ -487,7 +513,7 @@ class SessionStore(ABC):
     async def load_scopes(self, user_id: str | None) -> ScopeData:
         """The decoded user scope of `user_id` (``user:`` keys, ``pref:`` preferences) and app scope."""
         uid = None if user_id is None else validate_user_id(user_id)
-        user_raw, app_raw = await self._load_scopes(uid)
+        user_raw, app_raw = await self.scope_rows(uid)
         return ScopeData(self._decode_scope(user_raw), self._decode_scope(app_raw))
 
     async def write_scopes(self, user_id: str | None, values: dict[str, Any], *, delete: Iterable[str] = ()) -> None:
@@ -500,16 +526,16 @@ class SessionStore(ABC):
             self._route_scope_key(key, user, app, user_id).deletes.append(key)
         if user.sets or app.sets:
             await self._check_scope_bounds(user, app)
-        await self._write_scopes([c for c in (user, app) if not c.is_empty()])
+        await self.write_scope_rows([c for c in (user, app) if not c.is_empty()])
 
     async def iter_scopes(self) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
         """Every scope as ``(kind, owner, values)``: kind "user" (owner = user id) or "app"."""
-        async for change in self._iter_scopes():
+        async for change in self.iter_scope_rows():
             yield change.kind, change.owner, self._decode_scope(change.sets)
 
     async def cleanup_expired(self, *, batch_size: int = 500) -> int:
         """Delete expired sessions (index-backed, in batches); returns how many were removed."""
-        return await self._cleanup_expired(self.clock(), batch_size)
+        return await self.delete_expired(self.clock(), batch_size)
 
     async def restore(self, session: Session, history: list[dict[str, Any]], *, history_seq: int | None = None) -> None:
         """Insert `session` as it was exported: its `version`, and `history` (oldest first) in full.
@@ -517,8 +543,24 @@ class SessionStore(ABC):
         Raises `SessionConflict` if the id exists. Used by import and migration; scope data is
         restored separately with `write_scopes`.
         """
-        sid = validate_session_id(session.session_id)
         now = self.clock()
+        await self.write(self._restore_write(session, history, history_seq, now), now)
+
+    async def restore_many(self, items: Sequence[Restore]) -> list[bool]:
+        """`restore` for a batch, in one round trip or statement where the backend can.
+
+        Every item is checked and encoded before anything is written (a bad one raises and
+        nothing of the batch is stored). Returns, per item, True if it was inserted and False
+        if its id already existed (that one is left as it was; the rest are inserted).
+        """
+        now = self.clock()
+        writes = [self._restore_write(item.session, item.history, item.history_seq, now) for item in items]
+        return await self.write_many(writes, now) if writes else []
+
+    def _restore_write(
+        self, session: Session, history: list[dict[str, Any]], history_seq: int | None, now: float
+    ) -> SessionWrite:
+        sid = validate_session_id(session.session_id)
         if session.expiry_at is not None and session.expiry_at <= now:
             raise SessionNotFound("the session has expired; it is not restored")
         kept = history[-self.max_history :]
@@ -530,7 +572,7 @@ class SessionStore(ABC):
             raise SerializationError("version must be an int from 0 to 2**53 - 1")
         first_seq = last_seq - len(kept) + 1
         rows = [self._history_row(entry, first_seq + i, sid) for i, entry in enumerate(kept)]
-        write = SessionWrite(
+        return SessionWrite(
             session_id=sid,
             user_id=session.user_id,
             previous_user_id=None,
@@ -544,17 +586,16 @@ class SessionStore(ABC):
             history_seq=last_seq,
             max_history=self.max_history,
         )
-        await self._write(write, now)
 
-    async def _delete_if_version(self, session_id: str, version: int) -> bool:
+    async def delete_if_version(self, session_id: str, version: int) -> bool:
         """Delete the session only if its stored version is still `version`; True if deleted.
 
         Backends override this with one atomic operation; this default re-reads, then deletes.
         """
-        stored = await self._load(session_id, self.clock())
+        stored = await self.load_record(session_id, self.clock())
         if stored is None or stored.version != version:
             return False
-        return await self._delete(session_id)
+        return await self.delete_record(session_id)
 
     async def rename(self, old_id: str, new_id: str) -> Session:
         """Move a session (record and full history) to `new_id` and delete the old id.
@@ -575,7 +616,7 @@ class SessionStore(ABC):
             rows: list[tuple[int, bytes]] = []
             before: int | None = seq + 1
             while True:
-                page = await self._history_page(old, 500, before, self.clock())
+                page = await self.history_page(old, 500, before, self.clock())
                 if not page:
                     break
                 rows[:0] = page
@@ -586,12 +627,12 @@ class SessionStore(ABC):
             version = session.version
             session.session_id = new
             await self.restore(session, history, history_seq=seq)
-            if await self._delete_if_version(old, version):
+            if await self.delete_if_version(old, version):
                 moved = await self.get(new)
                 if moved is None:
                     raise SessionNotFound("the session expired while its id was being regenerated")
                 return moved
-            await self._delete(new)
+            await self.delete_record(new)
         raise SessionConflict("the session kept changing while its id was being regenerated; try again")
 
     async def __aenter__(self) -> Self:
@@ -802,7 +843,7 @@ class SessionStore(ABC):
         past `max_scope_bytes`, checked against the scope as it is before the write (one read).
         A change that does not grow a scope is always accepted."""
         user_sets = user is not None and bool(user.sets)
-        user_raw, app_raw = await self._load_scopes(user.owner if user is not None and user_sets else None)
+        user_raw, app_raw = await self.scope_rows(user.owner if user is not None and user_sets else None)
         for change, rows in ((user, user_raw), (app, app_raw)):
             if change is None or not change.sets:
                 continue

@@ -1147,7 +1147,7 @@ class DatabaseSessionStore(SessionStore):
         return ids if self.postgres else json.dumps(ids)
 
     # ================================================================ reads
-    async def _load(self, session_id: str, now: float) -> StoredSession | None:
+    async def load_record(self, session_id: str, now: float) -> StoredSession | None:
         if self.postgres and self._saturated():
             return await self._load_coalesced(session_id, now)
         return await self._load_one(session_id, now)
@@ -1249,7 +1249,7 @@ class DatabaseSessionStore(SessionStore):
             out.append(stored)
         return out
 
-    async def _load_many(self, session_ids: list[str], now: float) -> list[StoredSession]:
+    async def load_records(self, session_ids: list[str], now: float) -> list[StoredSession]:
         if not session_ids:
             return []
         params = {"ids": self._ids(session_ids), "now": now, "window": self.history_window}
@@ -1257,7 +1257,7 @@ class DatabaseSessionStore(SessionStore):
             rows = await conn.fetch(self._sql.load_many, params)
         return self._assemble(rows, with_scopes=True)
 
-    async def _scan(self, batch_size: int, now: float) -> AsyncIterator[list[StoredSession]]:
+    async def scan_records(self, batch_size: int, now: float) -> AsyncIterator[list[StoredSession]]:
         after = ""
         while True:
             params = {"after": after, "n": batch_size, "now": now, "window": self.history_window}
@@ -1270,7 +1270,7 @@ class DatabaseSessionStore(SessionStore):
                 return
             after = batch[-1].session_id
 
-    async def _history_page(
+    async def history_page(
         self, session_id: str, limit: int, before_seq: int | None, now: float
     ) -> list[tuple[int, bytes]] | None:
         params = {
@@ -1285,12 +1285,12 @@ class DatabaseSessionStore(SessionStore):
             return None
         return sorted((seq, bytes(payload)) for tag, seq, payload in rows if tag == 1)
 
-    async def _user_session_ids(self, user_id: str, now: float) -> list[str]:
+    async def user_session_ids(self, user_id: str, now: float) -> list[str]:
         async with self._conn() as conn:
             rows = await conn.fetch(self._sql.user_ids, {"uid": user_id, "now": now})
         return [row[0] for row in rows]
 
-    async def _load_scopes(self, user_id: str | None) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    async def scope_rows(self, user_id: str | None) -> tuple[dict[str, bytes], dict[str, bytes]]:
         async with self._conn() as conn:
             if user_id is None:
                 rows = await conn.fetch(self._sql.app_scope, {})
@@ -1302,7 +1302,7 @@ class DatabaseSessionStore(SessionStore):
             (app if kind == "app" else user)[key] = bytes(value)
         return user, app
 
-    async def _iter_scopes(self) -> AsyncIterator[ScopeChange]:
+    async def iter_scope_rows(self) -> AsyncIterator[ScopeChange]:
         cursor = ("", "", "")
         current: ScopeChange | None = None
         while True:
@@ -1322,7 +1322,7 @@ class DatabaseSessionStore(SessionStore):
             yield current
 
     # ================================================================ writes
-    async def _write(self, write: SessionWrite, now: float) -> None:
+    async def write(self, write: SessionWrite, now: float) -> None:
         floor = write.history_seq - write.max_history
         rows = [r for r in write.history if r.seq > floor]
         trim = bool(write.history) and floor > 0
@@ -1504,7 +1504,7 @@ class DatabaseSessionStore(SessionStore):
             steps.append(_Step(sql.delete_scope, rows=deletes, many=True))
         return await self._transaction(*steps) is not None
 
-    async def _write_scopes(self, changes: list[ScopeChange]) -> None:
+    async def write_scope_rows(self, changes: list[ScopeChange]) -> None:
         sets, deletes = _scope_rows(changes)
         if not (sets or deletes):
             return
@@ -1530,7 +1530,7 @@ class DatabaseSessionStore(SessionStore):
                     raise
                 await asyncio.sleep(random.uniform(0, 0.002 * 2**failures))
 
-    async def _delete(self, session_id: str) -> bool:
+    async def delete_record(self, session_id: str) -> bool:
         # Two statements in one transaction: the history delete runs after the session row is gone
         # (and its lock released by any writer), so no writer can add rows it would miss.
         async def attempt() -> bool:
@@ -1542,14 +1542,14 @@ class DatabaseSessionStore(SessionStore):
 
         return await self._rerun_aborted(attempt)
 
-    async def _touch(self, session_id: str, last_accessed_at: float, expiry_at: float | None, now: float) -> bool:
+    async def touch_record(self, session_id: str, last_accessed_at: float, expiry_at: float | None, now: float) -> bool:
         params = {"id": session_id, "la": last_accessed_at, "exp": expiry_at, "now": now}
         if self.postgres:  # one statement: autocommit
             async with self._conn() as conn:
                 return await conn.execute(self._sql.touch, params) > 0
         return await self._transaction(_Step(self._sql.touch, params, guard=True)) is not None
 
-    async def _cleanup_expired(self, now: float, batch_size: int) -> int:
+    async def delete_expired(self, now: float, batch_size: int) -> int:
         if batch_size <= 0:
             raise ValueError("batch_size must be > 0")
 

@@ -161,7 +161,7 @@ class MemorySessionStore(SessionStore):
                 break
         return baseline, state
 
-    async def _load(self, session_id: str, now: float) -> StoredSession | None:
+    async def load_record(self, session_id: str, now: float) -> StoredSession | None:
         with self._lock:
             entry = self._sessions.get(session_id)
             if entry is None:
@@ -171,7 +171,7 @@ class MemorySessionStore(SessionStore):
                 return None
             return self._stored(session_id, entry, self.history_window)
 
-    async def _write(self, write: SessionWrite, now: float) -> None:
+    async def write(self, write: SessionWrite, now: float) -> None:
         record, kept_state = self._kept_record(write)
         history: list[tuple[Any, ...]]
         if self.keeps_decoded:
@@ -249,7 +249,7 @@ class MemorySessionStore(SessionStore):
             if change.kind == "user" and not target:
                 self._user_scopes.pop(change.owner, None)
 
-    async def _delete(self, session_id: str) -> bool:
+    async def delete_record(self, session_id: str) -> bool:
         with self._lock:
             entry = self._sessions.pop(session_id, None)
             if entry is None:
@@ -257,7 +257,7 @@ class MemorySessionStore(SessionStore):
             self._unindex(session_id, entry)
             return True
 
-    async def _delete_if_version(self, session_id: str, version: int) -> bool:
+    async def delete_if_version(self, session_id: str, version: int) -> bool:
         with self._lock:
             entry = self._sessions.get(session_id)
             if entry is None or entry.version != version:
@@ -266,7 +266,7 @@ class MemorySessionStore(SessionStore):
             self._unindex(session_id, entry)
             return True
 
-    async def _touch(self, session_id: str, last_accessed_at: float, expiry_at: float | None, now: float) -> bool:
+    async def touch_record(self, session_id: str, last_accessed_at: float, expiry_at: float | None, now: float) -> bool:
         with self._lock:
             entry = self._sessions.get(session_id)
             if entry is None or not entry.live(now):
@@ -307,16 +307,16 @@ class MemorySessionStore(SessionStore):
         heapq.heapify(pairs)
         self._expiries = pairs
 
-    async def _load_scopes(self, user_id: str | None) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    async def scope_rows(self, user_id: str | None) -> tuple[dict[str, bytes], dict[str, bytes]]:
         with self._lock:
             user = dict(self._user_scopes.get(user_id, {})) if user_id is not None else {}
             return user, dict(self._app_scope)
 
-    async def _write_scopes(self, changes: list[ScopeChange]) -> None:
+    async def write_scope_rows(self, changes: list[ScopeChange]) -> None:
         with self._lock:
             self._apply_scopes(changes)
 
-    async def _iter_scopes(self) -> AsyncIterator[ScopeChange]:
+    async def iter_scope_rows(self) -> AsyncIterator[ScopeChange]:
         with self._lock:
             scopes = [ScopeChange("user", uid, dict(v)) for uid, v in self._user_scopes.items() if v]
             if self._app_scope:
@@ -324,7 +324,7 @@ class MemorySessionStore(SessionStore):
         for change in scopes:
             yield change
 
-    async def _history_page(
+    async def history_page(
         self, session_id: str, limit: int, before_seq: int | None, now: float
     ) -> list[tuple[int, bytes]] | None:
         with self._lock:
@@ -336,12 +336,12 @@ class MemorySessionStore(SessionStore):
             return [(row[0], encode_checked(self.codec, row[1])) for row in rows]
         return rows
 
-    async def _user_session_ids(self, user_id: str, now: float) -> list[str]:
+    async def user_session_ids(self, user_id: str, now: float) -> list[str]:
         with self._lock:
             ids = self._by_user.get(user_id, set())
             return [sid for sid in ids if (e := self._sessions.get(sid)) is not None and e.live(now)]
 
-    async def _scan(self, batch_size: int, now: float) -> AsyncIterator[list[StoredSession]]:
+    async def scan_records(self, batch_size: int, now: float) -> AsyncIterator[list[StoredSession]]:
         with self._lock:
             ids = list(self._sessions)
         for start in range(0, len(ids), batch_size):
@@ -353,7 +353,7 @@ class MemorySessionStore(SessionStore):
                 ]
             yield batch
 
-    async def _cleanup_expired(self, now: float, batch_size: int) -> int:
+    async def delete_expired(self, now: float, batch_size: int) -> int:
         removed = 0
         while True:
             with self._lock:

@@ -881,15 +881,15 @@ class RedisSessionStore(SessionStore):
                     stored.user_scope = user_rows[stored.user_id]
         return out
 
-    async def _load(self, session_id: str, now: float) -> StoredSession | None:
+    async def load_record(self, session_id: str, now: float) -> StoredSession | None:
         return (await self._fetch([session_id], now, scopes=True))[0]
 
-    async def _load_many(self, session_ids: list[str], now: float) -> list[StoredSession]:
+    async def load_records(self, session_ids: list[str], now: float) -> list[StoredSession]:
         if not session_ids:
             return []
         return [s for s in await self._fetch(session_ids, now, scopes=True) if s is not None]
 
-    async def _history_page(
+    async def history_page(
         self, session_id: str, limit: int, before_seq: int | None, now: float
     ) -> list[tuple[int, bytes]] | None:
         keys = [self._rec_key(session_id), self._hist_key(session_id)]
@@ -907,12 +907,12 @@ class RedisSessionStore(SessionStore):
         first = last - len(rows) + 1
         return [(first + i, row[0]) for i, row in enumerate(rows)]
 
-    async def _user_session_ids(self, user_id: str, now: float) -> list[str]:
+    async def user_session_ids(self, user_id: str, now: float) -> list[str]:
         idx_key = self._user(user_id)[2]
         members: list[bytes] = await self._command("read the user index", "ZRANGEBYSCORE", idx_key, f"({now!r}", "+inf")
         return [m.decode() for m in members]
 
-    async def _load_scopes(self, user_id: str | None) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    async def scope_rows(self, user_id: str | None) -> tuple[dict[str, bytes], dict[str, bytes]]:
         keys = [self._app_key] if user_id is None else [self._app_key, self._user(user_id)[3]]
         replies = await self._pipeline([("HGETALL", key) for key in keys], "load scopes")
         app = self._scope_rows(self._hash(replies[0]))
@@ -931,7 +931,7 @@ class RedisSessionStore(SessionStore):
                 raise _unavailable(exc, "scan keys") from exc
             yield key
 
-    async def _scan(self, batch_size: int, now: float) -> AsyncIterator[list[StoredSession]]:
+    async def scan_records(self, batch_size: int, now: float) -> AsyncIterator[list[StoredSession]]:
         head = self.prefix.encode() + b"{"
         pattern = _glob_escape(self.prefix) + "{*}:rec"
         seen: set[str] = set()  # SCAN may return a key twice while Redis resizes its table
@@ -962,7 +962,7 @@ class RedisSessionStore(SessionStore):
                     loaded.append(StoredSession(sid, None, 0, 0.0, None, b"", [], 0, scopes_loaded=False))
         return [s for s in loaded if s is not None]
 
-    async def _iter_scopes(self) -> AsyncIterator[ScopeChange]:
+    async def iter_scope_rows(self) -> AsyncIterator[ScopeChange]:
         pattern = _glob_escape(self.prefix) + "{~u:*}:scope"
         batch: list[bytes] = []
 
@@ -989,12 +989,12 @@ class RedisSessionStore(SessionStore):
         if batch:
             for change in await flush(batch):
                 yield change
-        app = (await self._load_scopes(None))[1]
+        app = (await self.scope_rows(None))[1]
         if app:
             yield ScopeChange("app", "", app)
 
     # ------------------------------------------------------------------------- writes
-    async def _write(self, write: SessionWrite, now: float) -> None:
+    async def write(self, write: SessionWrite, now: float) -> None:
         sid = write.session_id
         token = secrets.token_hex(8)
         keys = self._session_keys(sid)
@@ -1044,7 +1044,7 @@ class RedisSessionStore(SessionStore):
                     f"session {id_hash(sid)} was saved, but its user index / scope changes could not be applied: {exc}"
                 ) from exc
 
-    async def _touch(self, session_id: str, last_accessed_at: float, expiry_at: float | None, now: float) -> bool:
+    async def touch_record(self, session_id: str, last_accessed_at: float, expiry_at: float | None, now: float) -> bool:
         guess = _UNKNOWN if self._cluster else self._owners.get(session_id, _UNKNOWN)
         keys = self._session_keys(session_id)
         args: list[Any] = [
@@ -1070,10 +1070,10 @@ class RedisSessionStore(SessionStore):
             await self._apply_ops(self._index_ops(session_id, user, expiry_at), gt=True, action="update the indexes")
         return True
 
-    async def _delete(self, session_id: str) -> bool:
+    async def delete_record(self, session_id: str) -> bool:
         return await self._delete_checked(session_id, None)
 
-    async def _delete_if_version(self, session_id: str, version: int) -> bool:
+    async def delete_if_version(self, session_id: str, version: int) -> bool:
         """Atomic: the delete script checks the version in the record header and deletes the
         session's keys (and, on one node, its index entries) in one step; on a cluster the
         index entries in other slots are removed right after, as by `_delete`."""
@@ -1103,12 +1103,12 @@ class RedisSessionStore(SessionStore):
             await self._apply_ops(self._unindex_ops(session_id, user), gt=False, action="update the indexes")
         return True
 
-    async def _write_scopes(self, changes: list[ScopeChange]) -> None:
+    async def write_scope_rows(self, changes: list[ScopeChange]) -> None:
         ops = [op for change in changes for op in self._scope_ops(change)]
         await self._apply_ops(ops, gt=False, action="write scopes")
 
     # ------------------------------------------------------------------------- cleanup
-    async def _cleanup_expired(self, now: float, batch_size: int) -> int:
+    async def delete_expired(self, now: float, batch_size: int) -> int:
         removed = 0
         pending = list(self._shard_keys)
         previous: dict[str, list[bytes]] = {}

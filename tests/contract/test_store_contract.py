@@ -410,7 +410,7 @@ async def test_bad_ids_raise_before_any_io(
     async def no_io(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("I/O attempted with an invalid session id")
 
-    for name in ("_load", "_write", "_delete", "_touch", "_history_page", "_load_many"):
+    for name in ("load_record", "write", "delete_record", "touch_record", "history_page", "load_records"):
         monkeypatch.setattr(store, name, no_io)
     with pytest.raises(InvalidSessionId) as info:
         await store.get(bad)

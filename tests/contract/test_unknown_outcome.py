@@ -23,19 +23,19 @@ pytestmark = pytest.mark.asyncio
 @contextmanager
 def lost_reply(store: SessionStore, *, applied: bool) -> Iterator[None]:
     """The next save reaches the backend (`applied`) or not, and fails as if the reply was lost."""
-    original = store._write  # type: ignore[attr-defined]
+    original = store.write  # type: ignore[attr-defined]
 
     async def write(*args: Any) -> None:
-        store._write = original  # type: ignore[attr-defined]  # only the next save
+        store.write = original  # type: ignore[attr-defined]  # only the next save
         if applied:
             await original(*args)
         raise StoreUnavailable("injected: connection lost after the request was sent")
 
-    store._write = write  # type: ignore[attr-defined]
+    store.write = write  # type: ignore[attr-defined]
     try:
         yield
     finally:
-        store._write = original  # type: ignore[attr-defined]
+        store.write = original  # type: ignore[attr-defined]
 
 
 async def saved_once(manager: SessionManager) -> tuple[str, Any]:
@@ -115,7 +115,7 @@ async def test_merged_retry_whose_reply_is_lost_is_recognised(store: SessionStor
     """The first try loses a compare-and-set, the merged second try's reply is lost."""
     sid, session = await saved_once(manager)
     await manager.mutate(sid, lambda s: s.set("rival", True))  # makes the first try conflict
-    original = store._write  # type: ignore[attr-defined]
+    original = store.write  # type: ignore[attr-defined]
     calls = 0
 
     async def write(*args: Any) -> None:
@@ -125,12 +125,12 @@ async def test_merged_retry_whose_reply_is_lost_is_recognised(store: SessionStor
         if calls == 2:
             raise StoreUnavailable("injected: reply lost")
 
-    store._write = write  # type: ignore[attr-defined]
+    store.write = write  # type: ignore[attr-defined]
     try:
         with pytest.raises(StoreUnavailable):
             await manager.update_session(session)
     finally:
-        store._write = original  # type: ignore[attr-defined]
+        store.write = original  # type: ignore[attr-defined]
     await manager.update_session(session)
     stored = await manager.get_session(sid)
     assert stored is not None

@@ -73,7 +73,7 @@ async def test_cleanup_loop_survives_a_failing_store(caplog: pytest.LogCaptureFi
         calls += 1
         raise ConnectionError("store down")
 
-    store._cleanup_expired = failing_cleanup  # type: ignore[method-assign]
+    store.delete_expired = failing_cleanup  # type: ignore[method-assign]
     manager = SessionManager(store, cleanup_interval=0.01)
     with caplog.at_level(logging.ERROR, logger="agent_sessions.manager"):
         async with manager:

@@ -246,10 +246,10 @@ async def test_a_value_postgres_refuses_is_a_serialization_error_on_a_kept_conne
             # The base class refuses these before any I/O; below it, the database's refusal
             # (CharacterNotInRepertoireError, StringDataRightTruncationError) is still a data error.
             with pytest.raises(SerializationError) as info:
-                await store._write_scopes([ScopeChange("user", "u", sets={"user:a\x00b": b"1"})])
+                await store.write_scope_rows([ScopeChange("user", "u", sets={"user:a\x00b": b"1"})])
             assert type(info.value.__cause__).__name__ == "CharacterNotInRepertoireError"
             with pytest.raises(SerializationError) as info:
-                await store._write_scopes([ScopeChange("user", "u" * 300, sets={"user:a": b"1"})])
+                await store.write_scope_rows([ScopeChange("user", "u" * 300, sets={"user:a": b"1"})])
             assert type(info.value.__cause__).__name__ == "StringDataRightTruncationError"
             assert dropped == []
             s = Session(user_id="u", state={"user:a": 1})

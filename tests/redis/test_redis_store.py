@@ -439,7 +439,7 @@ async def test_a_version_checked_delete_never_loses_a_save_landing_during_it(
 
         monkeypatch.setattr(store, "_script", after_first_round_trip(store._script))
         monkeypatch.setattr(store, "_pipeline", after_first_round_trip(store._pipeline))
-        deleted = await store._delete_if_version(sid, session.version)
+        deleted = await store.delete_if_version(sid, session.version)
         monkeypatch.undo()
         assert saved, "the racing save did not run"
         # Either the delete won (the racing writer is told the session is gone) or the save won
@@ -468,7 +468,7 @@ async def test_a_stale_version_does_not_delete_and_the_current_one_deletes_every
         _, idx_key, _ = store._user_keys(redis_module._user_hash(WEIRD_USER))
         member = store._member(sid, WEIRD_USER)
 
-        assert await store._delete_if_version(sid, session.version - 1) is False
+        assert await store.delete_if_version(sid, session.version - 1) is False
         loaded = await store.get(sid)
         assert loaded is not None and loaded.version == session.version and loaded.get("a") == 1
         assert [e["data"] for e in loaded.history] == [{"i": 1}]
@@ -477,12 +477,12 @@ async def test_a_stale_version_does_not_delete_and_the_current_one_deletes_every
         assert await client.zscore(shard_key, member) is not None
 
         stranger = RedisSessionStore(client, prefix=store.prefix, clock=clock)  # does not know the owner
-        assert await stranger._delete_if_version(sid, session.version) is True
+        assert await stranger.delete_if_version(sid, session.version) is True
         assert await store.get(sid) is None
         assert all([await client.exists(key) == 0 for key in store._session_keys(sid)])
         assert await client.zscore(idx_key, sid) is None
         assert await client.zscore(shard_key, member) is None
-        assert await stranger._delete_if_version(sid, session.version) is False  # already gone
+        assert await stranger.delete_if_version(sid, session.version) is False  # already gone
         await stranger.close()
 
 
@@ -493,7 +493,7 @@ async def test_a_version_checked_delete_of_a_corrupt_header_raises_and_deletes_n
     await single.set(session)
     await single.client.set(single._rec_key(session.session_id), b"not a session record")
     with pytest.raises(SerializationError):
-        await single._delete_if_version(session.session_id, 1)
+        await single.delete_if_version(session.session_id, 1)
     assert await single.client.exists(single._rec_key(session.session_id)) == 1
 
 
@@ -509,8 +509,8 @@ async def test_a_resent_save_is_recognised_as_applied_not_as_a_conflict(
         session.add_history_entry("turn", {"i": 1})
         write = store._prepare_write(session)
         monkeypatch.setattr(redis_module.secrets, "token_hex", lambda n: "ab" * n)
-        await store._write(write, clock.now)
-        await store._write(write, clock.now)  # the reply of the first was "lost"; the client resends
+        await store.write(write, clock.now)
+        await store.write(write, clock.now)  # the reply of the first was "lost"; the client resends
         loaded = await store.get(session.session_id)
         assert loaded is not None and loaded.version == 2 and loaded.get("k") == 1
         assert [e["data"] for e in loaded.history] == [{"i": 1}]

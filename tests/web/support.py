@@ -21,16 +21,16 @@ Message = dict[str, Any]
 
 #: The store primitives every backend implements (plus `rename`, which backends may override).
 PRIMITIVES = (
-    "_load",
-    "_load_many",
-    "_write",
-    "_delete",
-    "_touch",
-    "_load_scopes",
-    "_write_scopes",
-    "_history_page",
-    "_user_session_ids",
-    "_cleanup_expired",
+    "load_record",
+    "load_records",
+    "write",
+    "delete_record",
+    "touch_record",
+    "scope_rows",
+    "write_scope_rows",
+    "history_page",
+    "user_session_ids",
+    "delete_expired",
     "rename",
 )
 

@@ -32,7 +32,7 @@ async def test_control_characters_in_the_cookie_are_rejected_before_io_and_never
     calls = StoreCalls(store)
     messages = await asgi_call(build_app(manager), "POST", "/state/k?value=v", [(b"cookie", raw)])
     headers = start_headers(messages)
-    assert "_load" not in calls.calls
+    assert "load_record" not in calls.calls
     assert all("evil" not in value and "\n" not in value and "\r" not in value for _, value in headers)
     [(name, value, _)] = [cookie_attributes(v) for k, v in headers if k == "set-cookie"]
     assert name == "session_id" and is_valid_session_id(value)

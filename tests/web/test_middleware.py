@@ -54,7 +54,7 @@ async def test_request_with_a_session_id_reads_the_store_once_before_the_handler
             response = await client.get("/request-state", headers=headers)
             assert response.json() == {"state": {"k": "v"}, "is_session": True}
             assert set_cookies(response) == []
-            assert calls.calls == ["_load"]
+            assert calls.calls == ["load_record"]
 
 
 async def test_lazy_mode_does_no_store_io_for_a_request_that_never_asks_for_the_session(
@@ -72,7 +72,7 @@ async def test_lazy_mode_does_no_store_io_for_a_request_that_never_asks_for_the_
             assert unloaded.json() == {"state": None}  # nothing awaited the load
             loaded = await client.get("/state", headers=headers)
             assert loaded.json()["state"] == ({"k": "v"} if headers else {})
-    assert calls.calls == ["_load", "_load"]  # only the two `get_session` loads with an id
+    assert calls.calls == ["load_record", "load_record"]  # only the two `get_session` loads with an id
 
 
 async def test_reading_without_a_session_writes_no_record_and_sets_no_cookie_but_varies_on_cookie(
@@ -84,7 +84,7 @@ async def test_reading_without_a_session_writes_no_record_and_sets_no_cookie_but
     assert response.json()["state"] == {}
     assert set_cookies(response) == []
     assert "Cookie" in response.headers["vary"]
-    assert "_write" not in calls.calls
+    assert "write" not in calls.calls
     assert [s async for s in store.iter_sessions()] == []
 
 
@@ -190,7 +190,7 @@ async def test_malformed_cookie_values_are_rejected_before_any_store_lookup_and_
             raw = f"session_id={value}".encode()
             response = await client.post("/state/k", params={"value": "v"}, headers=[(b"cookie", raw)])
             assert response.status_code == 200, label
-            assert "_load" not in calls.calls, f"{label}: the id was looked up"
+            assert "load_record" not in calls.calls, f"{label}: the id was looked up"
             issued = issued_id(response)
             assert issued != value and is_valid_session_id(issued), label
             for name, header_value in response.headers.multi_items():

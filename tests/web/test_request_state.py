@@ -73,7 +73,7 @@ async def test_request_state_session_is_the_loaded_session_and_the_handle_is_bes
         "state": {},
     }
     assert set_cookies(response) == []  # a new, untouched session: nothing written, no cookie
-    assert "_write" not in calls.calls
+    assert "write" not in calls.calls
     assert [s async for s in store.iter_sessions()] == []
 
 
@@ -152,7 +152,7 @@ async def test_store_outage_during_the_load_before_the_handler_answers_503_witho
     async def down(*args: Any, **kwargs: Any) -> Any:
         raise StoreUnavailable("the store is down")
 
-    monkeypatch.setattr(store, "_load", down)
+    monkeypatch.setattr(store, "load_record", down)
     app = state_app(manager)
     async with open_client(app, "asgi") as client:
         response = await client.get("/inspect", headers=cookie(existing.session_id))
@@ -186,7 +186,7 @@ async def test_lazy_mode_reads_nothing_until_asked_and_then_sets_request_state_s
     assert isinstance(seen["handle"], RequestSession) and seen["session"] is None
     assert isinstance(seen["loaded"], Session) and seen["after"] is seen["loaded"]
     assert seen["loaded"].state == {"k": "v"}
-    assert calls.calls == ["_load"]
+    assert calls.calls == ["load_record"]
 
 
 async def test_a_new_visitors_session_is_built_without_io_and_its_first_write_is_one_save(
@@ -195,7 +195,7 @@ async def test_a_new_visitors_session_is_built_without_io_and_its_first_write_is
     calls = StoreCalls(store)
     async with open_client(state_app(manager), "asgi") as client:
         sid = issued_id(await client.post("/set/k", params={"value": "v"}))
-    assert calls.calls == ["_write"]
+    assert calls.calls == ["write"]
     stored = await manager.get_session(sid)
     assert stored is not None and stored.state == {"k": "v"}
 

@@ -10,41 +10,42 @@ malformed store URL, checked before anything connects; a malformed session id; a
 
 from __future__ import annotations
 
-import asyncio
-import enum
 import json
 import logging
-import math
-import re
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from contextlib import asynccontextmanager, contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Annotated, Any, TypeVar
 
 try:
     import typer
-    from rich.console import Console
-    from rich.logging import RichHandler
     from rich.markup import escape
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
     from rich.table import Table
     from typer.core import TyperGroup
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError("the agent-sessions command needs typer and rich: pip install agent-sessions[cli]") from exc
 
 from . import __version__
+from .cli_support import (
+    REDACTED,
+    CliError,
+    ConflictPolicy,
+    checked_url,
+    configure_logging,
+    err_console,
+    fail,
+    one_line,
+    opened_store,
+    out_console,
+    progress,
+    redact,
+    run_command,
+    safe_url,
+    sessions_text,
+    sqlite_file,
+    summary,
+    when,
+)
 from .display import conversation_document, print_stats, session_document, store_stats, stored_conversation
-from .errors import AgentSessionsError, InvalidSessionId, InvalidUserId, StoreUnavailable
+from .errors import AgentSessionsError, InvalidSessionId, StoreUnavailable
 from .ids import validate_session_id
 from .ops import (
     DEFAULT_IMPORT_LINE_BYTES,
@@ -58,7 +59,7 @@ from .ops import (
     migrate,
 )
 from .session import Session
-from .stores import DEFAULT_STORE_URL, InvalidStoreUrl, SessionStore, create_store, parse_store_url
+from .stores import DEFAULT_STORE_URL, create_store
 
 __all__ = ["app", "main", "redact"]
 
@@ -99,208 +100,23 @@ STORE_HELP = (
 )
 
 
-def _checked_url(value: str) -> str:
-    """Option callback: a malformed store URL is bad usage (exit 2), reported before any connection."""
-    try:
-        parse_store_url(value)
-    except InvalidStoreUrl as exc:
-        _fail(f"bad store URL: {exc}", 2)
-    except ImportError as exc:
-        _fail(str(exc), 1)
-    return value
-
-
 Store = Annotated[
     str,
     typer.Option(
-        "--store", "-s", envvar="AGENT_SESSIONS_STORE", help=STORE_HELP, show_envvar=True, callback=_checked_url
+        "--store", "-s", envvar="AGENT_SESSIONS_STORE", help=STORE_HELP, show_envvar=True, callback=checked_url
     ),
 ]
 AsJson = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON, with raw numbers (for scripts).")]
-
-REDACTED = "***redacted***"
-#: Keys whose values `show` never prints.
-SECRET_KEY = re.compile(
-    r"pass(word|wd|phrase)?|secret|token|api[-_]?key|auth|credential|cookie|private[-_]?key|bearer|signature",
-    re.IGNORECASE,
-)
-
-
-class ConflictPolicy(enum.StrEnum):
-    """What import and migrate do with session ids the destination already has."""
-
-    skip = "skip"
-    overwrite = "overwrite"
-    newer = "newer"
-    error = "error"
-
-
-class CliError(Exception):
-    """A failure reported to the shell as one line on stderr and an exit code."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-# ---------------------------------------------------------------- plumbing
-def _out() -> Console:
-    return Console(soft_wrap=True)
-
-
-def _err() -> Console:
-    return Console(stderr=True, soft_wrap=True)
-
-
-def safe_url(url: str) -> str:
-    """`url` with any password replaced, for messages."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.hostname or ""
-        netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        return url.split("://", 1)[0] + "://…"
-
-
-def _sqlite_file(url: str) -> Path | None:
-    scheme, _, rest = url.partition("://")
-    if not scheme.lower().startswith("sqlite"):
-        return None
-    database = rest[1:].split("?", 1)[0] if rest.startswith("/") else ""
-    if database in ("", ":memory:"):
-        return None
-    return Path(database)
-
-
-def _open(url: str, *, must_exist: bool) -> SessionStore:
-    if must_exist:
-        path = _sqlite_file(url)
-        if path is not None and not path.exists():
-            raise CliError(f"no store at {safe_url(url)} (file {path} does not exist); pass --store URL")
-    try:
-        return create_store(url)
-    except ImportError as exc:
-        raise CliError(str(exc), code=1) from exc
-    except InvalidStoreUrl as exc:
-        raise CliError(f"bad store URL: {exc}", code=2) from exc
-    except ValueError as exc:
-        raise CliError(f"bad store URL {safe_url(url)!r}: {exc}", code=2) from exc
-
-
-@asynccontextmanager
-async def _store(url: str, *, must_exist: bool = True) -> AsyncIterator[SessionStore]:
-    store = _open(url, must_exist=must_exist)
-    try:
-        yield store
-    finally:
-        await store.close()
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    _err().print(f"[bold red]error:[/] {escape(message)}", highlight=False)
-    raise typer.Exit(code)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
-
-
-def _run(url: str | None, factory: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a command's coroutine, turning expected failures into one line and an exit code."""
-    where = f" at {safe_url(url)}" if url else ""
-    try:
-        return asyncio.run(factory())
-    except CliError as exc:
-        _fail(str(exc), exc.code)
-    except (InvalidSessionId, InvalidUserId) as exc:
-        _fail(str(exc), 2)
-    except StoreUnavailable as exc:
-        message = _one_line(exc)
-        if exc.__cause__ is not None and _one_line(exc.__cause__) not in message:
-            message += f": {_one_line(exc.__cause__)}"
-        _fail(f"cannot reach the store{where}: {message}", 1)
-    except AgentSessionsError as exc:
-        _fail(_one_line(exc), 1)
-    except (ConnectionError, TimeoutError) as exc:
-        _fail(f"cannot reach the store{where}: {_one_line(exc) or type(exc).__name__}", 1)
-    except FileNotFoundError as exc:
-        _fail(f"no such file: {exc.filename}", 1)
-    except OSError as exc:
-        # Files: permissions, a directory given as a file, a full disk. The name is the one the
-        # user gave (an export writes to a temporary file beside it).
-        _fail(f"{exc.strerror or _one_line(exc)}: {exc.filename}" if exc.filename else _one_line(exc), 1)
-    except KeyboardInterrupt:
-        _fail("interrupted", 130)
-
-
-def _when(ts: object, *, short: bool = False) -> str:
-    if not isinstance(ts, int | float) or isinstance(ts, bool) or not math.isfinite(ts):
-        return "never" if ts is None else escape(repr(ts))
-    return datetime.fromtimestamp(ts, UTC).strftime("%m-%d %H:%M" if short else "%Y-%m-%d %H:%M:%S")
-
-
-def redact(value: Any) -> Any:
-    """A copy of a JSON value with the values of secret-looking keys replaced."""
-    if isinstance(value, dict):
-        return {k: REDACTED if SECRET_KEY.search(str(k)) else redact(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
-
-
-@contextmanager
-def _progress(console: Console, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
-    columns = [SpinnerColumn(), TextColumn("{task.description}")]
-    if total is not None:
-        columns += [BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
-    else:
-        columns += [TextColumn("{task.completed} sessions"), TimeElapsedColumn()]
-    with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda done: bar.update(task, completed=done)
-
-
-def _sessions(n: int) -> str:
-    return f"{n} session{'' if n == 1 else 's'}"
-
-
-def _summary(report: TransferReport) -> str:
-    return (
-        f"{report.imported} new, {report.replaced} replaced, {report.skipped} skipped, "
-        f"{report.expired} expired; {report.scopes} scope keys, {report.history_entries} history entries"
-    )
 
 
 # ---------------------------------------------------------------- commands
 def _version(value: bool) -> None:
     if value:
-        _out().print(f"agent-sessions {__version__}")
+        out_console().print(f"agent-sessions {__version__}")
         raise typer.Exit()
 
 
 _log_handler: logging.Handler | None = None
-
-
-def _configure_logging(verbosity: int) -> None:
-    """Library logs go to stderr only with -v (INFO) or -vv (DEBUG): by default a failure is
-    reported once, as the command's one-line error, not again as a log record."""
-    global _log_handler
-    root = logging.getLogger()
-    if _log_handler is not None:
-        root.removeHandler(_log_handler)
-    handler: logging.Handler
-    if verbosity <= 0:
-        handler = logging.NullHandler()
-    else:
-        handler = RichHandler(console=_err(), show_path=False, rich_tracebacks=False)
-        handler.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO)
-        logging.getLogger("agent_sessions").setLevel(handler.level)
-    root.addHandler(handler)
-    _log_handler = handler
 
 
 @app.callback()
@@ -313,7 +129,7 @@ def _root(
     ] = 0,
 ) -> None:
     """Inspect, back up, restore, migrate and clean agent_sessions stores."""
-    _configure_logging(verbose)
+    configure_logging(verbose)
 
 
 @app.command("list")
@@ -327,7 +143,7 @@ def list_sessions(
     """List live sessions, a page at a time (a user's newest first; all sessions in store order)."""
 
     async def body() -> tuple[list[Session], bool]:
-        async with _store(store) as s:
+        async with opened_store(store) as s:
             skip = (page - 1) * limit
             if user is not None:
                 found = sorted(await s.get_user_sessions(user), key=lambda x: x.last_accessed_at, reverse=True)
@@ -343,11 +159,11 @@ def list_sessions(
                 rows.append(session)
             return rows, False
 
-    sessions, more = _run(store, body)
+    sessions, more = run_command(store, body)
     if as_json:
-        _out().print_json(data={"page": page, "more": more, "sessions": [s.to_dict() for s in sessions]})
+        out_console().print_json(data={"page": page, "more": more, "sessions": [s.to_dict() for s in sessions]})
         return
-    console = _out()
+    console = out_console()
     if not sessions:
         console.print("No sessions." if page == 1 else f"No sessions on page {page}.")
         return
@@ -363,9 +179,9 @@ def list_sessions(
         table.add_column("version", justify="right")
     table.add_column("history", justify="right", no_wrap=True)
     for s in sessions:
-        cells = [s.session_id, escape(s.user_id or "—"), _when(s.last_accessed_at, short=not wide)]
+        cells = [s.session_id, escape(s.user_id or "—"), when(s.last_accessed_at, short=not wide)]
         if wide:
-            cells += [_when(s.expiry_at), str(s.version)]
+            cells += [when(s.expiry_at), str(s.version)]
         table.add_row(*cells, str(s.history_seq))
     console.print(table)
     if more:
@@ -389,17 +205,17 @@ def show_session(
     try:
         sid = validate_session_id(session_id)
     except InvalidSessionId as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
 
     async def body() -> tuple[Session, list[dict[str, Any]], list[dict[str, Any]] | None, float]:
-        async with _store(store) as s:
+        async with opened_store(store) as s:
             session = await s.get(sid)
             if session is None:
                 raise CliError("no live session with that id (it never existed, expired or was deleted)")
             entries = (await s.get_history(sid, limit=history)).entries if history else []
             return session, entries, await stored_conversation(s, session), s.clock()
 
-    session, entries, messages, now = _run(store, body)
+    session, entries, messages, now = run_command(store, body)
     conversation = None if messages is None else conversation_document(messages, redact=redact)
     if as_json:
         data = redact(session.model_dump(exclude={"history"}))
@@ -407,12 +223,12 @@ def show_session(
         data["history"] = redact(entries)
         if conversation is not None:
             data["conversation"] = conversation
-        _out().print_json(data=data)
+        out_console().print_json(data=data)
         return
     doc = session_document(session, entries, now=now, redact=redact, conversation=conversation)
     # Plain, indented JSON: rich's JSON highlighter could mistake a value for markup, and a long
     # value is left to the terminal to wrap (soft wrap), never cut.
-    _out().print(json.dumps(doc, indent=2, ensure_ascii=False), markup=False, highlight=False)
+    out_console().print(json.dumps(doc, indent=2, ensure_ascii=False), markup=False, highlight=False)
 
 
 Count = Annotated[
@@ -449,17 +265,17 @@ def export_command(
     created with mode 0600, readable by you only whatever the umask, because it holds live
     session ids: anyone who has one can act as that session. Restore it with the import command.
     """
-    console = _err()
+    console = err_console()
     if not path.parent.is_dir():
-        _fail(f"cannot write {path}: the directory {path.parent} does not exist", 1)
+        fail(f"cannot write {path}: the directory {path.parent} does not exist", 1)
 
     async def body() -> Any:
-        async with _store(store) as s:
+        async with opened_store(store) as s:
             total = None
             if count:
                 with console.status("Counting the sessions…"):
                     total = await count_sessions(s, batch_size=batch_size)
-            with _progress(console, "Exporting", total) as update:
+            with progress(console, "Exporting", total) as update:
                 return await export_sessions(
                     s,
                     path,
@@ -468,8 +284,8 @@ def export_command(
                     progress=lambda r: update(r.imported),
                 )
 
-    report = _run(store, body)
-    _out().print(
+    report = run_command(store, body)
+    out_console().print(
         f"Exported {report.sessions} sessions, {report.scopes} scopes and {report.history_entries} history "
         f"entries to {escape(str(report.path))} ({report.bytes_written:,} bytes"
         f"{', auth_info included' if include_auth else ''})."
@@ -485,10 +301,10 @@ def _import_failure(exc: BaseException, path: Path, store: str, dry_run: bool) -
     if isinstance(exc, BackupFormatError):
         return (
             f"line {line} of {path} is bad (the file): {str(exc).removeprefix(f'line {line}: ')}; "
-            f"{_sessions(exc.report.sessions_seen)} before it {'was' if exc.report.sessions_seen == 1 else 'were'} "
+            f"{sessions_text(exc.report.sessions_seen)} before it {'was' if exc.report.sessions_seen == 1 else 'were'} "
             f"{done}, none after it"
         )
-    reason = _one_line(exc)
+    reason = one_line(exc)
     if isinstance(exc, StoreUnavailable | ConnectionError | TimeoutError):
         reason = f"cannot reach the store: {reason}"
     return (
@@ -523,19 +339,19 @@ def import_command(
     ] = DEFAULT_IMPORT_LINE_BYTES,
 ) -> None:
     """Restore sessions from an export file (sessions that have expired since are not restored)."""
-    console = _err()
+    console = err_console()
 
     async def body() -> TransferReport:
         total = await count_export_sessions(path)
         target = store
-        missing = _sqlite_file(store)
+        missing = sqlite_file(store)
         if dry_run and missing is not None and not missing.exists():
             # A dry run writes nothing, not even a new empty database file: the file that a
             # real import would create starts empty, as a memory store does.
             logger.info("%s does not exist yet: the dry run checks against an empty store", missing)
             target = "memory://"
-        async with _store(target, must_exist=False) as s:
-            with _progress(console, "Checking" if dry_run else "Importing", total) as update:
+        async with opened_store(target, must_exist=False) as s:
+            with progress(console, "Checking" if dry_run else "Importing", total) as update:
                 try:
                     return await import_sessions(
                         s,
@@ -551,17 +367,17 @@ def import_command(
                         raise
                     raise CliError(message) from exc
 
-    report = _run(store, body)
+    report = run_command(store, body)
     if dry_run:
-        _out().print(f"Dry run, nothing written. Importing {escape(str(path))} would give: {_summary(report)}.")
+        out_console().print(f"Dry run, nothing written. Importing {escape(str(path))} would give: {summary(report)}.")
     else:
-        _out().print(f"Imported from {escape(str(path))}: {_summary(report)}.")
+        out_console().print(f"Imported from {escape(str(path))}: {summary(report)}.")
 
 
 @app.command("migrate")
 def migrate_command(
-    src: Annotated[str, typer.Argument(metavar="SRC", help="The source store's URL.", callback=_checked_url)],
-    dst: Annotated[str, typer.Argument(metavar="DST", help="The destination store's URL.", callback=_checked_url)],
+    src: Annotated[str, typer.Argument(metavar="SRC", help="The source store's URL.", callback=checked_url)],
+    dst: Annotated[str, typer.Argument(metavar="DST", help="The destination store's URL.", callback=checked_url)],
     batch_size: Annotated[
         int, typer.Option("--batch-size", min=1, help="How many sessions to read from SRC at a time.")
     ] = 500,
@@ -571,15 +387,15 @@ def migrate_command(
     count: Count = True,
 ) -> None:
     """Copy every live session, its history and scope data from SRC to DST (safe to re-run)."""
-    console = _err()
+    console = err_console()
 
     async def body() -> TransferReport:
-        async with _store(src) as source, _store(dst, must_exist=False) as target:
+        async with opened_store(src) as source, opened_store(dst, must_exist=False) as target:
             total = None
             if count:
                 with console.status("Counting the sessions in SRC…"):
                     total = await count_sessions(source, batch_size=batch_size)
-            with _progress(console, "Migrating", total) as update:
+            with progress(console, "Migrating", total) as update:
                 return await migrate(
                     source,
                     target,
@@ -588,8 +404,8 @@ def migrate_command(
                     progress=lambda r: update(r.sessions_seen),
                 )
 
-    report = _run(None, body)
-    _out().print(f"Migrated {safe_url(src)} → {safe_url(dst)}: {_summary(report)}.", highlight=False)
+    report = run_command(None, body)
+    out_console().print(f"Migrated {safe_url(src)} → {safe_url(dst)}: {summary(report)}.", highlight=False)
 
 
 @app.command("cleanup")
@@ -602,11 +418,11 @@ def cleanup_command(
     """Delete expired sessions now (with their history and index entries)."""
 
     async def body() -> int:
-        async with _store(store) as s:
+        async with opened_store(store) as s:
             return await s.cleanup_expired(batch_size=batch_size)
 
-    removed = _run(store, body)
-    _out().print(f"Removed {removed} expired session{'' if removed == 1 else 's'}.")
+    removed = run_command(store, body)
+    out_console().print(f"Removed {removed} expired session{'' if removed == 1 else 's'}.")
 
 
 @app.command("stats")
@@ -620,14 +436,14 @@ def stats_command(
     """Counts, sizes and a history analysis summary (tool usage, runs, errors, activity)."""
 
     async def body() -> dict[str, Any]:
-        async with _store(store) as s:
+        async with opened_store(store) as s:
             return await store_stats(s, full_history=full_history)
 
-    stats = _run(store, body)
+    stats = run_command(store, body)
     if as_json:
-        _out().print_json(data=stats)
+        out_console().print_json(data=stats)
         return
-    print_stats(_out(), stats)
+    print_stats(out_console(), stats)
 
 
 @app.command("demo")
@@ -643,11 +459,11 @@ def demo_command(
 
     async def body() -> None:
         # A bad URL or an unreachable server fails here, in one line, before the demo starts.
-        async with _store(store, must_exist=False) as s:
+        async with opened_store(store, must_exist=False) as s:
             await s.get_user_sessions(user)
-        await run_demo(store, model=model, console=_out(), user_id=user)
+        await run_demo(store, model=model, console=out_console(), user_id=user)
 
-    _run(store, body)
+    run_command(store, body)
 
 
 @app.command("mcp")
@@ -676,19 +492,19 @@ def mcp_command(
     try:
         from .integrations.mcp import check_identity, parse_store_options, run_stdio_server
     except ImportError as exc:
-        _fail(str(exc), 1)
+        fail(str(exc), 1)
     try:
         check_identity(user_id=user, session_id=session)
         options = parse_store_options(option or [])
     except ValueError as exc:
-        _fail(str(exc), 2)
+        fail(str(exc), 2)
     try:
         target = create_store(store, **options)
     except ImportError as exc:
-        _fail(str(exc), 1)
+        fail(str(exc), 1)
     except (ValueError, TypeError) as exc:
-        _fail(f"bad --store URL {safe_url(store)!r} or --option: {exc}", 2)
-    _run(store, lambda: run_stdio_server(target, user_id=user, session_id=session))
+        fail(f"bad --store URL {safe_url(store)!r} or --option: {exc}", 2)
+    run_command(store, lambda: run_stdio_server(target, user_id=user, session_id=session))
 
 
 def main() -> None:

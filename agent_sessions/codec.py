@@ -18,8 +18,6 @@ import json
 import math
 import re
 import sys
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import SerializationError
@@ -104,191 +102,167 @@ def check_max_depth(max_depth: int) -> int:
 FLOAT_SIZE = 24
 #: Upper bound on the encoded size of ``true``, ``false`` and ``null``.
 WORD_SIZE = 5
-#: The `_Fault.link` of the value itself.
-_ROOT = "root"
 #: A depth no value reaches: `json_clone` copies whatever it is given.
 _UNBOUNDED = sys.maxsize
 
 
-class _Problem(Enum):
-    """What a walk found that strict JSON (or the depth bound) does not allow."""
+def _walk(value: Any, max_depth: int, strict: bool, copy: bool, measure: bool) -> tuple[Any, int] | None:
+    """The one walk of a JSON value: every check, size bound, copy and depth measure here is
+    made by it. Level by level, never recursing (any depth, from any stack), it refuses
+    containers nested more than `max_depth` deep (a value at the top is depth 0, ``[1]`` is 1).
 
-    TOO_DEEP = "too deep"
-    BAD_KEY = "bad key"
-    BAD_VALUE = "bad value"
+    `strict`: every key and value is checked as `check_json` documents, and with `measure`
+    the size of its compact UTF-8 encoding is bounded (at most 6 bytes a character: a
+    ``\\u001f`` escape). Otherwise only the depth is checked, and with `copy` every dict and
+    list is copied (`dict` and `list` exactly; everything else is shared, immutable in JSON).
+
+    Returns the value (its copy with `copy`) and the size bound (0 unless `measure`), or None
+    if it refuses the value (`_refusal` then says why).
+    """
+    kind = type(value)
+    if kind is dict or kind is list:
+        if max_depth < 1:
+            return None
+        root = value.copy() if copy else value
+        level: list[Any] = [root]
+        depth = 0  # of the containers in `level`
+        size = 0
+    else:  # a scalar: walked as the one item of a tuple, so that it is checked like any item
+        root = value
+        level = [(value,)]
+        depth = -1
+        size = -3  # less the tuple's brackets and comma
+    while level:
+        deep = depth + 1 >= max_depth  # the containers found in this level are too deep
+        below: list[Any] = []
+        if not strict:
+            for node in level:
+                for key, sub in node.items() if type(node) is dict else enumerate(node):
+                    kind = type(sub)
+                    if kind is dict or kind is list:
+                        if deep:
+                            return None
+                        if copy:
+                            # Replacing the value of a key (or an item) does not disturb the iteration.
+                            node[key] = sub = sub.copy()
+                        below.append(sub)
+            level = below
+            depth += 1
+            continue
+        for node in level:
+            if type(node) is dict:
+                # All keys at once: whether each is a str (`join` refuses others) UTF-8 can encode.
+                try:
+                    keys = "".join(node)
+                except TypeError:
+                    return None
+                if not keys.isascii() and _SURROGATE.search(keys) is not None:
+                    return None
+                if measure:
+                    size += 2 + 4 * len(node) + 6 * len(keys)  # braces; per item quotes, colon, comma
+                subs: Any = node.values()
+            else:
+                if measure:
+                    size += 2 + len(node)  # brackets and commas
+                subs = node
+            for sub in subs:
+                kind = type(sub)
+                if kind is str:
+                    if sub.isascii() or _SURROGATE.search(sub) is None:
+                        if measure:
+                            size += 6 * len(sub) + 2
+                        continue
+                elif kind is int:
+                    if -_INT_LIMIT < sub < _INT_LIMIT:
+                        if measure:
+                            size += sub.bit_length() // 3 + 2  # digits <= bits * log10(2) + 1, plus a sign
+                        continue
+                elif kind is float:
+                    if math.isfinite(sub):
+                        if measure:
+                            size += FLOAT_SIZE
+                        continue
+                elif kind is bool or sub is None:
+                    if measure:
+                        size += WORD_SIZE
+                    continue
+                elif (kind is dict or kind is list) and not deep:
+                    below.append(sub)
+                    continue
+                return None
+        level = below
+        depth += 1
+    return root, size if measure else 0
 
 
-@dataclass(frozen=True, slots=True)
-class _Fault:
-    """Where a walk stopped. `link` leads to the container holding the offending `item`: the
-    chain ``(parent's link, key in the parent)`` from the root down (None: the root; `_ROOT`:
-    the item is the value itself); `key` is the item's key or index in it (None when the
-    item is a dict key). Links are kept only by a walk with `track`."""
+def _value_error(item: Any, where: str) -> SerializationError:
+    """Why the scalar `item` (refused by `_walk`) cannot be stored."""
+    kind = type(item)
+    if kind is str:
+        return SerializationError(f"{where}: the string holds a lone surrogate, which UTF-8 cannot encode")
+    if kind is int:
+        return SerializationError(
+            f"{where}: an integer of more than {MAX_INT_DIGITS} digits cannot be stored; store it as a string"
+        )
+    if kind is float:
+        return SerializationError(f"{where}: {item!r} is not allowed in strict JSON")
+    return SerializationError(
+        f"{where}: {kind.__name__} is not JSON-serialisable; store only None, bool, int, "
+        "finite float, str, list and dict with str keys"
+    )
 
-    problem: _Problem
-    item: Any
-    link: Any
-    key: Any
 
-    def error(self, where: str, max_depth: int) -> SerializationError:
-        """The `SerializationError` naming the item by its path below `where`."""
-        keys = [] if self.key is None else [self.key]
-        link = self.link
-        if link is _ROOT:  # the value itself (a scalar, or a container when max_depth < 1)
-            keys = []
-        while link is not None and link is not _ROOT:
-            link, key = link
-            keys.append(key)
-        where += "".join(f"[{_short(key) if type(key) is str else key}]" for key in reversed(keys))
-        if self.problem is _Problem.BAD_KEY:
-            error = _key_error(self.item, where)
-            assert error is not None  # the walk found this key bad
-            return error
-        if self.problem is _Problem.TOO_DEEP:
+def _refusal(value: Any, where: str, max_depth: int) -> SerializationError:
+    """Why `_walk` refused `value` (strict), naming the offending key or value by its path
+    below `where`. Only on an error: it goes down one level at a time towards it, asking the
+    walk which part is refused. Where several are, it names the one found first by a walk
+    from the last item of each container (the order `check_json` has always reported)."""
+    node, depth = value, 0
+    while True:
+        kind = type(node)
+        if kind is not dict and kind is not list:
+            return _value_error(node, where)
+        if depth >= max_depth:
             if len(where) > 100:  # a path through many levels: its two ends say enough
                 where = f"{where[:60]}...{where[-30:]}"
             return SerializationError(
                 f"{where}: nested deeper than max_depth={max_depth} levels of lists and dicts; flatten the value"
             )
-        item, kind = self.item, type(self.item)
-        if kind is str:
-            return SerializationError(f"{where}: the string holds a lone surrogate, which UTF-8 cannot encode")
-        if kind is int:
-            return SerializationError(
-                f"{where}: an integer of more than {MAX_INT_DIGITS} digits cannot be stored; store it as a string"
-            )
-        if kind is float:
-            return SerializationError(f"{where}: {item!r} is not allowed in strict JSON")
-        return SerializationError(
-            f"{where}: {kind.__name__} is not JSON-serialisable; store only None, bool, int, "
-            "finite float, str, list and dict with str keys"
-        )
-
-
-def _bad_key(node: dict[Any, Any], link: Any) -> _Fault:
-    """The fault of the first key of `node` that is not a str, or holds a lone surrogate."""
-    bad = next(key for key in node if _key_error(key, "") is not None)
-    return _Fault(_Problem.BAD_KEY, bad, link, None)
-
-
-def _walk(value: Any, max_depth: int, *, strict: bool, copy: bool, track: bool = False) -> tuple[Any, int] | _Fault:
-    """The one walk of a JSON value: every check, size bound, copy and depth measure here is
-    made by it. Level by level, never recursing (any depth, from any stack), refusing
-    containers nested more than `max_depth` deep (a value at the top is depth 0, ``[1]`` is 1).
-
-    `strict`: every key and value is checked as `check_json` documents, and the size of the
-    compact UTF-8 encoding bounded (at most 6 bytes a character: a ``\\u001f`` escape);
-    otherwise only the depth is (anything else is carried along as it is). `copy`: every dict
-    and list is copied (`dict` and `list` exactly), everything else shared (immutable in JSON).
-    `track`: a fault knows its path (`_Fault.error`); the walk is otherwise the same.
-
-    Returns the value (its copy if `copy`) and the size bound (0 unless `strict`), or the
-    first fault found: breadth first, a dict's keys before its values.
-    """
-    kind = type(value)
-    if kind is dict or kind is list:
-        if max_depth < 1:
-            return _Fault(_Problem.TOO_DEEP, value, _ROOT, None)
-        root = value.copy() if copy else value
-        level: list[Any] = [root]
-        links: list[Any] = [None]
-        size = 0
-        depth = 0  # of the containers in `level`
-    else:  # a scalar: walked as the one item of a list, so it is checked like any item
-        root = value
-        level = [[value]]
-        links = [_ROOT]
-        size = -3  # less the list's brackets and comma
-        depth = -1
-    while level:
-        deep = depth + 1 >= max_depth  # the containers found in this level are too deep
-        below: list[Any] = []
-        below_links: list[Any] = []
-        for index, node in enumerate(level):
-            link = links[index] if track else None
-            if type(node) is dict:
-                if strict:
-                    # All keys at once: their size, and whether UTF-8 can encode them.
-                    try:
-                        keys = "".join(node)
-                    except TypeError:  # a key is not a str
-                        return _bad_key(node, link)
-                    if not keys.isascii() and _SURROGATE.search(keys) is not None:
-                        return _bad_key(node, link)
-                    size += 2 + 4 * len(node) + 6 * len(keys)  # braces; per item quotes, colon, comma
-                items: Any = node.items()
-            else:
-                size += 2 + len(node)  # brackets and commas
-                items = enumerate(node)
-            if not strict:
-                for key, sub in items:
-                    if type(sub) is dict or type(sub) is list:
-                        if deep:
-                            return _Fault(_Problem.TOO_DEEP, sub, link, key)
-                        if copy:
-                            # Replacing the value of a key (or an item) does not disturb the iteration.
-                            node[key] = sub = sub.copy()
-                        below.append(sub)
-                continue
-            for key, sub in items:
-                kind = type(sub)
-                if kind is str:
-                    if not sub.isascii() and _SURROGATE.search(sub) is not None:
-                        return _Fault(_Problem.BAD_VALUE, sub, link, key)
-                    size += 6 * len(sub) + 2
-                elif kind is int:
-                    if not -_INT_LIMIT < sub < _INT_LIMIT:
-                        return _Fault(_Problem.BAD_VALUE, sub, link, key)
-                    size += sub.bit_length() // 3 + 2  # digits <= bits * log10(2) + 1, plus a sign
-                elif kind is float:
-                    if not math.isfinite(sub):
-                        return _Fault(_Problem.BAD_VALUE, sub, link, key)
-                    size += FLOAT_SIZE
-                elif kind is bool or sub is None:
-                    size += WORD_SIZE
-                elif kind is dict or kind is list:
-                    if deep:
-                        return _Fault(_Problem.TOO_DEEP, sub, link, key)
-                    if copy:
-                        node[key] = sub = sub.copy()
-                    below.append(sub)
-                    if track:
-                        below_links.append((link, key))
-                else:
-                    return _Fault(_Problem.BAD_VALUE, sub, link, key)
-        level = below
-        links = below_links
+        if kind is dict:
+            for key in node:
+                error = _key_error(key, where)
+                if error is not None:
+                    return error
+        items = list(node.items() if kind is dict else enumerate(node))
         depth += 1
-    return root, size if strict else 0
+        key, node = next((k, v) for k, v in reversed(items) if _walk(v, max_depth - depth, True, False, False) is None)
+        where = f"{where}[{_short(key) if kind is dict else key}]"
 
 
 def check_json(value: Any, path: str = "value", max_depth: int = DEFAULT_MAX_DEPTH) -> None:
     """Raise `SerializationError` unless `value` is strict JSON nested at most `max_depth`
     containers deep (a scalar is depth 0); `path` names it in the message, and the message
     names the offending key or value by its path below it."""
-    if isinstance(_walk(value, max_depth, strict=True, copy=False), _Fault):
-        # Again, tracking where it goes: the path costs only when there is an error to report.
-        fault = _walk(value, max_depth, strict=True, copy=False, track=True)
-        assert isinstance(fault, _Fault)
-        raise fault.error(path, max_depth)
+    if _walk(value, max_depth, True, False, False) is None:
+        raise _refusal(value, path, max_depth)
 
 
 def is_strict_json(value: Any, max_depth: int = DEFAULT_MAX_DEPTH) -> bool:
     """True when `check_json(value, max_depth=max_depth)` passes (callers test first, and build
     the path that names the value in the error only when there is an error to report)."""
-    return not isinstance(_walk(value, max_depth, strict=True, copy=False), _Fault)
+    return _walk(value, max_depth, True, False, False) is not None
 
 
 def json_size_bound(value: Any, max_depth: int = DEFAULT_MAX_DEPTH) -> int | None:
     """An upper bound on the size of `value` encoded as compact UTF-8 JSON (as `JsonCodec`
-    does), or None if it is not strict JSON, cannot be encoded, or nests deeper than
-    `max_depth` (then `check_json` says what is wrong).
+    does), or None if it is not strict JSON or nests deeper than `max_depth` (then
+    `check_json` says what is wrong).
 
     One walk, no encoding: a caller well under a size limit need not encode to check it. A
     bound is also a proof: `check_json(value, max_depth=max_depth)` passes.
     """
-    walked = _walk(value, max_depth, strict=True, copy=False)
-    return None if isinstance(walked, _Fault) else walked[1]
+    walked = _walk(value, max_depth, True, False, True)
+    return None if walked is None else walked[1]
 
 
 def json_clone(value: Any) -> Any:
@@ -298,28 +272,28 @@ def json_clone(value: Any) -> Any:
     JSON, is shared. Nothing is checked, and any depth is copied, from any stack.
     """
     if type(value) is not dict and type(value) is not list:
-        return value
-    walked = _walk(value, _UNBOUNDED, strict=False, copy=True)
-    assert type(walked) is tuple  # unbounded and not strict: nothing to refuse
+        return value  # nothing to copy
+    walked = _walk(value, _UNBOUNDED, False, True, False)
+    assert walked is not None  # not strict, no depth bound: nothing to refuse
     return walked[0]
 
 
 def nests_deeper(value: Any, max_depth: int) -> bool:
     """True when lists and dicts nest deeper than `max_depth` in the JSON value `value`
     (nothing else is checked)."""
-    return isinstance(_walk(value, max_depth, strict=False, copy=False), _Fault)
+    return _walk(value, max_depth, False, False, False) is None
 
 
 def clone_with_bound(
     value: dict[str, Any], max_depth: int = DEFAULT_MAX_DEPTH
 ) -> tuple[dict[str, Any], int, tuple[str, ...] | None] | None:
-    """`(json_clone(value), json_size_bound(value, max_depth), clone_hint(value))` for a dict,
-    the first two from one walk; None exactly when `json_size_bound(value, max_depth)` is None
-    (the caller then checks, which says what is wrong)."""
-    walked = _walk(value, max_depth, strict=True, copy=True)
-    if isinstance(walked, _Fault):
+    """`(json_clone(value), json_size_bound(value, max_depth), clone_hint(value))` for a dict;
+    None exactly when `json_size_bound(value, max_depth)` is None (the caller then checks,
+    which says what is wrong)."""
+    bound = json_size_bound(value, max_depth)
+    if bound is None:
         return None
-    clone, bound = walked
+    clone: dict[str, Any] = json_clone(value)
     return clone, bound, clone_hint(clone)
 
 

@@ -15,9 +15,9 @@ from a deep stack) gets a `SerializationError`, never a `RecursionError`.
 from __future__ import annotations
 
 import json
-import math
 import re
 import sys
+from math import isfinite
 from typing import Any, Protocol, runtime_checkable
 
 from .errors import SerializationError
@@ -29,7 +29,6 @@ __all__ = [
     "MAX_COUNTER",
     "MAX_DEPTH_LIMIT",
     "MAX_INT_DIGITS",
-    "WORD_SIZE",
     "Codec",
     "FernetCodec",
     "JsonCodec",
@@ -57,7 +56,8 @@ INT64_MAX = 2**63 - 1
 #: The largest version, history sequence number or cursor every backend holds exactly: SQL
 #: columns are 64-bit, but Redis scripts count in doubles (exact up to 2**53).
 MAX_COUNTER = 2**53 - 1
-_INT_LIMIT = 10**MAX_INT_DIGITS  # allowed: -_INT_LIMIT < n < _INT_LIMIT
+_INT_LIMIT = 10**MAX_INT_DIGITS  # allowed: _INT_FLOOR < n < _INT_LIMIT
+_INT_FLOOR = -_INT_LIMIT
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _DECODER = json.JSONDecoder()
 # No circular check: what it encodes was walked first (a cycle nests too deep).
@@ -101,12 +101,14 @@ def check_max_depth(max_depth: int) -> int:
 #: Upper bound on the encoded size of a float (``repr``: at most 24 characters).
 FLOAT_SIZE = 24
 #: Upper bound on the encoded size of ``true``, ``false`` and ``null``.
-WORD_SIZE = 5
+_WORD_SIZE = 5
 #: A depth no value reaches: `json_clone` copies whatever it is given.
 _UNBOUNDED = sys.maxsize
 
 
-def _walk(value: Any, max_depth: int, strict: bool, copy: bool, measure: bool) -> tuple[Any, int] | None:
+def _walk(
+    value: Any, max_depth: int, *, strict: bool = False, copy: bool = False, measure: bool = False
+) -> tuple[Any, int] | None:
     """The one walk of a JSON value: every check, size bound, copy and depth measure here is
     made by it. Level by level, never recursing (any depth, from any stack), it refuses
     containers nested more than `max_depth` deep (a value at the top is depth 0, ``[1]`` is 1).
@@ -173,18 +175,18 @@ def _walk(value: Any, max_depth: int, strict: bool, copy: bool, measure: bool) -
                             size += 6 * len(sub) + 2
                         continue
                 elif kind is int:
-                    if -_INT_LIMIT < sub < _INT_LIMIT:
+                    if _INT_FLOOR < sub < _INT_LIMIT:
                         if measure:
                             size += sub.bit_length() // 3 + 2  # digits <= bits * log10(2) + 1, plus a sign
                         continue
                 elif kind is float:
-                    if math.isfinite(sub):
+                    if isfinite(sub):
                         if measure:
                             size += FLOAT_SIZE
                         continue
                 elif kind is bool or sub is None:
                     if measure:
-                        size += WORD_SIZE
+                        size += _WORD_SIZE
                     continue
                 elif (kind is dict or kind is list) and not deep:
                     below.append(sub)
@@ -235,7 +237,7 @@ def _refusal(value: Any, where: str, max_depth: int) -> SerializationError:
                     return error
         items = list(node.items() if kind is dict else enumerate(node))
         depth += 1
-        key, node = next((k, v) for k, v in reversed(items) if _walk(v, max_depth - depth, True, False, False) is None)
+        key, node = next((k, v) for k, v in reversed(items) if _walk(v, max_depth - depth, strict=True) is None)
         where = f"{where}[{_short(key) if kind is dict else key}]"
 
 
@@ -243,14 +245,14 @@ def check_json(value: Any, path: str = "value", max_depth: int = DEFAULT_MAX_DEP
     """Raise `SerializationError` unless `value` is strict JSON nested at most `max_depth`
     containers deep (a scalar is depth 0); `path` names it in the message, and the message
     names the offending key or value by its path below it."""
-    if _walk(value, max_depth, True, False, False) is None:
+    if _walk(value, max_depth, strict=True) is None:
         raise _refusal(value, path, max_depth)
 
 
 def is_strict_json(value: Any, max_depth: int = DEFAULT_MAX_DEPTH) -> bool:
     """True when `check_json(value, max_depth=max_depth)` passes (callers test first, and build
     the path that names the value in the error only when there is an error to report)."""
-    return _walk(value, max_depth, True, False, False) is not None
+    return _walk(value, max_depth, strict=True) is not None
 
 
 def json_size_bound(value: Any, max_depth: int = DEFAULT_MAX_DEPTH) -> int | None:
@@ -261,7 +263,7 @@ def json_size_bound(value: Any, max_depth: int = DEFAULT_MAX_DEPTH) -> int | Non
     One walk, no encoding: a caller well under a size limit need not encode to check it. A
     bound is also a proof: `check_json(value, max_depth=max_depth)` passes.
     """
-    walked = _walk(value, max_depth, True, False, True)
+    walked = _walk(value, max_depth, strict=True, measure=True)
     return None if walked is None else walked[1]
 
 
@@ -273,7 +275,7 @@ def json_clone(value: Any) -> Any:
     """
     if type(value) is not dict and type(value) is not list:
         return value  # nothing to copy
-    walked = _walk(value, _UNBOUNDED, False, True, False)
+    walked = _walk(value, _UNBOUNDED, copy=True)
     assert walked is not None  # not strict, no depth bound: nothing to refuse
     return walked[0]
 
@@ -281,9 +283,11 @@ def json_clone(value: Any) -> Any:
 def nests_deeper(value: Any, max_depth: int) -> bool:
     """True when lists and dicts nest deeper than `max_depth` in the JSON value `value`
     (nothing else is checked)."""
-    return _walk(value, max_depth, False, False, False) is None
+    return _walk(value, max_depth) is None
 
 
+# Only the memory store's decoded mode uses `clone_with_bound`, `clone_hint` and
+# `clone_with_hint`: they go with it.
 def clone_with_bound(
     value: dict[str, Any], max_depth: int = DEFAULT_MAX_DEPTH
 ) -> tuple[dict[str, Any], int, tuple[str, ...] | None] | None:

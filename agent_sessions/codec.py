@@ -102,13 +102,13 @@ def check_max_depth(max_depth: int) -> int:
 FLOAT_SIZE = 24
 #: Upper bound on the encoded size of ``true``, ``false`` and ``null``.
 _WORD_SIZE = 5
+#: What `_walk` returns for a value it refuses.
+_REFUSED: Any = object()
 #: A depth no value reaches: `json_clone` copies whatever it is given.
 _UNBOUNDED = sys.maxsize
 
 
-def _walk(
-    value: Any, max_depth: int, *, strict: bool = False, copy: bool = False, measure: bool = False
-) -> tuple[Any, int] | None:
+def _walk(value: Any, max_depth: int, *, strict: bool = False, copy: bool = False, measure: bool = False) -> Any:
     """The one walk of a JSON value: every check, size bound, copy and depth measure here is
     made by it. Level by level, never recursing (any depth, from any stack), it refuses
     containers nested more than `max_depth` deep (a value at the top is depth 0, ``[1]`` is 1).
@@ -118,13 +118,13 @@ def _walk(
     ``\\u001f`` escape). Otherwise only the depth is checked, and with `copy` every dict and
     list is copied (`dict` and `list` exactly; everything else is shared, immutable in JSON).
 
-    Returns the value (its copy with `copy`) and the size bound (0 unless `measure`), or None
-    if it refuses the value (`_refusal` then says why).
+    Returns the value (its copy with `copy`; with `measure`, the size bound instead), or
+    `_REFUSED` if it refuses the value (`_refusal` then says why).
     """
     kind = type(value)
     if kind is dict or kind is list:
         if max_depth < 1:
-            return None
+            return _REFUSED
         root = value.copy() if copy else value
         level: list[Any] = [root]
         depth = 0  # of the containers in `level`
@@ -143,7 +143,7 @@ def _walk(
                     kind = type(sub)
                     if kind is dict or kind is list:
                         if deep:
-                            return None
+                            return _REFUSED
                         if copy:
                             # Replacing the value of a key (or an item) does not disturb the iteration.
                             node[key] = sub = sub.copy()
@@ -157,9 +157,9 @@ def _walk(
                 try:
                     keys = "".join(node)
                 except TypeError:
-                    return None
+                    return _REFUSED
                 if not keys.isascii() and _SURROGATE.search(keys) is not None:
-                    return None
+                    return _REFUSED
                 if measure:
                     size += 2 + 4 * len(node) + 6 * len(keys)  # braces; per item quotes, colon, comma
                 subs: Any = node.values()
@@ -191,10 +191,10 @@ def _walk(
                 elif (kind is dict or kind is list) and not deep:
                     below.append(sub)
                     continue
-                return None
+                return _REFUSED
         level = below
         depth += 1
-    return root, size if measure else 0
+    return size if measure else root
 
 
 def _value_error(item: Any, where: str) -> SerializationError:
@@ -237,7 +237,7 @@ def _refusal(value: Any, where: str, max_depth: int) -> SerializationError:
                     return error
         items = list(node.items() if kind is dict else enumerate(node))
         depth += 1
-        key, node = next((k, v) for k, v in reversed(items) if _walk(v, max_depth - depth, strict=True) is None)
+        key, node = next((k, v) for k, v in reversed(items) if _walk(v, max_depth - depth, strict=True) is _REFUSED)
         where = f"{where}[{_short(key) if kind is dict else key}]"
 
 
@@ -245,14 +245,14 @@ def check_json(value: Any, path: str = "value", max_depth: int = DEFAULT_MAX_DEP
     """Raise `SerializationError` unless `value` is strict JSON nested at most `max_depth`
     containers deep (a scalar is depth 0); `path` names it in the message, and the message
     names the offending key or value by its path below it."""
-    if _walk(value, max_depth, strict=True) is None:
+    if _walk(value, max_depth, strict=True) is _REFUSED:
         raise _refusal(value, path, max_depth)
 
 
 def is_strict_json(value: Any, max_depth: int = DEFAULT_MAX_DEPTH) -> bool:
     """True when `check_json(value, max_depth=max_depth)` passes (callers test first, and build
     the path that names the value in the error only when there is an error to report)."""
-    return _walk(value, max_depth, strict=True) is not None
+    return _walk(value, max_depth, strict=True) is not _REFUSED
 
 
 def json_size_bound(value: Any, max_depth: int = DEFAULT_MAX_DEPTH) -> int | None:
@@ -263,8 +263,8 @@ def json_size_bound(value: Any, max_depth: int = DEFAULT_MAX_DEPTH) -> int | Non
     One walk, no encoding: a caller well under a size limit need not encode to check it. A
     bound is also a proof: `check_json(value, max_depth=max_depth)` passes.
     """
-    walked = _walk(value, max_depth, strict=True, measure=True)
-    return None if walked is None else walked[1]
+    bound: int = _walk(value, max_depth, strict=True, measure=True)
+    return None if bound is _REFUSED else bound
 
 
 def json_clone(value: Any) -> Any:
@@ -273,17 +273,16 @@ def json_clone(value: Any) -> Any:
     Containers are copied (`dict` and `list` exactly); everything else, immutable in valid
     JSON, is shared. Nothing is checked, and any depth is copied, from any stack.
     """
-    if type(value) is not dict and type(value) is not list:
+    kind = type(value)
+    if kind is not dict and kind is not list:
         return value  # nothing to copy
-    walked = _walk(value, _UNBOUNDED, copy=True)
-    assert walked is not None  # not strict, no depth bound: nothing to refuse
-    return walked[0]
+    return _walk(value, _UNBOUNDED, copy=True)  # not strict, no depth bound: never refused
 
 
 def nests_deeper(value: Any, max_depth: int) -> bool:
     """True when lists and dicts nest deeper than `max_depth` in the JSON value `value`
     (nothing else is checked)."""
-    return _walk(value, max_depth) is None
+    return _walk(value, max_depth) is _REFUSED
 
 
 # Only the memory store's decoded mode uses `clone_with_bound`, `clone_hint` and

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import QueuePool, SingletonThreadPool, StaticPool
+from sqlalchemy.util.concurrency import greenlet_spawn
 
 from ...errors import SerializationError, SessionConflict, SessionNotFound, StoreUnavailable
 from ...ids import id_hash, validate_session_id
@@ -269,24 +270,24 @@ class DatabaseSessionStore(SessionStore):
                 await stack.enter_async_context(state.writer)
             await stack.enter_async_context(state.slots)
             try:
-                async with self.engine.connect() as conn:
-                    driver: Any = (await conn.get_raw_connection()).driver_connection
-                    try:
-                        yield PostgresDriver(driver) if self.postgres else SqliteDriver(driver)
-                    except BaseException as exc:
-                        failure = classify(exc)
-                        closed = self.postgres and failure is not None and driver.is_closed()
-                        if failure is DatabaseFailure.BROKEN or closed:
-                            await conn.invalidate()
-                        raise
-                    finally:
-                        if generation != self._generation and self._owns_engine and not conn.invalidated:
-                            await conn.invalidate()  # its pool was disposed meanwhile: close it
+                raw = await self.engine.raw_connection()
+            except DB_ERRORS as exc:
+                raise self._error(classify(exc) or DatabaseFailure.UNAVAILABLE, exc) from exc
+            drop = False
+            try:
+                driver: Any = raw.driver_connection
+                yield PostgresDriver(driver) if self.postgres else SqliteDriver(driver)
             except BaseException as exc:
                 failure = classify(exc)
                 if failure is None:
                     raise
+                # A failed connection is dropped; after an error the server reported, it is kept.
+                drop = failure is DatabaseFailure.BROKEN or (self.postgres and driver.is_closed())
                 raise self._error(failure, exc) from exc
+            finally:
+                # `close()` ran meanwhile and disposed the pool: close this one outright.
+                drop = drop or (generation != self._generation and self._owns_engine)
+                await greenlet_spawn(raw.invalidate if drop else raw.close)
 
     async def _transaction(self, *steps: Step) -> list[int] | None:
         async with self._connection(write=True) as conn:

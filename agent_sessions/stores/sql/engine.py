@@ -9,6 +9,7 @@ outage the same way.
 from __future__ import annotations
 
 import enum
+import logging
 import sqlite3
 from functools import cache
 from typing import Any, Literal
@@ -20,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import PoolResetState
 from sqlalchemy.util.concurrency import await_only
 
-from ...errors import AgentSessionsError
+from ...errors import AgentSessionsError, SerializationError, SessionConflict, StoreUnavailable
 
 __all__ = [
     "DB_ERRORS",
@@ -30,6 +31,8 @@ __all__ = [
     "install_reset_handler",
     "is_data_error",
 ]
+
+logger = logging.getLogger(__name__)
 
 #: Everything that means "the database could not do it": driver and pool errors, sockets, timeouts.
 DB_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, sqlite3.Error, OSError, TimeoutError)
@@ -221,3 +224,23 @@ def is_data_error(exc: BaseException) -> bool:
     """Whether `exc` (a driver error, or SQLAlchemy's wrapper of one) is the database refusing a
     value (SQLSTATE class 22): a `SerializationError` for every SQL store, never `StoreUnavailable`."""
     return classify(exc) is DatabaseFailure.DATA
+
+
+class TransactionAborted(SessionConflict):
+    """The server aborted the transaction (deadlock, serialization failure); nothing was written,
+    so the session store runs it again a few times, and `SessionManager` reloads and re-applies."""
+
+
+def session_store_error(failure: DatabaseFailure, exc: BaseException, dialect: str) -> AgentSessionsError:
+    """The session store's error for a database failure (the caller chains `exc`)."""
+    if failure is DatabaseFailure.CONFLICT:
+        return SessionConflict("a concurrent write created the same row; reload and retry")
+    if failure is DatabaseFailure.ABORTED:
+        logger.debug("database transaction aborted by the server: %s", type(exc).__name__)
+        return TransactionAborted(f"the database aborted the transaction ({type(exc).__name__}); retry")
+    if failure is DatabaseFailure.DATA:
+        # The base class checks values before any I/O; this is the database's own check.
+        logger.warning("the database refused a value: %s", type(exc).__name__)
+        return SerializationError(f"the database refused a value: {type(exc).__name__}: {exc}")
+    logger.warning("database operation failed: %s", type(exc).__name__)
+    return StoreUnavailable(f"the {dialect} database failed: {type(exc).__name__}: {exc}")

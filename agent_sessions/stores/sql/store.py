@@ -19,24 +19,29 @@ import re
 import warnings
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import QueuePool, SingletonThreadPool, StaticPool
-from sqlalchemy.util.concurrency import greenlet_spawn
 
 from ...errors import SerializationError, SessionConflict, SessionNotFound, StoreUnavailable
 from ...ids import id_hash, validate_session_id
 from ...session import Session
 from ..base import ScopeChange, SessionStore, SessionWrite, StoredSession, raise_conflict
 from ..coalesce import Batch, Coalescer
-from .engine import DB_ERRORS, DatabaseFailure, classify, create_database_engine, install_reset_handler
+from .engine import (
+    DB_ERRORS,
+    DatabaseFailure,
+    TransactionAborted,
+    create_database_engine,
+    install_reset_handler,
+    session_store_error,
+)
 from .schema import Tables, create_schema
 from .statements import Statements
-from .transaction import Driver, PostgresDriver, SqliteDriver, Step
+from .transaction import Connections, Driver, Step
 
 __all__ = ["DatabaseSessionStore", "StoreNotClosedWarning"]
 
@@ -57,18 +62,11 @@ class StoreNotClosedWarning(RuntimeWarning):
     """A `DatabaseSessionStore` was garbage-collected without `close()` (no ``async with``)."""
 
 
-class TransactionAborted(SessionConflict):
-    """The server aborted the transaction (deadlock, serialization failure); nothing was written,
-    so the store runs it again a few times, and `SessionManager` reloads and re-applies."""
-
-
 @dataclass(slots=True)
 class _LoopState:
     """The asyncio primitives of one event loop (a store may be used from several in turn)."""
 
     init: asyncio.Lock
-    writer: asyncio.Lock
-    slots: asyncio.Semaphore
     loads: Coalescer[_Load, StoredSession | None]
     saves: Coalescer[_Save, bool]
 
@@ -153,15 +151,8 @@ class DatabaseSessionStore(SessionStore):
         install_reset_handler(self.engine)
         self._ready = False
         self._in_use = False  # connected since the last `close()` (see `__del__`)
-        self._generation = 0  # bumped by `close()`
+        self._connections = Connections(self.engine, slots=max_connections, owns_engine=self._owns_engine)
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
-        pool = self.engine.sync_engine.pool
-        capacity = pool.size() + max(0, pool.overflow()) if isinstance(pool, QueuePool) else 64
-        if isinstance(pool, StaticPool | SingletonThreadPool):
-            capacity = 1
-        self._slots = max_connections if max_connections is not None else capacity
-        if self._slots <= 0:
-            raise ValueError("max_connections must be > 0")
 
     @property
     def table_names(self) -> dict[str, str]:
@@ -187,7 +178,9 @@ class DatabaseSessionStore(SessionStore):
             ) from exc
 
     def __del__(self) -> None:
-        # Used and never closed: its engine's connections would only go when the process ends.
+        # Used and never closed: the connection it holds would reach the garbage collector checked
+        # out, and SQLAlchemy would log that as an error naming neither the cause nor the fix.
+        # Say both, and hand the connection to the driver's own cleanup.
         if getattr(self, "_in_use", False) and self._owns_engine:
             warnings.warn(
                 f"DatabaseSessionStore({self.db_url!r}) was not closed: use `async with SessionManager(store)` "
@@ -195,6 +188,9 @@ class DatabaseSessionStore(SessionStore):
                 StoreNotClosedWarning,
                 stacklevel=2,
             )
+        connections = getattr(self, "_connections", None)
+        if connections is not None:
+            connections.detach()
 
     # ================================================================ plumbing
     async def initialize(self) -> None:
@@ -219,7 +215,8 @@ class DatabaseSessionStore(SessionStore):
                     # and the tables need, and SQLite can report "locked" without waiting for
                     # busy_timeout there: retry that case a bounded few times.
                     if self.postgres or "locked" not in str(exc) or attempt == _INIT_ATTEMPTS - 1:
-                        raise self._error(DatabaseFailure.UNAVAILABLE, exc) from exc
+                        failure = DatabaseFailure.UNAVAILABLE
+                        raise session_store_error(failure, exc, self.engine.dialect.name) from exc
                     logger.info("SQLite database locked during first use; retrying (%d)", attempt + 1)
                     await asyncio.sleep(0.05 * (attempt + 1) + random.uniform(0, 0.05))
 
@@ -229,8 +226,6 @@ class DatabaseSessionStore(SessionStore):
         if state is None:
             state = self._loops[loop] = _LoopState(
                 asyncio.Lock(),
-                asyncio.Lock(),
-                asyncio.Semaphore(self._slots),
                 Coalescer(self._load_batch),
                 Coalescer(
                     self._save_batch, key=lambda item: item[0].session_id, rerun=(SessionConflict, SerializationError)
@@ -239,55 +234,13 @@ class DatabaseSessionStore(SessionStore):
         return state
 
     def _saturated(self) -> bool:
-        return self.postgres and self._state().slots.locked()
-
-    def _error(self, failure: DatabaseFailure, exc: BaseException) -> Exception:
-        if failure is DatabaseFailure.CONFLICT:
-            return SessionConflict("a concurrent write created the same row; reload and retry")
-        if failure is DatabaseFailure.ABORTED:
-            logger.debug("database transaction aborted by the server: %s", type(exc).__name__)
-            return TransactionAborted(f"the database aborted the transaction ({type(exc).__name__}); retry")
-        if failure is DatabaseFailure.DATA:
-            # The base class checks values before any I/O; this is the database's own check.
-            logger.warning("the database refused a value: %s", type(exc).__name__)
-            return SerializationError(f"the database refused a value: {type(exc).__name__}: {exc}")
-        logger.warning("database operation failed: %s", type(exc).__name__)
-        return StoreUnavailable(f"the {self.engine.dialect.name} database failed: {type(exc).__name__}: {exc}")
+        return self.postgres and self._connections.saturated()
 
     @asynccontextmanager
     async def _connection(self, *, write: bool = False) -> AsyncIterator[Driver]:
-        """A pooled connection's driver (`write`: the caller runs a write transaction on it).
-
-        Callers queue first-come first-served on a semaphore sized like the pool (the asyncio
-        pool's queue lets newcomers overtake waiters). SQLite writers also queue on an in-process
-        lock (SQLite has one writer) instead of sleeping in its busy handler.
-        """
         await self.initialize()
-        state = self._state()
-        generation = self._generation
-        async with AsyncExitStack() as stack:
-            if write and not self.postgres:
-                await stack.enter_async_context(state.writer)
-            await stack.enter_async_context(state.slots)
-            try:
-                raw = await self.engine.raw_connection()
-            except DB_ERRORS as exc:
-                raise self._error(classify(exc) or DatabaseFailure.UNAVAILABLE, exc) from exc
-            drop = False
-            try:
-                driver: Any = raw.driver_connection
-                yield PostgresDriver(driver) if self.postgres else SqliteDriver(driver)
-            except BaseException as exc:
-                failure = classify(exc)
-                if failure is None:
-                    raise
-                # A failed connection is dropped; after an error the server reported, it is kept.
-                drop = failure is DatabaseFailure.BROKEN or (self.postgres and driver.is_closed())
-                raise self._error(failure, exc) from exc
-            finally:
-                # `close()` ran meanwhile and disposed the pool: close this one outright.
-                drop = drop or (generation != self._generation and self._owns_engine)
-                await greenlet_spawn(raw.invalidate if drop else raw.close)
+        async with self._connections.connect(write=write) as conn:
+            yield conn
 
     async def _transaction(self, *steps: Step) -> list[int] | None:
         async with self._connection(write=True) as conn:
@@ -624,7 +577,7 @@ class DatabaseSessionStore(SessionStore):
         """Dispose the engine's pool if this store created the engine. Idempotent; the store
         reconnects if it is used again."""
         self._in_use = False
-        self._generation += 1
+        await self._connections.close()
         if self._owns_engine:
             await self.engine.dispose()
 

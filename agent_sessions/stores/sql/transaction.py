@@ -1,22 +1,32 @@
-"""One transaction runner per driver, on the driver connection of a pooled SQLAlchemy connection.
+"""The SQL store's connections and its one transaction runner per driver.
 
-The store's fast path (DESIGN §9), in this one place: statements compiled once by SQLAlchemy
-(`statements.Statement`) run on the pooled connection's driver (`driver_connection`), and a
-SQLite transaction runs all its statements in ONE call on aiosqlite's worker thread. Measured
-on this machine (one get or save, c=1, `benchmarks.micro` figures in `ARCHITECTURE.md`):
-SQLAlchemy's `AsyncConnection.execute` costs three or four thread hops per SQLite statement where
-aiosqlite needs one, and ~70 us more per asyncpg statement — far above the 15% bar.
+This module is the store's one fast path (DESIGN §9), kept in this one place, over SQLAlchemy's
+pool: statements compiled once by SQLAlchemy (`statements.Statement`) run on the pooled
+connection's driver (`driver_connection`); a SQLite transaction runs all its statements in ONE
+call on aiosqlite's worker thread; and one connection stays checked out between operations
+while the store is not saturated. Measured here (2 shared cores, medians of interleaved runs):
+SQLAlchemy's `AsyncConnection` costs three or four thread hops per SQLite statement where
+aiosqlite needs one; `engine.connect()` per operation cost 90-200 us on PostgreSQL where a get
+takes 130-210 us; a pool check-out and check-in, 32-58 us per operation. Each is above 15%.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import weakref
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection, QueuePool, SingletonThreadPool, StaticPool
+from sqlalchemy.util.concurrency import greenlet_spawn
+
+from .engine import DB_ERRORS, DatabaseFailure, classify, session_store_error
 from .statements import Statement
 
-__all__ = ["Driver", "Outcome", "PostgresDriver", "SqliteDriver", "Step"]
+__all__ = ["Connections", "Driver", "Outcome", "PostgresDriver", "SqliteDriver", "Step"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,3 +158,91 @@ class PostgresDriver:
             raise
         await transaction.commit()
         return outcome
+
+
+class Connections:
+    """The store's connections: from SQLAlchemy's pool, at most `slots` at once (callers queue
+    first-come first-served; the asyncio pool's own queue lets newcomers overtake waiters), SQLite
+    writers one at a time behind an in-process lock (SQLite has one writer; no sleeping in its
+    busy handler), and one connection held between operations (the fast path above).
+
+    Database errors leave as the session store's errors (`session_store_error`); a failed
+    connection is dropped, one the server reported an error on is kept.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, slots: int | None, owns_engine: bool) -> None:
+        pool = engine.sync_engine.pool
+        capacity = pool.size() + max(0, pool.overflow()) if isinstance(pool, QueuePool) else 64
+        self.slots = (
+            slots if slots is not None else 1 if isinstance(pool, StaticPool | SingletonThreadPool) else capacity
+        )
+        if self.slots <= 0:
+            raise ValueError("max_connections must be > 0")
+        self.engine = engine
+        self.postgres = engine.dialect.name == "postgresql"
+        self._owns_engine = owns_engine
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[asyncio.Semaphore, asyncio.Lock]]
+        self._loops = weakref.WeakKeyDictionary()
+        self._held: tuple[asyncio.AbstractEventLoop, PoolProxiedConnection] | None = None
+        self._generation = 0  # bumped by `close()`: connections from before it are not kept
+
+    def _sync(self) -> tuple[asyncio.Semaphore, asyncio.Lock]:
+        # asyncio primitives belong to one event loop; a store may be used from several in turn.
+        loop = asyncio.get_running_loop()
+        sync = self._loops.get(loop)
+        if sync is None:
+            sync = self._loops[loop] = (asyncio.Semaphore(self.slots), asyncio.Lock())
+        return sync
+
+    def saturated(self) -> bool:
+        """Whether every slot is taken (a newcomer would queue)."""
+        return self._sync()[0].locked()
+
+    @asynccontextmanager
+    async def connect(self, *, write: bool = False) -> AsyncIterator[Driver]:
+        """A connection's driver (`write`: the caller runs a write transaction on it)."""
+        slots, writer = self._sync()
+        generation = self._generation
+        loop = asyncio.get_running_loop()
+        async with AsyncExitStack() as stack:
+            if write and not self.postgres:
+                await stack.enter_async_context(writer)
+            await stack.enter_async_context(slots)
+            raw, self._held = (self._held[1], None) if self._held and self._held[0] is loop else (None, self._held)
+            try:
+                raw = raw or await self.engine.raw_connection()
+            except DB_ERRORS as exc:
+                lost = classify(exc) or DatabaseFailure.UNAVAILABLE
+                raise session_store_error(lost, exc, self.engine.dialect.name) from exc
+            drop = False
+            try:
+                driver: Any = raw.driver_connection
+                yield PostgresDriver(driver) if self.postgres else SqliteDriver(driver)
+            except BaseException as exc:
+                failure = classify(exc)
+                if failure is None:
+                    raise
+                drop = failure is DatabaseFailure.BROKEN or (self.postgres and driver.is_closed())
+                raise session_store_error(failure, exc, self.engine.dialect.name) from exc
+            finally:
+                # After `close()` disposed the pool meanwhile, a connection from before is closed.
+                drop = drop or (generation != self._generation and self._owns_engine)
+                if drop:
+                    await greenlet_spawn(raw.invalidate)
+                elif self._held is None and generation == self._generation and not slots.locked():
+                    self._held = (loop, raw)
+                else:
+                    await greenlet_spawn(raw.close)
+
+    async def close(self) -> None:
+        """Return the held connection; connections in use are closed when their operation ends."""
+        self._generation += 1
+        held, self._held = self._held, None
+        if held is not None:
+            await greenlet_spawn(held[1].close)
+
+    def detach(self) -> None:
+        """Hand the held connection to the driver's own cleanup (a store never closed)."""
+        held, self._held = self._held, None
+        if held is not None:
+            held[1].detach()

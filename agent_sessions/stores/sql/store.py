@@ -83,8 +83,9 @@ class DatabaseSessionStore(SessionStore):
     `create_database_engine`; the remaining keyword options are `SessionStore`'s.
 
     `max_connections` caps this store's concurrent connections (default: the pool's capacity;
-    callers beyond it queue first-come first-served). `max_idle_connections` is accepted for
-    compatibility and unused: connections go back to SQLAlchemy's pool after each operation.
+    callers beyond it queue first-come first-served). While the store is not saturated it keeps
+    one connection between operations (`max_idle_connections=0`: none; more than one are not
+    kept); `close()` returns it.
 
     Database failures raise `StoreUnavailable` with the driver's error chained; a failed save
     leaves nothing half-written. A write PostgreSQL aborts to break a deadlock or a
@@ -113,7 +114,6 @@ class DatabaseSessionStore(SessionStore):
         **options: Any,
     ) -> None:
         super().__init__(**options)
-        del max_idle_connections  # kept in the signature for compatibility
         if not _IDENT.fullmatch(table_prefix + "x"):
             raise ValueError("table_prefix must be letters, digits and underscores, starting with a letter or _")
         if schema is not None and not _IDENT.fullmatch(schema):
@@ -151,7 +151,9 @@ class DatabaseSessionStore(SessionStore):
         install_reset_handler(self.engine)
         self._ready = False
         self._in_use = False  # connected since the last `close()` (see `__del__`)
-        self._connections = Connections(self.engine, slots=max_connections, owns_engine=self._owns_engine)
+        self._connections = Connections(
+            self.engine, slots=max_connections, owns_engine=self._owns_engine, hold=max_idle_connections > 0
+        )
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
 
     @property

@@ -170,7 +170,7 @@ class Connections:
     connection is dropped, one the server reported an error on is kept.
     """
 
-    def __init__(self, engine: AsyncEngine, *, slots: int | None, owns_engine: bool) -> None:
+    def __init__(self, engine: AsyncEngine, *, slots: int | None, owns_engine: bool, hold: bool = True) -> None:
         pool = engine.sync_engine.pool
         capacity = pool.size() + max(0, pool.overflow()) if isinstance(pool, QueuePool) else 64
         self.slots = (
@@ -181,6 +181,7 @@ class Connections:
         self.engine = engine
         self.postgres = engine.dialect.name == "postgresql"
         self._owns_engine = owns_engine
+        self._hold = hold
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[asyncio.Semaphore, asyncio.Lock]]
         self._loops = weakref.WeakKeyDictionary()
         self._held: tuple[asyncio.AbstractEventLoop, PoolProxiedConnection] | None = None
@@ -229,7 +230,7 @@ class Connections:
                 drop = drop or (generation != self._generation and self._owns_engine)
                 if drop:
                     await greenlet_spawn(raw.invalidate)
-                elif self._held is None and generation == self._generation and not slots.locked():
+                elif self._hold and self._held is None and generation == self._generation and not slots.locked():
                     self._held = (loop, raw)
                 else:
                     await greenlet_spawn(raw.close)

@@ -33,6 +33,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.schema import CreateSchema
 
 from ...errors import StoreUnavailable
 
@@ -114,7 +115,7 @@ async def create_schema(conn: AsyncConnection, tables: Tables, *, create: bool) 
         key = int.from_bytes(hashlib.sha256(name).digest()[:8], "big", signed=True)
         await conn.execute(select(func.pg_advisory_xact_lock(key)))
         if schema is not None and create:
-            await conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {conn.dialect.identifier_preparer.quote(schema)}")
+            await conn.execute(CreateSchema(schema, if_not_exists=True))
     else:
         await conn.exec_driver_sql("BEGIN IMMEDIATE")  # text: SQLAlchemy has no construct for it
     if create:

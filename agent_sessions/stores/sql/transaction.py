@@ -34,7 +34,8 @@ class Step:
     """One statement of a transaction, run once per row of `rows` (`many`: one `executemany`).
 
     A `guard` must change a row, or the whole transaction is rolled back (the runner returns
-    None). `requires` (a step's index) runs this one only if that step changed a row.
+    None). `requires` (an index into the steps before, as a list: -1 is the one just before)
+    runs this one only if that step changed a row.
     `returning`: its rows go to `Outcome.rows`.
     """
 

@@ -49,8 +49,8 @@ if TYPE_CHECKING:
     from .services import SessionServiceConfigurator as SessionServiceConfigurator
     from .services import SmartDependencyContainer as SmartDependencyContainer
     from .services import service as service
-    from .stores.database import DatabaseSessionStore
     from .stores.redis import RedisSessionStore
+    from .stores.sql import DatabaseSessionStore
     from .tools import Tool, ToolRegistry, session_tools, tool
 
 __all__ = [
@@ -100,7 +100,7 @@ __version__ = "0.1.0"
 # Names whose modules import optional drivers (or are large) load on first access; the service
 # names stay importable from here for existing code (their home is `agent_sessions.services`).
 _LAZY = {
-    "DatabaseSessionStore": ".stores.database",
+    "DatabaseSessionStore": ".stores.sql",
     "RedisSessionStore": ".stores.redis",
     "SessionContextProvider": ".provider",
     "Tool": ".tools",

@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from agent_sessions import MemorySessionStore, SessionStore
-from agent_sessions.stores.database import DatabaseSessionStore, create_database_engine
+from agent_sessions.stores.sql import DatabaseSessionStore, create_database_engine
 
 from .harness import Backend
 from .raw import AsyncpgClient, aiosqlite_client, asyncpg_client, dict_client

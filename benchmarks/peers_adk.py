@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from agent_sessions import MemorySessionStore, SessionManager, SessionStore
-from agent_sessions.stores.database import DatabaseSessionStore, create_database_engine
+from agent_sessions.stores.sql import DatabaseSessionStore, create_database_engine
 
 from .backends import PG_URL, reachable
 from .harness import (

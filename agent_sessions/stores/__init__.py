@@ -13,8 +13,8 @@ from .factory import DEFAULT_STORE_URL, InvalidStoreUrl, StoreUrl, create_store,
 from .memory import MemorySessionStore
 
 if TYPE_CHECKING:
-    from .database import DatabaseSessionStore
     from .redis import RedisSessionStore
+    from .sql import DatabaseSessionStore
 
 __all__ = [
     "DEFAULT_STORE_URL",
@@ -33,7 +33,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # Lazy access to backends whose drivers are optional extras.
     if name == "DatabaseSessionStore":
-        from .database import DatabaseSessionStore
+        from .sql import DatabaseSessionStore
 
         return DatabaseSessionStore
     if name == "RedisSessionStore":

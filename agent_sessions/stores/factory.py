@@ -231,7 +231,7 @@ def create_store(url: str = DEFAULT_STORE_URL, **options: Any) -> SessionStore:
     if parsed.backend == "memory":
         return MemorySessionStore(**options)
     if parsed.backend == "database":
-        from .database import DatabaseSessionStore
+        from .sql import DatabaseSessionStore
 
         return DatabaseSessionStore(url, **options)
     from .redis import RedisSessionStore

@@ -13,8 +13,8 @@ from pydantic_ai.messages import ModelRequest, UserPromptPart
 
 from agent_sessions import SerializationError
 from agent_sessions.integrations.pydantic_ai import DatabaseConversationStore, RedisConversationStore
-from agent_sessions.stores.database import DatabaseSessionStore
 from agent_sessions.stores.redis import RedisSessionStore
+from agent_sessions.stores.sql import DatabaseSessionStore
 
 from ..backends import BACKENDS
 from ..database.stores import closed_port

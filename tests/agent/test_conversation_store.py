@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from agent_sessions import StoreUnavailable
 from agent_sessions.integrations.pydantic_ai import DatabaseConversationStore, RedisConversationStore
-from agent_sessions.stores.database import create_database_engine
+from agent_sessions.stores.sql import create_database_engine
 
 from ..backends import BACKENDS
 from ..database.stores import closed_port, postgres_schema, silent_server

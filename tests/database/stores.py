@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from agent_sessions import SessionStore
-from agent_sessions.stores.database import DatabaseSessionStore, create_database_engine
+from agent_sessions.stores.sql import DatabaseSessionStore, create_database_engine
 
 from ..support import PG_START, PG_URL, FakeClock, require_service
 

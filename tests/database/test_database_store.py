@@ -29,7 +29,7 @@ from agent_sessions import (
     create_store,
 )
 from agent_sessions.stores.base import ScopeChange
-from agent_sessions.stores.database import SCHEMA_VERSION, DatabaseSessionStore, create_database_engine
+from agent_sessions.stores.sql import SCHEMA_VERSION, DatabaseSessionStore, create_database_engine
 
 from ..support import PG_URL, FakeClock
 from .stores import closed_port, postgres_schema, require_postgres, silent_server
@@ -341,7 +341,7 @@ def test_concurrent_first_use_across_processes_on_one_sqlite_file(tmp_path: Path
     script = (
         "import asyncio, sys\n"
         "from agent_sessions import Session\n"
-        "from agent_sessions.stores.database import DatabaseSessionStore\n"
+        "from agent_sessions.stores.sql import DatabaseSessionStore\n"
         "async def main():\n"
         "    async with DatabaseSessionStore(sys.argv[1]) as store:\n"
         "        await store.set(Session())\n"
@@ -416,7 +416,7 @@ async def test_an_operation_running_through_close_keeps_no_connection_of_the_dis
             s.set("n", 1)
             save = asyncio.create_task(store.set(s))  # waits for the row lock, its connection in hand
             for _ in range(500):
-                if store._active:
+                if store.engine.sync_engine.pool.checkedout():  # type: ignore[attr-defined]
                     break
                 await asyncio.sleep(0.01)
             await asyncio.sleep(0.1)
@@ -677,11 +677,6 @@ class HopCounter:
 
 
 async def test_the_installed_aiosqlite_runs_a_save_in_one_hop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from agent_sessions.stores.database import _AiosqliteDriver
-
-    # False would mean an aiosqlite release without `Connection._execute`: saves still work
-    # (next test), but each costs a hop per statement plus one for the commit.
-    assert _AiosqliteDriver.ONE_HOP
     async with DatabaseSessionStore(f"sqlite+aiosqlite:///{tmp_path / 'hops.db'}", max_history=3) as store:
         s = Session(user_id="u1", state={"n": 0})
         await store.set(s)
@@ -698,13 +693,7 @@ async def test_the_installed_aiosqlite_runs_a_save_in_one_hop(tmp_path: Path, mo
         assert [e["data"]["i"] for e in loaded.history] == [2, 3, 4]
 
 
-@pytest.mark.parametrize("one_hop", [True, False], ids=["one-hop", "statement-at-a-time"])
-async def test_sqlite_writes_are_atomic_with_and_without_one_hop_transactions(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_hop: bool
-) -> None:
-    from agent_sessions.stores.database import _AiosqliteDriver
-
-    monkeypatch.setattr(_AiosqliteDriver, "ONE_HOP", one_hop)
+async def test_sqlite_writes_in_one_hop_transactions_are_atomic(tmp_path: Path) -> None:
     clock = FakeClock()
     async with DatabaseSessionStore(f"sqlite+aiosqlite:///{tmp_path / 'tx.db'}", clock=clock, max_history=2) as store:
         s = Session(user_id="u1", created_at=clock.now, last_accessed_at=clock.now, expiry_at=clock.now + 100)
@@ -758,7 +747,8 @@ async def test_sqlite_writes_are_atomic_with_and_without_one_hop_transactions(
 # ---------------------------------------------------------------- PostgreSQL: coalesced reads
 @asynccontextmanager
 async def busy_postgres_store(**options: Any) -> AsyncIterator[tuple[DatabaseSessionStore, asyncio.Event]]:
-    """A PostgreSQL store whose only connection is held until the yielded event is set."""
+    """A PostgreSQL store with one connection; `hold_the_connection` keeps it busy until the
+    yielded event is set."""
     async with postgres_schema() as schema:
         store = DatabaseSessionStore(PG_URL, schema=schema, max_connections=1, **options)
         release = asyncio.Event()
@@ -771,15 +761,31 @@ async def busy_postgres_store(**options: Any) -> AsyncIterator[tuple[DatabaseSes
 
 
 async def hold_the_connection(store: DatabaseSessionStore, release: asyncio.Event, held: asyncio.Event) -> None:
-    async with store._conn():
+    """Keep the store's only connection busy: a save of its own waits for a row lock held outside."""
+    blocked = Session(state={"blocked": True})
+    await store.set(blocked)
+    table = store.table_names["sessions"]
+    async with pg_connection() as blocker:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute(f"SELECT 1 FROM {table} WHERE session_id = $1 FOR UPDATE", blocked.session_id)  # noqa: S608
+        blocked.set("n", 1)
+        save = asyncio.create_task(store.set(blocked))
+        for _ in range(500):
+            if store.engine.sync_engine.pool.checkedout():  # type: ignore[attr-defined]
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # the save's statement is waiting for the lock
         held.set()
         await release.wait()
+        await tx.rollback()
+        await save
 
 
 async def test_reads_queued_for_a_connection_go_as_one_statement_with_correct_results(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from agent_sessions.stores.database import _AsyncpgDriver
+    from agent_sessions.stores.sql.transaction import PostgresDriver
 
     clock = FakeClock()
     async with busy_postgres_store(clock=clock) as (store, release):
@@ -792,14 +798,14 @@ async def test_reads_queued_for_a_connection_go_as_one_statement_with_correct_re
         await store.write_scopes("u1", {"user:plan": "pro", "app:motd": "hi"})
         clock.advance(10)  # session 5 has expired
         statements = 0
-        real_fetch = _AsyncpgDriver.fetch
+        real_fetch = PostgresDriver.fetch
 
         async def counting(self: Any, stmt: Any, params: Any) -> Any:
             nonlocal statements
-            statements += 1
+            statements += "window" in params  # reads (not the save holding the connection)
             return await real_fetch(self, stmt, params)
 
-        monkeypatch.setattr(_AsyncpgDriver, "fetch", counting)
+        monkeypatch.setattr(PostgresDriver, "fetch", counting)
         held = asyncio.Event()
         holder = asyncio.create_task(hold_the_connection(store, release, held))
         await held.wait()
@@ -852,7 +858,7 @@ async def test_a_failed_coalesced_read_fails_every_read_queued_with_it() -> None
         reads = [asyncio.create_task(store.get(s.session_id)) for _ in range(3)]
         await asyncio.sleep(0.01)
         # The statement fails on the server (its table is gone): every queued read gets the error.
-        await raw_execute(store, f"DROP TABLE {store.table_names['history']}")  # noqa: S608
+        await raw_execute(store, f"DROP TABLE {store.table_names['scopes']}")  # noqa: S608
         release.set()
         results = await asyncio.gather(*reads, return_exceptions=True)
         await holder
@@ -863,7 +869,7 @@ async def test_a_failed_coalesced_read_fails_every_read_queued_with_it() -> None
 async def test_saves_queued_for_a_connection_go_as_one_statement_with_correct_outcomes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from agent_sessions.stores.database import _AsyncpgDriver
+    from agent_sessions.stores.sql.transaction import PostgresDriver
 
     clock = FakeClock()
     async with busy_postgres_store(clock=clock, max_history=3) as (store, release):
@@ -881,13 +887,13 @@ async def test_saves_queued_for_a_connection_go_as_one_statement_with_correct_ou
         clock.advance(10)  # sessions[4] has expired in the store
         sessions[4].expiry_at = clock.now + 100  # (a save extends the expiry, as the manager's do)
         statements: list[str] = []
-        real_fetch = _AsyncpgDriver.fetch
+        real_fetch = PostgresDriver.fetch
 
         async def counting(self: Any, stmt: Any, params: Any) -> Any:
-            statements.append("many" if "ids" in params and "recs" in params else "one")
+            statements.append("many" if len(params.get("recs", ())) > 1 else "one")
             return await real_fetch(self, stmt, params)
 
-        monkeypatch.setattr(_AsyncpgDriver, "fetch", counting)
+        monkeypatch.setattr(PostgresDriver, "fetch", counting)
         held = asyncio.Event()
         holder = asyncio.create_task(hold_the_connection(store, release, held))
         await held.wait()

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from agent_sessions import SessionManager, StoreUnavailable
-from agent_sessions.stores.database import DatabaseSessionStore, create_database_engine
+from agent_sessions.stores.sql import DatabaseSessionStore, create_database_engine
 
 from ..support import PG_URL
 from .proxy import cutting_proxy
@@ -104,7 +104,7 @@ async def test_a_value_postgres_refuses_is_recognised_as_a_data_error_through_sq
     class 22 behind SQLAlchemy's wrapper (which the conversation store sees) is a data error."""
     from sqlalchemy import exc as sa_exc
 
-    from agent_sessions.stores.database import is_data_error
+    from agent_sessions.stores.sql import is_data_error
 
     engine = create_database_engine(PG_URL, pool_size=1, max_overflow=0)
     try:

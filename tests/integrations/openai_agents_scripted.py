@@ -24,8 +24,8 @@ from openai.types.responses import ResponseFunctionToolCall, ResponseOutputMessa
 
 from agent_sessions import SessionManager, SessionStore
 from agent_sessions.integrations.openai_agents import AgentsSession
-from agent_sessions.stores.database import DatabaseSessionStore
 from agent_sessions.stores.redis import RedisSessionStore
+from agent_sessions.stores.sql import DatabaseSessionStore
 
 ToolCall = tuple[str, dict[str, Any]]
 

@@ -48,8 +48,8 @@ from agent_sessions.integrations.adk import (
     entry_event,
     event_entry,
 )
-from agent_sessions.stores.database import DatabaseSessionStore
 from agent_sessions.stores.redis import RedisSessionStore
+from agent_sessions.stores.sql import DatabaseSessionStore
 
 from ..database.stores import postgres_schema
 from ..redis.stores import delete_prefix, unique_prefix

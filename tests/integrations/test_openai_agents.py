@@ -28,7 +28,7 @@ from agent_sessions.integrations.openai_agents import (
     InvalidSessionSettings,
     drop_orphan_outputs,
 )
-from agent_sessions.stores.database import DatabaseSessionStore
+from agent_sessions.stores.sql import DatabaseSessionStore
 
 from ..support import REDIS_URL, FakeClock
 from .openai_agents_scripted import ScriptedModel, open_store, weather_agent

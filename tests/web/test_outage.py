@@ -86,7 +86,7 @@ def unreachable_store(kind: str, clock: FakeClock) -> SessionStore:
     """A real store pointed at a port nothing listens on."""
     if kind == "redis":
         return bounded_store(f"redis://127.0.0.1:{closed_port()}/0", clock)
-    from agent_sessions.stores.database import DatabaseSessionStore
+    from agent_sessions.stores.sql import DatabaseSessionStore
 
     return DatabaseSessionStore(
         f"postgresql+asyncpg://root@127.0.0.1:{closed_port()}/test", connect_timeout=1, clock=clock

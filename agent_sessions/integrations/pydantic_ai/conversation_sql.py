@@ -40,7 +40,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ...errors import SerializationError, StoreUnavailable
-from ...stores.database import create_database_engine, is_data_error
+from ...stores.sql.engine import DB_ERRORS, DatabaseFailure, classify, create_database_engine
 from ._records import check_id, check_write, decode_entry, decode_record, encode_message, encode_record
 
 __all__ = ["DatabaseConversationStore"]
@@ -49,8 +49,6 @@ logger = logging.getLogger(__name__)
 
 _ID = sa.String(255)
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# Everything that means "the database could not do it": driver errors, pool timeouts, sockets.
-_DB_ERRORS = (sa_exc.SQLAlchemyError, OSError, TimeoutError)
 
 
 def _failed(exc: BaseException, doing: str) -> SerializationError | StoreUnavailable:
@@ -58,7 +56,7 @@ def _failed(exc: BaseException, doing: str) -> SerializationError | StoreUnavail
     logger.warning("conversation store: %s failed: %s", doing, type(exc).__name__)
     # The driver's own message: SQLAlchemy's adds the statement and its parameters (messages).
     driver = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
-    if isinstance(exc, sa_exc.DataError) or is_data_error(exc):
+    if classify(exc) is DatabaseFailure.DATA:
         return SerializationError(f"the database refused a value while {doing}: {driver}")
     return StoreUnavailable(f"conversation store unavailable while {doing}: {type(driver).__name__}: {driver}")
 
@@ -194,7 +192,7 @@ class DatabaseConversationStore(ConversationStore):
                             await conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quoted}")
                     await conn.run_sync(self._metadata.create_all, checkfirst=True)
                     await conn.commit()
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 raise _failed(exc, "creating the conversation tables") from exc
             self._ready = True
 
@@ -204,7 +202,7 @@ class DatabaseConversationStore(ConversationStore):
         try:
             async with self.engine.connect() as conn:
                 yield conn
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             raise _failed(exc, "reading") from exc
 
     @asynccontextmanager
@@ -220,7 +218,7 @@ class DatabaseConversationStore(ConversationStore):
                         await conn.exec_driver_sql("BEGIN IMMEDIATE")
                 yield conn
                 await conn.commit()
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             raise _failed(exc, "writing") from exc
 
     # ------------------------------------------------------------------ primitives

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from .codec import check_json, check_json_key, is_strict_json
+from .codec import check_json, check_json_key, is_strict_json, json_clone
 from .errors import SerializationError
 from .ids import id_hash, new_session_id
 from .tracking import (
@@ -209,68 +209,77 @@ class Session(BaseModel):
 
     # ----------------------------------------------------------------- change tracking
     # Used by the stores and the manager (`agent_sessions.tracking` holds the diff and apply).
+    def _tracked(self) -> dict[str, Any]:
+        # The private attributes, through pydantic's documented `__pydantic_private__` dict:
+        # `self._baseline` goes through `BaseModel.__getattr__`, about 2 µs a read (measured),
+        # several times on every get and save.
+        private = self.__pydantic_private__
+        assert private is not None
+        return private
+
     @property
     def baseline(self) -> Baseline | None:
         """What the session looked like when loaded or last saved (None: never); read-only."""
-        return self._baseline
+        baseline: Baseline | None = self._tracked()["_baseline"]
+        return baseline
 
     @property
     def is_persisted(self) -> bool:
         """True once the session was loaded from, or saved to, a store."""
-        return self._baseline is not None
+        return self._tracked()["_baseline"] is not None
 
     @property
     def history_seq(self) -> int:
         """Sequence number of the newest persisted history entry (0 when none)."""
-        return self._history_seq
+        return int(self._tracked()["_history_seq"])
 
     @property
     def pending_write(self) -> PendingWrite | None:
         """The save of this session whose outcome is unknown, if any (see `PendingWrite`)."""
-        return self._pending
+        pending: PendingWrite | None = self._tracked()["_pending"]
+        return pending
 
     @pending_write.setter
     def pending_write(self, pending: PendingWrite | None) -> None:
-        self._pending = pending
+        self._tracked()["_pending"] = pending
 
     def new_history(self) -> list[dict[str, Any]]:
         """History entries appended since the session was loaded or last saved."""
-        base = 0 if self._baseline is None else self._baseline.history_len
-        return self.history[base:]
+        baseline: Baseline | None = self._tracked()["_baseline"]
+        return self.history[0 if baseline is None else baseline.history_len :]
 
     def changes(self) -> SessionDelta:
         """The delta since load (for a never-saved session: everything). `temp:` keys excluded.
 
         The values in the delta are the session's own (not copies).
         """
-        return diff(self.__dict__, self._baseline)
+        return diff(self.__dict__, self._tracked()["_baseline"])
 
     def mark_clean(self, *, history_seq: int | None = None) -> None:
         """Make the current contents the persisted baseline (after a load; the write lineage
         is kept), and `history_seq` the newest persisted history entry if given."""
-        old = self._baseline
-        self._baseline = baseline_of(self.__dict__, writes=() if old is None else old.writes)
+        tracked = self._tracked()
+        old: Baseline | None = tracked["_baseline"]
+        tracked["_baseline"] = baseline_of(self.__dict__, writes=() if old is None else old.writes)
         if history_seq is not None:
-            self._history_seq = history_seq
+            tracked["_history_seq"] = history_seq
 
     def mark_saved(self, baseline: Baseline, history_seq: int, version: int) -> None:
         """After a successful save: `baseline` (`tracking.baseline_after` of the delta sent)
         becomes the baseline, and the session takes the saved `version` and `history_seq`."""
         self.version = version
-        self._baseline = baseline
-        self._history_seq = history_seq
-        self._pending = None
+        self._tracked().update(_baseline=baseline, _history_seq=history_seq, _pending=None)
 
     def mark_field_clean(self, name: str) -> None:
         """Make the current value of the tracked field `name` part of the baseline (after a
         touch persisted it)."""
-        old = self._baseline
+        tracked = self._tracked()
+        old: Baseline | None = tracked["_baseline"]
         if old is None:
             self.mark_clean()
             return
-        fields = dict(old.fields)
-        fields[name] = baseline_of(self.__dict__).fields[name]
-        self._baseline = Baseline(old.maps, fields, old.history_len, old.writes)
+        fields = {**old.fields, name: json_clone(getattr(self, name))}
+        tracked["_baseline"] = Baseline(old.maps, fields, old.history_len, old.writes)
 
     def adopt(self, other: Session) -> None:
         """Take over the contents and baseline of `other` (a fresher copy), keeping `temp:` keys."""
@@ -278,8 +287,7 @@ class Session(BaseModel):
         for name in FIELD_NAMES:
             setattr(self, name, getattr(other, name))
         self.state.update(temp)
-        self._baseline = other.baseline
-        self._history_seq = other.history_seq
+        self._tracked().update(_baseline=other.baseline, _history_seq=other.history_seq)
 
     @classmethod
     def from_record(cls, values: dict[str, Any], *, history_seq: int, writes: tuple[str, ...]) -> Session:
@@ -292,8 +300,7 @@ class Session(BaseModel):
         (pydantic's `ValidationError` for a record of the wrong shape).
         """
         session = cls.model_construct(**values) if _exact_types(values) else cls.model_validate(values)
-        session._baseline = baseline_of(session.__dict__, writes=writes)
-        session._history_seq = history_seq
+        session._tracked().update(_baseline=baseline_of(session.__dict__, writes=writes), _history_seq=history_seq)
         return session
 
 

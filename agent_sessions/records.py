@@ -23,7 +23,16 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import ValidationError
 
-from .codec import Codec, JsonCodec, check_json, check_json_key, decode_bounded, encode_checked, is_strict_json
+from .codec import (
+    Codec,
+    JsonCodec,
+    check_json,
+    check_json_key,
+    decode_bounded,
+    encode_checked,
+    is_strict_json,
+    json_size_bound,
+)
 from .errors import ScopeError, SerializationError, SessionTooLarge
 from .ids import id_hash
 from .session import APP_PREFIX, TEMP_PREFIX, USER_PREFIX, Session
@@ -42,6 +51,7 @@ __all__ = [
     "check_column_text",
     "check_delta",
     "check_history_entry",
+    "check_scope_growth",
     "check_shape",
     "check_timestamp",
     "decode_entry",
@@ -52,6 +62,8 @@ __all__ = [
     "is_scoped_key",
     "scope_of",
     "scope_size",
+    "scope_view",
+    "scope_view_size",
 ]
 
 logger = logging.getLogger(__name__)
@@ -200,6 +212,60 @@ def scope_of(key: Any, user_id: str | None) -> Literal["user", "app"]:
 def scope_size(rows: dict[str, bytes]) -> int:
     """The encoded size of a scope: its keys (UTF-8) and values."""
     return sum(len(key.encode("utf-8", "surrogatepass")) + len(raw) for key, raw in rows.items())
+
+
+def scope_view(kind: Literal["user", "app"], state: dict[str, Any], prefs: dict[str, Any]) -> dict[str, Any]:
+    """The rows of the `kind` scope as a session holding `state` and `prefs` sees them."""
+    prefix = APP_PREFIX if kind == "app" else USER_PREFIX
+    rows = {k: v for k, v in state.items() if type(k) is str and k.startswith(prefix)}
+    if kind == "user":
+        rows.update((PREF_PREFIX + k, v) for k, v in prefs.items())
+    return rows
+
+
+def scope_view_size(
+    codec: Codec,
+    rows: dict[str, Any],
+    encoded: dict[str, bytes],
+    *,
+    max_scope_bytes: int,
+    max_bytes: int,
+    max_depth: int,
+) -> int:
+    """The encoded size of the scope `rows` (key -> value; the values in `encoded` are already
+    encoded), or an upper bound on it when that bound is within `max_scope_bytes`."""
+    if type(codec) is JsonCodec:
+        # An upper bound first (keys at most 4 bytes a character in UTF-8): usually enough,
+        # and it spares encoding the whole scope on every save that changes a key of it.
+        bound = 0
+        for key, value in rows.items():
+            raw = encoded.get(key)
+            size = len(raw) if raw is not None else json_size_bound(value, max_depth)
+            if size is None:
+                break
+            bound += 4 * len(key) + size
+        else:
+            if bound <= max_scope_bytes:
+                return bound
+    sized = {
+        key: encode_value(codec, value, key, max_bytes=max_bytes, max_depth=max_depth, checked=True)
+        for key, value in rows.items()
+        if key not in encoded
+    }
+    sized.update((key, raw) for key, raw in encoded.items() if key in rows)
+    return scope_size(sized)
+
+
+def check_scope_growth(kind: Literal["user", "app"], before: int, after: int, max_scope_bytes: int) -> None:
+    """Raise `SessionTooLarge` if a scope grows from `before` to `after` bytes, past
+    `max_scope_bytes`. A change that does not grow a scope is always accepted, so an oversized
+    scope can be cleaned up."""
+    if after > max_scope_bytes and after > before:
+        where = "the app scope" if kind == "app" else "the user scope"
+        raise SessionTooLarge(
+            f"{where} would be {after} bytes encoded, over max_scope_bytes={max_scope_bytes}; "
+            "every new session loads it: delete keys or keep large data elsewhere"
+        )
 
 
 # ---------------------------------------------------------------------- encoding

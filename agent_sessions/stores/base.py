@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from ..codec import DEFAULT_MAX_DEPTH, MAX_COUNTER, Codec, JsonCodec, check_max_depth, json_size_bound
-from ..errors import SerializationError, SessionConflict, SessionNotFound, SessionTooLarge, StoreUnavailable
+from ..codec import DEFAULT_MAX_DEPTH, MAX_COUNTER, Codec, JsonCodec, check_max_depth
+from ..errors import SerializationError, SessionConflict, SessionNotFound, StoreUnavailable
 from ..ids import id_hash, new_write_id, validate_session_id, validate_user_id
 from ..records import (
     MAX_TIMESTAMP,
@@ -40,6 +40,7 @@ from ..records import (
     check_column_text,
     check_delta,
     check_history_entry,
+    check_scope_growth,
     check_shape,
     check_timestamp,
     decode_entry,
@@ -50,8 +51,10 @@ from ..records import (
     is_scoped_key,
     scope_of,
     scope_size,
+    scope_view,
+    scope_view_size,
 )
-from ..session import APP_PREFIX, USER_PREFIX, HistoryPage, Session
+from ..session import HistoryPage, Session
 from ..tracking import WRITE_LINEAGE, Baseline, PendingWrite, baseline_after, diff
 
 __all__ = [
@@ -645,68 +648,39 @@ class SessionStore(ABC):
         """Raise `SessionTooLarge` if a save's `change` grows its scope past `max_scope_bytes`.
 
         Every new session of a user loads the whole user scope (and the app scope), so it is
-        bounded like a session is: by what the saving session holds of it (its ``user:`` or
-        ``app:`` keys, and preferences for the user scope, loaded with it), as a record is
-        bounded by what the session holds. No extra read: keys another session added since
-        this one loaded count from its next load on. A change that does not grow the scope
-        is always accepted, so an oversized scope can be cleaned up.
+        bounded like a session is: by what the saving session holds of it (loaded with it). No
+        extra read: keys another session added since this one loaded count from its next load.
         """
-        after = self._scope_view_size(change, values["state"], values["preferences"], change.sets)
+        after = self._scope_view_size(change.kind, values["state"], values["preferences"], change.sets)
         if after <= self.max_scope_bytes:
             return
         before = 0
         if baseline is not None:
-            before = self._scope_view_size(change, baseline.maps["state"], baseline.maps["preferences"], {})
-        if after > before:
-            self._scope_too_large(change, after)
+            before = self._scope_view_size(change.kind, baseline.maps["state"], baseline.maps["preferences"], {})
+        check_scope_growth(change.kind, before, after, self.max_scope_bytes)
 
     def _scope_view_size(
-        self, change: ScopeChange, state: dict[str, Any], prefs: dict[str, Any], encoded: dict[str, bytes]
+        self, kind: Literal["user", "app"], state: dict[str, Any], prefs: dict[str, Any], encoded: dict[str, bytes]
     ) -> int:
-        """The encoded size of the scope of `change` as `state` and `prefs` hold it (values in
-        `encoded` are already encoded; the others are, unless a size bound settles it)."""
-        prefix = APP_PREFIX if change.kind == "app" else USER_PREFIX
-        rows = {k: v for k, v in state.items() if type(k) is str and k.startswith(prefix)}
-        if change.kind == "user":
-            rows.update((PREF_PREFIX + k, v) for k, v in prefs.items())
-        if type(self.codec) is JsonCodec:
-            # An upper bound first (keys at most 4 bytes a character in UTF-8): usually enough,
-            # and it spares encoding the whole scope on every save that changes a key of it.
-            bound = 0
-            for key, value in rows.items():
-                raw = encoded.get(key)
-                size = len(raw) if raw is not None else json_size_bound(value, self.max_depth)
-                if size is None:
-                    break
-                bound += 4 * len(key) + size
-            else:
-                if bound <= self.max_scope_bytes:
-                    return bound
-        sized = {key: self._encode_value(value, key, checked=True) for key, value in rows.items() if key not in encoded}
-        sized.update((key, raw) for key, raw in encoded.items() if key in rows)
-        return scope_size(sized)
+        return scope_view_size(
+            self.codec,
+            scope_view(kind, state, prefs),
+            encoded,
+            max_scope_bytes=self.max_scope_bytes,
+            max_bytes=self.max_session_bytes,
+            max_depth=self.max_depth,
+        )
 
     async def _check_scope_bounds(self, user: ScopeChange, app: ScopeChange) -> None:
         """Raise `SessionTooLarge` if a direct scope write (`write_scopes`) would grow a scope
-        past `max_scope_bytes`, checked against the scope as it is before the write (one read).
-        A change that does not grow a scope is always accepted."""
+        past `max_scope_bytes`, checked against the scope as it is before the write (one read)."""
         user_raw, app_raw = await self.scope_rows(user.owner if user.sets else None)
         for change, rows in ((user, user_raw), (app, app_raw)):
-            if not change.sets:
-                continue
-            after_rows = {**rows, **change.sets}
-            for key in change.deletes:
-                after_rows.pop(key, None)
-            after = scope_size(after_rows)
-            if after > self.max_scope_bytes and after > scope_size(rows):
-                self._scope_too_large(change, after)
-
-    def _scope_too_large(self, change: ScopeChange, size: int) -> None:
-        where = "the app scope" if change.kind == "app" else "the user scope"
-        raise SessionTooLarge(
-            f"{where} would be {size} bytes encoded, over max_scope_bytes={self.max_scope_bytes}; "
-            "every new session loads it: delete keys or keep large data elsewhere"
-        )
+            if change.sets:
+                after = {**rows, **change.sets}
+                for key in change.deletes:
+                    after.pop(key, None)
+                check_scope_growth(change.kind, scope_size(rows), scope_size(after), self.max_scope_bytes)
 
 
 def raise_conflict(session_id: str) -> SessionConflict:

@@ -612,7 +612,8 @@ class SessionStore(ABC):
         scopes = ScopeChanges(user_id)
         for key, value in delta.sets.get("state", {}).items():
             if is_scoped_key(key):
-                scopes.route(key).sets[key] = self._encode_value(value, f"state[{key!r}]", checked=True)
+                change = scopes.route(key)  # before encoding: a key without its scope is a `ScopeError`
+                change.sets[key] = self._encode_value(value, f"state[{key!r}]", checked=True)
         for key in delta.deletes.get("state", ()):
             if is_scoped_key(key):
                 scopes.route(key).deletes.append(key)

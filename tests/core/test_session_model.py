@@ -190,3 +190,44 @@ def test_size_bound_refuses_what_cannot_be_encoded() -> None:
         deep = [deep]
     assert json_size_bound(deep) is None  # too deep for a bound: the caller encodes instead
     assert json_size_bound({"k": [1, "é", None, True, 1.5]}) is not None
+
+
+async def test_after_a_save_the_baseline_is_what_was_sent_not_what_changed_meanwhile() -> None:
+    """An edit made while a save is in flight is not part of that save: it stays a change."""
+    from agent_sessions import MemorySessionStore
+    from agent_sessions.stores.base import SessionWrite
+
+    session = Session(state={"a": 1})
+
+    class EditDuringWrite(MemorySessionStore):
+        async def write(self, write: SessionWrite, now: float) -> None:
+            session.state["b"] = 2  # the caller edits while the backend works
+            session.add_history_entry("late", {"n": 1})
+            await super().write(write, now)
+
+    store = EditDuringWrite()
+    await store.set(session)
+    delta = session.changes()
+    assert delta.sets == {"state": {"b": 2}} and [e["type"] for e in delta.history] == ["late"]
+    stored = await store.get(session.session_id)
+    assert stored is not None and stored.state == {"a": 1} and stored.history == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(before=maps, after=maps, prefs=maps)
+def test_the_baseline_after_a_delta_leaves_nothing_to_save(
+    before: dict[str, Any], after: dict[str, Any], prefs: dict[str, Any]
+) -> None:
+    """`baseline_after` applies exactly what `diff` found: diffing against it finds nothing."""
+    from agent_sessions.tracking import baseline_after, diff
+
+    s = Session(state=json_clone(before))
+    s.mark_clean()
+    s.state = json_clone(after)
+    s.preferences = json_clone(prefs)
+    s.environment = {"e": 1}
+    s.add_history_entry("e", {"i": 1})
+    new = baseline_after(s.baseline, s.changes(), ("w",))
+    assert diff(s.__dict__, new).is_empty()
+    assert new.history_len == len(s.history) and new.writes == ("w",)
+    assert not _containers(new.maps, set()) & _containers(s.state, set())  # copies, never shared

@@ -70,6 +70,7 @@ FIELD_NAMES: Final = (
     "environment",
     "version",
 )
+_FIELD_SET: Final = frozenset(FIELD_NAMES)
 _MAP_FIELDS: Final = ("state", "preferences", "ai_context", "feature_flags", "environment")
 
 
@@ -319,6 +320,3 @@ def _exact_types(values: dict[str, Any]) -> bool:
         and ((auth := values["auth_info"]) is None or type(auth) is dict)
         and all(type(values[name]) is dict for name in _MAP_FIELDS)
     )
-
-
-_FIELD_SET: Final = frozenset(FIELD_NAMES)

@@ -29,31 +29,11 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
 
+from .. import records
 from ..codec import DEFAULT_MAX_DEPTH, MAX_COUNTER, Codec, JsonCodec, check_max_depth
 from ..errors import SerializationError, SessionConflict, SessionNotFound, StoreUnavailable
 from ..ids import id_hash, new_write_id, validate_session_id, validate_user_id
-from ..records import (
-    MAX_TIMESTAMP,
-    PREF_PREFIX,
-    ScopeData,
-    build_session,
-    check_column_text,
-    check_delta,
-    check_history_entry,
-    check_scope_growth,
-    check_shape,
-    check_timestamp,
-    decode_entry,
-    decode_history,
-    decode_scope,
-    encode_record,
-    encode_value,
-    is_scoped_key,
-    scope_of,
-    scope_size,
-    scope_view,
-    scope_view_size,
-)
+from ..records import MAX_TIMESTAMP, PREF_PREFIX, ScopeData, check_timestamp
 from ..session import HistoryPage, Session
 from ..tracking import WRITE_LINEAGE, Baseline, PendingWrite, baseline_after, diff
 
@@ -143,7 +123,7 @@ class ScopeChanges:
 
     def route(self, key: str) -> ScopeChange:
         """The change `key` belongs to."""
-        return self.app if scope_of(key, self.user_id) == "app" else self.user
+        return self.app if records.scope_of(key, self.user_id) == "app" else self.user
 
 
 @dataclass(slots=True)
@@ -414,7 +394,7 @@ class SessionStore(ABC):
             return HistoryPage([], None)
         more = len(rows) > limit
         rows = rows[-limit:]
-        entries = decode_history(self.codec, [payload for _, payload in rows], sid, self.max_depth)
+        entries = records.decode_history(self.codec, [payload for _, payload in rows], sid, self.max_depth)
         return HistoryPage(entries, rows[0][0] if more else None)
 
     async def load_scopes(self, user_id: str | None) -> ScopeData:
@@ -422,7 +402,8 @@ class SessionStore(ABC):
         uid = None if user_id is None else validate_user_id(user_id)
         user_raw, app_raw = await self.scope_rows(uid)
         return ScopeData(
-            decode_scope(self.codec, user_raw, self.max_depth), decode_scope(self.codec, app_raw, self.max_depth)
+            records.decode_scope(self.codec, user_raw, self.max_depth),
+            records.decode_scope(self.codec, app_raw, self.max_depth),
         )
 
     async def write_scopes(self, user_id: str | None, values: dict[str, Any], *, delete: Iterable[str] = ()) -> None:
@@ -440,7 +421,7 @@ class SessionStore(ABC):
     async def iter_scopes(self) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
         """Every scope as ``(kind, owner, values)``: kind "user" (owner = user id) or "app"."""
         async for change in self.iter_scope_rows():
-            yield change.kind, change.owner, decode_scope(self.codec, change.sets, self.max_depth)
+            yield change.kind, change.owner, records.decode_scope(self.codec, change.sets, self.max_depth)
 
     async def cleanup_expired(self, *, batch_size: int = 500) -> int:
         """Delete expired sessions (index-backed, in batches); returns how many were removed."""
@@ -490,7 +471,7 @@ class SessionStore(ABC):
             created_at=session.created_at,
             last_accessed_at=session.last_accessed_at,
             expiry_at=session.expiry_at,
-            record=encode_record(
+            record=records.encode_record(
                 self.codec,
                 session,
                 writes=(),
@@ -539,7 +520,7 @@ class SessionStore(ABC):
                 if len(page) < 500:
                     break
                 before = page[0][0]
-            history = [decode_entry(self.codec, payload, old, self.max_depth) for _, payload in rows]
+            history = [records.decode_entry(self.codec, payload, old, self.max_depth) for _, payload in rows]
             version = session.version
             session.session_id = new
             await self.restore(session, history, history_seq=seq)
@@ -565,17 +546,17 @@ class SessionStore(ABC):
     # ================================================================ shared internals
     def _encode_value(self, value: Any, where: str, *, checked: bool = False) -> bytes:
         """Encode one value, at most `max_session_bytes`; `checked`: `check_json` passed on it."""
-        return encode_value(
+        return records.encode_value(
             self.codec, value, where, max_bytes=self.max_session_bytes, max_depth=self.max_depth, checked=checked
         )
 
     def _history_row(self, entry: Any, seq: int, session_id: str) -> HistoryRow:
-        stamp, kind = check_history_entry(entry, seq, self.max_depth)
+        stamp, kind = records.check_history_entry(entry, seq, self.max_depth)
         return HistoryRow(seq, stamp, kind, self._encode_value(entry, f"history entry {seq}", checked=True))
 
     def _build(self, stored: StoredSession, now: float) -> Session | None:
         """The session `stored` holds (scopes merged, clean); None if expired at `now`."""
-        return build_session(self.codec, stored, self.max_depth, now)
+        return records.build_session(self.codec, stored, self.max_depth, now)
 
     def _prepare_write(self, session: Session) -> tuple[SessionWrite, Baseline]:
         """Check and encode what a save of `session` writes, and the session's baseline once
@@ -592,13 +573,13 @@ class SessionStore(ABC):
         if type(version) is not int or not 0 <= version < MAX_COUNTER:
             raise SerializationError(f"version must be an int from 0 to 2**53 - 2 to save, got {version!r:.40}")
         values = session.__dict__
-        check_shape(values)
+        records.check_shape(values)
         baseline = session.baseline
         delta = diff(values, baseline)
-        check_delta(delta, self.max_depth)
+        records.check_delta(delta, self.max_depth)
         write_id = new_write_id()
         writes = (write_id,) if baseline is None else (write_id, *baseline.writes[: WRITE_LINEAGE - 1])
-        record = encode_record(
+        record = records.encode_record(
             self.codec, session, writes=writes, max_bytes=self.max_session_bytes, max_depth=self.max_depth, checked=True
         )
         seq = session.history_seq
@@ -611,15 +592,15 @@ class SessionStore(ABC):
 
         scopes = ScopeChanges(user_id)
         for key, value in delta.sets.get("state", {}).items():
-            if is_scoped_key(key):
+            if records.is_scoped_key(key):
                 change = scopes.route(key)  # before encoding: a key without its scope is a `ScopeError`
                 change.sets[key] = self._encode_value(value, f"state[{key!r}]", checked=True)
         for key in delta.deletes.get("state", ()):
-            if is_scoped_key(key):
+            if records.is_scoped_key(key):
                 scopes.route(key).deletes.append(key)
         if user_id is not None:
             for key, value in delta.sets.get("preferences", {}).items():
-                check_column_text(key, "preference key")
+                records.check_column_text(key, "preference key")
                 scopes.user.sets[PREF_PREFIX + key] = self._encode_value(value, f"preferences[{key!r}]", checked=True)
             scopes.user.deletes.extend(PREF_PREFIX + key for key in delta.deletes.get("preferences", ()))
         for change in (scopes.user, scopes.app):
@@ -658,14 +639,14 @@ class SessionStore(ABC):
         before = 0
         if baseline is not None:
             before = self._scope_view_size(change.kind, baseline.maps["state"], baseline.maps["preferences"], {})
-        check_scope_growth(change.kind, before, after, self.max_scope_bytes)
+        records.check_scope_growth(change.kind, before, after, self.max_scope_bytes)
 
     def _scope_view_size(
         self, kind: Literal["user", "app"], state: dict[str, Any], prefs: dict[str, Any], encoded: dict[str, bytes]
     ) -> int:
-        return scope_view_size(
+        return records.scope_view_size(
             self.codec,
-            scope_view(kind, state, prefs),
+            records.scope_view(kind, state, prefs),
             encoded,
             max_scope_bytes=self.max_scope_bytes,
             max_bytes=self.max_session_bytes,
@@ -681,7 +662,9 @@ class SessionStore(ABC):
                 after = {**rows, **change.sets}
                 for key in change.deletes:
                     after.pop(key, None)
-                check_scope_growth(change.kind, scope_size(rows), scope_size(after), self.max_scope_bytes)
+                records.check_scope_growth(
+                    change.kind, records.scope_size(rows), records.scope_size(after), self.max_scope_bytes
+                )
 
 
 def raise_conflict(session_id: str) -> SessionConflict:

@@ -88,9 +88,7 @@ class MemorySessionStore(SessionStore):
     async def load_record(self, session_id: str, now: float) -> StoredSession | None:
         with self._lock:
             entry = self._sessions.get(session_id)
-            if entry is None:
-                return None
-            return self._stored(session_id, entry) if entry.live(now) else None
+            return self._stored(session_id, entry) if entry is not None and entry.live(now) else None
 
     async def write(self, write: SessionWrite, now: float) -> None:
         sid = write.session_id
@@ -152,17 +150,15 @@ class MemorySessionStore(SessionStore):
                 self._user_scopes.pop(change.owner, None)
 
     async def delete_record(self, session_id: str) -> bool:
-        with self._lock:
-            entry = self._sessions.pop(session_id, None)
-            if entry is None:
-                return False
-            self._unindex(session_id, entry)
-            return True
+        return self._delete(session_id, None)
 
     async def delete_if_version(self, session_id: str, version: int) -> bool:
+        return self._delete(session_id, version)
+
+    def _delete(self, session_id: str, version: int | None) -> bool:
         with self._lock:
             entry = self._sessions.get(session_id)
-            if entry is None or entry.version != version:
+            if entry is None or (version is not None and entry.version != version):
                 return False
             del self._sessions[session_id]
             self._unindex(session_id, entry)
@@ -185,7 +181,7 @@ class MemorySessionStore(SessionStore):
 
         A save usually moves the expiry later: the entry's earlier pair then stays and nothing
         is pushed; when that pair's time comes, cleanup finds the entry live and pushes its
-        current expiry instead (`_cleanup_expired`). So every entry with an expiry has a pair
+        current expiry instead (`delete_expired`). So every entry with an expiry has a pair
         at `heap_at` <= its expiry, and is found once it expires.
         """
         if expiry_at is None:

@@ -311,7 +311,7 @@ class SessionStore(ABC):
         tracking reset. Nothing is written when encoding fails (`SerializationError`) or the
         record exceeds `max_session_bytes` (`SessionTooLarge`).
         """
-        write, baseline = self._prepare_write(session)
+        write, baseline = self.prepare_write(session)
         now = self.clock()
         if write.expiry_at is not None and write.expiry_at <= now:
             raise SessionNotFound("the session has expired; create a new one")
@@ -543,24 +543,11 @@ class SessionStore(ABC):
     ) -> None:
         await self.close()
 
-    # ================================================================ shared internals
-    def _encode_value(self, value: Any, where: str, *, checked: bool = False) -> bytes:
-        """Encode one value, at most `max_session_bytes`; `checked`: `check_json` passed on it."""
-        return records.encode_value(
-            self.codec, value, where, max_bytes=self.max_session_bytes, max_depth=self.max_depth, checked=checked
-        )
-
-    def _history_row(self, entry: Any, seq: int, session_id: str) -> HistoryRow:
-        stamp, kind = records.check_history_entry(entry, seq, self.max_depth)
-        return HistoryRow(seq, stamp, kind, self._encode_value(entry, f"history entry {seq}", checked=True))
-
-    def _build(self, stored: StoredSession, now: float) -> Session | None:
-        """The session `stored` holds (scopes merged, clean); None if expired at `now`."""
-        return records.build_session(self.codec, stored, self.max_depth, now)
-
-    def _prepare_write(self, session: Session) -> tuple[SessionWrite, Baseline]:
-        """Check and encode what a save of `session` writes, and the session's baseline once
-        the write lands (what it sent).
+    def prepare_write(self, session: Session) -> tuple[SessionWrite, Baseline]:
+        """Check and encode a save of `session` without writing it: the `SessionWrite` that
+        `write` receives, and the session's baseline once it lands (what it sent). `set` is
+        this, then `write`, then `Session.mark_saved`; backend tests use it to send one write
+        twice.
 
         Only the delta is checked for strict JSON: the rest was checked when it was saved, or
         decoded from the store.
@@ -625,6 +612,21 @@ class SessionStore(ABC):
             write_id=write_id,
         )
         return write, baseline_after(baseline, delta, writes)
+
+    # ================================================================ shared internals
+    def _encode_value(self, value: Any, where: str, *, checked: bool = False) -> bytes:
+        """Encode one value, at most `max_session_bytes`; `checked`: `check_json` passed on it."""
+        return records.encode_value(
+            self.codec, value, where, max_bytes=self.max_session_bytes, max_depth=self.max_depth, checked=checked
+        )
+
+    def _history_row(self, entry: Any, seq: int, session_id: str) -> HistoryRow:
+        stamp, kind = records.check_history_entry(entry, seq, self.max_depth)
+        return HistoryRow(seq, stamp, kind, self._encode_value(entry, f"history entry {seq}", checked=True))
+
+    def _build(self, stored: StoredSession, now: float) -> Session | None:
+        """The session `stored` holds (scopes merged, clean); None if expired at `now`."""
+        return records.build_session(self.codec, stored, self.max_depth, now)
 
     def _check_scope_view(self, change: ScopeChange, values: dict[str, Any], baseline: Baseline | None) -> None:
         """Raise `SessionTooLarge` if a save's `change` grows its scope past `max_scope_bytes`.

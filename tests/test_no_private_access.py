@@ -41,9 +41,6 @@ def defined_names(tree: ast.Module) -> set[str]:
             names.add(node.arg)
         elif isinstance(node, ast.alias):
             names.add((node.asname or node.name).split(".")[0])
-        elif isinstance(node, ast.keyword) and node.arg is not None:
-            # `object.__setattr__(x, "_name", ...)`-style definitions go through strings below.
-            pass
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.isidentifier():
             # Names defined by string: `__slots__`, `PrivateAttr` keys in `__pydantic_private__`.
             names.add(node.value)
@@ -51,8 +48,8 @@ def defined_names(tree: ast.Module) -> set[str]:
 
 
 def module_package(path: Path) -> tuple[str, ...]:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-    return parts[:-1] if parts[-1] != "__init__" else parts[:-1]
+    """The package a module file belongs to (for ``pkg/__init__.py``: ``pkg`` itself)."""
+    return path.relative_to(PACKAGE.parent).parent.parts
 
 
 def resolve(path: Path, node: ast.ImportFrom) -> tuple[str, ...]:
@@ -61,8 +58,6 @@ def resolve(path: Path, node: ast.ImportFrom) -> tuple[str, ...]:
     if node.level == 0:
         return module
     package = module_package(path)
-    if path.name == "__init__.py":
-        package = path.relative_to(PACKAGE.parent).parent.parts
     base = package[: len(package) - (node.level - 1)] if node.level > 1 else package
     return (*base, *module)
 
@@ -83,10 +78,8 @@ def violations(path: Path, source: str | None = None) -> list[str]:
                 if is_private(alias.name):
                     found.append(f"{where}:{node.lineno}: imports private name {alias.name}")
             private_parts = [i for i, part in enumerate(target) if is_private(part)]
-            # A private module is private to its package: its siblings may import it.
-            if private_parts and target[: private_parts[0]] != package[: private_parts[0]]:
-                found.append(f"{where}:{node.lineno}: imports from private module {'.'.join(target)}")
-            if private_parts and len(package) < private_parts[0]:
+            # A private module is private to its package: modules of that package may import it.
+            if private_parts and package[: private_parts[0]] != target[: private_parts[0]]:
                 found.append(f"{where}:{node.lineno}: imports from private module {'.'.join(target)}")
         elif isinstance(node, ast.Import):
             for alias in node.names:
@@ -124,3 +117,9 @@ def test_the_scan_finds_each_kind_of_private_access() -> None:
     assert any("private module agent_sessions.ops._transfer" in f for f in found)
     assert any("session._mark_clean" in f for f in found)
     assert any("store._get_valid" in f for f in found)
+
+
+def test_a_private_module_is_open_to_its_own_package_and_dunders_are_public() -> None:
+    sibling = PACKAGE / "ops" / "probe_for_test.py"
+    code = "from ._transfer import thing\n\ndef f(x):\n    return x.__class__, x.__dict__\n"
+    assert violations(sibling, code) == []

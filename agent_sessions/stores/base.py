@@ -471,14 +471,7 @@ class SessionStore(ABC):
             created_at=session.created_at,
             last_accessed_at=session.last_accessed_at,
             expiry_at=session.expiry_at,
-            record=records.encode_record(
-                self.codec,
-                session,
-                writes=(),
-                max_bytes=self.max_session_bytes,
-                max_depth=self.max_depth,
-                checked=False,
-            ),
+            record=self._encode_record(session, (), checked=False),
             history=rows,
             history_seq=last_seq,
             max_history=self.max_history,
@@ -566,9 +559,7 @@ class SessionStore(ABC):
         records.check_delta(delta, self.max_depth)
         write_id = new_write_id()
         writes = (write_id,) if baseline is None else (write_id, *baseline.writes[: WRITE_LINEAGE - 1])
-        record = records.encode_record(
-            self.codec, session, writes=writes, max_bytes=self.max_session_bytes, max_depth=self.max_depth, checked=True
-        )
+        record = self._encode_record(session, writes, checked=True)
         seq = session.history_seq
         rows = []
         for entry in delta.history:
@@ -618,6 +609,16 @@ class SessionStore(ABC):
         """Encode one value, at most `max_session_bytes`; `checked`: `check_json` passed on it."""
         return records.encode_value(
             self.codec, value, where, max_bytes=self.max_session_bytes, max_depth=self.max_depth, checked=checked
+        )
+
+    def _encode_record(self, session: Session, writes: tuple[str, ...], *, checked: bool) -> bytes:
+        return records.encode_record(
+            self.codec,
+            session,
+            writes=writes,
+            max_bytes=self.max_session_bytes,
+            max_depth=self.max_depth,
+            checked=checked,
         )
 
     def _history_row(self, entry: Any, seq: int, session_id: str) -> HistoryRow:

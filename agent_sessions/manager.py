@@ -25,17 +25,10 @@ from typing import Any, Self
 
 from .errors import SessionConflict, SessionNotFound, StoreUnavailable
 from .ids import id_hash, new_session_id, validate_session_id, validate_user_id
-from .session import (
-    HistoryPage,
-    PendingWrite,
-    Session,
-    SessionDelta,
-    _stamp_access,
-    pending_write,
-    set_pending_write,
-)
+from .session import HistoryPage, Session
 from .stores.base import SessionStore
 from .tracing import ATTR_RETRIES, set_attribute, traced
+from .tracking import PendingWrite, SessionDelta
 from .turns import Turns
 
 __all__ = ["SessionManager"]
@@ -170,7 +163,7 @@ class SessionManager:
         The access time is persisted at most once per `touch_interval`.
         """
         sid = validate_session_id(session_id)
-        session = await self.store._get_valid(sid)
+        session = await self.store.get(sid)
         if session is None:
             return await self.create_session() if create_if_missing else None
         now = self.clock()
@@ -180,7 +173,7 @@ class SessionManager:
                 return await self.create_session() if create_if_missing else None
             session.last_accessed_at = now
             session.expiry_at = expiry
-            session._mark_field_clean("expiry_at")
+            session.mark_field_clean("expiry_at")
         return session
 
     @traced("get_user_sessions", session=False)
@@ -244,7 +237,7 @@ class SessionManager:
             session.state.update(scopes.state)
             session.preferences.update(scopes.preferences)
         # The scope values are the baseline: only what the caller adds counts as a change.
-        session._mark_clean()
+        session.mark_clean()
         session.version = 0
         if data:
             for key, value in data.items():
@@ -267,12 +260,13 @@ class SessionManager:
         it was applied after all, the retry recognises it (by its write id in the record) and
         saves only what changed since, instead of appending its history entries twice.
         """
-        async with self._turns.of((asyncio.get_running_loop(), session._tracking()[0])):
+        async with self._turns.of((asyncio.get_running_loop(), validate_session_id(session.session_id))):
             return await self._save(session)
 
     async def _save(self, session: Session) -> Session:
         now = self.clock()
-        _stamp_access(session, now, self.expiry_for(session, now))
+        session.last_accessed_at = now
+        session.expiry_at = self.expiry_for(session, now)
         # The delta is computed only when a conflict needs it: a failed save leaves `session`
         # untouched, so it still describes the same changes (saves the work on the common path).
         delta: SessionDelta | None = None
@@ -281,7 +275,7 @@ class SessionManager:
             try:
                 await self.store.set(target)
             except SessionConflict:
-                pending = pending_write(session)
+                pending = session.pending_write
                 if session.version == 0 and pending is None:
                     raise  # the id exists, and not because an earlier try of this insert landed
                 fresh = await self.store.get(session.session_id)
@@ -290,14 +284,14 @@ class SessionManager:
                         raise
                     raise SessionNotFound("the session was deleted or expired while it was being saved") from None
                 if pending is not None:
-                    set_pending_write(session, None)
+                    session.pending_write = None
                     if landed(pending, fresh):
                         # An earlier try of this very save was applied after all (its outcome was
                         # unknown): take the stored copy, then save only what changed since then.
                         logger.info("session %s: a save reported as failed had landed", id_hash(session.session_id))
                         rest = session.changes().without(pending.sent)
                         rest.fields.pop("expiry_at", None)  # the landed save stamped the access
-                        session._adopt(fresh)
+                        session.adopt(fresh)
                         if rest.is_empty():
                             return session
                         rest.apply(session)
@@ -315,15 +309,15 @@ class SessionManager:
                 await self._backoff(attempt)
                 continue
             except StoreUnavailable:
-                carried = pending_write(target)
+                carried = target.pending_write
                 if target is not session and carried is not None:
                     # The try that failed carried the caller's changes on a fresher copy.
                     sent = (delta if delta is not None else session.changes()).copy()
-                    set_pending_write(session, PendingWrite(carried.write_id, sent))
+                    session.pending_write = PendingWrite(carried.write_id, sent)
                 raise
             if target is not session:
-                session._adopt(target)
-            set_pending_write(session, None)
+                session.adopt(target)
+            session.pending_write = None
             set_attribute(ATTR_RETRIES, attempt)
             return session
         raise SessionConflict(
@@ -350,7 +344,7 @@ class SessionManager:
 
     async def _mutate(self, sid: str, fn: MutateFn) -> Session:
         for attempt in range(self.max_retries):
-            session = await self.store._get_valid(sid)
+            session = await self.store.get(sid)
             if session is None:
                 raise SessionNotFound("the session does not exist or has expired")
             result = fn(session)
@@ -372,7 +366,7 @@ class SessionManager:
     async def refresh_session(self, session_id: str, extend_lifetime: bool = True) -> Session | None:
         """Touch the session now and (by default) renew its idle deadline; None if it is gone."""
         sid = validate_session_id(session_id)
-        session = await self.store._get_valid(sid)
+        session = await self.store.get(sid)
         if session is None:
             return None
         now = self.clock()
@@ -381,7 +375,7 @@ class SessionManager:
             return None
         session.last_accessed_at = now
         session.expiry_at = expiry
-        session._mark_field_clean("expiry_at")
+        session.mark_field_clean("expiry_at")
         return session
 
     @traced("regenerate_id")

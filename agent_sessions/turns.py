@@ -39,6 +39,10 @@ class Turns:
         """The turn of `key` (keys should include the event loop when several loops share this)."""
         return _Turn(self, key)
 
+    def __len__(self) -> int:
+        """How many keys have a turn held or waited for (0 once every turn is over: nothing is kept)."""
+        return len(self._queues)
+
     def held(self, key: Hashable) -> bool:
         """Whether the current task holds the turn of `key`."""
         return key in _HELD.get()

@@ -272,7 +272,7 @@ class RecommendationService(ContextAwareService):
         """
         if limit < 1:
             raise ValueError("limit must be >= 1")
-        context = self._context
+        context = self.context
         session_id = context.session_id if context else None
         algorithm = self.algorithm
         personalization = self.personalization_enabled
@@ -348,7 +348,7 @@ class RecommendationService(ContextAwareService):
     async def _get_default_recommendations(self, user_id: str, limit: int) -> list[Recommendation]:
         """Get default recommendations: the most popular items the user has not interacted with."""
         index = await self.interactions()
-        session_id = self._context.session_id if self._context else None
+        session_id = self.context.session_id if self.context else None
         exclude = set(await self._profile(index, user_id, session_id)) if self.personalization_enabled else set()
         return self._fill([], index, limit, exclude, cold=False)
 

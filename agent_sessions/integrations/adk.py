@@ -376,8 +376,7 @@ class AgentSessionsService(BaseSessionService):
         """
         if event.partial:
             return event
-        self._apply_temp_state(session, event)
-        event = self._trim_temp_delta_state(event)
+        _keep_temp_state_in_memory(session, event)
         app_name, user_id, adk_id = session.app_name, session.user_id, session.id
         sid = self.session_id_for(app_name, user_id, adk_id)
         payload = event_entry(event)
@@ -408,10 +407,23 @@ class AgentSessionsService(BaseSessionService):
             logger.debug("ADK event re-delivered to session %s; stored once", id_hash(sid))
             return event
         session.last_update_time = event.timestamp
-        return self._commit_event_to_session(session, event)
+        # ADK's own bookkeeping: the (now temp-free) delta into `session.state`, the event appended.
+        return await super().append_event(session, event)
 
 
 # ---------------------------------------------------------------------- helpers
+def _keep_temp_state_in_memory(session: AdkSession, event: Event) -> None:
+    """ADK's ``temp:`` semantics: the event's ``temp:`` state reaches `session.state` (for the
+    rest of the invocation) and leaves the event's delta, so it is never persisted."""
+    if not event.actions or not event.actions.state_delta:
+        return
+    delta = event.actions.state_delta
+    for key, value in delta.items():
+        if key.startswith(TEMP_PREFIX):
+            session.state[key] = value
+    event.actions.state_delta = {k: v for k, v in delta.items() if not k.startswith(TEMP_PREFIX)}
+
+
 def _meta(app_name: str, user_id: str, session_id: str, last_update_time: float) -> dict[str, Any]:
     return {
         "app_name": app_name,

@@ -1,13 +1,10 @@
 """`MemorySessionStore`: sessions in a dict, for tests, notebooks and single-process apps.
 
-It behaves like the real backends: a caller mutating a returned `Session` changes nothing until
-it saves, and a value that cannot be encoded (or is too large) fails here exactly as it would
-on Redis or PostgreSQL, because every save goes through the same checks and encoding.
-
-With the default `JsonCodec` it keeps what it stores decoded, as private values that are never
-mutated: a read copies them into the new `Session` (no JSON decoding), and the session uses
-them as its change-tracking baseline. With any other codec (`FernetCodec`: encryption at rest)
-it keeps the codec's bytes, as the other backends do.
+A test double that behaves like the real backends: it keeps what they keep — the encoded record,
+encoded history rows and scope rows — in dicts, with a per-user index, an expiry heap and an
+optional `max_sessions`. A caller mutating a returned `Session` changes nothing until it saves,
+and a value that cannot be encoded (or is too large) fails here exactly as it would on Redis or
+PostgreSQL, because every save goes through the same checks and encoding in `SessionStore`.
 """
 
 from __future__ import annotations
@@ -20,17 +17,8 @@ from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
-from ..codec import JsonCodec, clone_hint, encode_checked, json_clone
-from ..errors import SerializationError, SessionNotFound
-from ..session import APP_PREFIX, USER_PREFIX, Baseline
-from .base import (
-    DecodedRecord,
-    ScopeChange,
-    SessionStore,
-    SessionWrite,
-    StoredSession,
-    raise_conflict,
-)
+from ..errors import SessionNotFound
+from .base import ScopeChange, SessionStore, SessionWrite, StoredSession, raise_conflict
 
 __all__ = ["MemorySessionStore"]
 
@@ -41,14 +29,10 @@ class _Entry:
     version: int
     last_accessed_at: float
     expiry_at: float | None
-    #: The codec's bytes, or (kept decoded) the `DecodedRecord.baseline` the record is kept as.
-    record: bytes | Baseline
-    #: (seq, the codec's bytes), or kept decoded (seq, entry, `clone_hint(entry)`), oldest first.
-    history: deque[tuple[Any, ...]] = field(default_factory=deque)
+    record: bytes
+    #: (seq, encoded entry), oldest first.
+    history: deque[tuple[int, bytes]] = field(default_factory=deque)
     history_seq: int = 0
-    #: Kept decoded: the record's `DecodedRecord.state` and `created_at`.
-    state: dict[str, Any] | None = None
-    created_at: float = 0.0
     #: The earliest expiry among this entry's pairs in the expiry heap (None: no pair); never
     #: later than `expiry_at` while that is set (see `MemorySessionStore._push_expiry`).
     heap_at: float | None = None
@@ -75,119 +59,38 @@ class MemorySessionStore(SessionStore):
         self._user_scopes: dict[str, dict[str, bytes]] = {}
         self._app_scope: dict[str, bytes] = {}
         self._lock = threading.Lock()
-        self.keeps_decoded = type(self.codec) is JsonCodec
 
     @property
     def sessions(self) -> dict[str, Any]:
         """Read-only view of the stored ids."""
         return dict.fromkeys(self._sessions)
 
-    def _stored(self, sid: str, entry: _Entry, window: int) -> StoredSession:
-        rows = entry.history
-        source: Any = rows
-        if not window:
-            source = ()
-        elif window < len(rows):
-            source = list(islice(reversed(rows), window))
-            source.reverse()
-        history: list[Any]
-        record = entry.record
-        if isinstance(record, Baseline):
-            # Kept decoded: the window as copies the new session owns, made here in one pass
-            # (under the lock, as the deque may change once it is released). The kept entries
-            # are never mutated; each is copied through its clone hint (the keys whose values
-            # are dicts of scalars: the usual entry is two dict copies).
-            history = []
-            for _, kept, hint in source:
-                if hint is None:
-                    history.append(json_clone(kept))
-                    continue
-                copy = kept.copy()
-                for key in hint:
-                    copy[key] = kept[key].copy()
-                history.append(copy)
-        else:
-            history = [payload for _, payload in source]
-        # Scope rows are copied (a save may change them once the lock is released); most
-        # sessions have none, and then an empty dict costs nothing to make.
+    def _stored(self, sid: str, entry: _Entry) -> StoredSession:
+        """What the backends return for `entry`: its recent history window and scope rows
+        (copies: a save may change them once the lock is released)."""
+        window = self.history_window
+        recent = list(islice(reversed(entry.history), window)) if window else []
+        recent.reverse()
         user_rows = None if entry.user_id is None else self._user_scopes.get(entry.user_id)
-        user_scope = dict(user_rows) if user_rows else {}
-        app_scope = dict(self._app_scope) if self._app_scope else {}
-        decoded = None
-        if isinstance(record, Baseline):
-            assert entry.state is not None
-            decoded = DecodedRecord(entry.created_at, record, entry.state, history)
-            record, history = b"", []
         return StoredSession(
-            sid,
-            entry.user_id,
-            entry.version,
-            entry.last_accessed_at,
-            entry.expiry_at,
-            record,
-            history,
-            entry.history_seq,
-            user_scope,
-            app_scope,
-            True,
-            decoded,
+            session_id=sid,
+            user_id=entry.user_id,
+            version=entry.version,
+            last_accessed_at=entry.last_accessed_at,
+            expiry_at=entry.expiry_at,
+            record=entry.record,
+            history=[payload for _, payload in recent],
+            history_seq=entry.history_seq,
+            user_scope=dict(user_rows) if user_rows else {},
+            app_scope=dict(self._app_scope),
         )
-
-    def _kept_record(self, write: SessionWrite) -> tuple[bytes | Baseline, dict[str, Any] | None]:
-        """What to keep of the record: its bytes, or (kept decoded) the saving session's new
-        baseline (shared: neither side ever mutates it) and the record's state, which is the
-        baseline's without the ``user:``/``app:`` keys (they live in the scope rows)."""
-        if not self.keeps_decoded:
-            return write.record, None
-        baseline = write.baseline
-        if baseline is None:  # a restore: no session baseline to share, one is made of the record
-            record = self.codec.decode(write.record)
-            if not isinstance(record, dict):
-                raise SerializationError("the record to keep is not a JSON object")
-            baseline = Baseline(
-                {name: record[name] for name in ("state", "preferences", "ai_context", "feature_flags")},
-                {
-                    "user_id": write.user_id,
-                    "expiry_at": write.expiry_at,
-                    "environment": record["environment"],
-                    "auth_info": record["auth_info"],
-                },
-                0,
-            )
-        state = baseline.maps["state"]
-        for key in state:
-            if key.startswith((USER_PREFIX, APP_PREFIX)):
-                state = {k: v for k, v in state.items() if not k.startswith((USER_PREFIX, APP_PREFIX))}
-                break
-        return baseline, state
 
     async def load_record(self, session_id: str, now: float) -> StoredSession | None:
         with self._lock:
             entry = self._sessions.get(session_id)
-            if entry is None:
-                return None
-            expiry = entry.expiry_at
-            if expiry is not None and expiry <= now:  # `entry.live(now)`, inline on the hot path
-                return None
-            return self._stored(session_id, entry, self.history_window)
+            return self._stored(session_id, entry) if entry is not None and entry.live(now) else None
 
     async def write(self, write: SessionWrite, now: float) -> None:
-        record, kept_state = self._kept_record(write)
-        history: list[tuple[Any, ...]]
-        if self.keeps_decoded:
-            history = []
-            for row in write.history:
-                kept = row.entry
-                if kept is not None:
-                    hint = row.hint if row.hint is not None else clone_hint(kept)
-                else:
-                    kept = self.codec.decode(row.payload)
-                    if not isinstance(kept, dict):
-                        raise SerializationError("a history entry to keep is not a JSON object")
-                    hint = clone_hint(kept)
-                history.append((row.seq, kept, hint))
-        else:
-            history = [(row.seq, row.payload) for row in write.history]
         sid = write.session_id
         with self._lock:
             entry = self._sessions.get(sid)
@@ -195,11 +98,10 @@ class MemorySessionStore(SessionStore):
                 if entry is not None:
                     raise raise_conflict(sid)
                 self._evict_if_full()
-                entry = _Entry(None, 0, write.last_accessed_at, write.expiry_at, record)
+                entry = _Entry(None, 0, write.last_accessed_at, write.expiry_at, write.record)
                 self._sessions[sid] = entry
             else:
-                # `entry.live(now)`, inline on the hot path.
-                if entry is None or (entry.expiry_at is not None and entry.expiry_at <= now):
+                if entry is None or not entry.live(now):
                     raise SessionNotFound("the session was deleted or has expired; it is not re-created")
                 if entry.version != write.expected_version:
                     raise raise_conflict(sid)
@@ -213,10 +115,8 @@ class MemorySessionStore(SessionStore):
             entry.version = write.new_version
             entry.last_accessed_at = write.last_accessed_at
             entry.expiry_at = write.expiry_at
-            entry.record = record
-            entry.state = kept_state
-            entry.created_at = float(write.created_at)
-            entry.history.extend(history)
+            entry.record = write.record
+            entry.history.extend((row.seq, row.payload) for row in write.history)
             entry.history_seq = write.history_seq
             floor = write.history_seq - write.max_history
             while entry.history and entry.history[0][0] <= floor:
@@ -250,17 +150,15 @@ class MemorySessionStore(SessionStore):
                 self._user_scopes.pop(change.owner, None)
 
     async def delete_record(self, session_id: str) -> bool:
-        with self._lock:
-            entry = self._sessions.pop(session_id, None)
-            if entry is None:
-                return False
-            self._unindex(session_id, entry)
-            return True
+        return self._delete(session_id, None)
 
     async def delete_if_version(self, session_id: str, version: int) -> bool:
+        return self._delete(session_id, version)
+
+    def _delete(self, session_id: str, version: int | None) -> bool:
         with self._lock:
             entry = self._sessions.get(session_id)
-            if entry is None or entry.version != version:
+            if entry is None or (version is not None and entry.version != version):
                 return False
             del self._sessions[session_id]
             self._unindex(session_id, entry)
@@ -283,7 +181,7 @@ class MemorySessionStore(SessionStore):
 
         A save usually moves the expiry later: the entry's earlier pair then stays and nothing
         is pushed; when that pair's time comes, cleanup finds the entry live and pushes its
-        current expiry instead (`_cleanup_expired`). So every entry with an expiry has a pair
+        current expiry instead (`delete_expired`). So every entry with an expiry has a pair
         at `heap_at` <= its expiry, and is found once it expires.
         """
         if expiry_at is None:
@@ -331,10 +229,7 @@ class MemorySessionStore(SessionStore):
             entry = self._sessions.get(session_id)
             if entry is None or not entry.live(now):
                 return None
-            rows = [r for r in entry.history if before_seq is None or r[0] < before_seq][-limit:]
-        if self.keeps_decoded:
-            return [(row[0], encode_checked(self.codec, row[1])) for row in rows]
-        return rows
+            return [r for r in entry.history if before_seq is None or r[0] < before_seq][-limit:]
 
     async def user_session_ids(self, user_id: str, now: float) -> list[str]:
         with self._lock:
@@ -347,7 +242,7 @@ class MemorySessionStore(SessionStore):
         for start in range(0, len(ids), batch_size):
             with self._lock:
                 batch = [
-                    self._stored(sid, e, self.history_window)
+                    self._stored(sid, e)
                     for sid in ids[start : start + batch_size]
                     if (e := self._sessions.get(sid)) is not None and e.live(now)
                 ]

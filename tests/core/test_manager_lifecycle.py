@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,9 +20,7 @@ from agent_sessions import (
     SessionTooLarge,
     create_store,
 )
-from agent_sessions.codec import JsonCodec
 from agent_sessions.ids import id_hash, is_valid_session_id, new_session_id
-from agent_sessions.session import Baseline
 
 from ..support import FakeClock
 
@@ -139,29 +139,23 @@ async def test_corrupt_record_is_reported_not_half_loaded(caplog: pytest.LogCapt
     ],
     ids=["state-str", "state-list", "created-str", "auth-list", "environment-str", "ai-context-int"],
 )
-async def test_corrupt_decoded_record_in_memory_is_reported(
+async def test_a_record_field_of_the_wrong_shape_is_reported(
     corrupt: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    # The memory store keeps records decoded with the default codec (the saving session's
-    # baseline, and the record's state and created_at): a record of the wrong shape is reported
-    # exactly as a corrupt encoded record is.
+    # A record that decodes but holds a field of the wrong type is corrupt: reported, never
+    # half-loaded (the memory store keeps encoded records, as every backend does).
     store = MemorySessionStore()
     s = Session(state={"k": 1})
     await store.set(s)
     entry = store._sessions[s.session_id]
-    kept = entry.record
-    assert isinstance(kept, Baseline) and entry.state is kept.maps["state"]
-    for name, value in corrupt.items():
-        if name in ("state", "created_at"):
-            setattr(entry, name, value)
-        elif name in kept.maps:
-            kept.maps[name] = value
-        else:
-            kept.fields[name] = value
+    record = json.loads(entry.record)
+    record.update(corrupt)
+    entry.record = json.dumps(record).encode()
     with caplog.at_level(logging.ERROR), pytest.raises(SerializationError):
         await store.get(s.session_id)
     assert id_hash(s.session_id) in caplog.text
-    del kept.maps["preferences"]
+    del record["preferences"]
+    entry.record = json.dumps(record).encode()
     with pytest.raises(SerializationError):
         await store.get(s.session_id)
 
@@ -211,22 +205,16 @@ def test_new_ids_never_start_with_a_dash() -> None:
     assert all(new_session_id()[0] != "-" for _ in range(5000))
 
 
-class _BytesJsonCodec(JsonCodec):
-    """Plain JSON, but not `JsonCodec` itself: the memory store keeps bytes with it."""
-
-
-async def test_memory_size_limit_without_encoding_matches_the_encoded_limit() -> None:
-    # Kept decoded, the memory store skips encoding while an upper bound on the record's size
-    # stays under max_session_bytes: every save must still succeed or fail exactly as when
-    # the record is encoded on every save.
+async def test_memory_size_limit_matches_a_real_backend(tmp_path: Path) -> None:
+    # The memory store encodes every record as the real backends do: every save succeeds or
+    # fails at max_session_bytes exactly as it does on SQLite.
     import random
 
     rng = random.Random(5)
     clock = FakeClock()
-    decoded = MemorySessionStore(max_session_bytes=4000, clock=clock)
-    encoded = MemorySessionStore(max_session_bytes=4000, clock=clock, codec=_BytesJsonCodec())
-    assert decoded.keeps_decoded and not encoded.keeps_decoded
-    managers = [SessionManager(store, auto_cleanup=False) for store in (decoded, encoded)]
+    memory = MemorySessionStore(max_session_bytes=4000, clock=clock)
+    sqlite = create_store(f"sqlite+aiosqlite:///{tmp_path / 'limit.db'}", max_session_bytes=4000, clock=clock)
+    managers = [SessionManager(store, auto_cleanup=False) for store in (memory, sqlite)]
     sessions = [await m.create_session() for m in managers]
     outcomes: list[list[str]] = [[], []]
     for step in range(300):
@@ -256,6 +244,7 @@ async def test_memory_size_limit_without_encoding_matches_the_encoded_limit() ->
     a, b = [await m.get_session(s.session_id) for m, s in zip(managers, sessions, strict=True)]
     assert a is not None and b is not None
     assert (a.state, a.ai_context, a.history, a.version) == (b.state, b.ai_context, b.history, b.version)
+    await sqlite.close()
 
 
 async def test_memory_store_with_an_int_clock_loads_and_saves() -> None:

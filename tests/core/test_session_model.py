@@ -14,9 +14,6 @@ from agent_sessions import SerializationError, Session
 from agent_sessions.codec import (
     JsonCodec,
     check_json,
-    clone_hint,
-    clone_with_bound,
-    clone_with_hint,
     json_clone,
     json_size_bound,
 )
@@ -74,7 +71,7 @@ def test_a_new_session_reports_everything_as_changed() -> None:
 
 def test_changes_after_mark_clean_are_exactly_the_edits() -> None:
     s = Session(state={"keep": 1, "edit": {"n": 1}, "drop": 3}, ai_context={"m": "x"})
-    s._mark_clean()
+    s.mark_clean()
     assert s.changes().is_empty()
     s.state["edit"]["n"] = 2  # nested in-place mutation is detected
     del s.state["drop"]
@@ -91,14 +88,14 @@ def test_changes_after_mark_clean_are_exactly_the_edits() -> None:
 
 def test_a_type_change_counts_as_a_change() -> None:
     s = Session(state={"flag": 1})
-    s._mark_clean()
+    s.mark_clean()
     s.state["flag"] = True  # 1 == True in Python, but it is a different JSON value
     assert s.changes().sets == {"state": {"flag": True}}
 
 
 def test_temp_keys_are_never_part_of_a_delta() -> None:
     s = Session()
-    s._mark_clean()
+    s.mark_clean()
     s.set("temp:scratch", 1)
     assert s.changes().is_empty()
 
@@ -126,7 +123,7 @@ def test_delta_replayed_on_a_fresh_copy_reproduces_the_edit(
 ) -> None:
     """Replaying a delta onto a copy that others changed keeps their other keys and applies ours."""
     mine = Session(state=json_clone(before))
-    mine._mark_clean()
+    mine.mark_clean()
     mine.state = json_clone(after)
     delta = mine.changes()
 
@@ -162,41 +159,12 @@ def _containers(value: Any, found: set[int]) -> set[int]:
 @settings(max_examples=300, deadline=None)
 @given(value=st.dictionaries(st.text(max_size=5), json_values, max_size=5))
 def test_clones_share_no_container_and_bounds_cover_the_encoding(value: dict[str, Any]) -> None:
-    for clone in (json_clone(value), clone_with_hint(value, clone_hint(value))):
-        assert clone == value
-        assert not _containers(clone, set()) & _containers(value, set())
+    clone = json_clone(value)
+    assert clone == value
+    assert not _containers(clone, set()) & _containers(value, set())
     bound = json_size_bound(value)
     encoded = JsonCodec().encode(value)
     assert bound is not None and bound >= len(encoded)
-
-
-@settings(max_examples=300, deadline=None)
-@given(value=st.dictionaries(st.text(max_size=5), json_values, max_size=5))
-def test_clone_with_bound_is_clone_bound_and_hint_in_one_walk(value: dict[str, Any]) -> None:
-    result = clone_with_bound(value)
-    assert result is not None
-    clone, bound, hint = result
-    assert clone == value and not _containers(clone, set()) & _containers(value, set())
-    assert bound == json_size_bound(value) and hint == clone_hint(value)
-    again = clone_with_hint(clone, hint)  # the hint is right for the clone it came with
-    assert again == value and not _containers(again, set()) & _containers(clone, set())
-
-
-def test_clone_with_bound_refuses_exactly_what_the_bound_refuses() -> None:
-    deep: list[Any] = []
-    for _ in range(200):
-        deep = [deep]
-    bad: list[Any] = [math.nan, -math.inf, {1: "x"}, (1,), {2}, "lone \ud800", b"x", object(), deep]
-    for value in bad:
-        for entry in ({"k": value}, {"data": {"k": value}}, {"data": {"k": [value]}}, {"data": [value]}):
-            assert json_size_bound(entry) is None
-            assert clone_with_bound(entry) is None
-    for key in (1, None, "\udfff"):
-        assert clone_with_bound({key: 1}) is None and clone_with_bound({"data": {key: 1}}) is None
-    nested = {"data": {"a": {"b": {"c": [1, 2.5, None, True, "é"]}}}, "t": 1.5, "n": 10**30}
-    result = clone_with_bound(nested)
-    assert result is not None and result[0] == nested and result[2] is None
-    assert result[1] == json_size_bound(nested) and result[1] >= len(JsonCodec().encode(nested))
 
 
 def test_check_json_takes_scalars_without_a_walk_and_still_refuses_bad_ones() -> None:
@@ -207,9 +175,7 @@ def test_check_json_takes_scalars_without_a_walk_and_still_refuses_bad_ones() ->
             check_json(bad)
 
 
-def test_fast_field_assignment_matches_pydantic() -> None:
-    # The hot paths write fields as pydantic does for a model without validate_assignment.
-    assert not Session.model_config.get("validate_assignment")
+def test_touch_marks_the_field_set_as_pydantic_does() -> None:
     s = Session.model_construct()
     assert "last_accessed_at" not in s.model_fields_set
     s.touch()
@@ -224,3 +190,44 @@ def test_size_bound_refuses_what_cannot_be_encoded() -> None:
         deep = [deep]
     assert json_size_bound(deep) is None  # too deep for a bound: the caller encodes instead
     assert json_size_bound({"k": [1, "é", None, True, 1.5]}) is not None
+
+
+async def test_after_a_save_the_baseline_is_what_was_sent_not_what_changed_meanwhile() -> None:
+    """An edit made while a save is in flight is not part of that save: it stays a change."""
+    from agent_sessions import MemorySessionStore
+    from agent_sessions.stores.base import SessionWrite
+
+    session = Session(state={"a": 1})
+
+    class EditDuringWrite(MemorySessionStore):
+        async def write(self, write: SessionWrite, now: float) -> None:
+            session.state["b"] = 2  # the caller edits while the backend works
+            session.add_history_entry("late", {"n": 1})
+            await super().write(write, now)
+
+    store = EditDuringWrite()
+    await store.set(session)
+    delta = session.changes()
+    assert delta.sets == {"state": {"b": 2}} and [e["type"] for e in delta.history] == ["late"]
+    stored = await store.get(session.session_id)
+    assert stored is not None and stored.state == {"a": 1} and stored.history == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(before=maps, after=maps, prefs=maps)
+def test_the_baseline_after_a_delta_leaves_nothing_to_save(
+    before: dict[str, Any], after: dict[str, Any], prefs: dict[str, Any]
+) -> None:
+    """`baseline_after` applies exactly what `diff` found: diffing against it finds nothing."""
+    from agent_sessions.tracking import baseline_after, diff
+
+    s = Session(state=json_clone(before))
+    s.mark_clean()
+    s.state = json_clone(after)
+    s.preferences = json_clone(prefs)
+    s.environment = {"e": 1}
+    s.add_history_entry("e", {"i": 1})
+    new = baseline_after(s.baseline, s.changes(), ("w",))
+    assert diff(s.__dict__, new).is_empty()
+    assert new.history_len == len(s.history) and new.writes == ("w",)
+    assert not _containers(new.maps, set()) & _containers(s.state, set())  # copies, never shared

@@ -27,7 +27,7 @@ async def test_turns_of_one_key_run_one_at_a_time_in_arrival_order() -> None:
 
     await asyncio.gather(*(task(i) for i in range(10)))
     assert order == list(range(10))
-    assert turns._queues == {}  # nothing kept once every turn is over
+    assert len(turns) == 0  # nothing kept once every turn is over
 
 
 async def test_other_keys_do_not_wait() -> None:
@@ -39,7 +39,7 @@ async def test_other_keys_do_not_wait() -> None:
 
     async with turns.of("a"):
         await asyncio.wait_for(asyncio.create_task(other()), timeout=1)
-    assert turns._queues == {}
+    assert len(turns) == 0
 
 
 async def test_the_holder_re_enters_its_own_turn() -> None:
@@ -75,7 +75,7 @@ async def test_a_cancelled_waiter_leaves_the_queue_and_the_next_one_gets_the_tur
     release.set()
     await asyncio.gather(first, second)
     assert cancelled.cancelled() and got == ["second"]
-    assert turns._queues == {}
+    assert len(turns) == 0
 
 
 async def test_a_waiter_cancelled_just_as_the_turn_reaches_it_passes_the_turn_on() -> None:
@@ -100,7 +100,7 @@ async def test_a_waiter_cancelled_just_as_the_turn_reaches_it_passes_the_turn_on
     release.set()
     await asyncio.wait_for(asyncio.gather(first, handed, after, return_exceptions=True), timeout=2)
     assert handed.cancelled() and got == ["after"]
-    assert turns._queues == {}
+    assert len(turns) == 0
 
 
 async def test_tasks_spawned_by_the_holder_share_its_turn() -> None:

@@ -507,7 +507,7 @@ async def test_a_resent_save_is_recognised_as_applied_not_as_a_conflict(
         await store.set(session)
         session.set("k", 1)
         session.add_history_entry("turn", {"i": 1})
-        write = store._prepare_write(session)
+        write, _ = store.prepare_write(session)
         monkeypatch.setattr(redis_module.secrets, "token_hex", lambda n: "ab" * n)
         await store.write(write, clock.now)
         await store.write(write, clock.now)  # the reply of the first was "lost"; the client resends

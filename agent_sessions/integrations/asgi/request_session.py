@@ -225,7 +225,7 @@ class RequestSession:
             if fresh is None:
                 raise SessionNotFound("the session was deleted or expired during the request")
             pending = session.changes()
-            session._adopt(fresh)
+            session.adopt(fresh)
             pending.apply(session)
             self._advance(SessionEvent.WRITTEN)
             return session
@@ -244,7 +244,7 @@ class RequestSession:
             else:
                 pending = session.changes()
                 renamed = await self._bounded(self._manager.regenerate_id(session.session_id))
-                session._adopt(renamed)
+                session.adopt(renamed)
                 pending.apply(session)
                 logger.info("session rotated to %s", id_hash(session.session_id))
             self._advance(SessionEvent.ROTATED)

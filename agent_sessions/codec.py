@@ -24,7 +24,6 @@ from .errors import SerializationError
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
-    "FLOAT_SIZE",
     "INT64_MAX",
     "MAX_COUNTER",
     "MAX_DEPTH_LIMIT",
@@ -35,7 +34,6 @@ __all__ = [
     "check_json",
     "check_json_key",
     "check_max_depth",
-    "clone_with_bound",
     "decode_bounded",
     "encode_checked",
     "is_strict_json",
@@ -283,50 +281,6 @@ def nests_deeper(value: Any, max_depth: int) -> bool:
     """True when lists and dicts nest deeper than `max_depth` in the JSON value `value`
     (nothing else is checked)."""
     return _walk(value, max_depth) is _REFUSED
-
-
-# Only the memory store's decoded mode uses `clone_with_bound`, `clone_hint` and
-# `clone_with_hint`: they go with it.
-def clone_with_bound(
-    value: dict[str, Any], max_depth: int = DEFAULT_MAX_DEPTH
-) -> tuple[dict[str, Any], int, tuple[str, ...] | None] | None:
-    """`(json_clone(value), json_size_bound(value, max_depth), clone_hint(value))` for a dict;
-    None exactly when `json_size_bound(value, max_depth)` is None (the caller then checks,
-    which says what is wrong)."""
-    bound = json_size_bound(value, max_depth)
-    if bound is None:
-        return None
-    clone: dict[str, Any] = json_clone(value)
-    return clone, bound, clone_hint(clone)
-
-
-def clone_hint(value: dict[str, Any]) -> tuple[str, ...] | None:
-    """For a dict of JSON values: the keys whose values are dicts of scalars, if every other
-    value is a scalar (the usual history entry), else None. `clone_with_hint` uses it to copy
-    such a dict without walking it again."""
-    keys = []
-    for key, item in value.items():
-        kind = type(item)
-        if kind is dict:
-            for sub in item.values():
-                if type(sub) is dict or type(sub) is list:
-                    return None
-            keys.append(key)
-        elif kind is list:
-            return None
-    return tuple(keys)
-
-
-def clone_with_hint(value: dict[str, Any], hint: tuple[str, ...] | None) -> dict[str, Any]:
-    """`json_clone(value)`, faster with `clone_hint(value)` (computed while `value` had the
-    same shape; None: unknown)."""
-    if hint is None:
-        out: dict[str, Any] = json_clone(value)
-        return out
-    out = value.copy()
-    for key in hint:
-        out[key] = value[key].copy()
-    return out
 
 
 @runtime_checkable

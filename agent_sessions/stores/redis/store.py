@@ -77,9 +77,6 @@ DEFAULT_PREFIX: Final = "agent_sessions:"
 _OWNER_FIELD: Final = b"~owner"
 _ROW_SIZE: Final = struct.Struct(">I")
 _REDIS_ERRORS: Final = (redis_errors.RedisError, redis_errors.RedisClusterException, OSError)
-#: The indexes/scopes are updated by the session's script (one node) or by the caller (Cluster).
-_HERE: Final = "here"
-_CALLER: Final = "caller"
 _CORRUPT_HEADER: Final = "a stored Redis session record has an unreadable header; delete it"
 
 Command = tuple[Any, ...]
@@ -227,7 +224,6 @@ class RedisSessionStore(SessionStore):
         if self._connection_kwargs().get("decode_responses"):
             raise ValueError("RedisSessionStore needs a client created with decode_responses=False")
         self._cluster = isinstance(self.client, RedisCluster)
-        self._indexes = _CALLER if self._cluster else _HERE
         self._closed = False
         self._owners: dict[str, str | None] = {}  # Cluster only: session id -> user id
         self._owner_cache_size = max(0, owner_cache_size)
@@ -347,7 +343,7 @@ class RedisSessionStore(SessionStore):
         """Load sessions (None for absent or expired): one round trip (see the module docstring)."""
         window = self.history_window
         if self._cluster:
-            calls = [Scripts.command(self.scripts.load, self.keys.session(sid), [window, 1, 0, ""]) for sid in sids]
+            calls = [Scripts.command(self.scripts.load, self.keys.session(sid), [window]) for sid in sids]
             hinted = sorted({u for sid in sids if (u := self._owners.get(sid)) is not None}) if scopes else []
             if scopes:
                 calls += [("HGETALL", self.keys.app_scope), *(("HGETALL", self.keys.user_scope(u)) for u in hinted)]
@@ -359,8 +355,7 @@ class RedisSessionStore(SessionStore):
             keys = [key for sid in sids for key in self.keys.session(sid)]
             if scopes:
                 keys.append(self.keys.app_scope)
-            args = [window, len(sids), 1 if scopes else 0, self.prefix]
-            reply = await self._script(self.scripts.load, keys, args, "load sessions")
+            reply = await self._script(self.scripts.load, keys, [window], "load sessions")
             triples, app_reply, user_scopes = reply, reply[-1] if scopes else [], {}
 
         out: list[StoredSession | None] = []
@@ -515,23 +510,12 @@ class RedisSessionStore(SessionStore):
     def _write_call(self, write: SessionWrite, now: float) -> tuple[list[str], list[Any]]:
         """The KEYS and ARGV of ``write.lua`` for one save (documented at the top of the script)."""
         sid = write.session_id
-        user_hash = self._user_hash(write.user_id)
         keys = self._script_keys(sid)
-        keep = min(self.history_window, write.max_history)
-        args: list[Any] = [
-            repr(now),
-            write.expected_version,
-            _pack(write, secrets.token_hex(8), user_hash or "-"),
-            _ttl_ms(write.expiry_at, now),
-            write.max_history,
-            keep,
-            min(keep + max(8, keep // 4), write.max_history),
-            _score(write.expiry_at),
-            self._indexes,
-            self.prefix,
-            len(write.history),
-            *(len(row.payload).to_bytes(4, "big") + row.payload for row in write.history),
-        ]
+        value = _pack(write, secrets.token_hex(8), self._user_hash(write.user_id) or "-")
+        ttl = _ttl_ms(write.expiry_at, now)
+        args: list[Any] = [repr(now), write.expected_version, value, ttl, write.max_history, self.history_window]
+        args.append(len(write.history))
+        args += [len(row.payload).to_bytes(4, "big") + row.payload for row in write.history]
         changes = [] if self._cluster else [c for c in (write.user_scope, write.app_scope) if c is not None]
         args.append(len(changes))
         for change in changes:
@@ -587,9 +571,6 @@ class RedisSessionStore(SessionStore):
             repr(float(last_accessed_at)),
             "-" if expiry_at is None else repr(float(expiry_at)),
             _ttl_ms(expiry_at, now),
-            _score(expiry_at),
-            self._indexes,
-            self.prefix,
         ]
         reply = await self._script(self.scripts.touch, keys, args, "touch the session")
         if reply[0] == Result.CORRUPT:
@@ -613,7 +594,7 @@ class RedisSessionStore(SessionStore):
 
     async def _delete_checked(self, session_id: str, version: int | None) -> bool:
         keys = self._script_keys(session_id)
-        args = ["" if version is None else str(version), self._indexes, self.prefix]
+        args = ["" if version is None else str(version)]
         reply = await self._script(self.scripts.delete, keys, args, "delete the session")
         if reply[0] == Result.CORRUPT:
             logger.error("corrupt Redis session header %s: version-checked delete refused", id_hash(session_id))

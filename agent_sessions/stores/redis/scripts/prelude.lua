@@ -20,15 +20,21 @@ local function owner(rec, h)
   return string.sub(rec, h.body, h.body + h.ulen - 1)
 end
 
--- The session id of a session key (the prefix holds no braces: the first tag is the id).
-local function session_id(key)
-  return string.match(key, '{(.-)}')
+-- The key prefix and the session id of a session key (the prefix holds no braces).
+local function split_key(key)
+  return string.match(key, '^(.-){(.-)}')
 end
 
 -- A user's keys from the hash in a header: mirrors `KeyLayout.user_index` / `user_scope`.
 -- Only scripts on a single node call it (on a cluster these keys live in other slots).
 local function user_key(prefix, uhash, kind)
   return prefix .. '{~u:' .. uhash .. '}:' .. kind
+end
+
+-- The index score of a header: its expiry, '+inf' for none.
+local function score(h)
+  if h.expiry == '-' then return '+inf' end
+  return h.expiry
 end
 
 local function set_ttl(key, pttl)
@@ -40,13 +46,15 @@ local function shard_member(sid, h)
   return sid .. ':' .. h.uhash
 end
 
--- Score the session in its expiry shard and in its user's index.
-local function index(prefix, shard, sid, h, score)
-  redis.call('ZADD', shard, score, shard_member(sid, h))
-  if h.uhash ~= '-' then redis.call('ZADD', user_key(prefix, h.uhash, 'idx'), score, sid) end
+-- Score the session of `key` (its record) in its expiry shard and in its user's index.
+local function index(key, shard, h)
+  local prefix, sid = split_key(key)
+  redis.call('ZADD', shard, score(h), shard_member(sid, h))
+  if h.uhash ~= '-' then redis.call('ZADD', user_key(prefix, h.uhash, 'idx'), score(h), sid) end
 end
 
-local function unindex(prefix, shard, sid, h)
+local function unindex(key, shard, h)
+  local prefix, sid = split_key(key)
   redis.call('ZREM', shard, shard_member(sid, h))
   if h.uhash ~= '-' then redis.call('ZREM', user_key(prefix, h.uhash, 'idx'), sid) end
 end

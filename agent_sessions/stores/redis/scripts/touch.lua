@@ -2,13 +2,12 @@
 -- Both only move forward, so a delayed touch never undoes a newer save or touch: the expiry is
 -- replaced only by a later one or by '-' (none), and a stored '-' by any; otherwise the record
 -- keeps its expiry and every key its TTL (and the indexes their scores).
--- KEYS[1] record, KEYS[2] history, KEYS[3] window, KEYS[4] expiry shard.
--- ARGV[1] now, ARGV[2] last_accessed_at, ARGV[3] expiry ('-' = none), ARGV[4] pttl (ms, 0 = none),
--- ARGV[5] score, ARGV[6] indexes ('here' | 'caller', as in write.lua), ARGV[7] prefix.
+-- KEYS[1] record, KEYS[2] history, KEYS[3] window; KEYS[4] the expiry shard on a single node,
+-- where the script re-scores the indexes itself (as in write.lua).
+-- ARGV[1] now, ARGV[2] last_accessed_at, ARGV[3] expiry ('-' = none), ARGV[4] pttl (ms, 0 = none).
 -- Returns {ABSENT} (missing or expired), {CORRUPT}, or {DONE, user hash or '-', moved}, where
 -- moved = 1 when the expiry moved and the caller has to re-score the indexes.
 local now, accessed, expiry, pttl = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
-local score, here, prefix = ARGV[5], ARGV[6] == 'here', ARGV[7]
 local rec = redis.call('GET', KEYS[1])
 if not rec then return {ABSENT} end
 local h = header(rec)
@@ -27,8 +26,9 @@ end
 if pttl > 0 then redis.call('SET', KEYS[1], value, 'PX', pttl) else redis.call('SET', KEYS[1], value) end
 set_ttl(KEYS[2], pttl)
 set_ttl(KEYS[3], pttl)
-if here then
-  index(prefix, KEYS[4], session_id(KEYS[1]), h, score)
+if KEYS[4] then
+  h.expiry = expiry
+  index(KEYS[1], KEYS[4], h)
   return {DONE, h.uhash, 0}
 end
 return {DONE, h.uhash, 1}

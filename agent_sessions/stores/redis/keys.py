@@ -46,10 +46,9 @@ def user_hash(user_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class UserKeys:
-    """A user's hash, hash tag, session index key and scope key."""
+    """A user's hash, session index key and scope key."""
 
     hash: str
-    tag: str
     index: str
     scope: str
 
@@ -61,7 +60,6 @@ class KeyLayout:
         if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
             raise ValueError("prefix must be a str without '{' or '}' (they would break the cluster hash tags)")
         self.prefix = prefix
-        self.app_tag: Final = "~app"
         self.app_scope: Final = f"{prefix}{{~app}}:scope"
         self.expiry_shards: Final = [f"{prefix}{{~x:{n}}}:exp" for n in range(EXPIRY_SHARDS)]
         #: ``SCAN`` patterns (glob characters of the prefix escaped) of records and user scopes.
@@ -91,8 +89,7 @@ class KeyLayout:
         return record_key[len(head) : -len(b"}:rec")].decode("ascii", "replace")
 
     def user_keys_of_hash(self, hashed: str) -> UserKeys:
-        tag = f"~u:{hashed}"
-        return UserKeys(hashed, tag, f"{self.prefix}{{{tag}}}:idx", f"{self.prefix}{{{tag}}}:scope")
+        return UserKeys(hashed, f"{self.prefix}{{~u:{hashed}}}:idx", f"{self.prefix}{{~u:{hashed}}}:scope")
 
     def user(self, user_id: str) -> UserKeys:
         """The keys of a user, memoised (every get and save of a user's session needs them)."""
@@ -109,15 +106,9 @@ class KeyLayout:
     def user_scope(self, user_id: str) -> str:
         return self.user(user_id).scope
 
-    def shard_of(self, session_id: str) -> int:
-        return zlib.crc32(session_id.encode()) % EXPIRY_SHARDS
-
     def expiry_shard(self, session_id: str) -> str:
         """The expiry-index shard key of a session."""
-        return self.expiry_shards[self.shard_of(session_id)]
-
-    def shard_tag(self, shard_key: str) -> str:
-        return shard_key[len(self.prefix) + 1 : shard_key.index("}", len(self.prefix))]
+        return self.expiry_shards[zlib.crc32(session_id.encode()) % EXPIRY_SHARDS]
 
     def shard_member(self, session_id: str, user_id: str | None) -> str:
         """The session's member in its expiry shard: ``<sid>``, or ``<sid>:<user hash>``."""

@@ -1,44 +1,29 @@
 """`RedisSessionStore`: sessions on Redis or Redis Cluster through `redis.asyncio`.
 
-The keys are named by `KeyLayout` (``keys.py``); the work is done by the Lua scripts in
-``scripts/`` (``scripts.py``), each registered once with `register_script` and called through
-the client, so every connection comes from redis-py's pool and goes back to it.
+Keys are named by `KeyLayout` (``keys.py``); the work is done by the Lua scripts of
+``scripts/``, registered once with `register_script` (``scripts.py``) and called through the
+client, so every connection comes from redis-py's pool and goes back to it. A record is one
+string: a header line (version, history seq, last access, expiry, write token, user hash), the
+user id, the encoded record; the scripts check version and expiry (against the store clock,
+passed in) without decoding the record. A write's random token, kept in the header, makes a
+save re-sent after a lost reply read as applied (`Result.ALREADY_APPLIED`), not as a conflict.
 
-A record is one string: a one-line header (version, history seq, last access, expiry, the
-token of the write that produced it, the hash of the user id, the user id's length), the user
-id, then the record encoded by the store's codec. The scripts check the version and the expiry
-(against the store clock, passed in, so an injected clock works) without decoding the record.
+Round trips on one node: a get is one ``load.lua`` (record, history window, app scope and the
+user scope, whose key the script builds from the user hash in the header); a save, a touch and
+a delete are one script each, the user index, the expiry shard and scope changes included.
 
-Round trips, single node. A get is one ``EVALSHA`` of ``load.lua``: the record, its recent
-history window and both scopes (the user scope's key is built from the user hash in the
-header). A save is one ``EVALSHA`` of ``write.lua``: compare-and-set, history append and trim,
-the window key, the user index, the expiry shard and the scope changes, atomically. A touch and
-a delete are one script call each, index entries included.
+On a Cluster a script may only touch keys it declares, all in one slot, so a session's script
+touches only the session's keys. A get pipelines ``load.lua`` with the app scope and, when the
+store knows the owner (a bounded map, verified on every read), the user scope: one round trip;
+for a session this store has not seen, the user scope key is learnt from the record, so that
+get costs two. A save (a moving touch, a delete) is the script, then one pipelined call for
+the index and scope keys of other slots (``ZADD GT``: a reordered update can leave a score too
+high, repaired by cleanup, never too low); a failure of that call says the record was saved.
 
-Round trips, Cluster. A script may only touch keys it declares, all in one slot, so the
-session's script touches the session's keys only. A get pipelines ``load.lua`` with the app
-scope and, when the store already knows the session's owner (a bounded owner map, verified on
-every read), the user scope: one round trip; for a session this store has not seen, the user
-scope key is learnt from the record, so that get costs two. A save, a moving touch and a
-delete are the script, then the index and scope updates of the other slots in one pipelined
-call (``ZADD GT``: reordered updates can only leave a score too high, repaired by cleanup,
-never too low): the record and its history are atomic, and a failure of the second call is
-raised as `StoreUnavailable` saying the record was saved.
-
-Writes carry a random token kept in the header, so a save re-sent by the client's retry policy
-after a lost reply is recognised as applied (`Result.ALREADY_APPLIED`), not as a conflict.
-
-Cleanup. Redis expires the keys itself (their TTL is the session's expiry). `delete_expired`
-walks the 16 expiry shards with ``ZRANGEBYSCORE`` in batches; ``reap.lua`` deletes a session
-expired under the store clock, and the index entries of sessions Redis already expired are
-pruned, those of live ones re-scored. Nothing runs ``KEYS``: listing uses ``SCAN`` with a
-pattern built from the prefix only (glob characters escaped).
-
-Failures. Connection errors, timeouts and cluster errors are raised as `StoreUnavailable` with
-the cause chained. Every operation is bounded as a whole by `socket_timeout` (an
-``asyncio.timeout``, the driver's retries included). A client built from a URL retries a failed
-connection `retries` times with a jittered backoff and has no socket timeout of its own
-(redis-py would wrap every send in ``asyncio.wait_for``, a task per command).
+Cleanup walks the 16 expiry shards in batches (``reap.lua`` deletes what expired under the
+store clock; index entries of sessions Redis expired are pruned, live ones re-scored). No
+``KEYS``: listing uses ``SCAN`` with a pattern from the prefix only. Driver errors become
+`StoreUnavailable` (cause chained); every operation is bounded by `socket_timeout` as a whole.
 """
 
 from __future__ import annotations
@@ -436,32 +421,33 @@ class RedisSessionStore(SessionStore):
         replies = await self._pipeline([("HGETALL", key) for key in keys], "load scopes")
         return (_scope_rows(replies[1]) if user_id is not None else {}), _scope_rows(replies[0])
 
-    async def _scan_keys(self, pattern: str, count: int) -> AsyncIterator[bytes]:
-        keys = self.client.scan_iter(match=pattern, count=count)
+    async def _scan_batches(self, pattern: str, size: int) -> AsyncIterator[list[bytes]]:
+        """The keys ``SCAN`` finds for `pattern`, in batches of `size` (each key once)."""
+        keys = self.client.scan_iter(match=pattern, count=max(size, 10))
+        seen: set[bytes] = set()  # SCAN may return a key twice while Redis resizes its table
+        batch: list[bytes] = []
         while True:
             try:
                 async with asyncio.timeout(self.socket_timeout):
                     key = await anext(keys)
             except StopAsyncIteration:
-                return
+                break
             except _REDIS_ERRORS as exc:
                 raise _unavailable(exc, "scan keys") from exc
-            yield key
-
-    async def scan_records(self, batch_size: int, now: float) -> AsyncIterator[list[StoredSession]]:
-        seen: set[str] = set()  # SCAN may return a key twice while Redis resizes its table
-        batch: list[str] = []
-        async for key in self._scan_keys(self.keys.record_pattern, max(batch_size, 10)):
-            sid = self.keys.session_id_of(key)
-            if sid is None or not is_valid_session_id(sid) or sid in seen:
-                continue
-            seen.add(sid)
-            batch.append(sid)
-            if len(batch) >= batch_size:
-                yield await self._scan_batch(batch, now)
+            if key not in seen:
+                seen.add(key)
+                batch.append(key)
+            if len(batch) >= size:
+                yield batch
                 batch = []
         if batch:
-            yield await self._scan_batch(batch, now)
+            yield batch
+
+    async def scan_records(self, batch_size: int, now: float) -> AsyncIterator[list[StoredSession]]:
+        async for keys in self._scan_batches(self.keys.record_pattern, batch_size):
+            sids = [sid for key in keys if (sid := self.keys.session_id_of(key)) and is_valid_session_id(sid)]
+            if sids:
+                yield await self._scan_batch(sids, now)
 
     async def _scan_batch(self, sids: list[str], now: float) -> list[StoredSession]:
         try:
@@ -492,15 +478,8 @@ class RedisSessionStore(SessionStore):
                     changes.append(ScopeChange("user", owner.decode("utf-8", "surrogatepass"), rows))
             return changes
 
-        batch: list[bytes] = []
-        async for key in self._scan_keys(self.keys.user_scope_pattern, 200):
-            batch.append(key)
-            if len(batch) >= 200:
-                for change in await flush(batch):
-                    yield change
-                batch = []
-        if batch:
-            for change in await flush(batch):
+        async for keys in self._scan_batches(self.keys.user_scope_pattern, 200):
+            for change in await flush(keys):
                 yield change
         app = (await self.scope_rows(None))[1]
         if app:
@@ -557,11 +536,19 @@ class RedisSessionStore(SessionStore):
         """Inserts in one pipelined round trip (on a cluster, a second one for the indexes)."""
         calls = [Scripts.command(self.scripts.write, *self._write_call(w, now)) for w in writes]
         codes = await self._pipeline(calls, "save sessions") if calls else []
-        inserted = [self._written(code, w.session_id) for code, w in zip(codes, writes, strict=True)]
+        inserted, failure = [], None
+        for code, w in zip(codes, writes, strict=True):
+            try:
+                inserted.append(self._written(code, w.session_id))
+            except (SessionNotFound, SerializationError) as exc:  # raised once the rest is indexed
+                inserted.append(False)
+                failure = failure or exc
         if self._cluster:
             after = [call for w, ok in zip(writes, inserted, strict=True) if ok for call in self._after_write(w)]
             if after:
                 await self._side_effects(after, writes[0].session_id, "saved with its batch")
+        if failure is not None:
+            raise failure
         return inserted
 
     async def touch_record(self, session_id: str, last_accessed_at: float, expiry_at: float | None, now: float) -> bool:

@@ -665,6 +665,30 @@ async def test_client_is_checked_and_a_passed_client_stays_open(local_redis: Non
     await client.aclose()
 
 
+async def test_connections_come_from_the_pool_and_none_is_left_open_after_close(
+    private_redis: RedisServer, clock: FakeClock
+) -> None:
+    watcher = Redis.from_url(private_redis.url)
+
+    async def clients() -> int:
+        return len(await watcher.client_list())
+
+    before = await clients()
+    store = RedisSessionStore(private_redis.url, prefix=f"agent_sessions_test:{uuid.uuid4().hex[:12]}:", clock=clock)
+    manager = SessionManager(store, auto_cleanup=False)
+    made = [await manager.create_session(user_id="pool") for _ in range(5)]
+    await asyncio.gather(*(store.get(s.session_id) for s in made for _ in range(4)))
+    assert before < await clients() <= before + 20  # concurrent gets took several pooled connections
+    await delete_prefix(store)
+    await store.close()
+    for _ in range(100):
+        if await clients() == before:
+            break
+        await asyncio.sleep(0.01)  # the server notices a closed socket on its next event loop turn
+    assert await clients() == before
+    await watcher.aclose()
+
+
 async def test_create_store_routes_redis_and_cluster_urls(local_redis: None) -> None:
     store = create_store(REDIS_URL, prefix="agent_sessions_test:routing:")
     assert isinstance(store, RedisSessionStore) and isinstance(store.client, Redis)

@@ -288,18 +288,15 @@ class RedisSessionStore(SessionStore):
             ) from exc
 
     # ------------------------------------------------------------------------- Cluster index commands
-    def _index_calls(self, sid: str, user_hash: str | None, score: str) -> list[Command]:
-        shard = self.keys.expiry_shard(sid)
-        if user_hash is None:
-            return [("ZADD", shard, "GT", score, sid)]
-        user = self.keys.user_keys_of_hash(user_hash)
-        return [("ZADD", shard, "GT", score, f"{sid}:{user_hash}"), ("ZADD", user.index, "GT", score, sid)]
-
-    def _unindex_calls(self, sid: str, user_hash: str | None) -> list[Command]:
-        shard = self.keys.expiry_shard(sid)
-        if user_hash is None:
-            return [("ZREM", shard, sid)]
-        return [("ZREM", shard, f"{sid}:{user_hash}"), ("ZREM", self.keys.user_keys_of_hash(user_hash).index, sid)]
+    def _index_calls(self, sid: str, user_hash: str | None, score: str | None) -> list[Command]:
+        """``ZADD GT`` the session into its expiry shard and user index at `score`, or (None) ``ZREM`` it."""
+        member = sid if user_hash is None else f"{sid}:{user_hash}"
+        keyed = [(self.keys.expiry_shard(sid), member)]
+        if user_hash is not None:
+            keyed.append((self.keys.user_keys_of_hash(user_hash).index, sid))
+        if score is None:
+            return [("ZREM", key, m) for key, m in keyed]
+        return [("ZADD", key, "GT", score, m) for key, m in keyed]
 
     def _scope_call(self, change: ScopeChange) -> Command:
         key = self.keys.app_scope if change.kind == "app" else self.keys.user_scope(change.owner)
@@ -507,7 +504,7 @@ class RedisSessionStore(SessionStore):
         sid = write.session_id
         calls: list[Command] = []
         if write.expected_version != 0 and write.previous_user_id != write.user_id:
-            calls += self._unindex_calls(sid, self._user_hash(write.previous_user_id))
+            calls += self._index_calls(sid, self._user_hash(write.previous_user_id), None)
         calls += [self._scope_call(c) for c in (write.user_scope, write.app_scope) if c is not None]
         calls += self._index_calls(sid, self._user_hash(write.user_id), _score(write.expiry_at))
         return calls
@@ -592,7 +589,7 @@ class RedisSessionStore(SessionStore):
         if reply[0] == Result.ABSENT:
             return False
         if self._cluster and len(reply) > 1:
-            await self._side_effects(self._unindex_calls(session_id, _hash_field(reply[1])), session_id, "deleted")
+            await self._side_effects(self._index_calls(session_id, _hash_field(reply[1]), None), session_id, "deleted")
         return True
 
     async def write_scope_rows(self, changes: list[ScopeChange]) -> None:

@@ -1,7 +1,7 @@
 """Sessions on Redis or Redis Cluster: `RedisSessionStore` over `KeyLayout` and the Lua scripts.
 
-``keys.py`` names every key, ``scripts/*.lua`` do the work (``scripts.py`` registers them and
-holds their one `Result` code), ``store.py`` is the store.
+``keys.py`` names every key, ``record.py`` is the record string, ``scripts/*.lua`` do the work
+(``scripts.py`` registers them and holds their one `Result` code), ``store.py`` is the store.
 """
 
 from .keys import KeyLayout

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import secrets
-import struct
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Final
 
@@ -40,6 +38,7 @@ from ...errors import SerializationError, SessionNotFound, StoreUnavailable
 from ...ids import id_hash, is_valid_session_id
 from ..base import ScopeChange, SessionStore, SessionWrite, StoredSession, raise_conflict
 from .keys import KeyLayout
+from .record import index_score, pack_record, pack_row, split_rows, ttl_ms, unpack_record, window_rows
 from .scripts import Result, Scripts
 
 try:
@@ -60,24 +59,10 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PREFIX: Final = "agent_sessions:"
 _OWNER_FIELD: Final = b"~owner"
-_ROW_SIZE: Final = struct.Struct(">I")
 _REDIS_ERRORS: Final = (redis_errors.RedisError, redis_errors.RedisClusterException, OSError)
 _CORRUPT_HEADER: Final = "a stored Redis session record has an unreadable header; delete it"
 
 Command = tuple[Any, ...]
-
-
-def _score(expiry_at: float | None) -> str:
-    return "+inf" if expiry_at is None or expiry_at == math.inf else repr(float(expiry_at))
-
-
-def _ttl_ms(expiry_at: float | None, now: float) -> int:
-    """The key TTL in ms (0 = none): `expiry_at` relative to the store clock, at least 1 ms."""
-    if expiry_at is None or expiry_at == math.inf:
-        return 0
-    if math.isnan(expiry_at):
-        raise SerializationError("expiry_at must be a number, not NaN")
-    return max(1, math.ceil((expiry_at - now) * 1000))
 
 
 def _unavailable(exc: BaseException, action: str) -> StoreUnavailable:
@@ -107,55 +92,6 @@ def _scope_args(change: ScopeChange) -> list[Any]:
     owner = change.owner if change.kind == "user" else ""
     sets = [item for pair in change.sets.items() for item in pair]
     return [owner, len(change.sets), *sets, len(change.deletes), *change.deletes]
-
-
-def _pack(write: SessionWrite, token: str, user_hash: str) -> bytes:
-    """The record string: header line, user id, encoded record (see ``prelude.lua``)."""
-    user = b"" if write.user_id is None else write.user_id.encode("utf-8", "surrogatepass")
-    expiry = "-" if write.expiry_at is None else repr(float(write.expiry_at))
-    head = (
-        f"R2 {write.new_version} {write.history_seq} {float(write.last_accessed_at)!r} {expiry} {token} "
-        f"{user_hash} {-1 if write.user_id is None else len(user)}\n"
-    )
-    return head.encode() + user + write.record
-
-
-def _unpack(sid: str, raw: bytes) -> StoredSession:
-    try:
-        nl = raw.index(b"\n")
-        magic, version, seq, accessed, expiry, _token, _hash, ulen = raw[:nl].split(b" ")
-        if magic != b"R2":
-            raise ValueError("unknown record format")
-        size = int(ulen)
-        user = None if size < 0 else raw[nl + 1 : nl + 1 + size].decode("utf-8", "surrogatepass")
-        return StoredSession(
-            session_id=sid,
-            user_id=user,
-            version=int(version),
-            last_accessed_at=float(accessed),
-            expiry_at=None if expiry == b"-" else float(expiry),
-            record=raw[nl + 1 + max(size, 0) :],
-            history=[],
-            history_seq=int(seq),
-        )
-    except (ValueError, UnicodeDecodeError) as exc:
-        logger.error("corrupt Redis session header %s", id_hash(sid))
-        raise SerializationError("a stored Redis session record has an unreadable header") from exc
-
-
-def _split_rows(sid: str, blob: bytes, pos: int = 0) -> list[bytes]:
-    """History rows from concatenated stored rows (each a 4-byte big-endian length, then the row)."""
-    rows = []
-    size = len(blob)
-    while pos < size:
-        start = pos + 4
-        end = start + _ROW_SIZE.unpack_from(blob, pos)[0]
-        if end > size:
-            logger.error("malformed history rows for session %s", id_hash(sid))
-            raise SerializationError("a stored Redis history row is truncated")
-        rows.append(blob[start:end])
-        pos = end
-    return rows
 
 
 class RedisSessionStore(SessionStore):
@@ -347,8 +283,8 @@ class RedisSessionStore(SessionStore):
                 self._owners.pop(sid, None)
                 out.append(None)
                 continue
-            stored = _unpack(sid, raw)
-            stored.history = self._window_rows(sid, rows, stored.history_seq)
+            stored = unpack_record(sid, raw)
+            stored.history = window_rows(sid, rows, stored.history_seq, self.history_window)
             if stored.expiry_at is not None and stored.expiry_at <= now:
                 out.append(None)
                 continue
@@ -372,16 +308,6 @@ class RedisSessionStore(SessionStore):
                     found.user_scope = user_scopes[found.user_id]
         return out
 
-    def _window_rows(self, sid: str, blob: bytes, history_seq: int) -> list[bytes]:
-        """The newest `history_window` rows from the load script's ``"<16-digit first seq><rows>"``."""
-        if not blob:
-            return []
-        rows = _split_rows(sid, blob, 16)
-        if int(blob[:16]) + len(rows) - 1 != history_seq:
-            logger.error("history window out of step with the record of session %s", id_hash(sid))
-            raise SerializationError("a stored Redis history window is out of step with its session record")
-        return rows[-self.history_window :]
-
     async def load_record(self, session_id: str, now: float) -> StoredSession | None:
         return (await self._fetch([session_id], now, scopes=True))[0]
 
@@ -401,7 +327,7 @@ class RedisSessionStore(SessionStore):
         if reply[0] == Result.CORRUPT:
             raise SerializationError(_CORRUPT_HEADER)
         seq = int(reply[1])
-        rows = [_split_rows(session_id, row) for row in reply[2:]]
+        rows = [split_rows(session_id, row) for row in reply[2:]]
         if any(len(row) != 1 for row in rows):
             raise SerializationError("a stored Redis history row is malformed")
         last = seq if before_seq is None else min(seq, before_seq - 1)
@@ -487,11 +413,11 @@ class RedisSessionStore(SessionStore):
         """The KEYS and ARGV of ``write.lua`` for one save (documented at the top of the script)."""
         sid = write.session_id
         keys = self._script_keys(sid)
-        value = _pack(write, secrets.token_hex(8), self._user_hash(write.user_id) or "-")
-        ttl = _ttl_ms(write.expiry_at, now)
+        value = pack_record(write, secrets.token_hex(8), self._user_hash(write.user_id) or "-")
+        ttl = ttl_ms(write.expiry_at, now)
         args: list[Any] = [repr(now), write.expected_version, value, ttl, write.max_history, self.history_window]
         args.append(len(write.history))
-        args += [len(row.payload).to_bytes(4, "big") + row.payload for row in write.history]
+        args += [pack_row(row.payload) for row in write.history]
         changes = [] if self._cluster else [c for c in (write.user_scope, write.app_scope) if c is not None]
         args.append(len(changes))
         for change in changes:
@@ -506,7 +432,7 @@ class RedisSessionStore(SessionStore):
         if write.expected_version != 0 and write.previous_user_id != write.user_id:
             calls += self._index_calls(sid, self._user_hash(write.previous_user_id), None)
         calls += [self._scope_call(c) for c in (write.user_scope, write.app_scope) if c is not None]
-        calls += self._index_calls(sid, self._user_hash(write.user_id), _score(write.expiry_at))
+        calls += self._index_calls(sid, self._user_hash(write.user_id), index_score(write.expiry_at))
         return calls
 
     @staticmethod
@@ -554,7 +480,7 @@ class RedisSessionStore(SessionStore):
             repr(now),
             repr(float(last_accessed_at)),
             "-" if expiry_at is None else repr(float(expiry_at)),
-            _ttl_ms(expiry_at, now),
+            ttl_ms(expiry_at, now),
         ]
         reply = await self._script(self.scripts.touch, keys, args, "touch the session")
         if reply[0] == Result.CORRUPT:
@@ -563,7 +489,7 @@ class RedisSessionStore(SessionStore):
             self._owners.pop(session_id, None)
             return False
         if reply[2]:  # Cluster, the expiry moved: re-score the indexes in other slots
-            calls = self._index_calls(session_id, _hash_field(reply[1]), _score(expiry_at))
+            calls = self._index_calls(session_id, _hash_field(reply[1]), index_score(expiry_at))
             await self._side_effects(calls, session_id, "touched")
         return True
 
@@ -646,7 +572,7 @@ class RedisSessionStore(SessionStore):
                 if real_hash is not None and real_hash != member_hash:
                     calls.append(("ZREM", self.keys.user_keys_of_hash(real_hash).index, sid))
             elif status == Result.LIVE:
-                calls += self._index_calls(sid, real_hash, _score(None if reply[2] == b"-" else float(reply[2])))
+                calls += self._index_calls(sid, real_hash, index_score(None if reply[2] == b"-" else float(reply[2])))
             elif status == Result.CORRUPT:
                 logger.error("corrupt Redis session header %s left in place by cleanup", id_hash(sid))
         if calls:

@@ -157,14 +157,21 @@ async def test_load_many_reads_every_session_and_its_scopes_in_one_round_trip(
 
 
 # ---------------------------------------------------------------- key layout
+async def weird_user_session(store: RedisSessionStore, *, theme: str | None = None) -> tuple[SessionManager, Session]:
+    """A saved session of `WEIRD_USER` with a user and an app scope key, a history entry and maybe a preference."""
+    manager = SessionManager(store, auto_cleanup=False)
+    session = await manager.create_session(user_id=WEIRD_USER, data={"user:lang": "fr", "app:motd": "hi"})
+    session.add_history_entry("turn", {"i": 1})
+    if theme is not None:
+        session.preferences["theme"] = theme
+    await manager.update_session(session)
+    return manager, session
+
+
 async def test_every_key_of_a_session_shares_one_slot_and_user_ids_never_reach_key_names(
     cluster: RedisSessionStore, clock: FakeClock
 ) -> None:
-    manager = SessionManager(cluster, auto_cleanup=False)
-    session = await manager.create_session(user_id=WEIRD_USER, data={"user:lang": "fr", "app:motd": "hi"})
-    session.add_history_entry("turn", {"i": 1})
-    session.preferences["theme"] = "dark"
-    await manager.update_session(session)
+    manager, session = await weird_user_session(cluster, theme="dark")
 
     client = cluster.client
     assert isinstance(client, RedisCluster)
@@ -185,10 +192,7 @@ async def test_every_key_of_a_session_shares_one_slot_and_user_ids_never_reach_k
 async def test_key_layout_names_every_key_a_session_of_a_user_leaves_on_one_node(
     single: RedisSessionStore, clock: FakeClock
 ) -> None:
-    manager = SessionManager(single, auto_cleanup=False)
-    session = await manager.create_session(user_id=WEIRD_USER, data={"user:lang": "fr", "app:motd": "hi"})
-    session.add_history_entry("turn", {"i": 1})
-    await manager.update_session(session)
+    _, session = await weird_user_session(single)
     sid = session.session_id
     layout = KeyLayout(single.prefix)
     keys = {key.decode() async for key in single.client.scan_iter(match=single.prefix + "*")}

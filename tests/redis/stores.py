@@ -11,7 +11,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from agent_sessions import SessionStore
-from agent_sessions.stores.redis import RedisSessionStore, _glob_escape
+from agent_sessions.stores.redis import RedisSessionStore
+from agent_sessions.stores.redis.keys import glob_escape
 
 from ..support import REDIS_START, REDIS_URL, FakeClock, require_service
 from .servers import shared_cluster
@@ -29,7 +30,7 @@ def unique_prefix() -> str:
 
 async def delete_prefix(store: RedisSessionStore) -> None:
     """Delete every key under the store's prefix (on every node of a cluster)."""
-    pattern = _glob_escape(store.prefix) + "*"
+    pattern = glob_escape(store.prefix) + "*"
     keys = [key async for key in store.client.scan_iter(match=pattern, count=500)]
     for key in keys:
         await store.client.delete(key)

@@ -24,8 +24,9 @@ from agent_sessions import (
     SessionStore,
     create_store,
 )
-from agent_sessions.stores import redis as redis_module
-from agent_sessions.stores.redis import RedisSessionStore
+from agent_sessions.stores.base import Restore
+from agent_sessions.stores.redis import KeyLayout, RedisSessionStore
+from agent_sessions.stores.redis import store as store_module
 
 from ..support import REDIS_START, REDIS_URL, FakeClock, require_service
 from .servers import RedisServer
@@ -126,31 +127,51 @@ async def test_a_get_and_a_save_are_one_round_trip_each(
         assert round_trips.take() == 1
 
 
-async def test_a_store_that_never_saw_a_session_loads_it_in_two_round_trips_then_one(
+async def test_a_get_is_one_round_trip_even_for_a_store_that_never_saw_the_session(
     single: RedisSessionStore, round_trips: RoundTrips, clock: FakeClock
 ) -> None:
     manager = SessionManager(single, auto_cleanup=False)
-    session = await manager.create_session(user_id="bob", data={"user:x": 1})
+    session = await manager.create_session(user_id="bob", data={"user:x": 1, "app:y": 2})
     warm_up = await manager.create_session(user_id="zed")
-    other = RedisSessionStore(single.client, prefix=single.prefix, clock=clock)
-    assert await other.get(warm_up.session_id) is not None  # opens `other`'s connections, loads scripts
+    # Another process, remembering no owner at all: the script reads the user scope itself.
+    other = RedisSessionStore(single.client, prefix=single.prefix, clock=clock, owner_cache_size=0)
+    assert await other.get(warm_up.session_id) is not None  # the first call of a script loads it
     round_trips.take()
-    first = await other.get(session.session_id)
-    assert round_trips.take() == 2  # the owner's scope key is learnt from the record
-    assert first is not None and first.get("user:x") == 1
-    await other.get(session.session_id)
+    for _ in range(2):
+        loaded = await other.get(session.session_id)
+        assert round_trips.take() == 1
+        assert loaded is not None and loaded.get("user:x") == 1 and loaded.get("app:y") == 2
+
+
+async def test_load_many_reads_every_session_and_its_scopes_in_one_round_trip(
+    single: RedisSessionStore, round_trips: RoundTrips, clock: FakeClock
+) -> None:
+    manager = SessionManager(single, auto_cleanup=False)
+    made = [await manager.create_session(user_id=f"u{i % 2}", data={"user:n": i % 2}) for i in range(4)]
+    await single.load_records([made[0].session_id], clock.now)
+    round_trips.take()
+    loaded = await single.load_records([s.session_id for s in made] + [Session().session_id], clock.now)
     assert round_trips.take() == 1
+    assert [(s.session_id, s.user_id) for s in loaded] == [(s.session_id, s.user_id) for s in made]
+    assert all(s.user_scope for s in loaded)
 
 
 # ---------------------------------------------------------------- key layout
+async def weird_user_session(store: RedisSessionStore, *, theme: str | None = None) -> tuple[SessionManager, Session]:
+    """A saved session of `WEIRD_USER` with a user and an app scope key, a history entry and maybe a preference."""
+    manager = SessionManager(store, auto_cleanup=False)
+    session = await manager.create_session(user_id=WEIRD_USER, data={"user:lang": "fr", "app:motd": "hi"})
+    session.add_history_entry("turn", {"i": 1})
+    if theme is not None:
+        session.preferences["theme"] = theme
+    await manager.update_session(session)
+    return manager, session
+
+
 async def test_every_key_of_a_session_shares_one_slot_and_user_ids_never_reach_key_names(
     cluster: RedisSessionStore, clock: FakeClock
 ) -> None:
-    manager = SessionManager(cluster, auto_cleanup=False)
-    session = await manager.create_session(user_id=WEIRD_USER, data={"user:lang": "fr", "app:motd": "hi"})
-    session.add_history_entry("turn", {"i": 1})
-    session.preferences["theme"] = "dark"
-    await manager.update_session(session)
+    manager, session = await weird_user_session(cluster, theme="dark")
 
     client = cluster.client
     assert isinstance(client, RedisCluster)
@@ -168,12 +189,35 @@ async def test_every_key_of_a_session_shares_one_slot_and_user_ids_never_reach_k
     }
 
 
+async def test_key_layout_names_every_key_a_session_of_a_user_leaves_on_one_node(
+    single: RedisSessionStore, clock: FakeClock
+) -> None:
+    _, session = await weird_user_session(single)
+    sid = session.session_id
+    layout = KeyLayout(single.prefix)
+    keys = {key.decode() async for key in single.client.scan_iter(match=single.prefix + "*")}
+    expected = {
+        *layout.session(sid),
+        layout.user_index(WEIRD_USER),
+        layout.user_scope(WEIRD_USER),
+        layout.app_scope,
+        layout.expiry_shard(sid),
+    }
+    assert keys == expected
+    assert layout.expiry_shard(sid) in layout.expiry_shards
+    assert await single.client.zscore(layout.user_index(WEIRD_USER), sid) == session.expiry_at
+    assert await single.client.zscore(layout.expiry_shard(sid), layout.shard_member(sid, WEIRD_USER)) == (
+        session.expiry_at
+    )
+    assert await single.client.hget(layout.user_scope(WEIRD_USER), "~owner") == WEIRD_USER.encode()
+
+
 async def test_sessions_spread_over_every_master_and_get_all_finds_them_all(cluster: RedisSessionStore) -> None:
     manager = SessionManager(cluster, auto_cleanup=False)
     made = {(await manager.create_session(data={"i": i})).session_id for i in range(30)}
     client = cluster.client
     assert isinstance(client, RedisCluster)
-    owners = {client.get_node_from_key(cluster._rec_key(sid)).name for sid in made}
+    owners = {client.get_node_from_key(cluster.keys.record(sid)).name for sid in made}
     assert len(owners) == 3
     assert {s.session_id async for s in cluster.iter_sessions(batch_size=4)} == made
 
@@ -183,18 +227,18 @@ async def test_ttl_is_the_expiry_relative_to_the_store_clock(single: RedisSessio
     session.add_history_entry("turn", {})
     await single.set(session)
     client = single.client
-    for key in single._session_keys(session.session_id):
+    for key in single.keys.session(session.session_id):
         assert 599_000 < await client.pttl(key) <= 600_000
 
     clock.advance(100)
     assert await single.touch(session.session_id, clock.now, clock.now + 900)
-    for key in single._session_keys(session.session_id):
+    for key in single.keys.session(session.session_id):
         assert 899_000 < await client.pttl(key) <= 900_000
 
     forever = Session(expiry_at=None)
     forever.add_history_entry("turn", {})
     await single.set(forever)
-    for key in single._session_keys(forever.session_id):
+    for key in single.keys.session(forever.session_id):
         assert await client.pttl(key) == -1
 
 
@@ -204,7 +248,7 @@ async def test_expiry_under_the_store_clock_wins_over_a_live_redis_key(
     session = Session(created_at=clock.now, last_accessed_at=clock.now, expiry_at=clock.now + 10)
     await single.set(session)
     clock.advance(10)
-    assert await single.client.exists(single._rec_key(session.session_id)) == 1
+    assert await single.client.exists(single.keys.record(session.session_id)) == 1
     assert await single.get(session.session_id) is None
     assert await single.touch(session.session_id, clock.now, clock.now + 100) is False
     assert (await single.get_history(session.session_id)).entries == []
@@ -220,20 +264,20 @@ async def test_a_late_touch_never_shortens_the_expiry_the_ttl_or_the_index_score
         await store.set(session)
         sid = session.session_id
         client = store.client
-        _, shard_key = store._shard(sid)
-        _, idx_key, _ = store._user_keys(redis_module._user_hash("ivy"))
+        shard_key = store.keys.expiry_shard(sid)
+        idx_key = store.keys.user_index("ivy")
         start = clock.now
 
         async def check(expiry: float | None, accessed: float, ttl_ms: int) -> None:
             loaded = await store.get(sid)
             assert loaded is not None and loaded.expiry_at == expiry and loaded.last_accessed_at == accessed
             assert loaded.version == 1 and len(loaded.history) == 1
-            for key in store._session_keys(sid):
+            for key in store.keys.session(sid):
                 pttl = await client.pttl(key)
                 assert pttl == -1 if ttl_ms < 0 else ttl_ms - 2_000 < pttl <= ttl_ms
             score = math.inf if expiry is None else expiry
             assert await client.zscore(idx_key, sid) == score
-            assert await client.zscore(shard_key, store._member(sid, "ivy")) == score
+            assert await client.zscore(shard_key, store.keys.shard_member(sid, "ivy")) == score
 
         clock.advance(10)
         assert await store.touch(sid, start + 10, start + 900)  # moves forward
@@ -276,7 +320,7 @@ async def test_the_window_key_follows_appends_rebuilds_and_other_window_sizes(
     await turns(large, session.session_id, 3, 40)
     assert numbers(await small.get(session.session_id)) == list(range(38, 43))
     await turns(blind, session.session_id, 2, 43)  # a writer without a window drops the key
-    assert await single.client.exists(single._session_keys(session.session_id)[2]) == 0
+    assert await single.client.exists(single.keys.session(session.session_id)[2]) == 0
     assert numbers(await small.get(session.session_id)) == list(range(40, 45))
     assert numbers(await large.get(session.session_id)) == list(range(20, 45))
     page = await small.get_history(session.session_id, limit=100)
@@ -337,14 +381,14 @@ async def test_cleanup_prunes_index_entries_of_sessions_redis_already_expired(
         kept = await manager.create_session(user_id="carol")
         client = store.client
         sid = gone.session_id
-        for key in (store._rec_key(sid), store._hist_key(sid)):
+        for key in (store.keys.record(sid), store.keys.history(sid)):
             await client.pexpire(key, 1)
-        while await client.exists(store._rec_key(sid)):
+        while await client.exists(store.keys.record(sid)):
             await asyncio.sleep(0.005)  # Redis expires it on its own clock
 
-        _, shard_key = store._shard(sid)
-        _, idx_key, _ = store._user_keys(redis_module._user_hash("carol"))
-        member = store._member(sid, "carol")
+        shard_key = store.keys.expiry_shard(sid)
+        idx_key = store.keys.user_index("carol")
+        member = store.keys.shard_member(sid, "carol")
         assert await client.zscore(shard_key, member) is not None
         assert await client.zscore(idx_key, sid) is not None
 
@@ -355,7 +399,7 @@ async def test_cleanup_prunes_index_entries_of_sessions_redis_already_expired(
         assert await client.zscore(shard_key, member) is None
         assert await client.zscore(idx_key, sid) is None
         assert await client.exists(idx_key) == 0
-        assert all([await client.zcard(k) == 0 for k in store._shard_keys])
+        assert all([await client.zcard(k) == 0 for k in store.keys.expiry_shards])
 
 
 async def test_cleanup_rescores_a_live_session_with_a_stale_index_score(open_store: Any, clock: FakeClock) -> None:
@@ -364,12 +408,12 @@ async def test_cleanup_rescores_a_live_session_with_a_stale_index_score(open_sto
         manager = SessionManager(store, auto_cleanup=False)
         session = await manager.create_session(user_id="dan")
         sid = session.session_id
-        _, shard_key = store._shard(sid)
-        _, idx_key, _ = store._user_keys(redis_module._user_hash("dan"))
-        await store.client.zadd(shard_key, {store._member(sid, "dan"): clock.now - 100})
+        shard_key = store.keys.expiry_shard(sid)
+        idx_key = store.keys.user_index("dan")
+        await store.client.zadd(shard_key, {store.keys.shard_member(sid, "dan"): clock.now - 100})
         assert await manager.cleanup(force=True) == 0
         assert await store.get(sid) is not None
-        assert await store.client.zscore(shard_key, store._member(sid, "dan")) == session.expiry_at
+        assert await store.client.zscore(shard_key, store.keys.shard_member(sid, "dan")) == session.expiry_at
         assert await store.client.zscore(idx_key, sid) == session.expiry_at
 
 
@@ -380,27 +424,78 @@ async def test_a_store_that_never_saw_a_session_keeps_the_indexes_right_on_touch
     session = await manager.create_session(user_id="erin")
     sid = session.session_id
     stranger = RedisSessionStore(single.client, prefix=single.prefix, clock=clock)
-    _, shard_key = single._shard(sid)
-    _, idx_key, _ = single._user_keys(redis_module._user_hash("erin"))
+    shard_key = single.keys.expiry_shard(sid)
+    idx_key = single.keys.user_index("erin")
 
     assert await stranger.touch(sid, clock.now + 5, clock.now + 7200)
     assert await single.client.zscore(idx_key, sid) == clock.now + 7200
-    assert await single.client.zscore(shard_key, single._member(sid, "erin")) == clock.now + 7200
+    assert await single.client.zscore(shard_key, single.keys.shard_member(sid, "erin")) == clock.now + 7200
 
     other = RedisSessionStore(single.client, prefix=single.prefix, clock=clock)
     assert await other.delete(sid) is True
     assert await single.client.zscore(idx_key, sid) is None
-    assert await single.client.zscore(shard_key, single._member(sid, "erin")) is None
+    assert await single.client.zscore(shard_key, single.keys.shard_member(sid, "erin")) is None
     assert await manager.get_user_sessions("erin") == []
 
 
 async def test_emptied_user_scope_leaves_no_key_behind(single: RedisSessionStore) -> None:
     await single.write_scopes("frank", {"user:a": 1, "pref:b": 2})
-    _, _, scope_key = single._user_keys(redis_module._user_hash("frank"))
+    scope_key = single.keys.user_scope("frank")
     assert await single.client.hget(scope_key, "~owner") == b"frank"
     await single.write_scopes("frank", {}, delete=["user:a", "pref:b"])
     assert await single.client.exists(scope_key) == 0
     assert (await single.load_scopes("frank")).user == {}
+
+
+# ---------------------------------------------------------------- bulk inserts
+def restore_items(clock: FakeClock, count: int) -> list[Restore]:
+    items = []
+    for i in range(count):
+        session = Session(
+            user_id=f"bulk{i % 3}", created_at=clock.now, last_accessed_at=clock.now, expiry_at=clock.now + 600
+        )
+        session.set("n", i)
+        items.append(Restore(session, [{"type": "turn", "data": {"i": j}, "timestamp": clock.now} for j in range(i)]))
+    return items
+
+
+async def test_restore_many_inserts_a_batch_and_leaves_an_existing_id_as_it_was(
+    open_store: Any, clock: FakeClock
+) -> None:
+    async with open_store() as raw_store:
+        store = as_redis(raw_store)
+        existing = Session(user_id="bulk0", created_at=clock.now, last_accessed_at=clock.now, expiry_at=clock.now + 60)
+        existing.set("n", "kept")
+        await store.set(existing)
+        items = restore_items(clock, 6)
+        clash = Session(session_id=existing.session_id, user_id="intruder", expiry_at=clock.now + 600)
+        clash.set("n", "clash")
+        items.insert(2, Restore(clash, []))
+
+        assert await store.restore_many(items) == [True, True, False, True, True, True, True]
+        kept = await store.get(existing.session_id)
+        assert kept is not None and kept.get("n") == "kept" and kept.user_id == "bulk0"
+        assert await store.get_user_sessions("intruder") == []
+        for item in items[:2] + items[3:]:
+            loaded = await store.get(item.session.session_id)
+            assert loaded is not None and loaded.get("n") == item.session.get("n")
+            assert [e["data"]["i"] for e in loaded.history] == [e["data"]["i"] for e in item.history]
+            assert loaded.expiry_at == item.session.expiry_at
+        users = {u: {s.session_id for s in await store.get_user_sessions(u)} for u in ("bulk0", "bulk1", "bulk2")}
+        restored_bulk0 = {i.session.session_id for i in items if i.session.user_id == "bulk0"}
+        assert users["bulk0"] == {existing.session_id} | restored_bulk0
+        assert sum(len(v) for v in users.values()) == 7
+        clock.advance(601)
+        assert await store.cleanup_expired() == 7  # every inserted session is in the expiry index
+
+
+async def test_restore_many_is_one_round_trip_per_batch_on_one_node(
+    single: RedisSessionStore, round_trips: RoundTrips, clock: FakeClock
+) -> None:
+    await single.restore_many(restore_items(clock, 1))  # loads the script
+    round_trips.take()
+    assert await single.restore_many(restore_items(clock, 50)) == [True] * 50
+    assert round_trips.take() == 1
 
 
 # ---------------------------------------------------------------- version-checked delete (regenerate_id)
@@ -428,17 +523,15 @@ async def test_a_version_checked_delete_never_loses_a_save_landing_during_it(
             else:
                 saved.append(True)
 
-        def after_first_round_trip(original: Any) -> Any:
-            async def call(*args: Any, **kwargs: Any) -> Any:
-                reply = await original(*args, **kwargs)
-                if not saved:  # the other process saves right after the store's first round trip
-                    await racing_save()
-                return reply
+        original = store.scripts.delete
 
-            return call
+        async def delete_then_race(*args: Any, **kwargs: Any) -> Any:
+            reply = await original(*args, **kwargs)
+            if not saved:  # the other process saves right after the delete script's round trip
+                await racing_save()
+            return reply
 
-        monkeypatch.setattr(store, "_script", after_first_round_trip(store._script))
-        monkeypatch.setattr(store, "_pipeline", after_first_round_trip(store._pipeline))
+        monkeypatch.setattr(store.scripts, "delete", delete_then_race)
         deleted = await store.delete_if_version(sid, session.version)
         monkeypatch.undo()
         assert saved, "the racing save did not run"
@@ -464,22 +557,22 @@ async def test_a_stale_version_does_not_delete_and_the_current_one_deletes_every
         await manager.update_session(session)
         sid = session.session_id
         client = store.client
-        _, shard_key = store._shard(sid)
-        _, idx_key, _ = store._user_keys(redis_module._user_hash(WEIRD_USER))
-        member = store._member(sid, WEIRD_USER)
+        shard_key = store.keys.expiry_shard(sid)
+        idx_key = store.keys.user_index(WEIRD_USER)
+        member = store.keys.shard_member(sid, WEIRD_USER)
 
         assert await store.delete_if_version(sid, session.version - 1) is False
         loaded = await store.get(sid)
         assert loaded is not None and loaded.version == session.version and loaded.get("a") == 1
         assert [e["data"] for e in loaded.history] == [{"i": 1}]
-        assert all([await client.exists(key) == 1 for key in store._session_keys(sid)])
+        assert all([await client.exists(key) == 1 for key in store.keys.session(sid)])
         assert await client.zscore(idx_key, sid) is not None
         assert await client.zscore(shard_key, member) is not None
 
         stranger = RedisSessionStore(client, prefix=store.prefix, clock=clock)  # does not know the owner
         assert await stranger.delete_if_version(sid, session.version) is True
         assert await store.get(sid) is None
-        assert all([await client.exists(key) == 0 for key in store._session_keys(sid)])
+        assert all([await client.exists(key) == 0 for key in store.keys.session(sid)])
         assert await client.zscore(idx_key, sid) is None
         assert await client.zscore(shard_key, member) is None
         assert await stranger.delete_if_version(sid, session.version) is False  # already gone
@@ -491,10 +584,10 @@ async def test_a_version_checked_delete_of_a_corrupt_header_raises_and_deletes_n
 ) -> None:
     session = Session()
     await single.set(session)
-    await single.client.set(single._rec_key(session.session_id), b"not a session record")
+    await single.client.set(single.keys.record(session.session_id), b"not a session record")
     with pytest.raises(SerializationError):
         await single.delete_if_version(session.session_id, 1)
-    assert await single.client.exists(single._rec_key(session.session_id)) == 1
+    assert await single.client.exists(single.keys.record(session.session_id)) == 1
 
 
 # ---------------------------------------------------------------- robustness
@@ -507,10 +600,10 @@ async def test_a_resent_save_is_recognised_as_applied_not_as_a_conflict(
         await store.set(session)
         session.set("k", 1)
         session.add_history_entry("turn", {"i": 1})
-        write, _ = store.prepare_write(session)
-        monkeypatch.setattr(redis_module.secrets, "token_hex", lambda n: "ab" * n)
-        await store.write(write, clock.now)
-        await store.write(write, clock.now)  # the reply of the first was "lost"; the client resends
+        resent = session.model_copy(deep=True)  # the same save, as a client retry re-sends it
+        monkeypatch.setattr(store_module.secrets, "token_hex", lambda n: "ab" * n)
+        await store.set(session)
+        await store.set(resent)  # the reply of the first was "lost"; the client resends
         loaded = await store.get(session.session_id)
         assert loaded is not None and loaded.version == 2 and loaded.get("k") == 1
         assert [e["data"] for e in loaded.history] == [{"i": 1}]
@@ -538,7 +631,7 @@ async def test_a_corrupt_record_raises_or_is_skipped_when_streaming(single: Redi
     bad = Session()
     await single.set(good)
     await single.set(bad)
-    await single.client.set(single._rec_key(bad.session_id), b"not a session record")
+    await single.client.set(single.keys.record(bad.session_id), b"not a session record")
     with pytest.raises(SerializationError):
         await single.get(bad.session_id)
     with pytest.raises(SerializationError):
@@ -574,6 +667,30 @@ async def test_client_is_checked_and_a_passed_client_stays_open(local_redis: Non
     assert not client.connection_pool._in_use_connections  # every held connection went back
     assert await client.ping()
     await client.aclose()
+
+
+async def test_connections_come_from_the_pool_and_none_is_left_open_after_close(
+    private_redis: RedisServer, clock: FakeClock
+) -> None:
+    watcher = Redis.from_url(private_redis.url)
+
+    async def clients() -> int:
+        return len(await watcher.client_list())
+
+    before = await clients()
+    store = RedisSessionStore(private_redis.url, prefix=f"agent_sessions_test:{uuid.uuid4().hex[:12]}:", clock=clock)
+    manager = SessionManager(store, auto_cleanup=False)
+    made = [await manager.create_session(user_id="pool") for _ in range(5)]
+    await asyncio.gather(*(store.get(s.session_id) for s in made for _ in range(4)))
+    assert before < await clients() <= before + 20  # concurrent gets took several pooled connections
+    await delete_prefix(store)
+    await store.close()
+    for _ in range(100):
+        if await clients() == before:
+            break
+        await asyncio.sleep(0.01)  # the server notices a closed socket on its next event loop turn
+    assert await clients() == before
+    await watcher.aclose()
 
 
 async def test_create_store_routes_redis_and_cluster_urls(local_redis: None) -> None:

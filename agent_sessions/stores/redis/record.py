@@ -1,0 +1,102 @@
+"""The record string of `RedisSessionStore` and its history rows, as the scripts see them.
+
+A record is a one-line header, the user id, then the record encoded by the store's codec:
+``R2 <version> <history seq> <last access> <expiry|-> <write token> <user hash|-> <user id bytes|-1>``
+(``scripts/prelude.lua`` reads it). A history row is stored behind its 4-byte big-endian length;
+the window key holds the newest rows concatenated behind the 16-digit seq of the first.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import struct
+from typing import Final
+
+from ...errors import SerializationError
+from ...ids import id_hash
+from ..base import SessionWrite, StoredSession
+
+__all__ = ["index_score", "pack_record", "pack_row", "split_rows", "ttl_ms", "unpack_record", "window_rows"]
+
+logger = logging.getLogger(__name__)
+
+_ROW_SIZE: Final = struct.Struct(">I")
+
+
+def index_score(expiry_at: float | None) -> str:
+    """The score of a session in the indexes: its expiry, ``+inf`` for none."""
+    return "+inf" if expiry_at is None or expiry_at == math.inf else repr(float(expiry_at))
+
+
+def ttl_ms(expiry_at: float | None, now: float) -> int:
+    """The key TTL in ms (0 = none): `expiry_at` relative to the store clock, at least 1 ms."""
+    if expiry_at is None or expiry_at == math.inf:
+        return 0
+    if math.isnan(expiry_at):
+        raise SerializationError("expiry_at must be a number, not NaN")
+    return max(1, math.ceil((expiry_at - now) * 1000))
+
+
+def pack_record(write: SessionWrite, token: str, user_hash: str) -> bytes:
+    """The record string: header line, user id, encoded record (see ``prelude.lua``)."""
+    user = b"" if write.user_id is None else write.user_id.encode("utf-8", "surrogatepass")
+    expiry = "-" if write.expiry_at is None else repr(float(write.expiry_at))
+    head = (
+        f"R2 {write.new_version} {write.history_seq} {float(write.last_accessed_at)!r} {expiry} {token} "
+        f"{user_hash} {-1 if write.user_id is None else len(user)}\n"
+    )
+    return head.encode() + user + write.record
+
+
+def unpack_record(sid: str, raw: bytes) -> StoredSession:
+    try:
+        nl = raw.index(b"\n")
+        magic, version, seq, accessed, expiry, _token, _hash, ulen = raw[:nl].split(b" ")
+        if magic != b"R2":
+            raise ValueError("unknown record format")
+        size = int(ulen)
+        user = None if size < 0 else raw[nl + 1 : nl + 1 + size].decode("utf-8", "surrogatepass")
+        return StoredSession(
+            session_id=sid,
+            user_id=user,
+            version=int(version),
+            last_accessed_at=float(accessed),
+            expiry_at=None if expiry == b"-" else float(expiry),
+            record=raw[nl + 1 + max(size, 0) :],
+            history=[],
+            history_seq=int(seq),
+        )
+    except (ValueError, UnicodeDecodeError) as exc:
+        logger.error("corrupt Redis session header %s", id_hash(sid))
+        raise SerializationError("a stored Redis session record has an unreadable header") from exc
+
+
+def split_rows(sid: str, blob: bytes, pos: int = 0) -> list[bytes]:
+    """History rows from concatenated stored rows (each a 4-byte big-endian length, then the row)."""
+    rows = []
+    size = len(blob)
+    while pos < size:
+        start = pos + 4
+        end = start + _ROW_SIZE.unpack_from(blob, pos)[0]
+        if end > size:
+            logger.error("malformed history rows for session %s", id_hash(sid))
+            raise SerializationError("a stored Redis history row is truncated")
+        rows.append(blob[start:end])
+        pos = end
+    return rows
+
+
+def pack_row(payload: bytes) -> bytes:
+    return len(payload).to_bytes(4, "big") + payload
+
+
+def window_rows(sid: str, blob: bytes, history_seq: int, window: int) -> list[bytes]:
+    """The newest `window` rows from the load script's ``"<16-digit first seq><rows>"``."""
+    if not blob:
+        return []
+    rows = split_rows(sid, blob, 16)
+    if int(blob[:16]) + len(rows) - 1 != history_seq:
+        logger.error("history window out of step with the record of session %s", id_hash(sid))
+        raise SerializationError("a stored Redis history window is out of step with its session record")
+    return rows[-window:]

@@ -1,0 +1,608 @@
+"""`RedisSessionStore`: sessions on Redis or Redis Cluster through `redis.asyncio`.
+
+Keys are named by `KeyLayout` (``keys.py``); the work is done by the Lua scripts of
+``scripts/``, registered once with `register_script` (``scripts.py``) and called through the
+client, so every connection comes from redis-py's pool and goes back to it. A record is one
+string: a header line (version, history seq, last access, expiry, write token, user hash), the
+user id, the encoded record; the scripts check version and expiry (against the store clock,
+passed in) without decoding the record. A write's random token, kept in the header, makes a
+save re-sent after a lost reply read as applied (`Result.ALREADY_APPLIED`), not as a conflict.
+
+Round trips on one node: a get is one ``load.lua`` (record, history window, app scope and the
+user scope, whose key the script builds from the user hash in the header); a save, a touch and
+a delete are one script each, the user index, the expiry shard and scope changes included.
+
+On a Cluster a script may only touch keys it declares, all in one slot, so a session's script
+touches only the session's keys. A get pipelines ``load.lua`` with the app scope and, when the
+store knows the owner (a bounded map, verified on every read), the user scope: one round trip;
+for a session this store has not seen, the user scope key is learnt from the record, so that
+get costs two. A save (a moving touch, a delete) is the script, then one pipelined call for
+the index and scope keys of other slots (``ZADD GT``: a reordered update can leave a score too
+high, repaired by cleanup, never too low); a failure of that call says the record was saved.
+
+Cleanup walks the 16 expiry shards in batches (``reap.lua`` deletes what expired under the
+store clock; index entries of sessions Redis expired are pruned, live ones re-scored). No
+``KEYS``: listing uses ``SCAN`` with a pattern from the prefix only. Driver errors become
+`StoreUnavailable` (cause chained); every operation is bounded by `socket_timeout` as a whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, Final
+
+from ...errors import SerializationError, SessionNotFound, StoreUnavailable
+from ...ids import id_hash, is_valid_session_id
+from ..base import ScopeChange, SessionStore, SessionWrite, StoredSession, raise_conflict
+from .keys import KeyLayout
+from .record import index_score, pack_record, pack_row, split_rows, ttl_ms, unpack_record, window_rows
+from .scripts import Result, Scripts
+
+try:
+    from redis import exceptions as redis_errors
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+    from redis.asyncio.retry import Retry
+    from redis.backoff import ExponentialWithJitterBackoff
+    from redis.commands.core import AsyncScript
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "RedisSessionStore needs the 'redis' package (redis-py >= 5): pip install agent-sessions[redis]"
+    ) from exc
+
+__all__ = ["DEFAULT_PREFIX", "RedisSessionStore"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PREFIX: Final = "agent_sessions:"
+_OWNER_FIELD: Final = b"~owner"
+_REDIS_ERRORS: Final = (redis_errors.RedisError, redis_errors.RedisClusterException, OSError)
+_CORRUPT_HEADER: Final = "a stored Redis session record has an unreadable header; delete it"
+
+Command = tuple[Any, ...]
+
+
+def _unavailable(exc: BaseException, action: str) -> StoreUnavailable:
+    if isinstance(exc, TimeoutError):  # the store's own deadline (`socket_timeout`)
+        return StoreUnavailable(f"Redis did not {action} in time (socket_timeout)")
+    return StoreUnavailable(f"Redis could not {action}: {type(exc).__name__}: {exc}")
+
+
+def _hash_field(reply: Any) -> str | None:
+    """A user hash as a script returns it ('-' for none)."""
+    return None if reply in (b"-", None) else bytes(reply).decode("ascii")
+
+
+def _hash_rows(reply: Any) -> dict[bytes, bytes]:
+    """A HGETALL reply: a dict from a command, a flat list from a script."""
+    if isinstance(reply, dict):
+        return reply
+    return dict(zip(reply[::2], reply[1::2], strict=True))
+
+
+def _scope_rows(reply: Any) -> dict[str, bytes]:
+    return {k.decode(): v for k, v in _hash_rows(reply).items() if k != _OWNER_FIELD}
+
+
+def _scope_args(change: ScopeChange) -> list[Any]:
+    """A scope change as `apply_scope` in ``prelude.lua`` reads it."""
+    owner = change.owner if change.kind == "user" else ""
+    sets = [item for pair in change.sets.items() for item in pair]
+    return [owner, len(change.sets), *sets, len(change.deletes), *change.deletes]
+
+
+class RedisSessionStore(SessionStore):
+    """Sessions on Redis (one node or a Redis Cluster): one round trip per get and per save.
+
+    `url_or_client` is a ``redis://`` / ``rediss://`` URL, a ``redis+cluster://`` /
+    ``rediss+cluster://`` URL (any node of the cluster), or a `redis.asyncio.Redis` /
+    `redis.asyncio.cluster.RedisCluster` created with ``decode_responses=False``. A client
+    passed in stays the caller's: `close` does not close it.
+
+    `socket_timeout` bounds every operation (seconds, retries included), whatever the client.
+    `socket_connect_timeout` and `retries` configure clients built from a URL, as do
+    `client_options` (passed on to ``from_url``).
+
+    Every key starts with `prefix` (`keys` is its `KeyLayout`); use one prefix per application
+    sharing a Redis. `owner_cache_size` bounds how many sessions' owners the store remembers
+    on a cluster, where a known owner lets a get read the user scope in the same round trip.
+    Other keyword options are those of `SessionStore`. Needs Redis 6.2 or later.
+    """
+
+    def __init__(
+        self,
+        url_or_client: str | Redis | RedisCluster,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        socket_timeout: float = 2.0,
+        socket_connect_timeout: float = 1.0,
+        retries: int = 2,
+        client_options: dict[str, Any] | None = None,
+        owner_cache_size: int = 10_000,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self.keys = KeyLayout(prefix)
+        if socket_timeout <= 0 or socket_connect_timeout <= 0 or retries < 0:
+            raise ValueError("socket timeouts must be > 0 and retries >= 0")
+        self.prefix = prefix
+        self.socket_timeout = socket_timeout
+        self._owns_client = isinstance(url_or_client, str)
+        if isinstance(url_or_client, str):
+            self.client: Redis | RedisCluster = _client_from_url(
+                url_or_client, socket_connect_timeout, retries, client_options or {}
+            )
+        elif isinstance(url_or_client, Redis | RedisCluster):
+            self.client = url_or_client
+        else:
+            raise TypeError(
+                "RedisSessionStore needs a redis:// or redis+cluster:// URL, a redis.asyncio.Redis "
+                f"or a redis.asyncio.cluster.RedisCluster, not {type(url_or_client).__name__}"
+            )
+        if self._connection_kwargs().get("decode_responses"):
+            raise ValueError("RedisSessionStore needs a client created with decode_responses=False")
+        self._cluster = isinstance(self.client, RedisCluster)
+        self._closed = False
+        self._owners: dict[str, str | None] = {}  # Cluster only: session id -> user id
+        self._owner_cache_size = max(0, owner_cache_size)
+        self.scripts = Scripts(self.client)
+
+    async def ping(self) -> None:
+        """Send ``PING``; `StoreUnavailable` names the server's (or the cluster's startup nodes')
+        host and port, never the password."""
+        try:
+            await self._call(self.client.execute_command("PING"), "answer PING")
+        except StoreUnavailable as exc:
+            if isinstance(self.client, RedisCluster):
+                where = ", ".join(f"{node.host}:{node.port}" for node in self.client.startup_nodes)
+            else:
+                kwargs = self._connection_kwargs()
+                where = kwargs.get("path") or f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+            raise StoreUnavailable(f"cannot reach the Redis session store at {where}: {exc}") from exc
+
+    def _connection_kwargs(self) -> dict[str, Any]:
+        if isinstance(self.client, RedisCluster):
+            return dict(self.client.get_connection_kwargs())
+        return dict(self.client.connection_pool.connection_kwargs)
+
+    # ------------------------------------------------------------------------- calls
+    async def _call(self, pending: Awaitable[Any], action: str) -> Any:
+        """Await one client call within `socket_timeout`; driver errors become `StoreUnavailable`."""
+        try:
+            async with asyncio.timeout(self.socket_timeout):
+                return await pending
+        except _REDIS_ERRORS as exc:
+            raise _unavailable(exc, action) from exc
+
+    async def _script(self, script: AsyncScript, keys: list[str], args: list[Any], action: str) -> Any:
+        return await self._call(script(keys, args), action)
+
+    async def _pipeline(self, calls: list[Command], action: str) -> list[Any]:
+        """Run `calls` in one round trip (per node, concurrently, on a cluster).
+
+        redis-py's pipeline would check every script with ``SCRIPT EXISTS`` before each
+        execute (a second round trip); instead a reply of ``NOSCRIPT`` (a restart, a failover)
+        loads the scripts and sends the calls that failed for that reason once more.
+        """
+        results: list[Any] = [None] * len(calls)
+        todo = list(range(len(calls)))
+        try:
+            async with asyncio.timeout(self.socket_timeout):
+                for attempt in range(2):
+                    pipe = self.client.pipeline(transaction=False)
+                    for i in todo:
+                        pipe.execute_command(*calls[i])
+                    again: list[int] = []
+                    for i, reply in zip(todo, await pipe.execute(raise_on_error=False), strict=True):
+                        if isinstance(reply, redis_errors.NoScriptError) and attempt == 0:
+                            again.append(i)
+                        elif isinstance(reply, BaseException):
+                            raise reply
+                        else:
+                            results[i] = reply
+                    if not again:
+                        break
+                    for script in self.scripts.all:
+                        await self.client.script_load(script.script)
+                    todo = again
+        except _REDIS_ERRORS as exc:
+            raise _unavailable(exc, action) from exc
+        return results
+
+    async def _side_effects(self, calls: list[Command], sid: str, what: str) -> None:
+        """Cluster: the index and scope updates of other slots after a session's script succeeded."""
+        if not calls:
+            return
+        try:
+            await self._pipeline(calls, "update the indexes and scopes")
+        except StoreUnavailable as exc:
+            raise StoreUnavailable(
+                f"session {id_hash(sid)} was {what}, but its index/scope updates failed: {exc}"
+            ) from exc
+
+    # ------------------------------------------------------------------------- Cluster index commands
+    def _index_calls(self, sid: str, user_hash: str | None, score: str | None) -> list[Command]:
+        """``ZADD GT`` the session into its expiry shard and user index at `score`, or (None) ``ZREM`` it."""
+        member = sid if user_hash is None else f"{sid}:{user_hash}"
+        keyed = [(self.keys.expiry_shard(sid), member)]
+        if user_hash is not None:
+            keyed.append((self.keys.user_keys_of_hash(user_hash).index, sid))
+        if score is None:
+            return [("ZREM", key, m) for key, m in keyed]
+        return [("ZADD", key, "GT", score, m) for key, m in keyed]
+
+    def _scope_call(self, change: ScopeChange) -> Command:
+        key = self.keys.app_scope if change.kind == "app" else self.keys.user_scope(change.owner)
+        return Scripts.command(self.scripts.scope, [key], _scope_args(change))
+
+    def _script_keys(self, sid: str) -> list[str]:
+        """The session's keys, and on one node its expiry shard (in another slot on a cluster)."""
+        keys = self.keys.session(sid)
+        if not self._cluster:
+            keys.append(self.keys.expiry_shard(sid))
+        return keys
+
+    def _user_hash(self, user_id: str | None) -> str | None:
+        return None if user_id is None else self.keys.user(user_id).hash
+
+    def _remember(self, sid: str, user_id: str | None) -> None:
+        owners = self._owners
+        if not self._cluster or self._owner_cache_size == 0:
+            return
+        if sid not in owners and len(owners) >= self._owner_cache_size:
+            del owners[next(iter(owners))]
+        owners[sid] = user_id
+
+    # ------------------------------------------------------------------------- reads
+    async def _fetch(self, sids: list[str], now: float, *, scopes: bool) -> list[StoredSession | None]:
+        """Load sessions (None for absent or expired): one round trip (see the module docstring)."""
+        window = self.history_window
+        if self._cluster:
+            calls = [Scripts.command(self.scripts.load, self.keys.session(sid), [window]) for sid in sids]
+            hinted = sorted({u for sid in sids if (u := self._owners.get(sid)) is not None}) if scopes else []
+            if scopes:
+                calls += [("HGETALL", self.keys.app_scope), *(("HGETALL", self.keys.user_scope(u)) for u in hinted)]
+            replies = await self._pipeline(calls, "load sessions")
+            triples = [item for reply in replies[: len(sids)] for item in reply]
+            app_reply = replies[len(sids)] if scopes else []
+            user_scopes = {u: _scope_rows(r) for u, r in zip(hinted, replies[len(sids) + 1 :], strict=True)}
+        else:
+            keys = [key for sid in sids for key in self.keys.session(sid)]
+            if scopes:
+                keys.append(self.keys.app_scope)
+            reply = await self._script(self.scripts.load, keys, [window], "load sessions")
+            triples, app_reply, user_scopes = reply, reply[-1] if scopes else [], {}
+
+        out: list[StoredSession | None] = []
+        for i, sid in enumerate(sids):
+            raw, rows, user_scope = triples[3 * i : 3 * i + 3]
+            if raw is None:
+                self._owners.pop(sid, None)
+                out.append(None)
+                continue
+            stored = unpack_record(sid, raw)
+            stored.history = window_rows(sid, rows, stored.history_seq, self.history_window)
+            if stored.expiry_at is not None and stored.expiry_at <= now:
+                out.append(None)
+                continue
+            stored.scopes_loaded = scopes
+            if scopes and stored.user_id is not None and not self._cluster:
+                user_scopes[stored.user_id] = _scope_rows(user_scope)
+            out.append(stored)
+        if not scopes:
+            return out
+
+        app = _scope_rows(app_reply)
+        missing = sorted({s.user_id for s in out if s is not None and s.user_id is not None} - user_scopes.keys())
+        if missing:  # Cluster: owners this store had not seen, learnt from the records
+            replies = await self._pipeline([("HGETALL", self.keys.user_scope(u)) for u in missing], "load user scopes")
+            user_scopes.update({u: _scope_rows(r) for u, r in zip(missing, replies, strict=True)})
+        for found in out:
+            if found is not None:
+                self._remember(found.session_id, found.user_id)
+                found.app_scope = app
+                if found.user_id is not None:
+                    found.user_scope = user_scopes[found.user_id]
+        return out
+
+    async def load_record(self, session_id: str, now: float) -> StoredSession | None:
+        return (await self._fetch([session_id], now, scopes=True))[0]
+
+    async def load_records(self, session_ids: list[str], now: float) -> list[StoredSession]:
+        if not session_ids:
+            return []
+        return [s for s in await self._fetch(session_ids, now, scopes=True) if s is not None]
+
+    async def history_page(
+        self, session_id: str, limit: int, before_seq: int | None, now: float
+    ) -> list[tuple[int, bytes]] | None:
+        keys = [self.keys.record(session_id), self.keys.history(session_id)]
+        args = [repr(now), limit, "" if before_seq is None else before_seq]
+        reply = await self._script(self.scripts.history, keys, args, "read history")
+        if reply[0] == Result.ABSENT:
+            return None
+        if reply[0] == Result.CORRUPT:
+            raise SerializationError(_CORRUPT_HEADER)
+        seq = int(reply[1])
+        rows = [split_rows(session_id, row) for row in reply[2:]]
+        if any(len(row) != 1 for row in rows):
+            raise SerializationError("a stored Redis history row is malformed")
+        last = seq if before_seq is None else min(seq, before_seq - 1)
+        first = last - len(rows) + 1
+        return [(first + i, row[0]) for i, row in enumerate(rows)]
+
+    async def user_session_ids(self, user_id: str, now: float) -> list[str]:
+        command = self.client.execute_command("ZRANGEBYSCORE", self.keys.user_index(user_id), f"({now!r}", "+inf")
+        members: list[bytes] = await self._call(command, "read the user index")
+        return [m.decode() for m in members]
+
+    async def scope_rows(self, user_id: str | None) -> tuple[dict[str, bytes], dict[str, bytes]]:
+        keys = [self.keys.app_scope] if user_id is None else [self.keys.app_scope, self.keys.user_scope(user_id)]
+        replies = await self._pipeline([("HGETALL", key) for key in keys], "load scopes")
+        return (_scope_rows(replies[1]) if user_id is not None else {}), _scope_rows(replies[0])
+
+    async def _scan_batches(self, pattern: str, size: int) -> AsyncIterator[list[bytes]]:
+        """The keys ``SCAN`` finds for `pattern`, in batches of `size` (each key once)."""
+        keys = self.client.scan_iter(match=pattern, count=max(size, 10))
+        seen: set[bytes] = set()  # SCAN may return a key twice while Redis resizes its table
+        batch: list[bytes] = []
+        while True:
+            try:
+                async with asyncio.timeout(self.socket_timeout):
+                    key = await anext(keys)
+            except StopAsyncIteration:
+                break
+            except _REDIS_ERRORS as exc:
+                raise _unavailable(exc, "scan keys") from exc
+            if key not in seen:
+                seen.add(key)
+                batch.append(key)
+            if len(batch) >= size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    async def scan_records(self, batch_size: int, now: float) -> AsyncIterator[list[StoredSession]]:
+        async for keys in self._scan_batches(self.keys.record_pattern, batch_size):
+            sids = [sid for key in keys if (sid := self.keys.session_id_of(key)) and is_valid_session_id(sid)]
+            if sids:
+                yield await self._scan_batch(sids, now)
+
+    async def _scan_batch(self, sids: list[str], now: float) -> list[StoredSession]:
+        try:
+            loaded = await self._fetch(sids, now, scopes=False)
+        except SerializationError:
+            # One unreadable header must not hide the batch: load one by one, and hand the
+            # corrupt ones to `iter_sessions` as undecodable records (it raises or skips them).
+            loaded = []
+            for sid in sids:
+                try:
+                    loaded.extend(await self._fetch([sid], now, scopes=False))
+                except SerializationError:
+                    loaded.append(StoredSession(sid, None, 0, 0.0, None, b"", [], 0, scopes_loaded=False))
+        return [s for s in loaded if s is not None]
+
+    async def iter_scope_rows(self) -> AsyncIterator[ScopeChange]:
+        async def flush(keys: list[bytes]) -> list[ScopeChange]:
+            replies = await self._pipeline([("HGETALL", key) for key in keys], "read user scopes")
+            changes = []
+            for key, reply in zip(keys, replies, strict=True):
+                raw = _hash_rows(reply)
+                owner = raw.get(_OWNER_FIELD)
+                if owner is None:
+                    logger.error("user scope without an owner field skipped (key hash %s)", id_hash(key.hex()))
+                    continue
+                rows = _scope_rows(raw)
+                if rows:
+                    changes.append(ScopeChange("user", owner.decode("utf-8", "surrogatepass"), rows))
+            return changes
+
+        async for keys in self._scan_batches(self.keys.user_scope_pattern, 200):
+            for change in await flush(keys):
+                yield change
+        app = (await self.scope_rows(None))[1]
+        if app:
+            yield ScopeChange("app", "", app)
+
+    # ------------------------------------------------------------------------- writes
+    def _write_call(self, write: SessionWrite, now: float) -> tuple[list[str], list[Any]]:
+        """The KEYS and ARGV of ``write.lua`` for one save (documented at the top of the script)."""
+        sid = write.session_id
+        keys = self._script_keys(sid)
+        value = pack_record(write, secrets.token_hex(8), self._user_hash(write.user_id) or "-")
+        ttl = ttl_ms(write.expiry_at, now)
+        args: list[Any] = [repr(now), write.expected_version, value, ttl, write.max_history, self.history_window]
+        args.append(len(write.history))
+        args += [pack_row(row.payload) for row in write.history]
+        changes = [] if self._cluster else [c for c in (write.user_scope, write.app_scope) if c is not None]
+        args.append(len(changes))
+        for change in changes:
+            keys.append(self.keys.app_scope if change.kind == "app" else self.keys.user_scope(change.owner))
+            args += _scope_args(change)
+        return keys, args
+
+    def _after_write(self, write: SessionWrite) -> list[Command]:
+        """Cluster: what a save leaves to the caller: indexes and scope changes in other slots."""
+        sid = write.session_id
+        calls: list[Command] = []
+        if write.expected_version != 0 and write.previous_user_id != write.user_id:
+            calls += self._index_calls(sid, self._user_hash(write.previous_user_id), None)
+        calls += [self._scope_call(c) for c in (write.user_scope, write.app_scope) if c is not None]
+        calls += self._index_calls(sid, self._user_hash(write.user_id), index_score(write.expiry_at))
+        return calls
+
+    @staticmethod
+    def _written(code: int, sid: str) -> bool:
+        """True if a write landed (now or before, re-sent); False for an insert over an existing id."""
+        if code in (Result.DONE, Result.ALREADY_APPLIED):
+            return True
+        if code == Result.CONFLICT:
+            return False
+        if code == Result.ABSENT:
+            raise SessionNotFound("the session was deleted or has expired; it is not re-created")
+        raise SerializationError(_CORRUPT_HEADER)
+
+    async def write(self, write: SessionWrite, now: float) -> None:
+        keys, args = self._write_call(write, now)
+        code = await self._script(self.scripts.write, keys, args, "save the session")
+        if not self._written(code, write.session_id):
+            raise raise_conflict(write.session_id)
+        if self._cluster:
+            self._remember(write.session_id, write.user_id)
+            await self._side_effects(self._after_write(write), write.session_id, "saved")
+
+    async def write_many(self, writes: list[SessionWrite], now: float) -> list[bool]:
+        """Inserts in one pipelined round trip (on a cluster, a second one for the indexes)."""
+        calls = [Scripts.command(self.scripts.write, *self._write_call(w, now)) for w in writes]
+        codes = await self._pipeline(calls, "save sessions") if calls else []
+        inserted, failure = [], None
+        for code, w in zip(codes, writes, strict=True):
+            try:
+                inserted.append(self._written(code, w.session_id))
+            except (SessionNotFound, SerializationError) as exc:  # raised once the rest is indexed
+                inserted.append(False)
+                failure = failure or exc
+        if self._cluster:
+            after = [call for w, ok in zip(writes, inserted, strict=True) if ok for call in self._after_write(w)]
+            if after:
+                await self._side_effects(after, writes[0].session_id, "saved with its batch")
+        if failure is not None:
+            raise failure
+        return inserted
+
+    async def touch_record(self, session_id: str, last_accessed_at: float, expiry_at: float | None, now: float) -> bool:
+        keys = self._script_keys(session_id)
+        args: list[Any] = [
+            repr(now),
+            repr(float(last_accessed_at)),
+            "-" if expiry_at is None else repr(float(expiry_at)),
+            ttl_ms(expiry_at, now),
+        ]
+        reply = await self._script(self.scripts.touch, keys, args, "touch the session")
+        if reply[0] == Result.CORRUPT:
+            raise SerializationError(_CORRUPT_HEADER)
+        if reply[0] == Result.ABSENT:
+            self._owners.pop(session_id, None)
+            return False
+        if reply[2]:  # Cluster, the expiry moved: re-score the indexes in other slots
+            calls = self._index_calls(session_id, _hash_field(reply[1]), index_score(expiry_at))
+            await self._side_effects(calls, session_id, "touched")
+        return True
+
+    async def delete_record(self, session_id: str) -> bool:
+        return await self._delete_checked(session_id, None)
+
+    async def delete_if_version(self, session_id: str, version: int) -> bool:
+        """Atomic: ``delete.lua`` checks the version in the header and deletes the session's
+        keys (and, on one node, its index entries) in one step; on a cluster the index entries
+        in other slots are removed right after."""
+        return await self._delete_checked(session_id, version)
+
+    async def _delete_checked(self, session_id: str, version: int | None) -> bool:
+        keys = self._script_keys(session_id)
+        args = ["" if version is None else str(version)]
+        reply = await self._script(self.scripts.delete, keys, args, "delete the session")
+        if reply[0] == Result.CORRUPT:
+            logger.error("corrupt Redis session header %s: version-checked delete refused", id_hash(session_id))
+            raise SerializationError(_CORRUPT_HEADER)
+        if reply[0] == Result.CONFLICT:
+            return False
+        self._owners.pop(session_id, None)
+        if reply[0] == Result.ABSENT:
+            return False
+        if self._cluster and len(reply) > 1:
+            await self._side_effects(self._index_calls(session_id, _hash_field(reply[1]), None), session_id, "deleted")
+        return True
+
+    async def write_scope_rows(self, changes: list[ScopeChange]) -> None:
+        calls = [self._scope_call(change) for change in changes if not change.is_empty()]
+        if calls:
+            await self._pipeline(calls, "write scopes")
+
+    # ------------------------------------------------------------------------- cleanup
+    async def delete_expired(self, now: float, batch_size: int) -> int:
+        removed = 0
+        pending = list(self.keys.expiry_shards)
+        previous: dict[str, list[bytes]] = {}
+        while pending:
+            # One round trip asks every shard still in play for its next batch of due members.
+            replies = await self._pipeline(
+                [("ZRANGEBYSCORE", key, "-inf", repr(now), "LIMIT", 0, batch_size) for key in pending],
+                "read the expiry index",
+            )
+            again = []
+            for shard_key, members in zip(pending, replies, strict=True):
+                if not members or members == previous.get(shard_key):  # done, or no progress possible
+                    continue
+                previous[shard_key] = members
+                removed += await self._reap(shard_key, members, now)
+                again.append(shard_key)
+            pending = again
+        return removed
+
+    async def _reap(self, shard_key: str, members: list[bytes], now: float) -> int:
+        """Delete the expired sessions among `members` of one shard and repair their index entries."""
+        found: list[tuple[bytes, str, str | None]] = []
+        calls: list[Command] = []
+        for member in members:
+            sid, _, hashed = member.decode("ascii", "replace").partition(":")
+            if is_valid_session_id(sid):
+                found.append((member, sid, hashed or None))
+            else:
+                calls.append(("ZREM", shard_key, member))
+        replies = await self._pipeline(
+            [Scripts.command(self.scripts.reap, self.keys.session(sid), [repr(now)]) for _, sid, _ in found],
+            "delete expired sessions",
+        )
+        removed = 0
+        for (member, sid, member_hash), reply in zip(found, replies, strict=True):
+            status = reply[0]
+            real_hash = _hash_field(reply[1]) if status in (Result.DONE, Result.LIVE) else None
+            if status != Result.LIVE or member_hash != real_hash:
+                calls.append(("ZREM", shard_key, member))
+                if member_hash is not None:
+                    calls.append(("ZREM", self.keys.user_keys_of_hash(member_hash).index, sid))
+            if status == Result.DONE:
+                removed += 1
+                self._owners.pop(sid, None)
+                if real_hash is not None and real_hash != member_hash:
+                    calls.append(("ZREM", self.keys.user_keys_of_hash(real_hash).index, sid))
+            elif status == Result.LIVE:
+                calls += self._index_calls(sid, real_hash, index_score(None if reply[2] == b"-" else float(reply[2])))
+            elif status == Result.CORRUPT:
+                logger.error("corrupt Redis session header %s left in place by cleanup", id_hash(sid))
+        if calls:
+            await self._pipeline(calls, "prune the indexes")
+        return removed
+
+    async def close(self) -> None:
+        """Close the client if this store created it (a client passed in stays open). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._owners.clear()
+        if self._owns_client:
+            await self._call(self.client.aclose(), "close the connection")
+
+
+def _client_from_url(url: str, connect_timeout: float, retries: int, extra: dict[str, Any]) -> Redis | RedisCluster:
+    scheme, rest = url.split("://", 1) if "://" in url else ("", url)
+    scheme = scheme.lower()
+    settings: dict[str, Any] = {
+        # No socket timeout in the driver: redis-py wraps every send in `asyncio.wait_for`
+        # (a task per command). The store bounds each operation with `socket_timeout` instead.
+        "socket_timeout": None,
+        "socket_connect_timeout": connect_timeout,
+        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries),
+        **extra,
+        "decode_responses": False,
+    }
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        return RedisCluster.from_url(f"{scheme.split('+')[0]}://{rest}", **settings)
+    if scheme in ("redis", "rediss", "unix"):
+        return Redis.from_url(url, **settings)
+    raise ValueError(f"not a Redis URL: scheme {scheme!r} (use redis://, rediss:// or redis+cluster://)")

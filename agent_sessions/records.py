@@ -35,7 +35,7 @@ from .codec import (
 )
 from .errors import ScopeError, SerializationError, SessionTooLarge
 from .ids import id_hash
-from .session import APP_PREFIX, TEMP_PREFIX, USER_PREFIX, Session
+from .session import APP_PREFIX, FIELD_NAMES, TEMP_PREFIX, USER_PREFIX, Session
 from .tracking import SessionDelta, diff
 
 if TYPE_CHECKING:
@@ -77,24 +77,9 @@ MAX_COLUMN_TEXT: Final = 1024
 #: keeps them to the millisecond (Redis in doubles, and as integer milliseconds for its TTLs).
 MAX_TIMESTAMP: Final = 2.0**53 / 1000
 
-#: The keys of a record `encode_record` writes.
-RECORD_KEYS: Final = frozenset(
-    (
-        "format",
-        "session_id",
-        "user_id",
-        "created_at",
-        "last_accessed_at",
-        "expiry_at",
-        "state",
-        "preferences",
-        "auth_info",
-        "ai_context",
-        "feature_flags",
-        "environment",
-        "writes",
-    )
-)
+#: The keys of a record `encode_record` writes: every field but `history` and `version`, plus
+#: the format number and the write lineage.
+RECORD_KEYS: Final = frozenset(FIELD_NAMES) - {"history", "version"} | {"format", "writes"}
 _MAPS: Final = ("state", "preferences", "ai_context", "feature_flags", "environment")
 _NOT_RECORDED: Final = (USER_PREFIX, APP_PREFIX, TEMP_PREFIX)
 

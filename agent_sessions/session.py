@@ -39,6 +39,7 @@ from .tracking import (
 
 __all__ = [
     "APP_PREFIX",
+    "FIELD_NAMES",
     "TEMP_PREFIX",
     "TRACKED_FIELDS",
     "TRACKED_MAPS",

@@ -6,22 +6,24 @@ in a big store? Each beside the raw driver doing the same work, in the same run.
 
 (`python -m benchmarks` runs it too, after W1/W2.)
 
-- W3: 10 sessions pre-filled with 2,000 history entries each (`--long-history`), then 200 timed
-  turns (`--w3-turns`): the W1 turn (get with the history window, append a ~300-byte entry, set
-  ``turn_count``, save), round robin over the sessions, one at a time; and the same 200 turns on
-  10 sessions whose history just fills the loaded window (50 entries). Figure: the p50 of a turn
-  on the long histories / on the short ones (target ≤ 1.25: a turn pays for the window it loads,
-  not for the history behind it). The library's store keeps up to 5,000 entries per session
-  (`max_history`), so nothing is trimmed on either side.
-- Scale: get p50 (`--scale-reads` reads of random sessions, one at a time) with 1,000 and then
+- W3: 10 sessions pre-filled with 2,000 history entries each (`--long-history`) and 10 whose
+  history just fills the loaded window (50 entries), then 200 timed turns on each
+  (`--w3-turns`): the W1 turn (get with the history window, append a ~300-byte entry, set
+  ``turn_count``, save), round robin, one at a time, a long and a short turn in alternation so
+  that drift on a shared machine hits both alike. Figure: the p50 of a turn on the long
+  histories / on the short ones (target ≤ 1.25: a turn pays for the window it loads, not for the
+  history behind it). The library's store keeps up to 5,000 entries per session (`max_history`),
+  so nothing is trimmed on either side.
+- Scale: get p50 (`--scale-reads` reads of random sessions, one at a time) with 1,000 and with
   100,000 stored sessions (`--scale-small`, `--scale-large`; each session with 2 history
-  entries), in the same store. The library pre-fills with `SessionStore.restore_many` (the bulk
-  path, 500 sessions a call), the raw client with its own bulk insert (`executemany`, a
-  pipeline). Figures: p50 at 100,000 / p50 at 1,000 (target ≤ 1.3), and the pre-fill times.
+  entries): one store per size and side, read in alternation. The library pre-fills with
+  `SessionStore.restore_many` (the bulk path, 500 sessions a call), the raw client with its own
+  bulk insert (`executemany`, a pipeline). Figures: p50 at 100,000 / p50 at 1,000 (target
+  ≤ 1.3), and the pre-fill times.
 
 Each store is filled once per backend; the timed phases are repeated `--runs` times (library and
-raw back to back, alternating which goes first) and reported as medians, ratios as medians of
-the per-run ratios.
+raw back to back in W3, alternating which goes first) and reported as medians, ratios as medians
+of the per-run ratios.
 """
 
 from __future__ import annotations
@@ -90,32 +92,32 @@ def entries(count: int) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------- W3
-async def timed_turns(side: Side, ids: list[str], turns: int) -> Sample:
-    """`turns` turns round robin over `ids`, one at a time, then every session verified."""
-    latencies: list[float] = []
+async def timed_turns(side: Side, ids: dict[str, list[str]], turns: int) -> dict[str, Sample]:
+    """`turns` turns on each kind of session, round robin, one at a time, a long and a short
+    turn in alternation (so drift on a shared machine hits both alike); then all verified."""
+    latencies: dict[str, list[float]] = {kind: [] for kind in ids}
     settle()
-    start = time.perf_counter()
     for n in range(turns):
-        t0 = time.perf_counter()
-        await side.turn(ids[n % len(ids)], n)
-        latencies.append(time.perf_counter() - t0)
-    wall = time.perf_counter() - start
-    for sid in ids:
+        kinds = list(ids) if n % 2 == 0 else list(reversed(ids))
+        for kind in kinds:
+            t0 = time.perf_counter()
+            await side.turn(ids[kind][n % len(ids[kind])], n)
+            latencies[kind].append(time.perf_counter() - t0)
+    for sid in [sid for group in ids.values() for sid in group]:
         got = await side.read(sid)
-        if got != (HISTORY_WINDOW, turns // len(ids)):
+        if got != (HISTORY_WINDOW, turns // W3_SESSIONS):
             raise AssertionError(f"W3 verification failed: (window entries, turn_count) = {got}")
-    return sample(turns, wall, latencies)
+    return {kind: sample(turns, sum(times), times) for kind, times in latencies.items()}
 
 
-async def w3_run(side: Side, run: int, args: Any) -> dict[str, Sample]:
-    """Fresh long and short sessions, then the timed turns on each (order alternating by run)."""
+async def w3_run(side: Side, args: Any) -> dict[str, Sample]:
+    """Fresh long and short sessions, then the timed turns on both."""
     ids = {kind: [new_session_id() for _ in range(W3_SESSIONS)] for kind in ("long", "short")}
     await side.fill([(sid, f"user{i}") for i, sid in enumerate(ids["long"])], entries(args.long_history))
     await side.fill([(sid, f"user{i}") for i, sid in enumerate(ids["short"])], entries(HISTORY_WINDOW))
     for sid in ids["long"] + ids["short"]:
         await side.read(sid)  # warm: the first read of a fresh session pays for what a turn does not
-    order = ["long", "short"] if run % 2 == 0 else ["short", "long"]
-    return {kind: await timed_turns(side, ids[kind], args.w3_turns) for kind in order}
+    return await timed_turns(side, ids, args.w3_turns)
 
 
 async def run_w3(backend: Backend, args: Any) -> list[dict[str, dict[str, Sample]]]:
@@ -128,7 +130,7 @@ async def run_w3(backend: Backend, args: Any) -> list[dict[str, dict[str, Sample
         }
         for run in range(args.runs):
             labels = ["library", "raw"] if run % 2 == 0 else ["raw", "library"]
-            runs.append({label: await w3_run(sides[label], run, args) for label in labels})
+            runs.append({label: await w3_run(sides[label], args) for label in labels})
             lib, raw = runs[-1]["library"], runs[-1]["raw"]
             print(
                 f"W3 run {run + 1}/{args.runs} {backend.name} (p50 ms long/short): library "
@@ -178,54 +180,63 @@ async def fill_to(side: Side, ids: list[str], size: int) -> float:
     return time.perf_counter() - start
 
 
-async def read_p50(side: Side, ids: list[str], reads: int, seed: int) -> float:
-    """p50 in ms of one read of a random stored session."""
+async def read_p50s(sides: dict[str, Side], ids: dict[str, list[str]], reads: int, seed: int) -> dict[str, float]:
+    """p50 in ms of one read of a random stored session, per side; the sides take turns read by
+    read (in a rotating order), so drift on a shared machine hits them all alike."""
     rng = random.Random(seed)
-    for _ in range(WARM_READS):
-        await side.read(rng.choice(ids))
-    picks = [rng.choice(ids) for _ in range(reads)]
-    latencies = []
+    labels = list(sides)
+    for label in labels:
+        for _ in range(WARM_READS):
+            await sides[label].read(rng.choice(ids[label]))
+    latencies: dict[str, list[float]] = {label: [] for label in labels}
     settle()
-    for sid in picks:
-        t0 = time.perf_counter()
-        entries_read, _ = await side.read(sid)
-        latencies.append(time.perf_counter() - t0)
-        if entries_read != SCALE_HISTORY:
-            raise AssertionError(f"scale verification failed: {entries_read} history entries")
-    return percentile(latencies, 0.5) * 1000
+    for n in range(reads):
+        for label in labels[n % len(labels) :] + labels[: n % len(labels)]:
+            sid = rng.choice(ids[label])
+            t0 = time.perf_counter()
+            entries_read, _ = await sides[label].read(sid)
+            latencies[label].append(time.perf_counter() - t0)
+            if entries_read != SCALE_HISTORY:
+                raise AssertionError(f"scale verification failed: {entries_read} history entries")
+    return {label: percentile(times, 0.5) * 1000 for label, times in latencies.items()}
 
 
 async def run_scale(backend: Backend, args: Any) -> dict[str, Any]:
-    """{"fill": {side: {size: s}}, "p50": {size: [(library ms, raw ms) per run]}, "wall": s}."""
+    """{"fill": {side: {size: s}}, "p50": {size: [(library ms, raw ms) per run]}, "wall": s}.
+
+    Four stores: the library's and the raw client's, each with the small and the large number of
+    sessions, read in alternation."""
     started = time.perf_counter()
     sizes = (args.scale_small, args.scale_large)
     fill: dict[str, dict[int, float]] = {"library": {}, "raw": {}}
     p50: dict[int, list[tuple[float, float]]] = {size: [] for size in sizes}
     async with AsyncExitStack() as stack:
-        sides: dict[str, Side] = {
-            "library": await stack.enter_async_context(library_side(backend)()),
-            "raw": await stack.enter_async_context(raw_side(backend)()),
-        }
-        ids: dict[str, list[str]] = {"library": [], "raw": []}
+        sides: dict[str, Side] = {}
+        ids: dict[str, list[str]] = {}
         for size in sizes:
-            for label in ("library", "raw"):
-                fill[label][size] = await fill_to(sides[label], ids[label], size)
-            for run in range(args.runs):
-                labels = ["library", "raw"] if run % 2 == 0 else ["raw", "library"]
-                got = {label: await read_p50(sides[label], ids[label], args.scale_reads, run) for label in labels}
-                p50[size].append((got["library"], got["raw"]))
-                print(
-                    f"scale run {run + 1}/{args.runs} {backend.name} {size:,} sessions (get p50 ms library/raw): "
-                    f"{got['library']:.3f}/{got['raw']:.3f}",
-                    file=sys.stderr,
-                )
+            for label, make in (("library", library_side(backend)), ("raw", raw_side(backend))):
+                key = f"{label} {size}"
+                sides[key] = await stack.enter_async_context(make())
+                ids[key] = []
+                fill[label][size] = await fill_to(sides[key], ids[key], size)
+        for run in range(args.runs):
+            got = await read_p50s(sides, ids, args.scale_reads, run)
+            for size in sizes:
+                p50[size].append((got[f"library {size}"], got[f"raw {size}"]))
+            print(
+                f"scale run {run + 1}/{args.runs} {backend.name} (get p50 ms library/raw): "
+                + ", ".join(
+                    f"{size:,} sessions {got[f'library {size}']:.3f}/{got[f'raw {size}']:.3f}" for size in sizes
+                ),
+                file=sys.stderr,
+            )
     return {"fill": fill, "p50": p50, "wall": time.perf_counter() - started}
 
 
 def scale_table(results: dict[str, dict[str, Any]], backends: Sequence[Backend], small: int, large: int) -> str:
     lines = [
         f"| backend | get p50 ms, {small:,} | get p50 ms, {large:,} | {large:,}/{small:,} | raw client "
-        f"| raw p50 ms, {small:,} | raw p50 ms, {large:,} | raw {large:,}/{small:,} | library/raw p50, {large:,} "
+        f"| raw p50 ms, {small:,} | raw p50 ms, {large:,} | raw {large:,}/{small:,} | ratio, {large:,} "
         f"| pre-fill {large:,}: library s (restore_many) | raw s | target |",
         "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
@@ -239,12 +250,12 @@ def scale_table(results: dict[str, dict[str, Any]], backends: Sequence[Backend],
         pairs = list(zip(p50[small], p50[large], strict=True))
         growth = statistics.median(b[0] / a[0] for a, b in pairs)
         raw_growth = statistics.median(b[1] / a[1] for a, b in pairs)
-        versus = statistics.median(p[0] / p[1] for p in p50[large])
+        versus = statistics.median(p[1] / p[0] for p in p50[large])
         verdict = f"≤ {SCALE_TARGET:g}: {'met' if growth <= SCALE_TARGET else 'NOT met'}"
         lines.append(
             f"| {backend.name} | {lib_small:.3f} | {lib_large:.3f} | {growth:.2f} | {backend.raw_label} "
             f"| {raw_small:.3f} | {raw_large:.3f} | {raw_growth:.2f} | {versus:.2f} "
-            f"| {fmt(sum(fill['library'].values()))} | {fmt(sum(fill['raw'].values()))} | {verdict} |"
+            f"| {fmt(fill['library'][large])} | {fmt(fill['raw'][large])} | {verdict} |"
         )
     return "\n".join(lines)
 
@@ -272,15 +283,18 @@ async def main(args: Any, backends: list[Backend]) -> int:
             "",
             f"**W3**: {W3_SESSIONS} sessions with {args.long_history:,} history entries each (long) and "
             f"{W3_SESSIONS} with {HISTORY_WINDOW} (short: they just fill the loaded window), {args.w3_turns} timed "
-            "turns on each (the W1 turn, one at a time, round robin), then verified. long/short = p50 of a turn "
-            "on the long histories / on the short ones: what history length costs a turn.",
+            "turns on each (the W1 turn, one at a time, round robin, long and short turns in alternation), then "
+            "verified. long/short = p50 of a turn on the long histories / on the short ones: what history length "
+            "costs a turn.",
             "",
             w3_table(w3, usable),
             "",
             f"**Scale**: get p50 over {args.scale_reads:,} reads of random sessions with {args.scale_small:,} and "
-            f"then {args.scale_large:,} sessions stored (each with {SCALE_HISTORY} history entries) in the same "
-            "store; the library pre-fills with `restore_many` (500 sessions a call), the raw client with its "
-            "bulk insert (`executemany` in one transaction; a redis-py pipeline per 500).",
+            f"then {args.scale_large:,} sessions stored (each with {SCALE_HISTORY} history entries), one store per "
+            "size and side, read in alternation; the library pre-fills with `restore_many` (500 sessions a "
+            "call), the raw client with its bulk insert (`executemany` in one transaction; a redis-py pipeline "
+            f"per 500). ratio = raw p50 / library p50 at {args.scale_large:,} (above 1: the library is faster); "
+            f"pre-fill: seconds to store the {args.scale_large:,} sessions.",
             "",
             scale_table(scale, usable, args.scale_small, args.scale_large),
             *(["", *skipped] if skipped else []),

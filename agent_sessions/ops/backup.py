@@ -438,7 +438,11 @@ async def import_sessions(
     Raises `BackupFormatError` at the first bad line (its `report` says what was imported
     before it; nothing after it is), `SessionConflict` under ``"error"``, and the store's own
     errors (`StoreUnavailable`, `SessionTooLarge`, ...) with the line number in a note
-    (`failed_line` reads it back).
+    (`failed_line` reads it back). Sessions are written in batches (`SessionStore.restore_many`)
+    with the same outcomes as one by one: a session the store refuses stops the import at its
+    own line, the sessions before it written. `StoreUnavailable` while a batch is written names
+    the batch's first line; some of its sessions may have landed (a re-run with ``"skip"`` or
+    ``"newer"`` completes the import).
 
     Memory stays flat whatever the file holds: a line longer than `max_line_bytes` (default
     64 MiB: a session with its whole history on one line), or than the longest line `store`

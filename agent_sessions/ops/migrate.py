@@ -43,13 +43,13 @@ async def migrate(
 ) -> TransferReport:
     """Copy sessions (with `version` and full history) and scopes from `src` to `dst`.
 
-    Reads `src` in batches of `batch_size`, and writes `dst` in batches of up to `batch_size`
-    sessions (at most 500, and fewer when their histories are long). Expiry is preserved: a session keeps its
+    Reads `src` in batches of `batch_size` and writes `dst` in batches of as many sessions (at
+    most 500, fewer when their histories are long). Expiry is preserved: a session keeps its
     `expiry_at`, and one already expired on `dst`'s clock is not written (counted as
     `expired`). `on_conflict` (default ``"newer"``) decides about ids already in `dst`; with
     ``"newer"`` or ``"skip"`` a re-run after an interruption is idempotent. A corrupt record in
     `src` stops the migration, or with ``on_corrupt="skip"`` is logged and left behind.
-    `progress` is called with the running counts after every session.
+    `progress` is called with the running counts after every session (once its batch is written).
     """
     if batch_size <= 0:
         raise ValueError("batch_size must be > 0")

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from agent_sessions import Session, SessionConflict, SessionStore, SessionTooLarge
+from agent_sessions import MemorySessionStore, Session, SessionConflict, SessionStore, SessionTooLarge, StoreUnavailable
 from agent_sessions.ops import export_sessions, failed_line, import_sessions, migrate
-from agent_sessions.stores.base import Restore
+from agent_sessions.stores.base import Restore, SessionWrite
 
 from ..backends import BACKENDS
 from ..support import FakeClock
@@ -200,6 +200,25 @@ async def test_dry_run_counts_what_the_import_then_does_and_writes_nothing(
     done = await import_sessions(dst, path, on_conflict="newer")
     assert planned == done
     assert (done.imported, done.replaced, done.skipped) == (28, 1, 1)
+
+
+class UnreachableForBatches(MemorySessionStore):
+    """A store whose batched write fails as an unreachable backend does."""
+
+    async def write_many(self, writes: list[SessionWrite], now: float) -> list[bool]:
+        raise StoreUnavailable("the store went away")
+
+
+async def test_an_unreachable_store_names_the_first_line_of_the_batch_and_retries_nothing(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    async with MemorySessionStore(clock=clock) as src:
+        path = await exported(src, [make_session(clock, i) for i in range(12)], tmp_path / "b.jsonl")
+    async with UnreachableForBatches(clock=clock) as dst:
+        with pytest.raises(StoreUnavailable) as info:
+            await import_sessions(dst, path)
+        assert failed_line(info.value) == line_of(0)
+        assert [s async for s in dst.iter_sessions()] == []
 
 
 # ---------------------------------------------------------------- migrate

@@ -289,8 +289,8 @@ async def main(args: Any, backends: list[Backend]) -> int:
             "",
             w3_table(w3, usable),
             "",
-            f"**Scale**: get p50 over {args.scale_reads:,} reads of random sessions with {args.scale_small:,} and "
-            f"then {args.scale_large:,} sessions stored (each with {SCALE_HISTORY} history entries), one store per "
+            f"**Scale**: get p50 over {args.scale_reads:,} reads of random sessions with {args.scale_small:,} and with "
+            f"{args.scale_large:,} sessions stored (each with {SCALE_HISTORY} history entries), one store per "
             "size and side, read in alternation; the library pre-fills with `restore_many` (500 sessions a "
             "call), the raw client with its bulk insert (`executemany` in one transaction; a redis-py pipeline "
             f"per 500). ratio = raw p50 / library p50 at {args.scale_large:,} (above 1: the library is faster); "

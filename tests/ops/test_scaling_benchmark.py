@@ -34,5 +34,5 @@ def test_w3_and_scale_rows_run_verify_and_report_ratios_without_recording() -> N
         assert float(row[4]) > 0 and ("≤ 1.25: met" in row[10] or "≤ 1.25: NOT met" in row[10])
     for row in rows[2:]:
         assert float(row[4]) > 0 and float(row[10]) > 0 and "≤ 1.3" in row[12]
-    assert "with 50 and then 600 sessions stored" in done.stdout
+    assert "with 50 and with 600 sessions stored" in done.stdout
     assert (ROOT / "benchmarks" / "RESULTS.md").read_text() == before

@@ -88,8 +88,9 @@ DEFAULT_IMPORT_LINE_BYTES = 64 * 1024 * 1024
 #: A hop to the reader thread also ends once it holds this many bytes (long lines).
 _READ_CHUNK_BYTES = 8 * 1024 * 1024
 #: Session lines are written in batches of up to `RESTORE_BATCH`, and once they hold this many
-#: bytes of file: a batch is held twice more (parsed, then encoded), so this bounds that memory.
-_BATCH_BYTES = 256 * 1024
+#: bytes of file: a batch is held twice more (parsed, then encoded), so this bounds that memory
+#: (128 KiB keeps `tests/ops/test_memory_bound.py` under its bound with bulk `write_many`s too).
+_BATCH_BYTES = 128 * 1024
 
 
 class BackupFormatError(AgentSessionsError, ValueError):

@@ -1,4 +1,5 @@
-"""`python -m benchmarks`: the store benchmark (W1, W2) on every available backend; see `harness`."""
+"""`python -m benchmarks`: the store benchmark (W1, W2; then W3 and the scale row, see `scaling`)
+on every available backend; see `harness`."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 import asyncio
 import sys
 
-from . import peers_adk
+from . import peers_adk, scaling
 from .backends import BACKENDS
 from .harness import READS, SESSIONS, TURNS, main
 
@@ -19,6 +20,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--turns", type=int, default=TURNS)
     parser.add_argument("--reads", type=int, default=READS)
     parser.add_argument("--no-write", dest="write", action="store_false", help="print only; leave RESULTS.md alone")
+    scaling.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -29,6 +31,7 @@ if __name__ == "__main__":
     # The framework peer rows follow, each skipped without its extra.
     sys.exit(
         asyncio.run(main(arguments, BACKENDS))
+        or asyncio.run(scaling.main(arguments, BACKENDS))
         or asyncio.run(peers_openai_agents.main(arguments))
         or asyncio.run(peers_adk.main(arguments))
     )

@@ -35,7 +35,10 @@ simplest correct way: ``create(session_id, user_id)`` stores an empty session;
 ``turn(session_id, entry)`` reads the record and its recent history window (decoded), appends
 `entry` (a ``{"timestamp", "type", "data"}`` dict), increments ``state["turn_count"]`` and
 saves with a version check; ``read(session_id)`` returns ``(history entries in the window,
-turn_count)``. Concurrent calls always target distinct sessions.
+turn_count)``; ``fill(sessions, history)`` stores many ``(session_id, user_id)`` sessions at
+once, each with `history` (oldest first), the fastest simple way the client offers (the
+pre-fill of W3 and of the scale row, see `benchmarks.scaling`). Concurrent calls always target
+distinct sessions.
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from agent_sessions import SessionManager, SessionStore, new_session_id
+from agent_sessions import Session, SessionManager, SessionStore, new_session_id
+from agent_sessions.stores.base import Restore
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 BEGIN = "<!-- stores:begin (written by `python -m benchmarks`) -->"
@@ -81,6 +85,8 @@ class RawClient(Protocol):
 
     async def read(self, session_id: str) -> tuple[int, int]: ...
 
+    async def fill(self, sessions: list[tuple[str, str]], history: list[dict[str, Any]]) -> None: ...
+
 
 @dataclass(frozen=True)
 class Backend:
@@ -89,7 +95,8 @@ class Backend:
     name: str
     raw_label: str
     available: Callable[[], str | None]
-    library: Callable[[], AbstractAsyncContextManager[SessionStore]]
+    #: Called with store options (e.g. ``max_history=``) or none.
+    library: Callable[..., AbstractAsyncContextManager[SessionStore]]
     raw: Callable[[], AbstractAsyncContextManager[RawClient]]
     targets: dict[str, float] = field(default_factory=dict)
 
@@ -124,6 +131,12 @@ class Side(Protocol):
 
     async def read(self, session_id: str) -> tuple[int, int]: ...
 
+    async def fill(self, sessions: list[tuple[str, str]], history: list[dict[str, Any]]) -> None: ...
+
+
+#: Sessions per `restore_many` call when the library side pre-fills a store.
+FILL_BATCH = 500
+
 
 class LibrarySide:
     """The workload through `SessionManager`, as an application would run it."""
@@ -148,6 +161,21 @@ class LibrarySide:
             raise AssertionError("a benchmark session vanished")
         return len(session.history), int(session.get("turn_count", 0))
 
+    async def fill(self, sessions: list[tuple[str, str]], history: list[dict[str, Any]]) -> None:
+        """Store `sessions` with `history` each through the bulk path, `restore_many`."""
+        store, now = self.manager.store, time.time()
+        expiry = now + self.manager.session_lifetime
+        for start in range(0, len(sessions), FILL_BATCH):
+            items = [
+                Restore(
+                    Session(session_id=sid, user_id=uid, created_at=now, last_accessed_at=now, expiry_at=expiry),
+                    history,
+                )
+                for sid, uid in sessions[start : start + FILL_BATCH]
+            ]
+            if not all(await store.restore_many(items)):
+                raise AssertionError("a pre-filled session id already existed")
+
 
 class RawSide:
     def __init__(self, client: RawClient) -> None:
@@ -163,6 +191,9 @@ class RawSide:
 
     async def read(self, session_id: str) -> tuple[int, int]:
         return await self.client.read(session_id)
+
+    async def fill(self, sessions: list[tuple[str, str]], history: list[dict[str, Any]]) -> None:
+        await self.client.fill(sessions, history)
 
 
 def settle() -> None:
@@ -234,12 +265,12 @@ async def one_run(make_side: Callable[[], AbstractAsyncContextManager[Side]], ar
     return out
 
 
-def library_side(backend: Backend) -> Callable[[], AbstractAsyncContextManager[Side]]:
+def library_side(backend: Backend, **options: Any) -> Callable[[], AbstractAsyncContextManager[Side]]:
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
     async def make() -> Any:
-        async with backend.library() as store:
+        async with backend.library(**options) as store:
             yield LibrarySide(store)
 
     return make

@@ -43,6 +43,10 @@ class DictClient:
         stored = self.records[session_id]
         return len(stored["history"][-HISTORY_WINDOW:]), stored["record"]["state"].get("turn_count", 0)
 
+    async def fill(self, sessions: list[tuple[str, str]], history: list[dict[str, Any]]) -> None:
+        for session_id, user_id in sessions:
+            self.records[session_id] = {"version": 1, "record": new_record(user_id), "history": list(history)}
+
 
 @asynccontextmanager
 async def dict_client() -> AsyncIterator[DictClient]:
@@ -100,6 +104,20 @@ class AiosqliteClient:
         async with self.lock:
             _, _, record, history = await self._load(session_id)
         return len(history), record["state"].get("turn_count", 0)
+
+    async def fill(self, sessions: list[tuple[str, str]], history: list[dict[str, Any]]) -> None:
+        """`executemany` in one transaction."""
+        payloads = [json.dumps(entry) for entry in history]
+        async with self.lock:
+            await self.db.executemany(
+                "INSERT INTO sessions VALUES (?, ?, 1, ?, ?)",
+                [(sid, uid, len(payloads), json.dumps(new_record(uid))) for sid, uid in sessions],
+            )
+            await self.db.executemany(
+                "INSERT INTO history VALUES (?, ?, ?)",
+                [(sid, seq, p) for sid, _ in sessions for seq, p in enumerate(payloads, 1)],
+            )
+            await self.db.commit()
 
 
 @asynccontextmanager
@@ -161,6 +179,19 @@ class AsyncpgClient:
         async with self.pool.acquire() as conn:
             _, _, record, history = await self._load(conn, session_id)
         return len(history), record["state"].get("turn_count", 0)
+
+    async def fill(self, sessions: list[tuple[str, str]], history: list[dict[str, Any]]) -> None:
+        """`executemany` (pipelined by asyncpg) in one transaction."""
+        payloads = [json.dumps(entry) for entry in history]
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.executemany(
+                "INSERT INTO sessions VALUES ($1, $2, 1, $3, $4)",
+                [(sid, uid, len(payloads), json.dumps(new_record(uid))) for sid, uid in sessions],
+            )
+            await conn.executemany(
+                "INSERT INTO history VALUES ($1, $2, $3)",
+                [(sid, seq, p) for sid, _ in sessions for seq, p in enumerate(payloads, 1)],
+            )
 
 
 @asynccontextmanager

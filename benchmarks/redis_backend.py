@@ -43,9 +43,9 @@ async def delete_prefix(client: Redis, prefix: str) -> None:
 
 
 @asynccontextmanager
-async def redis_store() -> AsyncIterator[SessionStore]:
+async def redis_store(**options: Any) -> AsyncIterator[SessionStore]:
     prefix = f"bench_store_{uuid.uuid4().hex[:10]}:"
-    store = RedisSessionStore(REDIS_URL, prefix=prefix)
+    store = RedisSessionStore(REDIS_URL, prefix=prefix, **options)
     try:
         yield store
     finally:
@@ -85,6 +85,18 @@ class RedisRawClient:
     async def read(self, session_id: str) -> tuple[int, int]:
         record, history = await self._load(session_id)
         return len(history), record["state"].get("turn_count", 0)
+
+    async def fill(self, sessions: list[tuple[str, str]], history: list[dict[str, Any]]) -> None:
+        """SET + RPUSH per session, in pipelines of 500 sessions."""
+        payloads = [json.dumps(entry) for entry in history]
+        for start in range(0, len(sessions), 500):
+            pipe = self.client.pipeline(transaction=False)
+            for session_id, user_id in sessions[start : start + 500]:
+                record = {"version": 1, "user_id": user_id, "state": {}, "preferences": {}}
+                pipe.set(self.prefix + session_id, json.dumps(record))
+                if payloads:
+                    pipe.rpush(self.prefix + session_id + ":history", *payloads)
+            await pipe.execute()
 
 
 @asynccontextmanager

@@ -1,22 +1,23 @@
 """What export, import and migration share: reading a session's full history, writing one
 session or one scope into a destination store under a conflict policy, and the running report.
 
-A session is written with a single `SessionStore.restore` (one atomic insert on every backend),
-so an interrupted transfer leaves each session either fully copied or absent: re-running it
-skips or refreshes what is already there.
+Sessions are written in batches with `SessionStore.restore_many` (one round trip or statement
+per batch where the backend can; each session one atomic insert), and the ids that already
+existed then go through the conflict policy one by one. An interrupted transfer leaves each
+session either fully copied or absent: re-running it skips or refreshes what is already there.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, assert_never
 
-from ..errors import SessionConflict, SessionNotFound
+from ..errors import AgentSessionsError, SessionConflict, SessionNotFound, StoreUnavailable
 from ..ids import id_hash
 from ..session import APP_PREFIX, TEMP_PREFIX, USER_PREFIX, Session
-from ..stores.base import DEFAULT_MAX_HISTORY, DEFAULT_MAX_SESSION_BYTES, SessionStore
+from ..stores.base import DEFAULT_MAX_HISTORY, DEFAULT_MAX_SESSION_BYTES, Restore, SessionStore
 
 __all__ = [
     "LINE_NESTING",
@@ -27,6 +28,7 @@ __all__ = [
     "max_line_bytes",
     "restore_scope",
     "restore_session",
+    "restore_sessions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,8 @@ ON_CONFLICT_CHOICES: tuple[OnConflict, ...] = ("skip", "overwrite", "newer", "er
 Outcome = Literal["imported", "replaced", "skipped", "expired"]
 
 HISTORY_PAGE = 500
+#: Sessions per `restore_many` call in import and migration.
+RESTORE_BATCH = 500
 _REPLACE_ATTEMPTS = 5
 #: Room per encoded value in an export line for what wraps it (keys, punctuation).
 _LINE_SLACK = 4096
@@ -169,7 +173,7 @@ async def restore_session(
     that cannot be stored raises without touching an existing copy. With `dry_run`, nothing is
     written: the outcome is what a real run would report now (``"error"`` still raises).
     """
-    if session.expiry_at is not None and session.expiry_at <= store.clock():
+    if _expired(session, store.clock()):
         return "expired"
     if dry_run:
         existing = await store.get(session.session_id)
@@ -181,14 +185,90 @@ async def restore_session(
     except SessionNotFound:
         return "expired"  # expired between the check above and the write
     except SessionConflict as exc:
-        existing = await store.get(session.session_id)
-        # A None here is an expired row that cleanup has not removed yet; it is replaced
-        # whatever the policy. A live copy: the policy decides.
-        if existing is not None and _existing_outcome(session, existing, on_conflict, exc) == "skipped":
-            return "skipped"
-        await _replace(store, session, history, history_seq)
-        return "replaced" if existing is not None else "imported"
+        return await _restore_over_existing(store, session, history, history_seq, on_conflict, exc)
     return "imported"
+
+
+async def _restore_over_existing(
+    store: SessionStore,
+    session: Session,
+    history: list[dict[str, Any]],
+    history_seq: int,
+    on_conflict: OnConflict,
+    cause: BaseException | None,
+) -> Outcome:
+    """`session` could not be inserted because its id exists in `store`: apply the policy."""
+    existing = await store.get(session.session_id)
+    # A None here is an expired row that cleanup has not removed yet; it is replaced whatever
+    # the policy. A live copy: the policy decides.
+    if existing is not None and _existing_outcome(session, existing, on_conflict, cause) == "skipped":
+        return "skipped"
+    await _replace(store, session, history, history_seq)
+    return "replaced" if existing is not None else "imported"
+
+
+async def restore_sessions(
+    store: SessionStore, items: Sequence[Restore], on_conflict: OnConflict, *, dry_run: bool = False
+) -> AsyncIterator[Outcome]:
+    """`restore_session` for a batch: yields each item's outcome, in order.
+
+    Live items go to `store` in one `restore_many` call; those whose id existed then get the
+    policy one by one, exactly as `restore_session` gives it. The outcomes are those
+    `restore_session` would give item by item, and an error is raised at the item that causes
+    it, after the outcomes of the items before it: an item the store refuses (encoding, size,
+    a race with expiry) makes the batch fall back to one `restore_session` per item, so the
+    items before it are stored and the ones after it are not. `StoreUnavailable` from the
+    batched write is raised before any outcome (which items landed is unknown; a re-run with
+    ``"skip"`` or ``"newer"`` completes them). Under ``"error"`` the batch is cut before the
+    first id the store already holds, so nothing after it is written (unless another writer
+    creates an id of the batch while it is being written).
+    """
+    if dry_run:
+        for item in items:
+            yield await restore_session(store, *_parts(item), on_conflict, dry_run=True)
+        return
+    now = store.clock()
+    # An id met again in the batch conflicts with its first copy: it waits for the bulk write.
+    seen: set[str] = set()
+    repeats: set[int] = set()
+    for i, item in enumerate(items):
+        if item.session.session_id in seen:
+            repeats.add(i)
+        seen.add(item.session.session_id)
+    live = [i for i, item in enumerate(items) if i not in repeats and not _expired(item.session, now)]
+    # Items from `end` on are restored one by one (under "error": from the first held id).
+    end = len(items)
+    if on_conflict == "error" and live:
+        held = {s.session_id for s in await store.load_records([items[i].session.session_id for i in live], now)}
+        end = min([i for i in live if items[i].session.session_id in held] + list(repeats) + [end])
+        live = [i for i in live if i < end]
+    try:
+        inserted = dict(zip(live, await store.restore_many([items[i] for i in live]), strict=True))
+    except StoreUnavailable:
+        raise
+    except AgentSessionsError:
+        # Nothing of the batch was written: find the bad item the way a one-by-one run would.
+        for item in items:
+            yield await restore_session(store, *_parts(item), on_conflict)
+        return
+    for i, item in enumerate(items):
+        if i >= end or i in repeats:
+            yield await restore_session(store, *_parts(item), on_conflict)
+        elif i not in inserted:
+            yield "expired"
+        elif inserted[i]:
+            yield "imported"
+        else:
+            yield await _restore_over_existing(store, *_parts(item), on_conflict, None)
+
+
+def _expired(session: Session, now: float) -> bool:
+    return session.expiry_at is not None and session.expiry_at <= now
+
+
+def _parts(item: Restore) -> tuple[Session, list[dict[str, Any]], int]:
+    seq = len(item.history) if item.history_seq is None else item.history_seq
+    return item.session, item.history, seq
 
 
 async def _replace(store: SessionStore, session: Session, history: list[dict[str, Any]], history_seq: int) -> None:

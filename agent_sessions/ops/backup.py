@@ -12,9 +12,10 @@ The file (gzip-compressed when its name ends in ``.gz``) is one JSON object per 
 4. an end marker ``{"kind": "end", "sessions": n, "scopes": m, "history_entries": h}``, so a
    file cut short at a line boundary is still recognised as truncated.
 
-Import reads line by line. The first bad line (not JSON, wrong shape, unknown kind, cut short)
-stops it with `BackupFormatError` naming the line: everything before that line is imported,
-nothing after it, and no session is ever half-written (each is one atomic insert).
+Import reads line by line and writes sessions in batches (`SessionStore.restore_many`). The
+first bad line (not JSON, wrong shape, unknown kind, cut short) stops it with
+`BackupFormatError` naming the line: everything before that line is imported, nothing after
+it, and no session is ever half-written (each is one atomic insert).
 """
 
 from __future__ import annotations
@@ -39,16 +40,17 @@ from ..codec import DEFAULT_MAX_DEPTH, nests_deeper
 from ..errors import AgentSessionsError, InvalidSessionId, InvalidUserId
 from ..ids import validate_session_id, validate_user_id
 from ..session import Session
-from ..stores.base import SessionStore
+from ..stores.base import Restore, SessionStore
 from ._transfer import (
     LINE_NESTING,
+    RESTORE_BATCH,
     OnConflict,
     Progress,
     TransferReport,
     check_on_conflict,
     full_history,
     restore_scope,
-    restore_session,
+    restore_sessions,
     session_payload,
 )
 from ._transfer import (
@@ -85,6 +87,10 @@ _TAIL_BYTES = 64 * 1024
 DEFAULT_IMPORT_LINE_BYTES = 64 * 1024 * 1024
 #: A hop to the reader thread also ends once it holds this many bytes (long lines).
 _READ_CHUNK_BYTES = 8 * 1024 * 1024
+#: Session lines are written in batches of up to `RESTORE_BATCH`, and once they hold this many
+#: bytes of file: a batch is held twice more (parsed, then encoded), so this bounds that memory
+#: (128 KiB keeps `tests/ops/test_memory_bound.py` under its bound with bulk `write_many`s too).
+_BATCH_BYTES = 128 * 1024
 
 
 class BackupFormatError(AgentSessionsError, ValueError):
@@ -342,9 +348,8 @@ def _check_header(obj: dict[str, Any]) -> None:
 
 @dataclass(slots=True)
 class _SessionLine:
-    session: Session
-    history: list[dict[str, Any]]
-    history_seq: int
+    lineno: int
+    restore: Restore
 
 
 def _parse_session(lineno: int, obj: dict[str, Any]) -> _SessionLine:
@@ -374,7 +379,7 @@ def _parse_session(lineno: int, obj: dict[str, Any]) -> _SessionLine:
     except ValidationError as exc:
         first = exc.errors()[0]
         raise BackupFormatError(lineno, f"invalid session: {first['msg']} at {first['loc']}") from exc
-    return _SessionLine(session, history, seq)
+    return _SessionLine(lineno, Restore(session, history, seq))
 
 
 def _parse_scope(lineno: int, obj: dict[str, Any]) -> tuple[Literal["user", "app"], str, dict[str, Any]]:
@@ -405,6 +410,9 @@ class _ImportState:
     scopes: int = 0
     history_entries: int = 0
     last_line: int = 0
+    #: Session lines read and not written yet, and their size in the file.
+    pending: list[_SessionLine] = field(default_factory=list)
+    pending_bytes: int = 0
 
 
 async def import_sessions(
@@ -431,7 +439,11 @@ async def import_sessions(
     Raises `BackupFormatError` at the first bad line (its `report` says what was imported
     before it; nothing after it is), `SessionConflict` under ``"error"``, and the store's own
     errors (`StoreUnavailable`, `SessionTooLarge`, ...) with the line number in a note
-    (`failed_line` reads it back).
+    (`failed_line` reads it back). Sessions are written in batches (`SessionStore.restore_many`)
+    with the same outcomes as one by one: a session the store refuses stops the import at its
+    own line, the sessions before it written. `StoreUnavailable` while a batch is written names
+    the batch's first line; some of its sessions may have landed (a re-run with ``"skip"`` or
+    ``"newer"`` completes the import).
 
     Memory stays flat whatever the file holds: a line longer than `max_line_bytes` (default
     64 MiB: a session with its whole history on one line), or than the longest line `store`
@@ -452,8 +464,16 @@ async def import_sessions(
                 raise chunk
             if not chunk:
                 break
-            for lineno, raw in chunk:
-                await _import_line(store, policy, state, lineno, raw, dry_run)
+            # Lines are let go of as they are read: a batch of parsed sessions takes their place.
+            chunk.reverse()
+            while chunk:
+                lineno, raw = chunk.pop()
+                try:
+                    await _import_line(store, policy, state, lineno, raw, dry_run)
+                except BackupFormatError:
+                    await _write_sessions(store, policy, state, dry_run)  # the lines before it
+                    raise
+            await _write_sessions(store, policy, state, dry_run)
             if progress is not None:
                 progress(state.report)
     except BackupFormatError as exc:
@@ -491,16 +511,19 @@ async def _import_line(
         state.header_seen = True
         return
     kind = obj.get("kind")
+    if kind == "session":
+        item = _parse_session(lineno, obj)
+        state.pending.append(item)
+        state.pending_bytes += len(raw)
+        state.sessions += 1
+        state.history_entries += len(item.restore.history)
+        if len(state.pending) >= RESTORE_BATCH or state.pending_bytes >= _BATCH_BYTES:
+            await _write_sessions(store, policy, state, dry_run)
+        return
+    # Any other line waits for the sessions before it, as if each line were imported alone.
+    await _write_sessions(store, policy, state, dry_run)
     try:
-        if kind == "session":
-            item = _parse_session(lineno, obj)
-            outcome = await restore_session(
-                store, item.session, item.history, item.history_seq, policy, dry_run=dry_run
-            )
-            state.report.count(outcome, len(item.history))
-            state.sessions += 1
-            state.history_entries += len(item.history)
-        elif kind == "scope":
+        if kind == "scope":
             scope, owner, values = _parse_scope(lineno, obj)
             state.report.scopes += await restore_scope(store, scope, owner, values, policy, dry_run=dry_run)
             state.scopes += 1
@@ -519,6 +542,21 @@ async def _import_line(
         raise
     except AgentSessionsError as exc:
         exc.add_note(_LINE_NOTE.format(lineno))
+        raise
+
+
+async def _write_sessions(store: SessionStore, policy: OnConflict, state: _ImportState, dry_run: bool) -> None:
+    """Write the pending session lines in one batch; a store error names the line it stopped at."""
+    if not state.pending:
+        return
+    batch, state.pending, state.pending_bytes = state.pending, [], 0
+    done = 0
+    try:
+        async for outcome in restore_sessions(store, [line.restore for line in batch], policy, dry_run=dry_run):
+            state.report.count(outcome, len(batch[done].restore.history))
+            done += 1
+    except AgentSessionsError as exc:
+        exc.add_note(_LINE_NOTE.format(batch[done].lineno))
         raise
 
 

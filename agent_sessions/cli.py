@@ -305,11 +305,15 @@ def _import_failure(exc: BaseException, path: Path, store: str, dry_run: bool) -
             f"{done}, none after it"
         )
     reason = one_line(exc)
+    after = "none after it"
     if isinstance(exc, StoreUnavailable | ConnectionError | TimeoutError):
         reason = f"cannot reach the store: {reason}"
+        # Sessions are written in batches: the line named is the batch's first, and some of
+        # that batch may have landed before the store went away.
+        after = "some of its batch may have landed; run the import again with --on-conflict skip to finish"
     return (
         f"line {line} of {path} could not be written (the store, {safe_url(store)}): {reason}; "
-        f"the lines before it were {done}, none after it"
+        f"the lines before it were {done}, {after}"
     )
 
 

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from ._transfer import ON_CONFLICT_CHOICES, OnConflict, Progress, TransferReport
+from ._transfer import ON_CONFLICT_CHOICES, OnConflict, Progress, TransferReport, max_line_bytes
 from .backup import (
     DEFAULT_IMPORT_LINE_BYTES,
     FORMAT_VERSION,
@@ -34,5 +34,6 @@ __all__ = [
     "export_sessions",
     "failed_line",
     "import_sessions",
+    "max_line_bytes",
     "migrate",
 ]

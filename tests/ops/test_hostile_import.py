@@ -11,8 +11,13 @@ from pathlib import Path
 import pytest
 
 from agent_sessions import MemorySessionStore, Session, SessionStore
-from agent_sessions.ops import DEFAULT_IMPORT_LINE_BYTES, BackupFormatError, export_sessions, import_sessions
-from agent_sessions.ops._transfer import max_line_bytes
+from agent_sessions.ops import (
+    DEFAULT_IMPORT_LINE_BYTES,
+    BackupFormatError,
+    export_sessions,
+    import_sessions,
+    max_line_bytes,
+)
 from agent_sessions.ops.backup import iter_export_lines
 
 from ..support import FakeClock

@@ -73,7 +73,12 @@ async def test_a_crash_mid_workload_loses_no_acknowledged_save_and_the_store_rec
             acked[sid] = n
 
     tasks = [asyncio.create_task(worker(sid)) for sid in acked]
+    deadline = asyncio.get_running_loop().time() + 30
     while min(acked.values()) < 3:
+        for task in tasks:
+            if task.done():
+                task.result()  # a worker that stopped before the crash: raise what stopped it
+        assert asyncio.get_running_loop().time() < deadline, f"the workers did not progress: {acked}"
         await asyncio.sleep(0.01)
     durable_server.kill()  # SIGKILL: only what Redis fsynced survives
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)

@@ -10,15 +10,18 @@ from __future__ import annotations
 import hashlib
 import zlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
+from redis.asyncio.cluster import RedisCluster
 
 from agent_sessions import Session, SessionConflict, SessionManager
+from agent_sessions.stores.base import Restore
 from agent_sessions.stores.redis import RedisSessionStore
 
 from ..support import FakeClock
 from .stores import redis_cluster_store, redis_store
+from .test_redis_store import RoundTrips
 
 pytestmark = pytest.mark.asyncio
 
@@ -271,3 +274,60 @@ async def test_cleanup_leaves_a_live_r1_session_and_its_index_entries(
     assert await store.client.zscore(old.shard(sid), old.member(sid, USER)) == session.expiry_at
     assert await store.client.zscore(old.idx(USER), sid) == session.expiry_at
     assert await manager.get_session(sid) is not None
+
+
+async def test_a_save_of_an_r1_session_without_its_previous_owner_asks_redis_for_it(
+    store: RedisSessionStore, clock: FakeClock
+) -> None:
+    """One node: a write whose `previous_user_id` does not name the R1 owner is answered with
+    the owner and sent again, so the old owner's index entries still go. (On a Cluster the
+    index updates in other slots follow `previous_user_id`, for R1 and R2 records alike.)"""
+    if isinstance(store.client, RedisCluster):
+        pytest.skip("the script reads no user hash on a Cluster")
+    manager, session, old = await legacy_session(store, clock)
+    sid = session.session_id
+    got = await manager.get_session(sid)
+    assert got is not None
+    got.user_id = None
+    got.state.pop("step")
+    write, _ = store.prepare_write(got)
+    await store.write(replace(write, previous_user_id="someone else"), clock.now)
+    assert await header_magic(store, old, sid) == b"R2 "
+    assert await store.client.zscore(old.idx(USER), sid) is None
+    assert await store.client.zscore(old.shard(sid), old.member(sid, None)) == write.expiry_at
+    loaded = await store.get(sid)
+    assert loaded is not None and loaded.user_id is None and loaded.version == session.version + 1
+
+
+async def test_restore_many_over_an_r1_id_leaves_it_as_it_was(store: RedisSessionStore, clock: FakeClock) -> None:
+    manager, session, old = await legacy_session(store, clock)
+    clash = Session(session_id=session.session_id, user_id="intruder", expiry_at=clock.now + 600)
+    fresh = Session(user_id="intruder", expiry_at=clock.now + 600)
+    assert await store.restore_many([Restore(clash, []), Restore(fresh, [])]) == [False, True]
+    assert await header_magic(store, old, session.session_id) == b"R1 "
+    kept = await manager.get_session(session.session_id)
+    assert kept is not None and kept.user_id == USER and kept.get("step") == 1
+    assert [s.session_id for s in await manager.get_user_sessions("intruder")] == [fresh.session_id]
+
+
+async def test_a_get_of_an_r1_session_of_a_user_costs_one_more_round_trip_until_it_is_saved(
+    store: RedisSessionStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manager, session, _ = await legacy_session(store, clock)
+    sid = session.session_id
+    reader = RedisSessionStore(store.client, prefix=store.prefix, clock=clock)  # has not seen the owner
+    await reader.get(sid)  # loads the scripts on every node
+    trips = RoundTrips(monkeypatch)
+    await RedisSessionStore(store.client, prefix=store.prefix, clock=clock).get(sid)
+    legacy = trips.take()
+    got = await manager.get_session(sid)
+    assert got is not None
+    got.set("step", 2)
+    await manager.update_session(got)
+    trips.take()
+    loaded = await RedisSessionStore(store.client, prefix=store.prefix, clock=clock).get(sid)
+    assert loaded is not None and loaded.get("user:lang") == "fr"
+    if isinstance(store.client, RedisCluster):  # the owner is learnt from the record either way
+        assert trips.take() == legacy
+    else:  # the record, then (no user hash in it) the user scope; then one, as for any R2 session
+        assert (legacy, trips.take()) == (2, 1)

@@ -18,14 +18,12 @@ from typing import Final
 from ...errors import SerializationError
 from ...ids import id_hash
 from ..base import SessionWrite, StoredSession
-from .keys import user_hash
 
 __all__ = [
     "LEGACY_HEADER",
     "NO_OWNER",
     "index_score",
     "is_legacy",
-    "owner_args",
     "pack_record",
     "pack_row",
     "split_rows",
@@ -42,7 +40,8 @@ _ROW_SIZE: Final = struct.Struct(">I")
 #: ``R1 <version> <history seq> <last access> <expiry|-> <write token> <user id bytes|-1>``.
 #: Lua cannot compute sha256, so for such a record with a user a get reads the user scope in a
 #: second round trip, and a script needing the hash answers `Result.LEGACY` with the owner and
-#: is called again with `owner_args` (one more round trip, once: the save or touch makes it R2).
+#: is called again with the owner's hash (one more round trip, once: the save or touch makes it
+#: R2; a save passes the hash of `SessionWrite.previous_user_id` up front, saving that trip).
 LEGACY_HEADER: Final = b"R1"
 
 #: The last two ARGV of a script that may need an R1 record's user hash, when none is known.
@@ -52,14 +51,6 @@ NO_OWNER: Final = ("", "")
 def is_legacy(raw: bytes) -> bool:
     """True for a record with the `LEGACY_HEADER` (no user hash in it)."""
     return raw.startswith(LEGACY_HEADER + b" ")
-
-
-def owner_args(owner: bytes | str | None) -> tuple[bytes | str, str]:
-    """The last two ARGV for an owner: its user id and its `user_hash` (``known_hash`` in Lua)."""
-    if owner is None:
-        return NO_OWNER
-    text = owner.decode("utf-8", "surrogatepass") if isinstance(owner, bytes) else owner
-    return text.encode("utf-8", "surrogatepass"), user_hash(text)
 
 
 def index_score(expiry_at: float | None) -> str:

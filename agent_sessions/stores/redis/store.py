@@ -20,6 +20,11 @@ get costs two. A save (a moving touch, a delete) is the script, then one pipelin
 the index and scope keys of other slots (``ZADD GT``: a reordered update can leave a score too
 high, repaired by cleanup, never too low); a failure of that call says the record was saved.
 
+Records of the previous release (``R1`` header, no user hash: `record.LEGACY_HEADER`) are read
+and updated as before; Lua cannot compute their user hash, so a get of one with a user reads
+its user scope in a second round trip, and a script needing the hash answers `Result.LEGACY`
+and is sent again with it (`_script`, `_scripts`). Its next save or touch rewrites it as R2.
+
 Cleanup walks the 16 expiry shards in batches (``reap.lua`` deletes what expired under the
 store clock; index entries of sessions Redis expired are pruned, live ones re-scored). No
 ``KEYS``: listing uses ``SCAN`` with a pattern from the prefix only. Driver errors become
@@ -42,7 +47,6 @@ from .record import (
     NO_OWNER,
     index_score,
     is_legacy,
-    owner_args,
     pack_record,
     pack_row,
     split_rows,
@@ -202,8 +206,27 @@ class RedisSessionStore(SessionStore):
             reply = await self._call(script(keys, args), action)
             if not _is_legacy_reply(reply):
                 return reply
-            args = [*args[:-2], *owner_args(reply[1])]
+            args = [*args[:-2], *self._owner_args(reply[1])]
         raise StoreUnavailable(f"Redis could not {action}: the session's owner kept changing")
+
+    async def _scripts(self, script: AsyncScript, calls: list[tuple[list[str], list[Any]]], action: str) -> list[Any]:
+        """Run `script` once per ``(keys, args)`` in one pipelined round trip; `Result.LEGACY`
+        replies are run again as in `_script`, together in one more."""
+        replies = await self._pipeline([Scripts.command(script, *call) for call in calls], action) if calls else []
+        for _ in range(_LEGACY_ATTEMPTS - 1):
+            legacy = [i for i, reply in enumerate(replies) if _is_legacy_reply(reply)]
+            if not legacy:
+                return replies
+            calls = list(calls)
+            for i in legacy:
+                keys, args = calls[i]
+                calls[i] = (keys, [*args[:-2], *self._owner_args(replies[i][1])])
+            again = await self._pipeline([Scripts.command(script, *calls[i]) for i in legacy], action)
+            for i, reply in zip(legacy, again, strict=True):
+                replies[i] = reply
+        if any(_is_legacy_reply(reply) for reply in replies):
+            raise StoreUnavailable(f"Redis could not {action}: a session's owner kept changing")
+        return replies
 
     async def _pipeline(self, calls: list[Command], action: str) -> list[Any]:
         """Run `calls` in one round trip (per node, concurrently, on a cluster).
@@ -269,6 +292,14 @@ class RedisSessionStore(SessionStore):
         if not self._cluster:
             keys.append(self.keys.expiry_shard(sid))
         return keys
+
+    def _owner_args(self, owner: bytes | str | None) -> tuple[bytes | str, str]:
+        """The last two ARGV of a script for an R1 record's owner: its user id and `user_hash`
+        (``known_hash`` in ``prelude.lua``), or `NO_OWNER`."""
+        if owner is None:
+            return NO_OWNER
+        text = owner.decode("utf-8", "surrogatepass") if isinstance(owner, bytes) else owner
+        return text.encode("utf-8", "surrogatepass"), self.keys.user(text).hash
 
     def _user_hash(self, user_id: str | None) -> str | None:
         return None if user_id is None else self.keys.user(user_id).hash
@@ -448,7 +479,7 @@ class RedisSessionStore(SessionStore):
         for change in changes:
             keys.append(self.keys.app_scope if change.kind == "app" else self.keys.user_scope(change.owner))
             args += _scope_args(change)
-        args += owner_args(write.previous_user_id) if write.expected_version != 0 else NO_OWNER
+        args += self._owner_args(write.previous_user_id) if write.expected_version != 0 else NO_OWNER
         return keys, args
 
     def _after_write(self, write: SessionWrite) -> list[Command]:
@@ -483,12 +514,7 @@ class RedisSessionStore(SessionStore):
 
     async def write_many(self, writes: list[SessionWrite], now: float) -> list[bool]:
         """Inserts in one pipelined round trip (on a cluster, a second one for the indexes)."""
-        prepared = [self._write_call(w, now) for w in writes]
-        calls = [Scripts.command(self.scripts.write, keys, args) for keys, args in prepared]
-        codes = await self._pipeline(calls, "save sessions") if calls else []
-        for i, code in enumerate(codes):
-            if _is_legacy_reply(code):  # an update of an R1 record: see `_script`
-                codes[i] = await self._script(self.scripts.write, *prepared[i], "save sessions")
+        codes = await self._scripts(self.scripts.write, [self._write_call(w, now) for w in writes], "save sessions")
         inserted, failure = [], None
         for code, w in zip(codes, writes, strict=True):
             try:
@@ -585,14 +611,11 @@ class RedisSessionStore(SessionStore):
                 found.append((member, sid, hashed or None))
             else:
                 calls.append(("ZREM", shard_key, member))
-        replies = await self._pipeline(
-            [Scripts.command(self.scripts.reap, self.keys.session(sid), [repr(now), *NO_OWNER]) for _, sid, _ in found],
+        replies = await self._scripts(
+            self.scripts.reap,
+            [(self.keys.session(sid), [repr(now), *NO_OWNER]) for _, sid, _ in found],
             "delete expired sessions",
         )
-        for i, reply in enumerate(replies):
-            if _is_legacy_reply(reply):  # an R1 record: see `_script`
-                args = [repr(now), *owner_args(reply[1])]
-                replies[i] = await self._script(self.scripts.reap, self.keys.session(found[i][1]), args, "clean up")
         removed = 0
         for (member, sid, member_hash), reply in zip(found, replies, strict=True):
             status = reply[0]

@@ -5,8 +5,9 @@
 -- where the script removes the index entries itself (as in write.lua).
 -- ARGV[1] expected version ('' = whatever the version); ARGV[2], ARGV[3] for `known_hash`.
 -- Returns {ABSENT}, {CONFLICT} (another version: nothing deleted), {CORRUPT} (an unreadable
--- header with an expected version: nothing deleted), {LEGACY, owner} (nothing deleted), {DONE, user hash or '-'} deleted, or
--- {DONE} deleted with an unreadable header (its index entries are left to cleanup).
+-- header with an expected version: nothing deleted), {LEGACY, owner} (nothing deleted),
+-- {DONE, user hash or '-'} deleted, or {DONE} deleted with an unreadable header (its index
+-- entries are left to cleanup).
 local expected = ARGV[1]
 local rec = redis.call('GET', KEYS[1])
 local h = rec and header(rec)

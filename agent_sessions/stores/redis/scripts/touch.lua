@@ -18,6 +18,7 @@ if not live(h, now) then return {ABSENT} end
 if tonumber(h.accessed) >= tonumber(accessed) then accessed = h.accessed end
 local moved = expiry == '-' or h.expiry == '-' or tonumber(expiry) > tonumber(h.expiry)
 if not moved then expiry = h.expiry end
+-- Nothing to write: an R1 record stays as it is (its user hash, unknown here, is not needed).
 if not moved and accessed == h.accessed then return {DONE, h.uhash or '-', 0} end
 if not known_hash(rec, h) then return {LEGACY, owner(rec, h)} end
 local value = table.concat({'R2', h.version, h.seq, accessed, expiry, h.token, h.uhash, h.ulen}, ' ')

@@ -2,7 +2,9 @@
 
 A record is a one-line header, the user id, then the record encoded by the store's codec:
 ``R2 <version> <history seq> <last access> <expiry|-> <write token> <user hash|-> <user id bytes|-1>``
-(``scripts/prelude.lua`` reads it). A history row is stored behind its 4-byte big-endian length;
+(``scripts/prelude.lua`` reads it). `LEGACY_HEADER`: records of the previous release start
+``R1`` and have no user hash field; they are read as they are and rewritten as R2 by their next
+save or touch. A history row is stored behind its 4-byte big-endian length;
 the window key holds the newest rows concatenated behind the 16-digit seq of the first.
 """
 
@@ -17,11 +19,38 @@ from ...errors import SerializationError
 from ...ids import id_hash
 from ..base import SessionWrite, StoredSession
 
-__all__ = ["index_score", "pack_record", "pack_row", "split_rows", "ttl_ms", "unpack_record", "window_rows"]
+__all__ = [
+    "LEGACY_HEADER",
+    "NO_OWNER",
+    "index_score",
+    "is_legacy",
+    "pack_record",
+    "pack_row",
+    "split_rows",
+    "ttl_ms",
+    "unpack_record",
+    "window_rows",
+]
 
 logger = logging.getLogger(__name__)
 
 _ROW_SIZE: Final = struct.Struct(">I")
+
+#: The magic of the previous release's header, the R2 one without the user hash:
+#: ``R1 <version> <history seq> <last access> <expiry|-> <write token> <user id bytes|-1>``.
+#: Lua cannot compute sha256, so for such a record with a user a get reads the user scope in a
+#: second round trip, and a script needing the hash answers `Result.LEGACY` with the owner and
+#: is called again with the owner's hash (one more round trip, once: the save or touch makes it
+#: R2; a save passes the hash of `SessionWrite.previous_user_id` up front, saving that trip).
+LEGACY_HEADER: Final = b"R1"
+
+#: The last two ARGV of a script that may need an R1 record's user hash, when none is known.
+NO_OWNER: Final = ("", "")
+
+
+def is_legacy(raw: bytes) -> bool:
+    """True for a record with the `LEGACY_HEADER` (no user hash in it)."""
+    return raw.startswith(LEGACY_HEADER + b" ")
 
 
 def index_score(expiry_at: float | None) -> str:
@@ -52,7 +81,10 @@ def pack_record(write: SessionWrite, token: str, user_hash: str) -> bytes:
 def unpack_record(sid: str, raw: bytes) -> StoredSession:
     try:
         nl = raw.index(b"\n")
-        magic, version, seq, accessed, expiry, _token, _hash, ulen = raw[:nl].split(b" ")
+        fields = raw[:nl].split(b" ")
+        if fields[0] == LEGACY_HEADER and len(fields) == 7:
+            fields = [b"R2", *fields[1:6], b"-", fields[6]]  # the user hash is not read here
+        magic, version, seq, accessed, expiry, _token, _hash, ulen = fields
         if magic != b"R2":
             raise ValueError("unknown record format")
         size = int(ulen)

@@ -35,6 +35,9 @@ class Result(IntEnum):
     CORRUPT = 4
     #: Cleanup found the session still live: nothing deleted.
     LIVE = 5
+    #: An R1 record (`record.LEGACY_HEADER`) whose user hash the script needs: nothing done;
+    #: the reply's second element is the owner, to call the script again with its hash.
+    LEGACY = 6
 
 
 def _source(name: str) -> str:

@@ -20,6 +20,11 @@ get costs two. A save (a moving touch, a delete) is the script, then one pipelin
 the index and scope keys of other slots (``ZADD GT``: a reordered update can leave a score too
 high, repaired by cleanup, never too low); a failure of that call says the record was saved.
 
+Records of the previous release (``R1`` header, no user hash: `record.LEGACY_HEADER`) are read
+and updated as before; Lua cannot compute their user hash, so a get of one with a user reads
+its user scope in a second round trip, and a script needing the hash answers `Result.LEGACY`
+and is sent again with it (`_script`, `_scripts`). Its next save or touch rewrites it as R2.
+
 Cleanup walks the 16 expiry shards in batches (``reap.lua`` deletes what expired under the
 store clock; index entries of sessions Redis expired are pruned, live ones re-scored). No
 ``KEYS``: listing uses ``SCAN`` with a pattern from the prefix only. Driver errors become
@@ -38,7 +43,17 @@ from ...errors import SerializationError, SessionNotFound, StoreUnavailable
 from ...ids import id_hash, is_valid_session_id
 from ..base import ScopeChange, SessionStore, SessionWrite, StoredSession, raise_conflict
 from .keys import KeyLayout
-from .record import index_score, pack_record, pack_row, split_rows, ttl_ms, unpack_record, window_rows
+from .record import (
+    NO_OWNER,
+    index_score,
+    is_legacy,
+    pack_record,
+    pack_row,
+    split_rows,
+    ttl_ms,
+    unpack_record,
+    window_rows,
+)
 from .scripts import Result, Scripts
 
 try:
@@ -61,6 +76,9 @@ DEFAULT_PREFIX: Final = "agent_sessions:"
 _OWNER_FIELD: Final = b"~owner"
 _REDIS_ERRORS: Final = (redis_errors.RedisError, redis_errors.RedisClusterException, OSError)
 _CORRUPT_HEADER: Final = "a stored Redis session record has an unreadable header; delete it"
+#: A script answering `Result.LEGACY` is called again with the owner it named; once more only
+#: if a writer of the previous release changed the owner in between.
+_LEGACY_ATTEMPTS: Final = 3
 
 Command = tuple[Any, ...]
 
@@ -69,6 +87,10 @@ def _unavailable(exc: BaseException, action: str) -> StoreUnavailable:
     if isinstance(exc, TimeoutError):  # the store's own deadline (`socket_timeout`)
         return StoreUnavailable(f"Redis did not {action} in time (socket_timeout)")
     return StoreUnavailable(f"Redis could not {action}: {type(exc).__name__}: {exc}")
+
+
+def _is_legacy_reply(reply: Any) -> bool:
+    return isinstance(reply, list) and len(reply) == 2 and reply[0] == Result.LEGACY
 
 
 def _hash_field(reply: Any) -> str | None:
@@ -178,7 +200,33 @@ class RedisSessionStore(SessionStore):
             raise _unavailable(exc, action) from exc
 
     async def _script(self, script: AsyncScript, keys: list[str], args: list[Any], action: str) -> Any:
-        return await self._call(script(keys, args), action)
+        """Run `script`; a `Result.LEGACY` reply (an R1 record, see `record.LEGACY_HEADER`) runs
+        it again with the owner's hash as its last two ARGV (again only if the owner changed)."""
+        for _ in range(_LEGACY_ATTEMPTS):
+            reply = await self._call(script(keys, args), action)
+            if not _is_legacy_reply(reply):
+                return reply
+            args = [*args[:-2], *self._owner_args(reply[1])]
+        raise StoreUnavailable(f"Redis could not {action}: the session's owner kept changing")
+
+    async def _scripts(self, script: AsyncScript, calls: list[tuple[list[str], list[Any]]], action: str) -> list[Any]:
+        """Run `script` once per ``(keys, args)`` in one pipelined round trip; `Result.LEGACY`
+        replies are run again as in `_script`, together in one more."""
+        replies = await self._pipeline([Scripts.command(script, *call) for call in calls], action) if calls else []
+        for _ in range(_LEGACY_ATTEMPTS - 1):
+            legacy = [i for i, reply in enumerate(replies) if _is_legacy_reply(reply)]
+            if not legacy:
+                return replies
+            calls = list(calls)
+            for i in legacy:
+                keys, args = calls[i]
+                calls[i] = (keys, [*args[:-2], *self._owner_args(replies[i][1])])
+            again = await self._pipeline([Scripts.command(script, *calls[i]) for i in legacy], action)
+            for i, reply in zip(legacy, again, strict=True):
+                replies[i] = reply
+        if any(_is_legacy_reply(reply) for reply in replies):
+            raise StoreUnavailable(f"Redis could not {action}: a session's owner kept changing")
+        return replies
 
     async def _pipeline(self, calls: list[Command], action: str) -> list[Any]:
         """Run `calls` in one round trip (per node, concurrently, on a cluster).
@@ -245,6 +293,14 @@ class RedisSessionStore(SessionStore):
             keys.append(self.keys.expiry_shard(sid))
         return keys
 
+    def _owner_args(self, owner: bytes | str | None) -> tuple[bytes | str, str]:
+        """The last two ARGV of a script for an R1 record's owner: its user id and `user_hash`
+        (``known_hash`` in ``prelude.lua``), or `NO_OWNER`."""
+        if owner is None:
+            return NO_OWNER
+        text = owner.decode("utf-8", "surrogatepass") if isinstance(owner, bytes) else owner
+        return text.encode("utf-8", "surrogatepass"), self.keys.user(text).hash
+
     def _user_hash(self, user_id: str | None) -> str | None:
         return None if user_id is None else self.keys.user(user_id).hash
 
@@ -289,15 +345,15 @@ class RedisSessionStore(SessionStore):
                 out.append(None)
                 continue
             stored.scopes_loaded = scopes
-            if scopes and stored.user_id is not None and not self._cluster:
-                user_scopes[stored.user_id] = _scope_rows(user_scope)
+            if scopes and stored.user_id is not None and not self._cluster and not is_legacy(raw):
+                user_scopes[stored.user_id] = _scope_rows(user_scope)  # an R1 one is read below
             out.append(stored)
         if not scopes:
             return out
 
         app = _scope_rows(app_reply)
         missing = sorted({s.user_id for s in out if s is not None and s.user_id is not None} - user_scopes.keys())
-        if missing:  # Cluster: owners this store had not seen, learnt from the records
+        if missing:  # Cluster: owners this store had not seen; both: owners of R1 records
             replies = await self._pipeline([("HGETALL", self.keys.user_scope(u)) for u in missing], "load user scopes")
             user_scopes.update({u: _scope_rows(r) for u, r in zip(missing, replies, strict=True)})
         for found in out:
@@ -423,6 +479,7 @@ class RedisSessionStore(SessionStore):
         for change in changes:
             keys.append(self.keys.app_scope if change.kind == "app" else self.keys.user_scope(change.owner))
             args += _scope_args(change)
+        args += self._owner_args(write.previous_user_id) if write.expected_version != 0 else NO_OWNER
         return keys, args
 
     def _after_write(self, write: SessionWrite) -> list[Command]:
@@ -457,8 +514,7 @@ class RedisSessionStore(SessionStore):
 
     async def write_many(self, writes: list[SessionWrite], now: float) -> list[bool]:
         """Inserts in one pipelined round trip (on a cluster, a second one for the indexes)."""
-        calls = [Scripts.command(self.scripts.write, *self._write_call(w, now)) for w in writes]
-        codes = await self._pipeline(calls, "save sessions") if calls else []
+        codes = await self._scripts(self.scripts.write, [self._write_call(w, now) for w in writes], "save sessions")
         inserted, failure = [], None
         for code, w in zip(codes, writes, strict=True):
             try:
@@ -481,6 +537,7 @@ class RedisSessionStore(SessionStore):
             repr(float(last_accessed_at)),
             "-" if expiry_at is None else repr(float(expiry_at)),
             ttl_ms(expiry_at, now),
+            *NO_OWNER,
         ]
         reply = await self._script(self.scripts.touch, keys, args, "touch the session")
         if reply[0] == Result.CORRUPT:
@@ -504,7 +561,7 @@ class RedisSessionStore(SessionStore):
 
     async def _delete_checked(self, session_id: str, version: int | None) -> bool:
         keys = self._script_keys(session_id)
-        args = ["" if version is None else str(version)]
+        args = ["" if version is None else str(version), *NO_OWNER]
         reply = await self._script(self.scripts.delete, keys, args, "delete the session")
         if reply[0] == Result.CORRUPT:
             logger.error("corrupt Redis session header %s: version-checked delete refused", id_hash(session_id))
@@ -554,8 +611,9 @@ class RedisSessionStore(SessionStore):
                 found.append((member, sid, hashed or None))
             else:
                 calls.append(("ZREM", shard_key, member))
-        replies = await self._pipeline(
-            [Scripts.command(self.scripts.reap, self.keys.session(sid), [repr(now)]) for _, sid, _ in found],
+        replies = await self._scripts(
+            self.scripts.reap,
+            [(self.keys.session(sid), [repr(now), *NO_OWNER]) for _, sid, _ in found],
             "delete expired sessions",
         )
         removed = 0

@@ -15,6 +15,9 @@ for i = 1, count do
   -- Only the two header fields a read needs: a full `header` parse costs more than the GET.
   local seq, uhash
   if rec then seq, uhash = string.match(rec, '^R2 %d+ (%d+) %S+ %S+ %S+ (%S+) ') end
+  -- LEGACY_HEADER: no user hash in an R1 record, so the store reads its user scope itself (a
+  -- second round trip, until the record's next save or touch rewrites it as R2).
+  if rec and not seq then seq = string.match(rec, '^R1 %d+ (%d+) ') end
   seq = tonumber(seq)
   local rows = ''
   if seq and seq > 0 and window > 0 then

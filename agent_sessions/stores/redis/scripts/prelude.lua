@@ -3,10 +3,18 @@
 --   R2 <version> <history seq> <last access> <expiry|-> <write token> <user hash|-> <user id bytes|-1>
 -- then the user id, then the encoded record. Floats are never formatted by Lua (it would round
 -- them): header fields are copied as the strings Python wrote and compared after `tonumber`.
+-- LEGACY_HEADER: the previous release wrote 'R1', without the user hash:
+--   R1 <version> <history seq> <last access> <expiry|-> <write token> <user id bytes|-1>
+-- (same keys, index members and history rows). `header` reads both; an R1 record with a user
+-- has `uhash = false` until `known_hash` fills it in. Every save and touch rewrites it as R2.
 local function header(rec)
   local v, s, la, e, tok, uh, ul, pos = string.match(
     rec, '^R2 (%d+) (%d+) (%S+) (%S+) (%S+) (%S+) (%-?%d+)\n()')
-  if not v then return nil end
+  if not v then
+    v, s, la, e, tok, ul, pos = string.match(rec, '^R1 (%d+) (%d+) (%S+) (%S+) (%S+) (%-?%d+)\n()')
+    if not v then return nil end
+    uh = tonumber(ul) < 0 and '-'
+  end
   return {version = v, seq = s, accessed = la, expiry = e, token = tok, uhash = uh,
           ulen = tonumber(ul), body = pos}
 end
@@ -18,6 +26,16 @@ end
 local function owner(rec, h)
   if h.ulen < 0 then return false end
   return string.sub(rec, h.body, h.body + h.ulen - 1)
+end
+
+-- LEGACY_HEADER: Lua has no sha256, so a script needing the user hash of an R1 record takes
+-- it from its last two ARGV, the user id and its `user_hash` (used only if that id is the
+-- record's owner; both '' when not known). False: the script must answer {LEGACY, owner}
+-- before changing anything, and the store calls it again with them (`_script` in store.py).
+local function known_hash(rec, h)
+  if h.uhash then return true end
+  if ARGV[#ARGV] ~= '' and owner(rec, h) == ARGV[#ARGV - 1] then h.uhash = ARGV[#ARGV] end
+  return h.uhash ~= false
 end
 
 -- The key prefix and the session id of a session key (the prefix holds no braces).

@@ -9,9 +9,11 @@
 -- ARGV[5] max_history  history rows kept
 -- ARGV[6] window       the reader's history window (0: no window key)
 -- ARGV[7] rows         the number of new history rows, then the rows
--- then the number of scope changes, then each change (see `apply_scope`; its key is KEYS[4 + n]).
+-- then the number of scope changes, then each change (see `apply_scope`; its key is KEYS[4 + n]),
+-- then the previous owner and its user hash ('' ''), read by `known_hash` (an R1 record).
 -- Returns DONE, ALREADY_APPLIED (this very write landed before: a re-sent save), CONFLICT
--- (an insert over an existing id, or another version), ABSENT (missing or expired), CORRUPT.
+-- (an insert over an existing id, or another version), ABSENT (missing or expired), CORRUPT,
+-- or {LEGACY, owner} (see `known_hash`: nothing done).
 local now, expected, value, pttl = tonumber(ARGV[1]), ARGV[2], ARGV[3], tonumber(ARGV[4])
 local max_history, nrows = tonumber(ARGV[5]), tonumber(ARGV[7])
 -- The window key holds the newest `keep` rows and is rebuilt once it would hold more than `cap`.
@@ -29,6 +31,7 @@ if rec then
   if expected == '0' then return CONFLICT end
   if not live(old, now) then return ABSENT end
   if old.version ~= expected then return CONFLICT end
+  if KEYS[4] and not known_hash(rec, old) then return {LEGACY, owner(rec, old)} end
 elseif expected ~= '0' then
   return ABSENT
 else

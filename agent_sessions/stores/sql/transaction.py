@@ -152,6 +152,8 @@ class PostgresDriver:
                 else:
                     outcome.counts.append(await self.execute(step.statement, step.rows[0]))
                 if step.guard and outcome.counts[-1] == 0:
+                    # Not an error swallowed: the guard (the compare-and-set) matched no row, so
+                    # nothing is kept and None tells the caller the save lost (`SessionConflict`).
                     await transaction.rollback()
                     return None
         except BaseException:

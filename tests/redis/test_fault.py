@@ -57,6 +57,7 @@ async def test_a_crash_mid_workload_loses_no_acknowledged_save_and_the_store_rec
     sessions = [await manager.create_session(user_id=f"user{i % 3}", data={"n": 0}) for i in range(12)]
     acked = {s.session_id: 0 for s in sessions}
     failures: list[BaseException] = []
+    crashed = asyncio.Event()
 
     async def worker(sid: str) -> None:
         while True:
@@ -68,6 +69,10 @@ async def test_a_crash_mid_workload_loses_no_acknowledged_save_and_the_store_rec
                 session.add_history_entry("turn", {"n": n, "text": "x" * 200})
                 await manager.update_session(session)
             except StoreUnavailable as exc:
+                if not crashed.is_set():
+                    # Before the crash an fsync-always server on a loaded machine can miss the
+                    # 0.5 s deadline; the save may or may not have landed (the next get tells).
+                    continue
                 failures.append(exc)
                 return
             acked[sid] = n
@@ -80,6 +85,7 @@ async def test_a_crash_mid_workload_loses_no_acknowledged_save_and_the_store_rec
                 task.result()  # a worker that stopped before the crash: raise what stopped it
         assert asyncio.get_running_loop().time() < deadline, f"the workers did not progress: {acked}"
         await asyncio.sleep(0.01)
+    crashed.set()
     durable_server.kill()  # SIGKILL: only what Redis fsynced survives
     await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
     assert len(failures) == len(tasks)  # every worker saw the outage as StoreUnavailable

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "AgentSessionsError",
     "DependencyCycle",
+    "InvalidKeepPolicy",
     "InvalidServiceConfig",
     "InvalidSessionId",
     "InvalidUserId",
@@ -14,6 +15,7 @@ __all__ = [
     "ServiceResolutionError",
     "SessionConflict",
     "SessionNotFound",
+    "SessionOwnedByAnotherUser",
     "SessionTooLarge",
     "StoreUnavailable",
     "ToolArgumentsError",
@@ -124,3 +126,13 @@ class DependencyCycle(ServiceResolutionError):
 class InvalidServiceConfig(AgentSessionsError, ValueError):
     """A per-session ``service_config`` names keys the service does not accept, or a value of
     the wrong kind. The message names the service, the offending keys and the accepted ones."""
+
+
+# ---------------------------------------------------------------------- login
+class InvalidKeepPolicy(AgentSessionsError, ValueError):
+    """`SessionManager.login` got a `keep` other than ``"session"`` or ``"user"``; nothing was done."""
+
+
+class SessionOwnedByAnotherUser(AgentSessionsError):
+    """`SessionManager.login` was asked to log a user into a session bound to another user;
+    nothing was done. Log the other user out first (delete the session, start a new one)."""

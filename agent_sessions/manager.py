@@ -399,7 +399,9 @@ class SessionManager:
 
         Raises `InvalidKeepPolicy`, `InvalidSessionId` or `InvalidUserId` before any I/O,
         `SessionNotFound` if the session is gone (or a concurrent login rotated it first),
-        `SessionOwnedByAnotherUser` if it is bound to another user (nothing done). A session
+        `SessionOwnedByAnotherUser` if it is bound to another user (nothing done),
+        `SessionTooLarge` if the carried preferences would grow the user scope past the store's
+        `max_scope_bytes` (before anything is written or rotated). A session
         already bound to `user_id` is only rotated. A save of the old id racing the login either
         lands before the rotation (and is carried) or raises `SessionNotFound`.
         """

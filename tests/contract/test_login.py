@@ -17,6 +17,7 @@ from agent_sessions import (
     SessionManager,
     SessionNotFound,
     SessionOwnedByAnotherUser,
+    SessionTooLarge,
     StoreUnavailable,
     new_session_id,
 )
@@ -265,3 +266,16 @@ async def test_a_failure_after_the_rotation_fails_closed(
     assert await manager.get_session(visitor.session_id) is None
     assert await manager.get_user_sessions("alice") == []
     assert (await manager.store.load_scopes("alice")).preferences == {"theme": "light", "font": "large"}
+
+
+async def test_preferences_too_large_for_the_user_scope_fail_typed_before_the_rotation(
+    make_store: Any,
+) -> None:
+    async with make_store(max_scope_bytes=256) as small:
+        manager = SessionManager(small, auto_cleanup=False)
+        visitor = await manager.create_session(preferences={"notes": "x" * 400})
+        with pytest.raises(SessionTooLarge):
+            await manager.login(visitor.session_id, "alice")
+        still = await manager.get_session(visitor.session_id)
+        assert still is not None and still.user_id is None and still.preferences == {"notes": "x" * 400}
+        assert await manager.get_user_sessions("alice") == []

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from agent_sessions import InvalidKeepPolicy, SessionManager, SessionOwnedByAnotherUser
 from agent_sessions.integrations.asgi import SessionMiddleware
 
-from .support import HandleDep, SessionDep, cookie, issued_id, open_client, set_cookies
+from .support import HandleDep, SessionDep, asgi_call, cookie, issued_id, open_client, set_cookies
 
 
 def login_app(manager: SessionManager) -> FastAPI:
@@ -145,3 +145,22 @@ async def test_the_example_app_carries_a_visitors_theme_to_the_users_other_devic
     assert bob.status_code == 200 and bob_me.json() == {"user_id": "bob", "preferences": {}}
     assert await manager.get_session(visitor) is None and await manager.get_session(alice) is None
     assert [s.user_id for s in await manager.get_user_sessions("alice")] == ["alice"]  # the laptop's
+
+
+async def test_login_after_the_response_started_is_refused_and_writes_nothing(manager: SessionManager) -> None:
+    errors: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        handle = scope["state"]["session_handle"]
+        (await handle.load()).preferences["theme"] = "light"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        try:
+            await handle.login("alice")
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        await send({"type": "http.response.body", "body": b""})
+
+    await asgi_call(SessionMiddleware(app, manager), "GET", "/")
+    assert len(errors) == 1 and "cannot log in after the response has started" in errors[0]
+    assert await manager.get_user_sessions("alice") == []
+    assert (await manager.store.load_scopes("alice")).user == {}

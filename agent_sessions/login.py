@@ -57,7 +57,7 @@ from .tracking import same_json
 if TYPE_CHECKING:
     from .manager import SessionManager
 
-__all__ = ["KEEP_POLICIES", "Keep", "carried_preferences", "check_keep", "login"]
+__all__ = ["KEEP_POLICIES", "Keep", "carried_preferences", "check_keep", "log_in"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def carried_preferences(
     }
 
 
-async def login(manager: SessionManager, session_id: str, user_id: str, *, keep: Keep = "session") -> Session:
+async def log_in(manager: SessionManager, session_id: str, user_id: str, *, keep: Keep = "session") -> Session:
     """Log `user_id` into the session `session_id` (see the module docstring); returns the
     saved session under its new id. Used by `SessionManager.login`."""
     sid = validate_session_id(session_id)

@@ -25,7 +25,7 @@ from typing import Any, Self
 
 from .errors import SessionConflict, SessionNotFound, StoreUnavailable
 from .ids import id_hash, new_session_id, validate_session_id, validate_user_id
-from .login import Keep, login
+from .login import Keep, log_in
 from .session import HistoryPage, Session
 from .stores.base import SessionStore
 from .tracing import ATTR_RETRIES, set_attribute, traced
@@ -405,7 +405,7 @@ class SessionManager:
         already bound to `user_id` is only rotated. A save of the old id racing the login either
         lands before the rotation (and is carried) or raises `SessionNotFound`.
         """
-        return await login(self, session_id, user_id, keep=keep)
+        return await log_in(self, session_id, user_id, keep=keep)
 
     @traced("delete_session")
     async def delete_session(self, session_id: str) -> None:

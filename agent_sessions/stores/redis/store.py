@@ -42,6 +42,7 @@ from typing import Any, Final
 from ...errors import SerializationError, SessionNotFound, StoreUnavailable
 from ...ids import id_hash, is_valid_session_id
 from ..base import ScopeChange, SessionStore, SessionWrite, StoredSession, raise_conflict
+from .held import HeldConnections
 from .keys import KeyLayout
 from .record import (
     NO_OWNER,
@@ -170,7 +171,12 @@ class RedisSessionStore(SessionStore):
         self._closed = False
         self._owners: dict[str, str | None] = {}  # Cluster only: session id -> user id
         self._owner_cache_size = max(0, owner_cache_size)
-        self.scripts = Scripts(self.client)
+        # A client passed in may be shared by many stores: only a store's own client lends it
+        # connections to hold (`HeldConnections`, single node).
+        self._held: HeldConnections | None = None
+        if self._owns_client and isinstance(self.client, Redis):
+            self._held = HeldConnections(self.client.connection_pool)
+        self.scripts = Scripts(self.client, self._held)
 
     async def ping(self) -> None:
         """Send ``PING``; `StoreUnavailable` names the server's (or the cluster's startup nodes')
@@ -643,6 +649,8 @@ class RedisSessionStore(SessionStore):
             return
         self._closed = True
         self._owners.clear()
+        if self._held is not None:
+            await self._held.release()
         if self._owns_client:
             await self._call(self.client.aclose(), "close the connection")
 

@@ -36,6 +36,7 @@ from .errors import (
     ToolNotFound,
 )
 from .ids import new_session_id
+from .lifecycle import ErasureReport, SessionDataHolder
 from .manager import SessionManager
 from .session import HistoryPage, Session, SessionDelta
 from .stores import DEFAULT_STORE_URL, MemorySessionStore, SessionStore, create_store
@@ -58,6 +59,7 @@ __all__ = [
     "AgentSessionsError",
     "DatabaseSessionStore",
     "DependencyCycle",
+    "ErasureReport",
     "ExecutionContext",
     "FernetCodec",
     "HistoryPage",
@@ -76,6 +78,7 @@ __all__ = [
     "Session",
     "SessionConflict",
     "SessionContextProvider",
+    "SessionDataHolder",
     "SessionDelta",
     "SessionManager",
     "SessionIds",

@@ -38,6 +38,7 @@ from .errors import (
     ToolNotFound,
 )
 from .ids import new_session_id
+from .lifecycle import ErasureReport, SessionDataHolder
 from .manager import SessionManager
 from .session import HistoryPage, Session, SessionDelta
 from .stores import DEFAULT_STORE_URL, MemorySessionStore, SessionStore, create_store
@@ -60,6 +61,7 @@ __all__ = [
     "AgentSessionsError",
     "DatabaseSessionStore",
     "DependencyCycle",
+    "ErasureReport",
     "ExecutionContext",
     "FernetCodec",
     "HistoryPage",
@@ -79,6 +81,7 @@ __all__ = [
     "Session",
     "SessionConflict",
     "SessionContextProvider",
+    "SessionDataHolder",
     "SessionDelta",
     "SessionManager",
     "SessionIds",

@@ -67,7 +67,19 @@ class Scripts:
         self.history = register("history")
         self.reap = register("reap")
         self.scope = register("scope")
-        self.all: Final = (self.load, self.write, self.touch, self.delete, self.history, self.reap, self.scope)
+        self.erase = register("erase")
+        self.index = register("index")
+        self.all: Final = (
+            self.load,
+            self.write,
+            self.touch,
+            self.delete,
+            self.history,
+            self.reap,
+            self.scope,
+            self.erase,
+            self.index,
+        )
 
     @staticmethod
     def command(script: AsyncScript, keys: list[str], args: list[Any]) -> tuple[Any, ...]:

@@ -46,7 +46,6 @@ from typing import Any, Final
 from ...errors import SerializationError, SessionNotFound, StoreUnavailable
 from ...ids import id_hash, is_valid_session_id
 from ..base import ErasureReport, ScopeChange, SessionStore, SessionWrite, StoredSession, raise_conflict
-from .held import HeldConnections
 from .keys import KeyLayout
 from .record import (
     NO_OWNER,
@@ -177,12 +176,7 @@ class RedisSessionStore(SessionStore):
         self._closed = False
         self._owners: dict[str, str | None] = {}  # Cluster only: session id -> user id
         self._owner_cache_size = max(0, owner_cache_size)
-        # A client passed in may be shared by many stores: only a store's own client lends it
-        # connections to hold (`HeldConnections`, single node).
-        self._held: HeldConnections | None = None
-        if self._owns_client and isinstance(self.client, Redis):
-            self._held = HeldConnections(self.client.connection_pool)
-        self.scripts = Scripts(self.client, self._held)
+        self.scripts = Scripts(self.client)
 
     async def ping(self) -> None:
         """Send ``PING``; `StoreUnavailable` names the server's (or the cluster's startup nodes')
@@ -721,8 +715,6 @@ class RedisSessionStore(SessionStore):
             return
         self._closed = True
         self._owners.clear()
-        if self._held is not None:
-            await self._held.release()
         if self._owns_client:
             await self._call(self.client.aclose(), "close the connection")
 

@@ -110,7 +110,7 @@ async def test_search_is_case_insensitive_and_splits_on_punctuation(mgr: Session
         assert len(await mgr.search_history("alice", query)) == 1, query
 
 
-@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+@pytest.mark.parametrize("backend", ["memory"])  # + sqlite with its engine (next commit)
 async def test_diacritics_are_folded_like_fts5_unicode61(mgr: SessionManager) -> None:
     # PostgreSQL's `simple` configuration keeps diacritics: there "cafe" does not find "Café"
     # (the README says so); a query with them finds them on every backend (next test).

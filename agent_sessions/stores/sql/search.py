@@ -182,25 +182,34 @@ class SearchStatements:
             # one token), which would not highlight the words the index matched.
             query = (
                 f"WITH q AS (SELECT websearch_to_tsquery({cfg}, :any) AS any_word, "
-                f"websearch_to_tsquery({cfg}, :every) AS every_word) "
-                "SELECT h.session_id, h.seq, h.payload, "
+                f"websearch_to_tsquery({cfg}, :every) AS every_word), "
+                'hits AS (SELECT h.session_id, h.seq, h."timestamp", '
                 "(CASE WHEN h.search @@ q.every_word THEN 1.0 ELSE 0.0 END) + ts_rank_cd(h.search, q.any_word, 33) "
-                f"AS score, h.search_text FROM {hist} AS h JOIN {sess} AS s ON s.session_id = h.session_id "
+                f"AS score FROM {hist} AS h JOIN {sess} AS s ON s.session_id = h.session_id "
                 "CROSS JOIN q WHERE h.search @@ q.any_word AND {scope} AND " + filters + " "
-                'ORDER BY score DESC, h."timestamp" DESC, h.seq DESC LIMIT :n'
+                'ORDER BY score DESC, h."timestamp" DESC, h.seq DESC LIMIT :n) '
+                f"SELECT h.session_id, h.seq, h.payload, hits.score, h.search_text FROM hits JOIN {hist} AS h "
+                "ON h.session_id = hits.session_id AND h.seq = hits.seq "
+                'ORDER BY hits.score DESC, hits."timestamp" DESC, hits.seq DESC'
             )
             by_user = "s.user_id = CAST(:uid AS text)"
             by_session = "h.session_id = CAST(:sid AS text) AND (CAST(:uid AS text) IS NULL OR s.user_id = :uid)"
         else:
             fts = prep.quote(search_table(tables))
+            # The best rows first (rowid and rank only), then the payload and the snippet of
+            # those `:n` alone: a snippet is a tokenisation of the row's text.
             query = (
-                f"SELECT h.session_id, h.seq, h.payload, -bm25({fts}) AS score, "
-                f"snippet({fts}, 1, '**', '**', '…', {_SNIPPET_TOKENS}) FROM {fts} "
-                f"JOIN {hist} AS h ON h.rowid = {fts}.rowid JOIN {sess} AS s ON s.session_id = h.session_id "
+                f'WITH hits AS (SELECT {fts}.rowid AS rid, -bm25({fts}) AS score, h."timestamp" AS ts, h.seq '
+                f"FROM {fts} JOIN {hist} AS h ON h.rowid = {fts}.rowid "
+                f"JOIN {sess} AS s ON s.session_id = h.session_id "
                 f"WHERE {fts} MATCH :any AND {{scope}} AND (s.expiry_at IS NULL OR s.expiry_at > :now) "
                 "AND (:types IS NULL OR h.type IN (SELECT value FROM json_each(:types))) "
                 'AND (:since IS NULL OR h."timestamp" >= :since) '
-                'ORDER BY score DESC, h."timestamp" DESC, h.seq DESC LIMIT :n'
+                'ORDER BY score DESC, h."timestamp" DESC, h.seq DESC LIMIT :n) '
+                f"SELECT h.session_id, h.seq, h.payload, hits.score, snippet({fts}, 1, '**', '**', '…', "
+                f"{_SNIPPET_TOKENS}) FROM hits JOIN {fts} ON {fts}.rowid = hits.rid "
+                f"JOIN {hist} AS h ON h.rowid = hits.rid WHERE {fts} MATCH :any "
+                "ORDER BY hits.score DESC, hits.ts DESC, hits.seq DESC"
             )
             by_user = "s.user_id = :uid"
             by_session = "h.session_id = :sid AND (:uid IS NULL OR s.user_id = :uid)"

@@ -139,22 +139,20 @@ def entry_text(entry: dict[str, Any]) -> str:
 
 def fold(word: str) -> str:
     """`word` lower-cased without its diacritics (as unicode61 ``remove_diacritics 2``)."""
+    if word.isascii():
+        return word.lower()
     decomposed = unicodedata.normalize("NFD", word.lower())
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
+#: A run of letters and digits (`str.isalnum` characters: ``\w`` without the underscore).
+_WORD = re.compile(r"[^\W_]+")
+
+
 def _word_spans(text: str) -> Iterator[tuple[int, int]]:
     """(start, end) of each run of letters and digits in `text`."""
-    start = -1
-    for i, char in enumerate(text):
-        if char.isalnum():
-            if start < 0:
-                start = i
-        elif start >= 0:
-            yield start, i
-            start = -1
-    if start >= 0:
-        yield start, len(text)
+    for match in _WORD.finditer(text):
+        yield match.span()
 
 
 def _token_spans(text: str) -> Iterator[tuple[int, int, str]]:
@@ -223,9 +221,11 @@ def highlight(text: str, terms: Sequence[str], *, tokens: int = SNIPPET_TOKENS) 
     if not spans:
         return text[:200]
     wanted = set(terms)
+    # Candidate windows start a little before each matched token (or at the start).
+    starts = sorted({max(0, i - 2) for i, span in enumerate(spans) if span[2] in wanted} | {0})
     best, best_count = 0, -1
-    for first in range(max(1, len(spans) - tokens + 1)):
-        count = len({s[2] for s in spans[first : first + tokens]} & wanted)
+    for first in starts:
+        count = len({span[2] for span in spans[first : first + tokens]} & wanted)
         if count > best_count:
             best, best_count = first, count
     window = spans[best : best + tokens]

@@ -21,10 +21,12 @@ from .errors import (
     AgentSessionsError,
     DependencyCycle,
     InvalidKeepPolicy,
+    InvalidSearchQuery,
     InvalidServiceConfig,
     InvalidSessionId,
     InvalidUserId,
     ScopeError,
+    SearchUnavailable,
     SerializationError,
     ServiceNotRegistered,
     ServiceResolutionError,
@@ -40,6 +42,7 @@ from .errors import (
 from .ids import new_session_id
 from .lifecycle import ErasureReport, SessionDataHolder
 from .manager import SessionManager
+from .search import HistoryHit
 from .session import HistoryPage, Session, SessionDelta
 from .stores import DEFAULT_STORE_URL, MemorySessionStore, SessionStore, create_store
 from .stores.factory import InvalidStoreUrl
@@ -65,7 +68,9 @@ __all__ = [
     "ExecutionContext",
     "FernetCodec",
     "HistoryPage",
+    "HistoryHit",
     "InvalidKeepPolicy",
+    "InvalidSearchQuery",
     "InvalidServiceConfig",
     "InvalidSessionId",
     "InvalidStoreUrl",
@@ -75,6 +80,7 @@ __all__ = [
     "NoSessionManager",
     "RedisSessionStore",
     "ScopeError",
+    "SearchUnavailable",
     "SerializationError",
     "ServiceNotRegistered",
     "ServiceResolutionError",

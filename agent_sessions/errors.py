@@ -6,10 +6,12 @@ __all__ = [
     "AgentSessionsError",
     "DependencyCycle",
     "InvalidKeepPolicy",
+    "InvalidSearchQuery",
     "InvalidServiceConfig",
     "InvalidSessionId",
     "InvalidUserId",
     "ScopeError",
+    "SearchUnavailable",
     "SerializationError",
     "ServiceNotRegistered",
     "ServiceResolutionError",
@@ -136,3 +138,17 @@ class InvalidKeepPolicy(AgentSessionsError, ValueError):
 class SessionOwnedByAnotherUser(AgentSessionsError):
     """`SessionManager.login` was asked to log a user into a session bound to another user;
     nothing was done. Log the other user out first (delete the session, start a new one)."""
+
+
+# ---------------------------------------------------------------------- search
+class SearchUnavailable(AgentSessionsError):
+    """The store has no full-text engine, so `search_history` cannot run on it.
+
+    The Redis versions agent-sessions targets have none: keep sessions on SQLite or PostgreSQL
+    to search history (or copy them there with `agent_sessions.ops.migrate`).
+    """
+
+
+class InvalidSearchQuery(AgentSessionsError, ValueError):
+    """A `search_history` argument is unusable: a query that is not a str, too long or holding
+    a NUL character, a bad `limit`, `types` or `since`, or neither a user nor a session id."""

@@ -20,7 +20,7 @@ import inspect
 import logging
 import os
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -28,6 +28,7 @@ from .errors import SessionConflict, SessionNotFound, StoreUnavailable
 from .ids import id_hash, new_session_id, validate_session_id, validate_user_id
 from .lifecycle import SessionDataHolder, erase_user, export_user
 from .login import Keep, log_in
+from .search import HistoryHit
 from .session import HistoryPage, Session
 from .stores.base import ErasureReport, SessionStore
 from .tracing import ATTR_RETRIES, set_attribute, traced
@@ -466,3 +467,27 @@ class SessionManager:
         """Write everything the store holds about `user_id` to `path` in the backup format
         (see `agent_sessions.lifecycle`)."""
         return await export_user(self.store, user_id, path, include_auth=include_auth)
+
+    # ------------------------------------------------------------------ search
+    @traced("search_history", session=False)
+    async def search_history(
+        self,
+        user_id: str | None,
+        query: str,
+        *,
+        limit: int = 10,
+        types: Sequence[str] | None = None,
+        since: float | None = None,
+        session_id: str | None = None,
+    ) -> list[HistoryHit]:
+        """Rank the history entries of all `user_id`'s live sessions for `query`, best first.
+
+        With `user_id` None, search the one session `session_id` (an anonymous session); with
+        both, that session only if it is the user's. `types` keeps only entries of those types,
+        `since` only entries with ``timestamp >= since``. Any string is a valid query (a blank
+        one finds nothing). Raises `InvalidSearchQuery` for bad arguments (neither id, a NUL
+        in the query, a bad `limit`), `SearchUnavailable` on Redis (no full-text engine).
+        """
+        return await self.store.search_history(
+            user_id, query, limit=limit, types=types, since=since, session_id=session_id
+        )

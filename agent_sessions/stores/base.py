@@ -31,9 +31,10 @@ from typing import Any, Literal, Self
 
 from .. import records
 from ..codec import DEFAULT_MAX_DEPTH, MAX_COUNTER, Codec, JsonCodec, check_max_depth
-from ..errors import SerializationError, SessionConflict, SessionNotFound, StoreUnavailable
+from ..errors import SearchUnavailable, SerializationError, SessionConflict, SessionNotFound, StoreUnavailable
 from ..ids import id_hash, new_write_id, validate_session_id, validate_user_id
 from ..records import MAX_TIMESTAMP, PREF_PREFIX, ScopeData, check_timestamp
+from ..search import HistoryHit, SearchQuery, SearchRow, entry_text, make_query
 from ..session import HistoryPage, Session
 from ..tracking import WRITE_LINEAGE, Baseline, PendingWrite, baseline_after, diff
 
@@ -50,6 +51,8 @@ __all__ = [
     "ScopeChange",
     "ScopeChanges",
     "ScopeData",
+    "SearchQuery",
+    "SearchRow",
     "SessionStore",
     "SessionWrite",
     "StoredSession",
@@ -69,12 +72,16 @@ OnCorrupt = Literal["raise", "skip"]
 
 @dataclass(slots=True)
 class HistoryRow:
-    """One encoded history entry; `seq` numbers a session's entries from 1, never reused."""
+    """One encoded history entry; `seq` numbers a session's entries from 1, never reused.
+
+    `text` is its searchable text (`search.entry_text`, computed from the decoded entry), kept
+    beside the row by backends that search ("" on those that do not)."""
 
     seq: int
     timestamp: float
     type: str
     payload: bytes
+    text: str = ""
 
 
 @dataclass(slots=True)
@@ -196,8 +203,15 @@ class SessionStore(ABC):
       value raises `SerializationError` at save; one stored deeper reads as corrupt;
     - `max_history`: history entries kept per session (oldest dropped);
     - `history_window`: how many recent entries `get` loads into `Session.history`;
-    - `clock`: the time source (inject one in tests instead of sleeping).
+    - `clock`: the time source (inject one in tests instead of sleeping);
+    - `index_history`: keep each history entry's searchable text beside it for
+      `search_history` (default True). That text is stored in clear even with `FernetCodec`:
+      pass False to keep history encrypted only (`search_history` then raises
+      `SearchUnavailable`; entries written meanwhile stay unsearchable).
     """
+
+    #: Whether history rows carry their searchable text (False on a backend without search).
+    indexes_history_text: bool = True
 
     def __init__(
         self,
@@ -209,6 +223,7 @@ class SessionStore(ABC):
         clock: Callable[[], float] = time.time,
         max_depth: int = DEFAULT_MAX_DEPTH,
         max_scope_bytes: int | None = None,
+        index_history: bool = True,
     ) -> None:
         if max_session_bytes <= 0 or max_history <= 0 or history_window < 0:
             raise ValueError("max_session_bytes and max_history must be > 0, history_window >= 0")
@@ -221,6 +236,7 @@ class SessionStore(ABC):
         self.max_history = max_history
         self.history_window = min(history_window, max_history)
         self.clock = clock
+        self.index_history = index_history
 
     # ================================================================ backend primitives
     @abstractmethod
@@ -306,6 +322,15 @@ class SessionStore(ABC):
         without writing anything back (record, history, index entries or user scope). A
         session whose creation overlaps the call may remain. Returns what it removed.
         """
+
+    async def search(self, query: SearchQuery, now: float) -> list[SearchRow]:
+        """The best `query.limit` history rows of the live sessions in the query's scope that
+        hold any of its terms in their type or text, best first (see `SearchQuery`). Called
+        with at least one term and `types` None or non-empty.
+
+        This default raises `SearchUnavailable`: a backend with a full-text engine overrides it.
+        """
+        raise SearchUnavailable(f"{type(self).__name__} cannot search history; use SQLite or PostgreSQL")
 
     # ================================================================ public API
     async def ping(self) -> None:
@@ -423,6 +448,42 @@ class SessionStore(ABC):
         rows = rows[-limit:]
         entries = records.decode_history(self.codec, [payload for _, payload in rows], sid, self.max_depth)
         return HistoryPage(entries, rows[0][0] if more else None)
+
+    async def search_history(
+        self,
+        user_id: str | None,
+        query: str,
+        *,
+        limit: int = 10,
+        types: Sequence[str] | None = None,
+        since: float | None = None,
+        session_id: str | None = None,
+    ) -> list[HistoryHit]:
+        """Rank the history entries of `user_id`'s live sessions (or, with `user_id` None, of
+        the session `session_id`; with both, of that session if it is the user's) for `query`.
+
+        Any string is a valid query: its letters and digits are the terms, and an entry holding
+        any of them matches (a query without any finds nothing). Raises `InvalidSearchQuery`
+        for bad arguments, `SearchUnavailable` on a store without full-text search (Redis).
+        """
+        uid = None if user_id is None else validate_user_id(user_id)
+        sid = None if session_id is None else validate_session_id(session_id)
+        if not self.index_history:
+            raise SearchUnavailable("this store was opened with index_history=False: its history is not indexed")
+        checked = make_query(uid, sid, query, limit=limit, types=types, since=since)
+        if self.indexes_history_text and (not checked.terms or checked.types == ()):
+            return []  # nothing can match (a store without search still raises below)
+        rows = await self.search(checked, self.clock())
+        return [
+            HistoryHit(
+                row.session_id,
+                row.seq,
+                records.decode_entry(self.codec, row.payload, row.session_id, self.max_depth),
+                row.score,
+                row.snippet,
+            )
+            for row in rows
+        ]
 
     async def load_scopes(self, user_id: str | None) -> ScopeData:
         """The decoded user scope of `user_id` (``user:`` keys, ``pref:`` preferences) and app scope."""
@@ -650,7 +711,9 @@ class SessionStore(ABC):
 
     def _history_row(self, entry: Any, seq: int, session_id: str) -> HistoryRow:
         stamp, kind = records.check_history_entry(entry, seq, self.max_depth)
-        return HistoryRow(seq, stamp, kind, self._encode_value(entry, f"history entry {seq}", checked=True))
+        payload = self._encode_value(entry, f"history entry {seq}", checked=True)
+        indexed = self.indexes_history_text and self.index_history
+        return HistoryRow(seq, stamp, kind, payload, entry_text(entry) if indexed else "")
 
     def _build(self, stored: StoredSession, now: float) -> Session | None:
         """The session `stored` holds (scopes merged, clean); None if expired at `now`."""

@@ -66,8 +66,12 @@ async def raw_blobs(store: SessionStore, conversations: ConversationStore | None
         if isinstance(conversations, DatabaseConversationStore):
             tables += [conversations.records, conversations.entries]
         async with store.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":  # the search index's FTS5 shadow tables too
+                names = await conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'table'"))
+                known = {table.name for table in tables}
+                tables += [sa.table(name) for (name,) in names if name not in known and not name.startswith("sqlite_")]
             for table in tables:
-                for row in (await conn.execute(sa.select(table))).all():
+                for row in (await conn.execute(sa.select(sa.text("*")).select_from(table))).all():
                     for value in row:
                         out.append(bytes(value) if isinstance(value, bytes | memoryview) else str(value).encode())
         return out
@@ -91,10 +95,15 @@ async def raw_blobs(store: SessionStore, conversations: ConversationStore | None
     return out
 
 
+def planted(user_id: str) -> str:
+    """A word only `user_id`'s history holds (one token for every search index)."""
+    return "planted" + user_hash(user_id)[:10].lower()
+
+
 def needles(user_id: str, session_ids: list[str]) -> list[bytes]:
-    """What must not be left of a user: its id, its hash (Redis key names), its sessions' ids and
-    their conversations' ids."""
-    found = [user_id.encode(), user_hash(user_id).encode()]
+    """What must not be left of a user: its id, its hash (Redis key names), its sessions' ids,
+    their conversations' ids and a word of its history (search indexes keep words)."""
+    found = [user_id.encode(), user_hash(user_id).encode(), planted(user_id).encode()]
     for sid in session_ids:
         found += [sid.encode(), conversation_id_for(sid).encode()]
     return found
@@ -118,7 +127,7 @@ async def user_with_data(manager: SessionManager, user_id: str, sessions: int = 
         s = await manager.create_session(user_id, {"i": i, f"user:seen{i}": True}, preferences={"lang": f"l{i}"})
         s.preferences["theme"] = "dark"
         for n in range(4):
-            s.add_history_entry("turn", {"n": n, "who": user_id})
+            s.add_history_entry("turn", {"n": n, "who": user_id, "said": f"I said {planted(user_id)}"})
         await manager.update_session(s)
         ids.append(s.session_id)
     return ids
@@ -155,7 +164,7 @@ async def test_erase_user_leaves_no_trace_at_the_raw_level(
     assert scope_keys == 3 + 2  # user:seen0..2, pref:lang, pref:theme
     before = await raw_blobs(store, erasing)
     # The raw read sees the user: its id, every session id (the expired one too), conversations.
-    seen = {USER.encode(), *(sid.encode() for sid in ids)}
+    seen = {USER.encode(), planted(USER).encode(), *(sid.encode() for sid in ids)}
     if erasing is not None:
         seen |= {conversation_id_for(sid).encode() for sid in ids[:2]}
     assert seen <= set(traces(before, USER, ids))

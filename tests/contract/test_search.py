@@ -399,6 +399,18 @@ async def test_index_consistent_after_login(mgr: SessionManager) -> None:
 
 
 @searchable
+async def test_index_consistent_after_erase_user(mgr: SessionManager) -> None:
+    await add(mgr, await mgr.create_session("alice"), 1, 2)
+    await add(mgr, await mgr.create_session("alice"), 3)
+    await add(mgr, await mgr.create_session("bob"), 4)
+    report = await mgr.erase_user("alice")
+    assert (report.sessions, report.history_entries) == (2, 3)
+    await assert_index_consistent(mgr.store, "alice", gone=(1, 2, 3))
+    await assert_index_consistent(mgr.store, "bob")
+    assert await mgr.search_history("alice", "shared") == []
+
+
+@searchable
 async def test_a_store_opened_without_index_history_keeps_no_text_and_says_so(make_store: MakeStore) -> None:
     async with make_store(index_history=False) as store:
         mgr = SessionManager(store, auto_cleanup=False)

@@ -115,6 +115,16 @@ async def create_search_index(conn: AsyncConnection, tables: Tables, config: str
         await conn.exec_driver_sql(f"INSERT INTO {fts} ({fts}) VALUES ('rebuild')")
 
 
+async def purge_deleted(conn: AsyncConnection, tables: Tables) -> None:
+    """SQLite: merge the FTS5 index into one segment, so the words of deleted entries leave its
+    shadow tables now (FTS5 keeps them, marked deleted, until a merge; `erase_user` wants them
+    gone). It rewrites the whole index: for erasure, not for every delete. PostgreSQL: nothing
+    (the index entries go with the row; dead tuples until VACUUM, as for any deleted row)."""
+    if conn.dialect.name == "sqlite":
+        fts = conn.dialect.identifier_preparer.quote(search_table(tables))
+        await conn.exec_driver_sql(f"INSERT INTO {fts} ({fts}) VALUES ('optimize')")
+
+
 async def upgrade_from_1(conn: AsyncConnection, tables: Tables, config: str, text_of: TextOf) -> None:
     """Migrate version-1 tables to version 2 in `conn`'s transaction: add ``search_text``,
     fill it from every existing row (decoded in Python, in batches), then build the index."""

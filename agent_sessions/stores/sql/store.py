@@ -51,7 +51,14 @@ from .engine import (
     session_store_error,
 )
 from .schema import Tables, create_schema
-from .search import SearchStatements, check_search_config, check_search_index, create_search_index, upgrade_from_1
+from .search import (
+    SearchStatements,
+    check_search_config,
+    check_search_index,
+    create_search_index,
+    purge_deleted,
+    upgrade_from_1,
+)
 from .statements import Statements
 from .transaction import Connections, Driver, Step
 
@@ -611,7 +618,12 @@ class DatabaseSessionStore(SessionStore):
         sql = self._sql
         steps = (Step(sql.erase_sessions, params), Step(sql.erase_history, params), Step(sql.erase_scope, params))
         counts = await self._rerun_aborted(lambda: self._transaction(*steps))
-        return ErasureReport(*counts) if counts is not None else ErasureReport()
+        if counts is None:
+            return ErasureReport()
+        if counts[1]:  # the erased entries' words leave the search index too
+            async with self.engine.begin() as conn:
+                await purge_deleted(conn, self.tables)
+        return ErasureReport(*counts)
 
     # ================================================================ search (`search.py`)
     async def search(self, query: SearchQuery, now: float) -> list[SearchRow]:

@@ -20,6 +20,8 @@ from .context import ExecutionContext, NoSessionManager, SessionIds, current_con
 from .errors import (
     AgentSessionsError,
     DependencyCycle,
+    InvalidCursor,
+    InvalidLimit,
     InvalidServiceConfig,
     InvalidSessionId,
     InvalidUserId,
@@ -36,6 +38,7 @@ from .errors import (
     ToolNotFound,
 )
 from .ids import new_session_id
+from .listing import SessionPage
 from .manager import SessionManager
 from .session import HistoryPage, Session, SessionDelta
 from .stores import DEFAULT_STORE_URL, MemorySessionStore, SessionStore, create_store
@@ -61,6 +64,8 @@ __all__ = [
     "ExecutionContext",
     "FernetCodec",
     "HistoryPage",
+    "InvalidCursor",
+    "InvalidLimit",
     "InvalidServiceConfig",
     "InvalidSessionId",
     "InvalidStoreUrl",
@@ -80,6 +85,7 @@ __all__ = [
     "SessionManager",
     "SessionIds",
     "SessionNotFound",
+    "SessionPage",
     "SessionStore",
     "SessionTooLarge",
     "StoreUnavailable",

@@ -2,7 +2,7 @@
 
 A backend implements the public, typed primitives below (`load_record`, `write`,
 `delete_record`, `touch_record`, `scope_rows`, `write_scope_rows`, `iter_scope_rows`,
-`history_page`, `user_session_ids`, `scan_records`, `delete_expired`, `close`; `load_records`,
+`history_page`, `user_session_ids`, `list_page`, `scan_records`, `delete_expired`, `close`; `load_records`,
 `write_many`, `delete_if_version` and `ping` have defaults to override for speed). Everything a
 caller uses — id validation before any I/O, strict encoding and size limits, expiry, scopes,
 history numbering, change tracking — lives here and in `agent_sessions.records`, so every
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from .. import records
+from .. import listing, records
 from ..codec import DEFAULT_MAX_DEPTH, MAX_COUNTER, Codec, JsonCodec, check_max_depth
 from ..errors import SerializationError, SessionConflict, SessionNotFound, StoreUnavailable
 from ..ids import id_hash, new_write_id, validate_session_id, validate_user_id
@@ -339,15 +339,30 @@ class SessionStore(ABC):
         return await self.touch_record(sid, accessed, expiry, self.clock())
 
     async def get_user_sessions(self, user_id: str) -> list[Session]:
-        """The live sessions of `user_id`, found through the per-user index."""
-        uid = validate_user_id(user_id)
-        now = self.clock()
-        ids = await self.user_session_ids(uid, now)
-        if not ids:
-            return []
-        stored = await self.load_records(ids, now)
-        sessions = [self._build(s, now) for s in stored]
-        return [s for s in sessions if s is not None and s.user_id == uid]
+        """The live sessions of `user_id`, in session id order: every page of `list_sessions`."""
+        found: list[Session] = []
+        cursor: str | None = None
+        while True:
+            page = await self.list_sessions(user_id, limit=listing.MAX_PAGE_SIZE, cursor=cursor)
+            found += page.sessions
+            if page.next_cursor is None:
+                return found
+            cursor = page.next_cursor
+
+    # ---------------------------------------------------------------- listing (`agent_sessions.listing`)
+    @abstractmethod
+    async def list_page(self, user_id: str | None, limit: int, after: str | None, now: float) -> list[str]:
+        """Up to `limit` ids of sessions live at `now` (of `user_id` if not None) whose id sorts
+        after `after` (None: from the first), ascending, read from an index by key (keyset,
+        never skipping through a scan). An id may belong to a session deleted or expired a
+        moment later: the caller loads the records and drops those."""
+
+    async def list_sessions(
+        self, user_id: str | None = None, *, limit: int = listing.DEFAULT_PAGE_SIZE, cursor: str | None = None
+    ) -> listing.SessionPage:
+        """A page of live sessions (of `user_id` if given) in session id order, and the cursor
+        of the next page; `InvalidCursor` / `InvalidLimit` / `InvalidUserId` for bad arguments."""
+        return await listing.list_sessions(self, user_id, limit=limit, cursor=cursor)
 
     async def iter_sessions(self, *, batch_size: int = 500, on_corrupt: OnCorrupt = "raise") -> AsyncIterator[Session]:
         """Stream every live session. A corrupt record raises, or with ``on_corrupt="skip"``

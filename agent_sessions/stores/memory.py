@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import threading
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ class MemorySessionStore(SessionStore):
         self._user_scopes: dict[str, dict[str, bytes]] = {}
         self._app_scope: dict[str, bytes] = {}
         self._lock = threading.Lock()
+        #: Every id in ascending order, for `list_page`; ids of deleted sessions leave it lazily.
+        self._order: list[str] = []
 
     @property
     def sessions(self) -> dict[str, Any]:
@@ -100,6 +103,7 @@ class MemorySessionStore(SessionStore):
                 self._evict_if_full()
                 entry = _Entry(None, 0, write.last_accessed_at, write.expiry_at, write.record)
                 self._sessions[sid] = entry
+                self._add_to_order(sid)
             else:
                 if entry is None or not entry.live(now):
                     raise SessionNotFound("the session was deleted or has expired; it is not re-created")
@@ -124,6 +128,14 @@ class MemorySessionStore(SessionStore):
             self._push_expiry(entry, write.expiry_at, sid)
             if write.user_scope is not None or write.app_scope is not None:
                 self._apply_scopes([c for c in (write.user_scope, write.app_scope) if c is not None])
+
+    def _add_to_order(self, sid: str) -> None:
+        order = self._order
+        at = bisect_left(order, sid)
+        if at == len(order) or order[at] != sid:
+            order.insert(at, sid)
+        if len(order) > 2 * len(self._sessions) + 64:  # mostly deleted ids: rebuild, O(n) amortised
+            self._order = sorted(self._sessions)
 
     def _evict_if_full(self) -> None:
         if self.max_sessions is None:
@@ -235,6 +247,23 @@ class MemorySessionStore(SessionStore):
         with self._lock:
             ids = self._by_user.get(user_id, set())
             return [sid for sid in ids if (e := self._sessions.get(sid)) is not None and e.live(now)]
+
+    async def list_page(self, user_id: str | None, limit: int, after: str | None, now: float) -> list[str]:
+        with self._lock:
+            # A user's ids are sorted per call (a user has few sessions); all ids are kept sorted.
+            order = self._order if user_id is None else sorted(self._by_user.get(user_id, ()))
+            at = 0 if after is None else bisect_right(order, after)
+            found: list[str] = []
+            while at < len(order) and len(found) < limit:
+                sid = order[at]
+                entry = self._sessions.get(sid)
+                if entry is None and user_id is None:
+                    del order[at]  # deleted since it was listed: leaves the order now
+                    continue
+                at += 1
+                if entry is not None and entry.live(now):
+                    found.append(sid)
+            return found
 
     async def scan_records(self, batch_size: int, now: float) -> AsyncIterator[list[StoredSession]]:
         with self._lock:

@@ -202,9 +202,12 @@ async def test_key_layout_names_every_key_a_session_of_a_user_leaves_on_one_node
         layout.user_scope(WEIRD_USER),
         layout.app_scope,
         layout.expiry_shard(sid),
+        layout.list_shard(sid),
     }
     assert keys == expected
     assert layout.expiry_shard(sid) in layout.expiry_shards
+    assert layout.list_shard(sid) in layout.list_shards
+    assert await single.client.zscore(layout.list_shard(sid), sid) == 0
     assert await single.client.zscore(layout.user_index(WEIRD_USER), sid) == session.expiry_at
     assert await single.client.zscore(layout.expiry_shard(sid), layout.shard_member(sid, WEIRD_USER)) == (
         session.expiry_at

@@ -34,8 +34,10 @@ store clock; index entries of sessions Redis expired are pruned, live ones re-sc
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import secrets
+from bisect import bisect_right
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Final
 
@@ -272,15 +274,22 @@ class RedisSessionStore(SessionStore):
             ) from exc
 
     # ------------------------------------------------------------------------- Cluster index commands
-    def _index_calls(self, sid: str, user_hash: str | None, score: str | None) -> list[Command]:
-        """``ZADD GT`` the session into its expiry shard and user index at `score`, or (None) ``ZREM`` it."""
+    def _index_calls(self, sid: str, user_hash: str | None, score: str | None, *, listed: bool = True) -> list[Command]:
+        """``ZADD GT`` the session into its expiry shard and user index at `score`, or (None) ``ZREM`` it;
+        and (`listed`) add it to or remove it from its listing shard."""
         member = sid if user_hash is None else f"{sid}:{user_hash}"
         keyed = [(self.keys.expiry_shard(sid), member)]
         if user_hash is not None:
             keyed.append((self.keys.user_keys_of_hash(user_hash).index, sid))
+        listing: list[Command] = []
+        if listed:
+            listing.append(("ZREM", self.keys.list_shard(sid), sid) if score is None else self._list_call(sid))
         if score is None:
-            return [("ZREM", key, m) for key, m in keyed]
-        return [("ZADD", key, "GT", score, m) for key, m in keyed]
+            return [*(("ZREM", key, m) for key, m in keyed), *listing]
+        return [*(("ZADD", key, "GT", score, m) for key, m in keyed), *listing]
+
+    def _list_call(self, sid: str) -> Command:
+        return ("ZADD", self.keys.list_shard(sid), "0", sid)
 
     def _scope_call(self, change: ScopeChange) -> Command:
         key = self.keys.app_scope if change.kind == "app" else self.keys.user_scope(change.owner)
@@ -395,6 +404,18 @@ class RedisSessionStore(SessionStore):
         members: list[bytes] = await self._call(command, "read the user index")
         return [m.decode() for m in members]
 
+    async def list_page(self, user_id: str | None, limit: int, after: str | None, now: float) -> list[str]:
+        """Without a user: ``ZRANGEBYLEX`` on each listing shard in one round trip, merged; with one:
+        the user's index (its live members, sorted here: a user has few sessions). The listing
+        shards may still hold a session that expired under the store clock: the caller drops it."""
+        if user_id is not None:
+            ids = sorted(await self.user_session_ids(user_id, now))
+            return ids[bisect_right(ids, after) if after is not None else 0 :][:limit]
+        low = "-" if after is None else "(" + after
+        calls: list[Command] = [("ZRANGEBYLEX", key, low, "+", "LIMIT", 0, limit) for key in self.keys.list_shards]
+        replies = await self._pipeline(calls, "read the listing index")
+        return heapq.nsmallest(limit, (m.decode() for reply in replies for m in reply))
+
     async def scope_rows(self, user_id: str | None) -> tuple[dict[str, bytes], dict[str, bytes]]:
         keys = [self.keys.app_scope] if user_id is None else [self.keys.app_scope, self.keys.user_scope(user_id)]
         replies = await self._pipeline([("HGETALL", key) for key in keys], "load scopes")
@@ -487,7 +508,7 @@ class RedisSessionStore(SessionStore):
         sid = write.session_id
         calls: list[Command] = []
         if write.expected_version != 0 and write.previous_user_id != write.user_id:
-            calls += self._index_calls(sid, self._user_hash(write.previous_user_id), None)
+            calls += self._index_calls(sid, self._user_hash(write.previous_user_id), None, listed=False)
         calls += [self._scope_call(c) for c in (write.user_scope, write.app_scope) if c is not None]
         calls += self._index_calls(sid, self._user_hash(write.user_id), index_score(write.expiry_at))
         return calls
@@ -624,6 +645,8 @@ class RedisSessionStore(SessionStore):
                 calls.append(("ZREM", shard_key, member))
                 if member_hash is not None:
                     calls.append(("ZREM", self.keys.user_keys_of_hash(member_hash).index, sid))
+            if status in (Result.DONE, Result.ABSENT):
+                calls.append(("ZREM", self.keys.list_shard(sid), sid))
             if status == Result.DONE:
                 removed += 1
                 self._owners.pop(sid, None)

@@ -213,6 +213,10 @@ class Statements:
             update(tables.sessions).where(s.session_id == b("old"), live).values(session_id=b("new"))
         )
         self.rename_history = c(update(tables.history).where(h.session_id == b("old")).values(session_id=b("new")))
+        # Listing (`list_page`): keyset on the primary key, or on the (user_id, session_id) index.
+        listed = select(s.session_id).order_by(s.session_id).limit(b("n"))
+        self.list_all = c(listed.where(s.session_id > b("after"), live))
+        self.list_user = c(listed.where(s.user_id == b("uid"), s.session_id > b("after"), live))
         self._saves: dict[tuple[bool, bool, bool], Statement] = {}
 
     def _compile(self, construct: ClauseElement) -> Statement:

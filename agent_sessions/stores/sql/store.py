@@ -352,6 +352,12 @@ class DatabaseSessionStore(SessionStore):
             rows = await conn.fetch(self._sql.user_ids, {"uid": user_id, "now": now})
         return [row[0] for row in rows]
 
+    async def list_page(self, user_id: str | None, limit: int, after: str | None, now: float) -> list[str]:
+        params = {"uid": user_id, "after": after or "", "n": limit, "now": now}
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._sql.list_all if user_id is None else self._sql.list_user, params)
+        return [row[0] for row in rows]
+
     async def scope_rows(self, user_id: str | None) -> tuple[dict[str, bytes], dict[str, bytes]]:
         async with self._connection() as conn:
             rows = await conn.fetch(self._sql.scopes_of, {"uid": user_id})

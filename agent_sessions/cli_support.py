@@ -29,7 +29,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from .errors import AgentSessionsError, InvalidSessionId, InvalidUserId, StoreUnavailable
+from .errors import AgentSessionsError, InvalidCursor, InvalidSessionId, InvalidUserId, StoreUnavailable
 from .ops import TransferReport
 from .stores import InvalidStoreUrl, SessionStore, create_store, parse_store_url
 
@@ -148,7 +148,7 @@ def run_command(url: str | None, factory: Callable[[], Coroutine[Any, Any, T]]) 
         return asyncio.run(factory())
     except CliError as exc:
         fail(str(exc), exc.code)
-    except (InvalidSessionId, InvalidUserId) as exc:
+    except (InvalidSessionId, InvalidUserId, InvalidCursor) as exc:
         fail(str(exc), 2)
     except StoreUnavailable as exc:
         message = one_line(exc)

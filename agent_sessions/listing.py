@@ -101,9 +101,16 @@ def check_limit(limit: object) -> int:
 
 
 async def list_sessions(
-    store: SessionStore, user_id: str | None, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+    store: SessionStore,
+    user_id: str | None,
+    *,
+    limit: int = DEFAULT_PAGE_SIZE,
+    cursor: str | None = None,
+    with_history: bool = True,
 ) -> SessionPage:
     """One page of the live sessions of `store` (of `user_id` if given): see the module docstring.
+    `with_history=False` leaves each session's history window out (`Session.history` empty,
+    `history_seq` as stored): a listing that shows no history reads none.
 
     A page holds `limit` sessions unless it is the last; ids the index still holds for sessions
     that expired or were deleted since are skipped (the next ids are fetched to fill the page).
@@ -120,7 +127,8 @@ async def list_sessions(
         more = len(ids) > wanted
         ids = ids[:wanted]
         if ids:
-            loaded = {stored.session_id: stored for stored in await store.load_records(ids, now)}
+            found = await store.load_records(ids, now, window=None if with_history else 0)
+            loaded = {stored.session_id: stored for stored in found}
             for sid in ids:
                 stored = loaded.get(sid)
                 if stored is None or (uid is not None and stored.user_id != uid):

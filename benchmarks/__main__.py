@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import sys
 
-from . import peers_adk, scaling
+from . import listing, peers_adk, scaling
 from .backends import BACKENDS
 from .harness import READS, SESSIONS, TURNS, main
 
@@ -21,6 +21,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--reads", type=int, default=READS)
     parser.add_argument("--no-write", dest="write", action="store_false", help="print only; leave RESULTS.md alone")
     scaling.add_arguments(parser)
+    listing.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -32,6 +33,7 @@ if __name__ == "__main__":
     sys.exit(
         asyncio.run(main(arguments, BACKENDS))
         or asyncio.run(scaling.main(arguments, BACKENDS))
+        or asyncio.run(listing.main(arguments, BACKENDS))
         or asyncio.run(peers_openai_agents.main(arguments))
         or asyncio.run(peers_adk.main(arguments))
     )

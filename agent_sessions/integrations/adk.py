@@ -55,6 +55,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ..errors import AgentSessionsError, SerializationError, SessionConflict, SessionNotFound
 from ..ids import id_hash
+from ..listing import MAX_PAGE_SIZE
 from ..manager import SessionManager
 from ..session import APP_PREFIX, TEMP_PREFIX, USER_PREFIX, Session
 
@@ -242,9 +243,9 @@ def decode_event(data: dict[str, Any]) -> Event:
 class AgentSessionsService(BaseSessionService):
     """ADK session service on a `SessionManager` (every backend; see the module docstring).
 
-    `list_sessions` of one user reads that user's index and loads each session (with its
-    history window: `SessionManager.get_user_sessions`); without a `user_id` it scans every
-    session of the store (ADK's own services scan too). `get_session` honours
+    `list_sessions` of one user pages through that user's sessions (`SessionManager.list_sessions`,
+    without history: ADK lists sessions without events); without a `user_id` it pages through every session of the
+    store (ADK's own services read every row of the app too). `get_session` honours
     `GetSessionConfig` from the history window the load already brings, paging older events
     only when more are asked for.
     """
@@ -338,12 +339,22 @@ class AgentSessionsService(BaseSessionService):
         return [entry_event(data) for data in reversed(newest_first)]
 
     async def list_sessions(self, *, app_name: str, user_id: str | None = None) -> ListSessionsResponse:
-        """The sessions of a user (or of every user of the app), without events, oldest update first."""
-        if user_id is not None:
-            found = await self.manager.get_user_sessions(adk_user_id(app_name, user_id))
-        else:
-            _check_name(app_name, "app_name", MAX_APP_NAME)
-            found = [s async for s in self.manager.store.iter_sessions()]
+        """The sessions of a user (or of every user of the app), without events, oldest update first.
+
+        Pages through `SessionManager.list_sessions` (keyset, the largest pages): a user's
+        sessions from the user's index; without `user_id`, every session of the store, as ADK's
+        own services read every row of the app.
+        """
+        uid = adk_user_id(app_name, user_id) if user_id is not None else None
+        _check_name(app_name, "app_name", MAX_APP_NAME)
+        found: list[Session] = []
+        cursor: str | None = None
+        while True:
+            page = await self.manager.list_sessions(uid, limit=MAX_PAGE_SIZE, cursor=cursor, with_history=False)
+            found += page.sessions
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
         sessions = []
         for session in found:
             meta = session.environment.get(ENVIRONMENT_KEY)

@@ -211,10 +211,16 @@ class SessionStore(ABC):
     async def load_record(self, session_id: str, now: float) -> StoredSession | None:
         """The session with its recent `history_window` and scopes, or None if absent/expired."""
 
-    async def load_records(self, session_ids: list[str], now: float) -> list[StoredSession]:
-        """Several sessions (absent or expired ones left out); override to batch."""
-        loaded = [await self.load_record(sid, now) for sid in session_ids]
-        return [s for s in loaded if s is not None]
+    async def load_records(
+        self, session_ids: list[str], now: float, *, window: int | None = None
+    ) -> list[StoredSession]:
+        """Several sessions (absent or expired ones left out), each with its newest `window`
+        history entries (None: `history_window`; 0: none, for listings); override to batch."""
+        loaded = [s for sid in session_ids if (s := await self.load_record(sid, now)) is not None]
+        if window is not None and window < self.history_window:
+            for stored in loaded:
+                stored.history = stored.history[-window:] if window else []
+        return loaded
 
     @abstractmethod
     async def write(self, write: SessionWrite, now: float) -> None:
@@ -358,11 +364,17 @@ class SessionStore(ABC):
         moment later: the caller loads the records and drops those."""
 
     async def list_sessions(
-        self, user_id: str | None = None, *, limit: int = listing.DEFAULT_PAGE_SIZE, cursor: str | None = None
+        self,
+        user_id: str | None = None,
+        *,
+        limit: int = listing.DEFAULT_PAGE_SIZE,
+        cursor: str | None = None,
+        with_history: bool = True,
     ) -> listing.SessionPage:
         """A page of live sessions (of `user_id` if given) in session id order, and the cursor
-        of the next page; `InvalidCursor` / `InvalidLimit` / `InvalidUserId` for bad arguments."""
-        return await listing.list_sessions(self, user_id, limit=limit, cursor=cursor)
+        of the next page; `InvalidCursor` / `InvalidLimit` / `InvalidUserId` for bad arguments.
+        `with_history=False`: the sessions come without their history windows."""
+        return await listing.list_sessions(self, user_id, limit=limit, cursor=cursor, with_history=with_history)
 
     async def iter_sessions(self, *, batch_size: int = 500, on_corrupt: OnCorrupt = "raise") -> AsyncIterator[Session]:
         """Stream every live session. A corrupt record raises, or with ``on_corrupt="skip"``

@@ -76,6 +76,24 @@ async def test_sessions_come_back_whole(store: SessionStore, clock: FakeClock) -
     assert loaded.preferences == {"theme": "dark"} and loaded.get("app:motd") == "hi"
 
 
+async def test_a_listing_without_history_reads_no_window(store: SessionStore, clock: FakeClock) -> None:
+    s = Session(user_id="u0", created_at=clock.now, last_accessed_at=clock.now, expiry_at=clock.now + 600)
+    for n in range(3):
+        s.add_history_entry("turn", {"n": n})
+    s.set("k", 1)
+    await store.set(s)
+    for user in (None, "u0"):
+        (bare,) = (await store.list_sessions(user, with_history=False)).sessions
+        assert bare.history == [] and bare.history_seq == 3 and bare.get("k") == 1
+    # Saved after a bare listing, the history goes on from where it was.
+    bare.add_history_entry("turn", {"n": 3})
+    await store.set(bare)
+    page = await store.get_history(s.session_id, limit=10)
+    assert [e["data"]["n"] for e in page.entries] == [0, 1, 2, 3]
+    partial = await store.load_records([s.session_id], clock.now, window=2)
+    assert [len(p.history) for p in partial] == [2]
+
+
 async def test_paging_one_users_sessions_lists_only_theirs(store: SessionStore, clock: FakeClock) -> None:
     ids = await fill(store, clock, 30)
     theirs = [sid for i, sid in enumerate(ids) if i % 3 == 1]

@@ -322,9 +322,12 @@ class RedisSessionStore(SessionStore):
         owners[sid] = user_id
 
     # ------------------------------------------------------------------------- reads
-    async def _fetch(self, sids: list[str], now: float, *, scopes: bool) -> list[StoredSession | None]:
-        """Load sessions (None for absent or expired): one round trip (see the module docstring)."""
-        window = self.history_window
+    async def _fetch(
+        self, sids: list[str], now: float, *, scopes: bool, window: int | None = None
+    ) -> list[StoredSession | None]:
+        """Load sessions (None for absent or expired) with `window` history rows (None: the
+        store's `history_window`): one round trip (see the module docstring)."""
+        window = self.history_window if window is None else min(window, self.history_window)
         if self._cluster:
             calls = [Scripts.command(self.scripts.load, self.keys.session(sid), [window]) for sid in sids]
             hinted = sorted({u for sid in sids if (u := self._owners.get(sid)) is not None}) if scopes else []
@@ -349,7 +352,7 @@ class RedisSessionStore(SessionStore):
                 out.append(None)
                 continue
             stored = unpack_record(sid, raw)
-            stored.history = window_rows(sid, rows, stored.history_seq, self.history_window)
+            stored.history = window_rows(sid, rows, stored.history_seq, window) if window else []
             if stored.expiry_at is not None and stored.expiry_at <= now:
                 out.append(None)
                 continue
@@ -376,10 +379,12 @@ class RedisSessionStore(SessionStore):
     async def load_record(self, session_id: str, now: float) -> StoredSession | None:
         return (await self._fetch([session_id], now, scopes=True))[0]
 
-    async def load_records(self, session_ids: list[str], now: float) -> list[StoredSession]:
+    async def load_records(
+        self, session_ids: list[str], now: float, *, window: int | None = None
+    ) -> list[StoredSession]:
         if not session_ids:
             return []
-        return [s for s in await self._fetch(session_ids, now, scopes=True) if s is not None]
+        return [s for s in await self._fetch(session_ids, now, scopes=True, window=window) if s is not None]
 
     async def history_page(
         self, session_id: str, limit: int, before_seq: int | None, now: float

@@ -314,10 +314,13 @@ class DatabaseSessionStore(SessionStore):
             out.append(stored)
         return out
 
-    async def load_records(self, session_ids: list[str], now: float) -> list[StoredSession]:
+    async def load_records(
+        self, session_ids: list[str], now: float, *, window: int | None = None
+    ) -> list[StoredSession]:
         if not session_ids:
             return []
-        params = {"ids": self._ids(session_ids), "now": now, "window": self.history_window}
+        rows = self.history_window if window is None else min(window, self.history_window)
+        params = {"ids": self._ids(session_ids), "now": now, "window": rows}
         async with self._connection() as conn:
             rows = await conn.fetch(self._sql.load_many, params)
         return self._assemble(rows, scopes=True)

@@ -319,8 +319,8 @@ class DatabaseSessionStore(SessionStore):
     ) -> list[StoredSession]:
         if not session_ids:
             return []
-        rows = self.history_window if window is None else min(window, self.history_window)
-        params = {"ids": self._ids(session_ids), "now": now, "window": rows}
+        size = self.history_window if window is None else min(window, self.history_window)
+        params = {"ids": self._ids(session_ids), "now": now, "window": size}
         async with self._connection() as conn:
             rows = await conn.fetch(self._sql.load_many, params)
         return self._assemble(rows, scopes=True)

@@ -20,24 +20,27 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import InvalidCursor, InvalidLimit
 from .ids import id_hash, is_valid_session_id, validate_user_id
-from .records import build_session
+from .records import build_session, decode_record
 from .session import Session
 
 if TYPE_CHECKING:
-    from .stores.base import SessionStore
+    from .stores.base import SessionStore, StoredSession
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
     "MAX_PAGE_SIZE",
+    "RecordPage",
     "SessionPage",
     "check_limit",
     "decode_cursor",
     "encode_cursor",
+    "list_records",
     "list_sessions",
 ]
 
@@ -47,6 +50,7 @@ MAX_PAGE_SIZE = 1000
 _CURSOR_VERSION = 1
 #: A cursor is ~110 characters; anything much longer is not one of ours (checked before decoding).
 _MAX_CURSOR_LENGTH = 256
+_T = TypeVar("_T")
 
 
 @dataclass(slots=True)
@@ -116,29 +120,68 @@ async def list_sessions(
     that expired or were deleted since are skipped (the next ids are fetched to fill the page).
     A corrupt record raises `SerializationError`.
     """
+
+    def build(stored: StoredSession, now: float) -> Session | None:
+        return build_session(store.codec, stored, store.max_depth, now)
+
+    sessions, after = await _page(store, user_id, limit, cursor, None if with_history else 0, build)
+    return SessionPage(sessions, after)
+
+
+@dataclass(slots=True)
+class RecordPage:
+    """One page of `list_records`: decoded session fields (see `records.decode_record`)."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    next_cursor: str | None = None
+
+
+async def list_records(
+    store: SessionStore, user_id: str | None, *, limit: int = DEFAULT_PAGE_SIZE, cursor: str | None = None
+) -> RecordPage:
+    """`list_sessions` without history, as the plain decoded fields of each session rather than
+    tracked `Session` objects: for adapters that turn a listing into their own objects (the ADK
+    service). Building and tracking a `Session` costs about as much again as decoding it
+    (profiled: 1.9 of 2.3 s for 5,000 sessions); its cursors are `list_sessions`' own."""
+
+    def build(stored: StoredSession, now: float) -> dict[str, Any] | None:
+        expiry = stored.expiry_at
+        return None if expiry is not None and now >= expiry else decode_record(store.codec, stored, store.max_depth)[0]
+
+    found, after = await _page(store, user_id, limit, cursor, 0, build)
+    return RecordPage(found, after)
+
+
+async def _page(
+    store: SessionStore,
+    user_id: str | None,
+    limit: int,
+    cursor: str | None,
+    window: int | None,
+    build: Callable[[StoredSession, float], _T | None],
+) -> tuple[list[_T], str | None]:
+    """The paging loop: up to `limit` built items and the next cursor."""
     uid = None if user_id is None else validate_user_id(user_id)
     size = check_limit(limit)
     after = None if cursor is None else decode_cursor(cursor, uid)
     now = store.clock()
-    sessions: list[Session] = []
+    items: list[_T] = []
     while True:
-        wanted = size - len(sessions)
+        wanted = size - len(items)
         ids = await store.list_page(uid, wanted + 1, after, now)
         more = len(ids) > wanted
         ids = ids[:wanted]
         if ids:
-            found = await store.load_records(ids, now, window=None if with_history else 0)
-            loaded = {stored.session_id: stored for stored in found}
+            loaded = {stored.session_id: stored for stored in await store.load_records(ids, now, window=window)}
             for sid in ids:
                 stored = loaded.get(sid)
                 if stored is None or (uid is not None and stored.user_id != uid):
                     continue  # gone (or moved to another user) since the index was read
-                session = build_session(store.codec, stored, store.max_depth, now)
-                if session is None:
-                    continue
-                sessions.append(session)
+                item = build(stored, now)
+                if item is not None:
+                    items.append(item)
             after = ids[-1]
         if not more:
-            return SessionPage(sessions, None)
-        if len(sessions) >= size:  # `more`: `ids` held `wanted` >= 1 ids
-            return SessionPage(sessions, encode_cursor(ids[-1], uid))
+            return items, None
+        if len(items) >= size:  # `more`: `ids` held `wanted` >= 1 ids
+            return items, encode_cursor(ids[-1], uid)

@@ -19,7 +19,7 @@ from agent_sessions import (
     SessionPage,
     SessionStore,
 )
-from agent_sessions.listing import MAX_PAGE_SIZE, encode_cursor
+from agent_sessions.listing import MAX_PAGE_SIZE, encode_cursor, list_records
 from agent_sessions.stores.base import Restore
 
 from ..support import FakeClock
@@ -236,3 +236,27 @@ async def test_manager_list_sessions_pages_through_the_store(store: SessionStore
     got = {s.session_id: s.get("n") for s in first.sessions + rest.sessions}
     assert got == {s.session_id: s.get("n") for s in made}
     assert len((await manager.list_sessions()).sessions) == 5
+
+
+async def test_list_records_pages_like_list_sessions_without_tracked_sessions(
+    store: SessionStore, clock: FakeClock
+) -> None:
+    ids = await fill(store, clock, 9, user="r")
+    await store.write_scopes("r", {"user:lang": "fr"})
+    gone = Session(user_id="r", created_at=clock.now, last_accessed_at=clock.now, expiry_at=clock.now + 5)
+    await store.set(gone)
+    clock.advance(6)
+    records: list[dict[str, object]] = []
+    cursor = None
+    while True:
+        page = await list_records(store, "r", limit=4, cursor=cursor)
+        records += page.records
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert [r["session_id"] for r in records] == [sid for p in await every_page(store, "r", 4) for sid in p]
+    assert sorted(str(r["session_id"]) for r in records) == sorted(ids)
+    first = records[0]
+    state = first["state"]
+    assert isinstance(state, dict) and state["user:lang"] == "fr" and "i" in state
+    assert first["history"] == [] and first["user_id"] == "r"

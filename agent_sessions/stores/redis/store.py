@@ -421,6 +421,19 @@ class RedisSessionStore(SessionStore):
         replies = await self._pipeline(calls, "read the listing index")
         return heapq.nsmallest(limit, (m.decode() for reply in replies for m in reply))
 
+    async def rebuild_listing_index(self, *, batch_size: int = 500) -> int:
+        """Add every stored session to the listing shards (``SCAN`` of the prefix, idempotent);
+        returns how many were seen. Run once after upgrading from a release without listing:
+        its sessions enter the shards only at their next save or touch. A session deleted
+        meanwhile may leave an id there, which listing skips."""
+        seen = 0
+        async for keys in self._scan_batches(self.keys.record_pattern, batch_size):
+            sids = [sid for key in keys if (sid := self.keys.session_id_of(key)) and is_valid_session_id(sid)]
+            if sids:
+                await self._pipeline([self._list_call(sid) for sid in sids], "index sessions for listing")
+                seen += len(sids)
+        return seen
+
     async def scope_rows(self, user_id: str | None) -> tuple[dict[str, bytes], dict[str, bytes]]:
         keys = [self.keys.app_scope] if user_id is None else [self.keys.app_scope, self.keys.user_scope(user_id)]
         replies = await self._pipeline([("HGETALL", key) for key in keys], "load scopes")

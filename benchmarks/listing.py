@@ -189,7 +189,9 @@ async def main(args: Any, backends: list[Backend]) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--listing-sessions", dest="listing_sessions", type=int, default=SESSIONS)
+    parser.add_argument(
+        "--listing-sessions", dest="listing_sessions", type=int, default=SESSIONS, help="listing: sessions stored"
+    )
     parser.add_argument("--no-listing", dest="listing", action="store_false", help="skip the listing rows")
 
 

@@ -21,6 +21,7 @@ from .errors import (
     AgentSessionsError,
     DependencyCycle,
     InvalidCursor,
+    InvalidKeepPolicy,
     InvalidLimit,
     InvalidServiceConfig,
     InvalidSessionId,
@@ -31,6 +32,7 @@ from .errors import (
     ServiceResolutionError,
     SessionConflict,
     SessionNotFound,
+    SessionOwnedByAnotherUser,
     SessionTooLarge,
     StoreUnavailable,
     ToolArgumentsError,
@@ -38,6 +40,7 @@ from .errors import (
     ToolNotFound,
 )
 from .ids import new_session_id
+from .lifecycle import ErasureReport, SessionDataHolder
 from .listing import SessionPage
 from .manager import SessionManager
 from .session import HistoryPage, Session, SessionDelta
@@ -61,11 +64,13 @@ __all__ = [
     "AgentSessionsError",
     "DatabaseSessionStore",
     "DependencyCycle",
+    "ErasureReport",
     "ExecutionContext",
     "FernetCodec",
     "HistoryPage",
     "InvalidCursor",
     "InvalidLimit",
+    "InvalidKeepPolicy",
     "InvalidServiceConfig",
     "InvalidSessionId",
     "InvalidStoreUrl",
@@ -81,11 +86,13 @@ __all__ = [
     "Session",
     "SessionConflict",
     "SessionContextProvider",
+    "SessionDataHolder",
     "SessionDelta",
     "SessionManager",
     "SessionIds",
     "SessionNotFound",
     "SessionPage",
+    "SessionOwnedByAnotherUser",
     "SessionStore",
     "SessionTooLarge",
     "StoreUnavailable",

@@ -32,6 +32,7 @@ from .cli_support import (
     ConflictPolicy,
     checked_url,
     configure_logging,
+    conversation_holders,
     err_console,
     fail,
     one_line,
@@ -48,7 +49,7 @@ from .cli_support import (
 )
 from .display import conversation_document, print_stats, session_document, store_stats, stored_conversation
 from .errors import AgentSessionsError, InvalidSessionId, StoreUnavailable
-from .ids import validate_session_id
+from .ids import validate_session_id, validate_user_id
 from .listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, SessionPage
 from .ops import (
     DEFAULT_IMPORT_LINE_BYTES,
@@ -56,7 +57,9 @@ from .ops import (
     TransferReport,
     count_export_sessions,
     count_sessions,
+    erase_user,
     export_sessions,
+    export_user,
     failed_line,
     import_sessions,
     migrate,
@@ -267,12 +270,19 @@ def export_command(
         int, typer.Option("--batch-size", min=1, help="How many sessions to read from the store at a time.")
     ] = 500,
     count: Count = True,
+    user: Annotated[
+        str | None,
+        typer.Option(
+            "--user", help="Export only this user's sessions and user scope (portability).", show_default=False
+        ),
+    ] = None,
 ) -> None:
     """Back up every live session to a JSON Lines file.
 
-    The file holds each session with its full history, and all user and app scope data. It is
-    created with mode 0600, readable by you only whatever the umask, because it holds live
-    session ids: anyone who has one can act as that session. Restore it with the import command.
+    The file holds each session with its full history, and all user and app scope data (with
+    --user: that user's sessions and user scope only). It is created with mode 0600, readable by
+    you only whatever the umask, because it holds live session ids: anyone who has one can act
+    as that session. Restore it with the import command.
     """
     console = err_console()
     if not path.parent.is_dir():
@@ -280,6 +290,8 @@ def export_command(
 
     async def body() -> Any:
         async with opened_store(store) as s:
+            if user is not None:
+                return await export_user(s, user, path, include_auth=include_auth)
             total = None
             if count:
                 with console.status("Counting the sessions…"):
@@ -419,6 +431,39 @@ def migrate_command(
 
     report = run_command(None, body)
     out_console().print(f"Migrated {safe_url(src)} → {safe_url(dst)}: {summary(report)}.", highlight=False)
+
+
+@app.command("erase")
+def erase_command(
+    user: Annotated[str, typer.Option("--user", help="The user id whose data to erase.", show_default=False)],
+    store: Store = DEFAULT_STORE_URL,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Erase without asking for confirmation.")] = False,
+) -> None:
+    """Erase one user's data: every session with its history, the user scope and conversations.
+
+    Preferences and user: keys go with the user scope; conversations are those run_turn keeps
+    beside the sessions (SQL tables, Redis keys). Asks first unless --yes. It cannot be undone:
+    keep a copy with export --user first if you need one. Running it again erases nothing more.
+    """
+    try:
+        validate_user_id(user)
+    except AgentSessionsError as exc:
+        fail(one_line(exc), 2)
+    if not yes and not typer.confirm(
+        f"Erase every session, preference and conversation of user {user!r} in {safe_url(store)}?"
+    ):
+        fail("nothing was erased", 1)
+
+    async def body() -> Any:
+        async with opened_store(store) as s:
+            return await erase_user(s, user, holders=await conversation_holders(s))
+
+    report = run_command(store, body)
+    out_console().print(
+        f"Erased user {escape(user)}: {report.sessions} sessions, {report.history_entries} history entries, "
+        f"{report.scope_keys} user scope keys and {report.conversations} conversations.",
+        highlight=False,
+    )
 
 
 @app.command("cleanup")

@@ -30,10 +30,12 @@ from rich.progress import (
 )
 
 from .errors import AgentSessionsError, InvalidCursor, InvalidSessionId, InvalidUserId, StoreUnavailable
+from .lifecycle import SessionDataHolder
 from .ops import TransferReport
 from .stores import InvalidStoreUrl, SessionStore, create_store, parse_store_url
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 #: The handler `configure_logging` installed last (replaced on the next call).
 _log_handler: logging.Handler | None = None
@@ -223,3 +225,25 @@ def configure_logging(verbosity: int) -> None:
         logging.getLogger("agent_sessions").setLevel(handler.level)
     root.addHandler(handler)
     _log_handler = handler
+
+
+async def conversation_holders(store: SessionStore) -> list[SessionDataHolder]:
+    """The conversation store beside `store` (`run_turn` saves there), for ``erase`` to erase
+    too: the SQL one if its tables exist, the Redis one under the same prefix; none for a
+    memory store or without pydantic-ai installed."""
+    sql = hasattr(store, "engine")
+    if not sql and not (hasattr(store, "client") and hasattr(store, "prefix")):
+        return []
+    try:
+        from .integrations.pydantic_ai import DatabaseConversationStore
+    except ImportError:
+        logger.debug("pydantic-ai is not installed: no conversations to erase")
+        return []
+    if sql:
+        from .display import has_conversation_table
+
+        database = DatabaseConversationStore(store, create_tables=False)
+        return [database] if await has_conversation_table(database) else []
+    from .integrations.pydantic_ai.conversation_redis import RedisConversationStore
+
+    return [RedisConversationStore(store)]

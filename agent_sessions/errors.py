@@ -7,6 +7,7 @@ __all__ = [
     "DependencyCycle",
     "InvalidCursor",
     "InvalidLimit",
+    "InvalidKeepPolicy",
     "InvalidServiceConfig",
     "InvalidSessionId",
     "InvalidUserId",
@@ -16,6 +17,7 @@ __all__ = [
     "ServiceResolutionError",
     "SessionConflict",
     "SessionNotFound",
+    "SessionOwnedByAnotherUser",
     "SessionTooLarge",
     "StoreUnavailable",
     "ToolArgumentsError",
@@ -135,3 +137,13 @@ class InvalidCursor(AgentSessionsError, ValueError):
 
 class InvalidLimit(AgentSessionsError, ValueError):
     """A page size is not an int from 1 to the largest page (`listing.MAX_PAGE_SIZE`)."""
+
+
+# ---------------------------------------------------------------------- login
+class InvalidKeepPolicy(AgentSessionsError, ValueError):
+    """`SessionManager.login` got a `keep` other than ``"session"`` or ``"user"``; nothing was done."""
+
+
+class SessionOwnedByAnotherUser(AgentSessionsError):
+    """`SessionManager.login` was asked to log a user into a session bound to another user;
+    nothing was done. Log the other user out first (delete the session, start a new one)."""

@@ -18,19 +18,25 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import random
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from .errors import SessionConflict, SessionNotFound, StoreUnavailable
 from .ids import id_hash, new_session_id, validate_session_id, validate_user_id
+from .lifecycle import SessionDataHolder, erase_user, export_user
 from .listing import DEFAULT_PAGE_SIZE, SessionPage
+from .login import Keep, log_in
 from .session import HistoryPage, Session
-from .stores.base import SessionStore
+from .stores.base import ErasureReport, SessionStore
 from .tracing import ATTR_RETRIES, set_attribute, traced
 from .tracking import PendingWrite, SessionDelta
 from .turns import Turns
+
+if TYPE_CHECKING:
+    from .ops.backup import ExportReport
 
 __all__ = ["SessionManager"]
 
@@ -98,6 +104,8 @@ class SessionManager:
         self._turns = Turns()
         self.last_cleanup: float = self.clock()
         self.cleanup_task: asyncio.Task[None] | None = None
+        #: What `erase_user` erases besides the store (`register_data_holder`).
+        self.data_holders: list[SessionDataHolder] = []
 
     def clock(self) -> float:
         """The store's clock (inject one into the store to control time in tests)."""
@@ -402,6 +410,28 @@ class SessionManager:
         sid = validate_session_id(session_id)
         return await self.store.rename(sid, new_session_id())
 
+    @traced("login")
+    async def login(self, session_id: str, user_id: str, *, keep: Keep = "session") -> Session:
+        """The login step in one call: move the session to a fresh id (the old one stops working
+        at once, as `regenerate_id`), bind `user_id`, and carry the visitor's preferences into
+        the user's scope, so the user's next session, on any device, starts with them.
+
+        `keep` says whose value wins when both have a preference: ``"session"`` (the visitor's
+        choices, the default) or ``"user"`` (the stored user's; the visitor's other keys are
+        still carried). The session's own state keys, history and the rest stay with the
+        session; ``temp:`` keys are never stored. Returns the saved session under its new id.
+        `agent_sessions.login` documents the steps and what a crash between them leaves.
+
+        Raises `InvalidKeepPolicy`, `InvalidSessionId` or `InvalidUserId` before any I/O,
+        `SessionNotFound` if the session is gone (or a concurrent login rotated it first),
+        `SessionOwnedByAnotherUser` if it is bound to another user (nothing done),
+        `SessionTooLarge` if the carried preferences would grow the user scope past the store's
+        `max_scope_bytes` (before anything is written or rotated). A session
+        already bound to `user_id` is only rotated. A save of the old id racing the login either
+        lands before the rotation (and is carried) or raises `SessionNotFound`.
+        """
+        return await log_in(self, session_id, user_id, keep=keep)
+
     @traced("delete_session")
     async def delete_session(self, session_id: str) -> None:
         """Delete the session; concurrent writers then get `SessionNotFound`."""
@@ -433,3 +463,24 @@ class SessionManager:
     async def _backoff(attempt: int) -> None:
         # Jittered exponential backoff, capped: contenders spread out instead of colliding again.
         await asyncio.sleep(random.uniform(0, min(0.05, 0.0005 * (2 ** min(attempt, 10)))))
+
+    # ------------------------------------------------------------------ one user's data
+    def register_data_holder(self, holder: SessionDataHolder) -> None:
+        """Have `erase_user` also erase what `holder` keeps for the user's sessions (a
+        `DatabaseConversationStore` or `RedisConversationStore`). Registering twice is one."""
+        if not any(known is holder for known in self.data_holders):
+            self.data_holders.append(holder)
+
+    @traced("erase_user", session=False)
+    async def erase_user(self, user_id: str) -> ErasureReport:
+        """Erase every session of `user_id` (history, index entries), its user scope and what
+        the registered data holders keep for it; idempotent, safe against concurrent saves
+        (see `agent_sessions.lifecycle`). Returns the counts of what was removed."""
+        return await erase_user(self.store, user_id, self.data_holders)
+
+    async def export_user(
+        self, user_id: str, path: str | os.PathLike[str], *, include_auth: bool = False
+    ) -> ExportReport:
+        """Write everything the store holds about `user_id` to `path` in the backup format
+        (see `agent_sessions.lifecycle`)."""
+        return await export_user(self.store, user_id, path, include_auth=include_auth)

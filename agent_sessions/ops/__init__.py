@@ -2,7 +2,9 @@
 
 - `export_sessions(store, path)` / `import_sessions(store, path)`: JSON Lines (gzip when the
   name ends in ``.gz``), streaming in constant memory, history and scopes included;
-- `migrate(src, dst)`: copy between any two stores, batched and resumable.
+- `migrate(src, dst)`: copy between any two stores, batched and resumable;
+- `erase_user(store_or_manager, user_id)` / `export_user(store_or_manager, user_id, path)`: one
+  user's data, erased or exported (`agent_sessions.lifecycle`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from .backup import (
     failed_line,
     import_sessions,
 )
+from .erase import erase_user, export_user
 from .migrate import count_sessions, migrate
 
 __all__ = [
@@ -31,7 +34,9 @@ __all__ = [
     "TransferReport",
     "count_export_sessions",
     "count_sessions",
+    "erase_user",
     "export_sessions",
+    "export_user",
     "failed_line",
     "import_sessions",
     "max_line_bytes",

@@ -26,10 +26,9 @@ import json
 import logging
 import os
 import re
-import secrets
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -41,6 +40,7 @@ from ..errors import AgentSessionsError, InvalidSessionId, InvalidUserId
 from ..ids import validate_session_id, validate_user_id
 from ..session import Session
 from ..stores.base import Restore, SessionStore
+from ._export_file import ExportWriter
 from ._transfer import (
     LINE_NESTING,
     RESTORE_BATCH,
@@ -67,12 +67,11 @@ __all__ = [
     "export_sessions",
     "failed_line",
     "import_sessions",
+    "write_export",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Export files are readable and writable by their owner only: they hold live session ids.
-_FILE_MODE = 0o600
 
 FORMAT_NAME = "agent-sessions-export"
 FORMAT_VERSION = 1
@@ -139,49 +138,6 @@ def _library_version() -> str:
 
 
 # ---------------------------------------------------------------- export
-class _Writer:
-    """Writes to a temporary file beside `path`, moved into place only when complete.
-
-    The file holds live session ids (bearer credentials), so it is created readable and writable
-    by its owner only (mode 0o600, whatever the umask), exclusively (``O_EXCL``: never an existing
-    file or a planted symlink), under a name no other export uses; the rename keeps that mode.
-    """
-
-    def __init__(self, path: Path, compressed: bool) -> None:
-        self.path = path
-        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(8)}.partial")
-        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
-        try:
-            self._raw: BinaryIO = os.fdopen(fd, "wb")
-        except BaseException:
-            os.close(fd)
-            self.tmp.unlink(missing_ok=True)
-            raise
-        self._out: BinaryIO | gzip.GzipFile = self._raw
-        if compressed:
-            self._out = gzip.GzipFile(fileobj=self._raw, mode="wb", compresslevel=6)
-
-    def write(self, lines: list[bytes]) -> None:
-        self._out.writelines(lines)
-
-    def commit(self) -> int:
-        if self._out is not self._raw:
-            self._out.close()
-        self._raw.flush()
-        os.fsync(self._raw.fileno())
-        self._raw.close()
-        os.replace(self.tmp, self.path)
-        return self.path.stat().st_size
-
-    def abort(self) -> None:
-        try:
-            if self._out is not self._raw:
-                self._out.close()
-            self._raw.close()
-        finally:
-            self.tmp.unlink(missing_ok=True)
-
-
 async def export_sessions(
     store: SessionStore,
     path: str | os.PathLike[str],
@@ -203,11 +159,38 @@ async def export_sessions(
     """
     if batch_size <= 0:
         raise ValueError("batch_size must be > 0")
+    sessions = store.iter_sessions(batch_size=batch_size)
+    return await write_export(
+        store,
+        path,
+        store.iter_scopes(),
+        sessions,
+        include_auth=include_auth,
+        batch_size=batch_size,
+        compress=compress,
+        progress=progress,
+    )
+
+
+async def write_export(
+    store: SessionStore,
+    path: str | os.PathLike[str],
+    scopes: AsyncIterable[tuple[str, str, dict[str, Any]]],
+    sessions: AsyncIterable[Session],
+    *,
+    include_auth: bool = False,
+    batch_size: int = 500,
+    compress: bool | None = None,
+    progress: Progress | None = None,
+) -> ExportReport:
+    """Write `scopes` (``(kind, owner, values)``) and `sessions` of `store` (each with its full
+    history) to `path` in the export format, as `export_sessions` does (the writer of
+    `export_sessions` and `export_user`)."""
     target = Path(path)
     compressed = _is_gzip(target, compress)
     report = ExportReport(path=target, include_auth=include_auth, compressed=compressed)
     running = TransferReport()
-    writer = await asyncio.to_thread(_Writer, target, compressed)
+    writer = await asyncio.to_thread(ExportWriter, target, compressed)
     try:
         header = {
             "format": FORMAT_NAME,
@@ -218,13 +201,13 @@ async def export_sessions(
             "source": type(store).__name__,
         }
         lines = [_dumps(header)]
-        async for kind, owner, values in store.iter_scopes():
+        async for kind, owner, values in scopes:
             lines.append(_dumps({"kind": "scope", "scope": kind, "owner": owner, "values": values}))
             report.scopes += 1
             if len(lines) >= batch_size:
                 await asyncio.to_thread(writer.write, lines)
                 lines = []
-        async for session in store.iter_sessions(batch_size=batch_size):
+        async for session in sessions:
             history = await full_history(store, session)
             payload = session_payload(session, include_auth=include_auth)
             lines.append(_dumps({"kind": "session", "session": payload, "history": history}))
@@ -236,12 +219,8 @@ async def export_sessions(
                 if progress is not None:
                     running.imported, running.history_entries = report.sessions, report.history_entries
                     progress(running)
-        end = {
-            "kind": "end",
-            "sessions": report.sessions,
-            "scopes": report.scopes,
-            "history_entries": report.history_entries,
-        }
+        end = {"kind": "end", "sessions": report.sessions, "scopes": report.scopes}
+        end["history_entries"] = report.history_entries
         lines.append(_dumps(end))
         await asyncio.to_thread(writer.write, lines)
         report.bytes_written = await asyncio.to_thread(writer.commit)

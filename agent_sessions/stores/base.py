@@ -2,9 +2,9 @@
 
 A backend implements the public, typed primitives below (`load_record`, `write`,
 `delete_record`, `touch_record`, `scope_rows`, `write_scope_rows`, `iter_scope_rows`,
-`history_page`, `user_session_ids`, `list_page`, `scan_records`, `delete_expired`, `close`; `load_records`,
-`write_many`, `delete_if_version` and `ping` have defaults to override for speed). Everything a
-caller uses — id validation before any I/O, strict encoding and size limits, expiry, scopes,
+`history_page`, `user_session_ids`, `list_page`, `scan_records`, `delete_expired`, `erase_user`,
+`close`; `load_records`, `write_many`, `delete_if_version` and `ping` have defaults to override
+for speed). Everything a caller uses — id validation before any I/O, strict encoding and size limits, expiry, scopes,
 history numbering, change tracking — lives here and in `agent_sessions.records`, so every
 backend behaves the same and the contract suite in `tests/contract/` proves it.
 
@@ -42,6 +42,7 @@ __all__ = [
     "DEFAULT_MAX_HISTORY",
     "DEFAULT_MAX_SESSION_BYTES",
     "MAX_TIMESTAMP",
+    "ErasureReport",
     "PREF_PREFIX",
     "HistoryRow",
     "OnCorrupt",
@@ -154,6 +155,21 @@ class SessionWrite:
     app_scope: ScopeChange | None = None
     #: This save's id, first in the record's write lineage (`Baseline.writes`) once it lands.
     write_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ErasureReport:
+    """What erasing one user removed (all zero when nothing was left: erasing is idempotent).
+
+    `sessions` (expired ones not yet cleaned up included), their `history_entries`, the
+    `scope_keys` of the user scope (``user:`` keys and ``pref:`` preferences), and the
+    `conversations` the registered session-data holders deleted (`SessionManager.erase_user`).
+    """
+
+    sessions: int = 0
+    history_entries: int = 0
+    scope_keys: int = 0
+    conversations: int = 0
 
 
 @dataclass(slots=True)
@@ -285,6 +301,17 @@ class SessionStore(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Release connections. Idempotent."""
+
+    @abstractmethod
+    async def erase_user(self, user_id: str, now: float) -> ErasureReport:
+        """Delete every session of `user_id` (expired ones too: record, history, index and
+        expiry entries) and its user scope, found through the per-user index (never a scan).
+
+        Safe while the user's sessions are being saved: when it returns, nothing of them
+        written before the call remains, and a save racing it fails with `SessionNotFound`
+        without writing anything back (record, history, index entries or user scope). A
+        session whose creation overlaps the call may remain. Returns what it removed.
+        """
 
     # ================================================================ public API
     async def ping(self) -> None:

@@ -19,7 +19,7 @@ from itertools import islice
 from typing import Any
 
 from ..errors import SessionNotFound
-from .base import ScopeChange, SessionStore, SessionWrite, StoredSession, raise_conflict
+from .base import ErasureReport, ScopeChange, SessionStore, SessionWrite, StoredSession, raise_conflict
 
 __all__ = ["MemorySessionStore"]
 
@@ -303,3 +303,34 @@ class MemorySessionStore(SessionStore):
     async def close(self) -> None:
         """Nothing to release; the data stays until the object is dropped."""
         return
+
+    async def erase_user(self, user_id: str, now: float) -> ErasureReport:
+        """One step under the lock: the user's sessions (from the per-user index), their
+        expiry-heap pairs (the heap is rebuilt without them) and the user scope."""
+        with self._lock:
+            ids = self._by_user.pop(user_id, set())
+            gone = [entry for sid in ids if (entry := self._sessions.pop(sid, None)) is not None]
+            if any(entry.heap_at is not None for entry in gone):
+                self._expiries = [pair for pair in self._expiries if pair[1] not in ids]
+                heapq.heapify(self._expiries)
+            if ids:  # the listing order keeps deleted ids lazily: an erase leaves none
+                self._order = [sid for sid in self._order if sid not in ids]
+            scope = self._user_scopes.pop(user_id, {})
+            return ErasureReport(len(gone), sum(len(entry.history) for entry in gone), len(scope))
+
+    def contents(self) -> list[tuple[str, bytes]]:
+        """Everything the store holds, as ``(where, bytes)`` pairs: session ids, user ids,
+        records, history rows, index and expiry-heap entries, scope owners, keys and values.
+        For audits and tests that check at the raw level what is left (after `erase_user`)."""
+        with self._lock:
+            out = [("heap", sid.encode()) for _, sid in self._expiries]
+            out += [("listing", sid.encode()) for sid in self._order]
+            for sid, entry in self._sessions.items():
+                out += [("session", sid.encode()), ("record", entry.record)]
+                out += [("user", entry.user_id.encode())] if entry.user_id is not None else []
+                out += [("history", payload) for _, payload in entry.history]
+            for uid, ids in self._by_user.items():
+                out += [("index", uid.encode()), *(("index", sid.encode()) for sid in ids)]
+            for owner, rows in [*self._user_scopes.items(), ("", self._app_scope)]:
+                out += [("scope", owner.encode()), *(("scope", k.encode() + b"=" + v) for k, v in rows.items())]
+            return out

@@ -31,6 +31,7 @@ from pydantic_ai.conversation_store import (
 
 from ...errors import StoreUnavailable
 from ._records import check_id, check_write, decode_entry, decode_record, encode_message, encode_record
+from .turn import conversation_id_for
 
 try:
     from redis import exceptions as redis_exceptions
@@ -99,6 +100,36 @@ end
 return 1
 """
 
+# Erasure: the conversations of a user's scope index and those named in ARGV, as _DELETE does
+# without the revision check. KEYS: index, scope index. ARGV: base, then conversation ids.
+# Returns how many were deleted.
+_ERASE: Final = """
+local base = ARGV[1]
+local ids = redis.call('ZRANGE', KEYS[2], 0, -1)
+for i = 2, #ARGV do table.insert(ids, ARGV[i]) end
+local deleted = 0
+for _, cid in ipairs(ids) do
+  local rec = base .. 'rec:' .. cid
+  local lineage = redis.call('HGET', rec, 'l')
+  if lineage then
+    local scope_key = redis.call('HGET', rec, 'sk')
+    redis.call('DEL', rec)
+    redis.call('ZREM', KEYS[1], cid)
+    if scope_key and scope_key ~= '' then redis.call('ZREM', scope_key, cid) end
+    redis.call('SREM', base .. 'linrec:' .. lineage, cid)
+    if redis.call('SCARD', base .. 'linrec:' .. lineage) == 0 then
+      for _, id in ipairs(redis.call('SMEMBERS', base .. 'lin:' .. lineage)) do
+        redis.call('DEL', base .. 'ent:' .. id)
+      end
+      redis.call('DEL', base .. 'lin:' .. lineage)
+    end
+    deleted = deleted + 1
+  end
+end
+redis.call('DEL', KEYS[2])
+return deleted
+"""
+
 # KEYS: the head entry (for routing). ARGV: base, head id, limit (-1: none).
 # Returns {1, id, parent, message, ...} newest first, or {0, missing id}.
 _HISTORY: Final = """
@@ -156,6 +187,7 @@ class RedisConversationStore(ConversationStore):
         self._write_script = self.client.register_script(_WRITE)
         self._delete_script = self.client.register_script(_DELETE)
         self._history_script = self.client.register_script(_HISTORY)
+        self._erase_script = self.client.register_script(_ERASE)
 
     async def close(self) -> None:
         """Close the client if this store created it (a shared client is left open)."""
@@ -275,3 +307,13 @@ class RedisConversationStore(ConversationStore):
         ]
         entries.reverse()
         return entries
+
+    # ------------------------------------------------------------------ erasure
+    async def erase_sessions(self, user_id: str, session_ids: Sequence[str]) -> int:
+        """Delete the conversations of a user being erased (`SessionDataHolder`, register with
+        `SessionManager.register_data_holder`): those scoped to `user_id` (as `run_turn` saves
+        them) and those of `session_ids` (`conversation_id_for`), with the entries of every
+        lineage left without a conversation. One atomic script; returns how many were deleted."""
+        args = [self._base, *(conversation_id_for(sid) for sid in session_ids)]
+        keys = [self._index_key(), self._scope_key(user_id)]
+        return int(await self._run(self._erase_script(keys=keys, args=args)))

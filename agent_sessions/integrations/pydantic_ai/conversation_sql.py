@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from ...errors import SerializationError, StoreUnavailable
 from ...stores.sql.engine import DB_ERRORS, DatabaseFailure, classify, create_database_engine
 from ._records import check_id, check_write, decode_entry, decode_record, encode_message, encode_record
+from .turn import conversation_id_for
 
 __all__ = ["DatabaseConversationStore"]
 
@@ -367,3 +368,26 @@ class DatabaseConversationStore(ConversationStore):
         if oldest.parent_id is not None and (limit is None or len(rows) < limit):
             raise KeyError(oldest.parent_id)
         return [decode_entry(row.entry_id, row.parent_id, row.message) for row in rows]
+
+    # ------------------------------------------------------------------ erasure
+    async def erase_sessions(self, user_id: str, session_ids: Sequence[str]) -> int:
+        """Delete the conversations of a user being erased (`SessionDataHolder`, register with
+        `SessionManager.register_data_holder`): those scoped to `user_id` (as `run_turn` saves
+        them) and those of `session_ids` (`conversation_id_for`), with the entries of every
+        lineage left without a conversation. One transaction; returns how many were deleted."""
+        ids = [conversation_id_for(sid) for sid in session_ids]
+        r, e = self.records.c, self.entries.c
+        mine = sa.or_(r.scope == user_id, r.conversation_id.in_(ids)) if ids else r.scope == user_id
+        async with self._writing() as conn:
+            rows = (await conn.execute(sa.select(r.conversation_id, r.lineage).where(mine).with_for_update())).all()
+            if not rows:
+                return 0
+            await conn.execute(self.records.delete().where(r.conversation_id.in_([row[0] for row in rows])))
+            lineages = sorted({str(row[1]) for row in rows})
+            # As in `delete_record`: lock the lineages' entries, then drop those no conversation uses.
+            await conn.execute(sa.select(e.entry_id).where(e.lineage.in_(lineages)).with_for_update())
+            used = set((await conn.execute(sa.select(r.lineage).where(r.lineage.in_(lineages)))).scalars())
+            unused = [lineage for lineage in lineages if lineage not in used]
+            if unused:
+                await conn.execute(self.entries.delete().where(e.lineage.in_(unused)))
+        return len(rows)

@@ -3,8 +3,9 @@
 Each script documents its ``KEYS`` and its ordered ``ARGV`` at its top. Every script starts with
 ``scripts/prelude.lua`` (the record header, indexes, scopes) below the `Result` codes as Lua
 constants, so the Python and the Lua sides cannot disagree on them. The scripts are registered
-with redis-py's `register_script`: a direct call is an ``EVALSHA`` that `AsyncScript` reloads on
-``NOSCRIPT`` (a restart or a failover emptied the server's script cache).
+with redis-py's `register_script` (on a single node whose client the store owns, as `HeldScript`:
+the same script sent on a held connection, see ``held.py``): a direct call is an ``EVALSHA``
+that is reloaded on ``NOSCRIPT`` (a restart or a failover emptied the server's script cache).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any, Final
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.commands.core import AsyncScript
+
+from .held import HeldConnections, HeldScript
 
 __all__ = ["Result", "Scripts"]
 
@@ -50,11 +53,12 @@ _CODES: Final = "".join(f"local {result.name} = {result.value}\n" for result in 
 class Scripts:
     """The store's scripts, registered once on its client."""
 
-    def __init__(self, client: Redis | RedisCluster) -> None:
+    def __init__(self, client: Redis | RedisCluster, held: HeldConnections | None = None) -> None:
         prelude = _CODES + _source("prelude")
 
         def register(name: str) -> AsyncScript:
-            return client.register_script(prelude + "\n" + _source(name))
+            source = prelude + "\n" + _source(name)
+            return client.register_script(source) if held is None else HeldScript(client, source, held)
 
         self.load = register("load")
         self.write = register("write")
@@ -63,7 +67,19 @@ class Scripts:
         self.history = register("history")
         self.reap = register("reap")
         self.scope = register("scope")
-        self.all: Final = (self.load, self.write, self.touch, self.delete, self.history, self.reap, self.scope)
+        self.erase = register("erase")
+        self.index = register("index")
+        self.all: Final = (
+            self.load,
+            self.write,
+            self.touch,
+            self.delete,
+            self.history,
+            self.reap,
+            self.scope,
+            self.erase,
+            self.index,
+        )
 
     @staticmethod
     def command(script: AsyncScript, keys: list[str], args: list[Any]) -> tuple[Any, ...]:

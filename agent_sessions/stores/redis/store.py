@@ -19,6 +19,10 @@ for a session this store has not seen, the user scope key is learnt from the rec
 get costs two. A save (a moving touch, a delete) is the script, then one pipelined call for
 the index and scope keys of other slots (``ZADD GT``: a reordered update can leave a score too
 high, repaired by cleanup, never too low); a failure of that call says the record was saved.
+An update re-scores only entries that are still there (``index.lua`` in the user's slot, with
+the user-scope change; ``ZADD XX`` in the expiry shard): a save racing `erase_user` or a
+delete never writes an index entry or a scope key back. If the user index lost the entry (an
+earlier call failed), the record is checked and the entries are added again.
 
 Records of the previous release (``R1`` header, no user hash: `record.LEGACY_HEADER`) are read
 and updated as before; Lua cannot compute their user hash, so a get of one with a user reads
@@ -43,7 +47,8 @@ from typing import Any, Final
 
 from ...errors import SerializationError, SessionNotFound, StoreUnavailable
 from ...ids import id_hash, is_valid_session_id
-from ..base import ScopeChange, SessionStore, SessionWrite, StoredSession, raise_conflict
+from ..base import ErasureReport, ScopeChange, SessionStore, SessionWrite, StoredSession, raise_conflict
+from .held import HeldConnections
 from .keys import KeyLayout
 from .record import (
     NO_OWNER,
@@ -81,6 +86,8 @@ _CORRUPT_HEADER: Final = "a stored Redis session record has an unreadable header
 #: A script answering `Result.LEGACY` is called again with the owner it named; once more only
 #: if a writer of the previous release changed the owner in between.
 _LEGACY_ATTEMPTS: Final = 3
+#: Sessions per ``erase.lua`` call (one node: each call is atomic and blocks the server meanwhile).
+_ERASE_BATCH: Final = 500
 
 Command = tuple[Any, ...]
 
@@ -172,7 +179,12 @@ class RedisSessionStore(SessionStore):
         self._closed = False
         self._owners: dict[str, str | None] = {}  # Cluster only: session id -> user id
         self._owner_cache_size = max(0, owner_cache_size)
-        self.scripts = Scripts(self.client)
+        # A client passed in may be shared by many stores: only a store's own client lends it
+        # connections to hold (`HeldConnections`, single node).
+        self._held: HeldConnections | None = None
+        if self._owns_client and isinstance(self.client, Redis):
+            self._held = HeldConnections(self.client.connection_pool)
+        self.scripts = Scripts(self.client, self._held)
 
     async def ping(self) -> None:
         """Send ``PING``; `StoreUnavailable` names the server's (or the cluster's startup nodes')
@@ -263,30 +275,67 @@ class RedisSessionStore(SessionStore):
         return results
 
     async def _side_effects(self, calls: list[Command], sid: str, what: str) -> None:
-        """Cluster: the index and scope updates of other slots after a session's script succeeded."""
+        """Cluster: the index and scope updates of other slots after a session's script succeeded.
+
+        An update (`_index_calls` with ``add=False``) the user index refused had lost its entry,
+        or the session was erased or deleted meanwhile: if the record is still there, the
+        entries are added again (with the scope change), else nothing is written."""
         if not calls:
             return
         try:
-            await self._pipeline(calls, "update the indexes and scopes")
+            replies = await self._pipeline(calls, "update the indexes and scopes")
+            refused = [call for call, reply in zip(calls, replies, strict=True) if self._refused(call, reply)]
+            if refused and await self._call(self.client.exists(self.keys.record(sid)), "read the session"):
+                await self._pipeline([self._adding(call) for call in calls], "update the indexes and scopes")
         except StoreUnavailable as exc:
             raise StoreUnavailable(
                 f"session {id_hash(sid)} was {what}, but its index/scope updates failed: {exc}"
             ) from exc
 
+    def _refused(self, call: Command, reply: Any) -> bool:
+        return call[:2] == ("EVALSHA", self.scripts.index.sha) and reply == Result.ABSENT
+
+    def _adding(self, call: Command) -> Command:
+        """`call` (of `_index_calls`) adding the entry instead of only re-scoring it."""
+        if call[:2] == ("EVALSHA", self.scripts.index.sha):
+            return (*call[:5], "1", *call[6:])
+        if call[0] == "ZADD" and call[2] == "XX":
+            return ("ZADD", call[1], *call[3:])
+        return call
+
     # ------------------------------------------------------------------------- Cluster index commands
-    def _index_calls(self, sid: str, user_hash: str | None, score: str | None, *, listed: bool = True) -> list[Command]:
-        """``ZADD GT`` the session into its expiry shard and user index at `score`, or (None) ``ZREM`` it;
-        and (`listed`) add it to or remove it from its listing shard."""
+    def _index_calls(
+        self,
+        sid: str,
+        user_hash: str | None,
+        score: str | None,
+        *,
+        add: bool = True,
+        scope: ScopeChange | None = None,
+        listed: bool = True,
+    ) -> list[Command]:
+        """Score the session in its expiry shard and user index at `score` (``ZADD GT``; with
+        ``add=False`` only entries still there: ``ZADD XX`` and ``index.lua``, which applies the
+        user-scope change `scope` too), or (score None) ``ZREM`` it; and (`listed`) list it in
+        its listing shard alike (``ZADD``, ``XX`` with ``add=False``) or unlist it."""
         member = sid if user_hash is None else f"{sid}:{user_hash}"
-        keyed = [(self.keys.expiry_shard(sid), member)]
-        if user_hash is not None:
-            keyed.append((self.keys.user_keys_of_hash(user_hash).index, sid))
-        listing: list[Command] = []
-        if listed:
-            listing.append(("ZREM", self.keys.list_shard(sid), sid) if score is None else self._list_call(sid))
+        shard = self.keys.expiry_shard(sid)
+        lex = self.keys.list_shard(sid)
         if score is None:
-            return [*(("ZREM", key, m) for key, m in keyed), *listing]
-        return [*(("ZADD", key, "GT", score, m) for key, m in keyed), *listing]
+            calls: list[Command] = [("ZREM", shard, member)]
+            if user_hash is not None:
+                calls.append(("ZREM", self.keys.user_keys_of_hash(user_hash).index, sid))
+            if listed:
+                calls.append(("ZREM", lex, sid))
+            return calls
+        calls = [("ZADD", shard, "GT", score, member) if add else ("ZADD", shard, "XX", "GT", score, member)]
+        if listed:
+            calls.append(self._list_call(sid) if add else ("ZADD", lex, "XX", "0", sid))
+        if user_hash is not None:
+            user = self.keys.user_keys_of_hash(user_hash)
+            args = ["1" if add else "0", sid, score, *(_scope_args(scope) if scope is not None else ())]
+            calls.append(Scripts.command(self.scripts.index, [user.index, user.scope], args))
+        return calls
 
     def _list_call(self, sid: str) -> Command:
         return ("ZADD", self.keys.list_shard(sid), "0", sid)
@@ -522,13 +571,17 @@ class RedisSessionStore(SessionStore):
         return keys, args
 
     def _after_write(self, write: SessionWrite) -> list[Command]:
-        """Cluster: what a save leaves to the caller: indexes and scope changes in other slots."""
+        """Cluster: what a save leaves to the caller: indexes and scope changes in other slots
+        (an update only re-scores entries still there, see `_side_effects`)."""
         sid = write.session_id
         calls: list[Command] = []
+        bound = write.expected_version == 0 or write.previous_user_id != write.user_id
         if write.expected_version != 0 and write.previous_user_id != write.user_id:
             calls += self._index_calls(sid, self._user_hash(write.previous_user_id), None, listed=False)
-        calls += [self._scope_call(c) for c in (write.user_scope, write.app_scope) if c is not None]
-        calls += self._index_calls(sid, self._user_hash(write.user_id), index_score(write.expiry_at))
+        if write.app_scope is not None:
+            calls.append(self._scope_call(write.app_scope))
+        score = index_score(write.expiry_at)
+        calls += self._index_calls(sid, self._user_hash(write.user_id), score, add=bound, scope=write.user_scope)
         return calls
 
     @staticmethod
@@ -585,7 +638,7 @@ class RedisSessionStore(SessionStore):
             self._owners.pop(session_id, None)
             return False
         if reply[2]:  # Cluster, the expiry moved: re-score the indexes in other slots
-            calls = self._index_calls(session_id, _hash_field(reply[1]), index_score(expiry_at))
+            calls = self._index_calls(session_id, _hash_field(reply[1]), index_score(expiry_at), add=False)
             await self._side_effects(calls, session_id, "touched")
         return True
 
@@ -671,12 +724,48 @@ class RedisSessionStore(SessionStore):
                 if real_hash is not None and real_hash != member_hash:
                     calls.append(("ZREM", self.keys.user_keys_of_hash(real_hash).index, sid))
             elif status == Result.LIVE:
-                calls += self._index_calls(sid, real_hash, index_score(None if reply[2] == b"-" else float(reply[2])))
+                score = index_score(None if reply[2] == b"-" else float(reply[2]))
+                calls += self._index_calls(sid, real_hash, score, add=member_hash != real_hash)
             elif status == Result.CORRUPT:
                 logger.error("corrupt Redis session header %s left in place by cleanup", id_hash(sid))
         if calls:
             await self._pipeline(calls, "prune the indexes")
         return removed
+
+    async def erase_user(self, user_id: str, now: float) -> ErasureReport:
+        """Through the user index (``erase.lua``). One node: one atomic script per batch of
+        sessions, their index entries and the user scope included. Cluster: the sessions'
+        scripts in one pipelined round trip, then their expiry-shard entries and, in the user's
+        slot, the index entries and the scope; a save racing it writes nothing back there
+        (`_after_write`)."""
+        user = self.keys.user(user_id)
+        members = await self._call(self.client.execute_command("ZRANGE", user.index, 0, -1), "read the user index")
+        sids = [sid for m in members if is_valid_session_id(sid := m.decode("ascii", "replace"))]
+        owner = user_id.encode("utf-8", "surrogatepass")
+        batches = [sids[i : i + _ERASE_BATCH] for i in range(0, len(sids), _ERASE_BATCH)] or [[]]
+        totals = [0, 0, 0, 0]
+        for batch in batches:
+            if not self._cluster:
+                keys = [key for sid in batch for key in self._script_keys(sid)] + [user.index, user.scope]
+                replies = [await self._script(self.scripts.erase, keys, [4, 1, owner, user.hash], "erase a user")]
+            else:
+                calls = [(self.keys.session(sid), [3, 0, owner, user.hash]) for sid in batch]
+                replies = await self._scripts(self.scripts.erase, calls, "erase a user's sessions")
+                done = [sid for sid, reply in zip(batch, replies, strict=True) if not int(reply[3])]
+                tail = [("ZREM", self.keys.expiry_shard(sid), f"{sid}:{user.hash}") for sid in done]
+                erased = [sid for sid, reply in zip(batch, replies, strict=True) if int(reply[0])]
+                tail += [("ZREM", self.keys.list_shard(sid), sid) for sid in erased]
+                tail.append(
+                    Scripts.command(self.scripts.erase, [user.index, user.scope], [3, 1, owner, user.hash, *done])
+                )
+                replies.append((await self._pipeline(tail, "erase a user's index entries and scope"))[-1])
+            for reply in replies:
+                totals = [total + int(n) for total, n in zip(totals, reply, strict=True)]
+            for sid in batch:
+                self._owners.pop(sid, None)
+        if totals[3]:
+            logger.error("erase_user left %d unreadable session records of user %s", totals[3], id_hash(user_id))
+        return ErasureReport(totals[0], totals[1], totals[2])
 
     async def close(self) -> None:
         """Close the client if this store created it (a client passed in stays open). Idempotent."""
@@ -684,6 +773,8 @@ class RedisSessionStore(SessionStore):
             return
         self._closed = True
         self._owners.clear()
+        if self._held is not None:
+            await self._held.release()
         if self._owns_client:
             await self._call(self.client.aclose(), "close the connection")
 

@@ -217,6 +217,13 @@ class Statements:
         listed = select(s.session_id).order_by(s.session_id).limit(b("n"))
         self.list_all = c(listed.where(s.session_id > b("after"), live))
         self.list_user = c(listed.where(s.user_id == b("uid"), s.session_id > b("after"), live))
+        # Erasing a user (`erase_user`): the ids of its sessions (expired ones too), then, in one
+        # transaction, those still the user's, the history of those gone, and the user scope.
+        self.user_all_ids = c(select(s.session_id).where(s.user_id == b("uid")))
+        self.erase_sessions = c(delete(tables.sessions).where(s.session_id.in_(ids), s.user_id == b("uid")))
+        still_there = select(s.session_id).where(s.session_id == h.session_id).exists()
+        self.erase_history = c(delete(tables.history).where(h.session_id.in_(ids), ~still_there))
+        self.erase_scope = c(delete(tables.scopes).where(sc.kind == user_kind, sc.owner == b("uid")))
         self._saves: dict[tuple[bool, bool, bool], Statement] = {}
 
     def _compile(self, construct: ClauseElement) -> Statement:

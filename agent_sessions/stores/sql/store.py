@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ...errors import SerializationError, SessionConflict, SessionNotFound, StoreUnavailable
 from ...ids import id_hash, validate_session_id
 from ...session import Session
-from ..base import ScopeChange, SessionStore, SessionWrite, StoredSession, raise_conflict
+from ..base import ErasureReport, ScopeChange, SessionStore, SessionWrite, StoredSession, raise_conflict
 from ..coalesce import Batch, Coalescer
 from .engine import (
     DB_ERRORS,
@@ -583,6 +583,19 @@ class DatabaseSessionStore(SessionStore):
             raise SessionNotFound("the session expired while its id was being regenerated")
         logger.debug("session %s moved to %s", id_hash(old), id_hash(new))
         return session
+
+    async def erase_user(self, user_id: str, now: float) -> ErasureReport:
+        """The ids from the user index, then one transaction: the sessions still the user's,
+        then (a statement after, as in `delete_record`: a save holding a row commits its
+        history first) the history of those gone, then the user scope. A save waiting on a
+        deleted row finds it gone and writes nothing (its scope changes included)."""
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._sql.user_all_ids, {"uid": user_id})
+        params = [{"ids": self._ids([row[0] for row in rows]), "uid": user_id}]
+        sql = self._sql
+        steps = (Step(sql.erase_sessions, params), Step(sql.erase_history, params), Step(sql.erase_scope, params))
+        counts = await self._rerun_aborted(lambda: self._transaction(*steps))
+        return ErasureReport(*counts) if counts is not None else ErasureReport()
 
     async def close(self) -> None:
         """Dispose the engine's pool if this store created the engine. Idempotent; the store

@@ -1,0 +1,102 @@
+"""One user's data, whole: erase it (`erase_user`) or export it (`export_user`).
+
+`erase_user` removes, through the store's per-user index (never a scan), every session of the
+user with its history, index and expiry entries, and the user scope (``user:`` keys and
+``pref:`` preferences): `SessionStore.erase_user`, one primitive per backend. Then each
+registered `SessionDataHolder` (the SQL and Redis conversation stores) deletes what it keeps
+for those sessions. It is idempotent (a second call reports zeros) and safe while the user's
+sessions are being saved: when it returns, nothing of theirs written before the call remains,
+and a deleted session never comes back (a save of it raises `SessionNotFound` and writes
+nothing). A session *created* (or bound to the user) while it runs, and what such a session or
+a conversation turn writes meanwhile, may remain: it was written after the call started.
+
+`export_user` writes the user's live sessions (full history) and user scope in the backup
+format of `agent_sessions.ops.export_sessions` (same writer), so `import_sessions` of the file
+into an empty store gives back the user's data. Conversations are not part of that format.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from .ids import id_hash, validate_user_id
+from .session import Session
+from .stores.base import ErasureReport, SessionStore
+
+if TYPE_CHECKING:
+    from .ops.backup import ExportReport
+
+__all__ = ["ErasureReport", "SessionDataHolder", "erase_user", "export_user"]
+
+logger = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class SessionDataHolder(Protocol):
+    """Something that keeps data for sessions outside the session store (a conversation store).
+
+    Register it with `SessionManager.register_data_holder` (or pass it to
+    `agent_sessions.ops.erase_user`): erasing a user then calls `erase_sessions`.
+    """
+
+    async def erase_sessions(self, user_id: str, session_ids: Sequence[str]) -> int:
+        """Delete what is kept for the user `user_id` and for these sessions of theirs (the
+        ones live when the erase started; data kept under `user_id` covers the others).
+        Returns how many items (conversations) it removed; idempotent."""
+        ...
+
+
+async def erase_user(store: SessionStore, user_id: str, holders: Iterable[SessionDataHolder] = ()) -> ErasureReport:
+    """Erase everything `store` and `holders` keep about `user_id` (see the module docstring).
+
+    Raises `InvalidUserId` before any I/O, `StoreUnavailable` if the store fails (nothing is
+    half-deleted per session; calling it again finishes the job).
+    """
+    uid = validate_user_id(user_id)
+    now = store.clock()
+    session_ids = await store.user_session_ids(uid, now)  # for the holders: the store forgets them
+    report = await store.erase_user(uid, now)
+    conversations = 0
+    for holder in holders:
+        conversations += await holder.erase_sessions(uid, session_ids)
+    report = replace(report, conversations=conversations)
+    logger.info(
+        "erased user %s: %d sessions, %d history entries, %d scope keys, %d conversations",
+        id_hash(uid),
+        report.sessions,
+        report.history_entries,
+        report.scope_keys,
+        report.conversations,
+    )
+    return report
+
+
+async def export_user(
+    store: SessionStore,
+    user_id: str,
+    path: str | os.PathLike[str],
+    *,
+    include_auth: bool = False,
+    compress: bool | None = None,
+) -> ExportReport:
+    """Write the user's live sessions (with their full history) and user scope to `path`, in
+    the format of `export_sessions` (gzip when `path` ends in ``.gz``; mode 0o600; `auth_info`
+    only with ``include_auth=True``). Raises `InvalidUserId` before any I/O."""
+    from .ops.backup import write_export  # ops imports this module (`ops.erase_user`)
+
+    uid = validate_user_id(user_id)
+    scope = (await store.load_scopes(uid)).user
+
+    async def scopes() -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
+        if scope:
+            yield "user", uid, scope
+
+    async def sessions() -> AsyncIterator[Session]:
+        for session in sorted(await store.get_user_sessions(uid), key=lambda s: (s.created_at, s.session_id)):
+            yield session
+
+    return await write_export(store, path, scopes(), sessions(), include_auth=include_auth, compress=compress)

@@ -1,0 +1,114 @@
+"""`agent-sessions erase --user ID` (asks first unless --yes; says what it removed) and
+`agent-sessions export --user ID FILE` (that user's data, importable elsewhere)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from agent_sessions import create_store
+from agent_sessions.cli import app
+
+from .conftest import Populated
+from .test_cli import assert_one_line_error, run
+
+
+def user_sessions(url: str, user_id: str) -> list[str]:
+    async def body() -> list[str]:
+        async with create_store(url) as store:
+            return sorted(s.session_id for s in await store.get_user_sessions(user_id))
+
+    return asyncio.run(body())
+
+
+def user_scope(url: str, user_id: str) -> dict[str, object]:
+    async def body() -> dict[str, object]:
+        async with create_store(url) as store:
+            return (await store.load_scopes(user_id)).user
+
+    return asyncio.run(body())
+
+
+def test_erase_with_yes_removes_the_user_and_prints_what_it_removed(runner: CliRunner, populated: Populated) -> None:
+    assert len(user_sessions(populated.url, "user-1")) == 2
+    code, out, err = run(runner, "erase", "--user", "user-1", "--yes", "--store", populated.url)
+    assert code == 0, err
+    assert "Erased user user-1: 2 sessions, 8 history entries, 2 user scope keys and 0 conversations." in out
+    assert user_sessions(populated.url, "user-1") == [] and user_scope(populated.url, "user-1") == {}
+    assert len(user_sessions(populated.url, "user-2")) == 2  # nobody else's data
+    code, out, _ = run(runner, "erase", "--user", "user-1", "--yes", "--store", populated.url)
+    assert code == 0 and "0 sessions, 0 history entries, 0 user scope keys" in out
+
+
+def test_erase_asks_first_and_a_no_erases_nothing(populated: Populated) -> None:
+    runner = CliRunner(env={"COLUMNS": "200", "AGENT_SESSIONS_STORE": None, "NO_COLOR": "1"})
+    args = ["erase", "--user", "user-1", "--store", populated.url]
+    result = runner.invoke(app, args, input="n\n")
+    assert result.exit_code == 1
+    assert "Erase every session, preference and conversation of user 'user-1'" in result.stdout
+    assert "nothing was erased" in result.stderr
+    assert len(user_sessions(populated.url, "user-1")) == 2
+    result = runner.invoke(app, args, input="y\n")
+    assert result.exit_code == 0 and "2 sessions" in result.stdout
+    assert user_sessions(populated.url, "user-1") == []
+
+
+def test_erase_refuses_a_bad_user_id_before_touching_the_store(runner: CliRunner, populated: Populated) -> None:
+    code, out, err = run(runner, "erase", "--user", "bad\nid", "--yes", "--store", populated.url)
+    assert_one_line_error(code, out, err, 2, "invalid user id")
+
+
+def test_export_user_writes_only_that_users_data(runner: CliRunner, populated: Populated, tmp_path: Path) -> None:
+    path = tmp_path / "user-1.jsonl"
+    code, out, err = run(runner, "export", str(path), "--user", "user-1", "--store", populated.url)
+    assert code == 0, err
+    assert "Exported 2 sessions, 1 scopes and 8 history entries" in out
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line.get("kind") for line in lines] == [None, "scope", "session", "session", "end"]
+    assert lines[1]["owner"] == "user-1" and lines[1]["values"] == {
+        "user:plan": "plan-user-1",
+        "pref:tone": "tone-user-1",
+    }
+    assert {line["session"]["user_id"] for line in lines[2:4]} == {"user-1"}
+    copy = tmp_path / "copy.db"
+    code, _, err = run(runner, "import", str(path), "--store", f"sqlite+aiosqlite:///{copy}")
+    assert code == 0, err
+    assert user_sessions(f"sqlite+aiosqlite:///{copy}", "user-1") == user_sessions(populated.url, "user-1")
+
+
+def test_erase_also_erases_the_conversations_run_turn_kept(runner: CliRunner, tmp_path: Path) -> None:
+    from pydantic_ai import Agent
+    from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+    from agent_sessions import SessionManager
+    from agent_sessions.integrations.pydantic_ai import DatabaseConversationStore, run_turn
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'agent.db'}"
+
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[TextPart("ok")])
+
+    async def chat() -> None:
+        async with SessionManager(create_store(url), auto_cleanup=False) as manager:
+            conversations = DatabaseConversationStore(manager.store)
+            for user in ("alice", "bob"):
+                session = await manager.create_session(user)
+                await run_turn(
+                    Agent(FunctionModel(model)), manager, session.session_id, "hi", conversation_store=conversations
+                )
+
+    asyncio.run(chat())
+    code, out, err = run(runner, "erase", "--user", "alice", "--yes", "--store", url)
+    assert code == 0, err
+    assert "Erased user alice: 1 sessions" in out and "and 1 conversations." in out
+
+    async def left() -> list[str | None]:
+        async with create_store(url) as store:
+            conversations = DatabaseConversationStore(store)
+            return [record.scope for record in await conversations.read_records()]
+
+    assert asyncio.run(left()) == ["bob"]

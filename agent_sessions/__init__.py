@@ -20,7 +20,9 @@ from .context import ExecutionContext, NoSessionManager, SessionIds, current_con
 from .errors import (
     AgentSessionsError,
     DependencyCycle,
+    InvalidCursor,
     InvalidKeepPolicy,
+    InvalidLimit,
     InvalidSearchQuery,
     InvalidServiceConfig,
     InvalidSessionId,
@@ -41,6 +43,7 @@ from .errors import (
 )
 from .ids import new_session_id
 from .lifecycle import ErasureReport, SessionDataHolder
+from .listing import SessionPage
 from .manager import SessionManager
 from .search import HistoryHit
 from .session import HistoryPage, Session, SessionDelta
@@ -69,6 +72,8 @@ __all__ = [
     "FernetCodec",
     "HistoryPage",
     "HistoryHit",
+    "InvalidCursor",
+    "InvalidLimit",
     "InvalidKeepPolicy",
     "InvalidSearchQuery",
     "InvalidServiceConfig",
@@ -92,6 +97,7 @@ __all__ = [
     "SessionManager",
     "SessionIds",
     "SessionNotFound",
+    "SessionPage",
     "SessionOwnedByAnotherUser",
     "SessionStore",
     "SessionTooLarge",

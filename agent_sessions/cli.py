@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import shlex
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -49,6 +51,7 @@ from .cli_support import (
 from .display import conversation_document, print_stats, session_document, store_stats, stored_conversation
 from .errors import AgentSessionsError, InvalidSessionId, StoreUnavailable
 from .ids import validate_session_id, validate_user_id
+from .listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, SessionPage
 from .ops import (
     DEFAULT_IMPORT_LINE_BYTES,
     BackupFormatError,
@@ -141,41 +144,34 @@ def _root(
 def list_sessions(
     store: Store = DEFAULT_STORE_URL,
     user: Annotated[str | None, typer.Option("--user", "-u", help="Only this user's sessions.")] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=10_000, help="Sessions per page.")] = 20,
-    page: Annotated[int, typer.Option("--page", "-p", min=1, help="Page number (1 = first).")] = 1,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, max=MAX_PAGE_SIZE, help="Sessions per page.")
+    ] = DEFAULT_PAGE_SIZE,
+    cursor: Annotated[
+        str | None, typer.Option("--cursor", "-c", help="Where the previous page ended (its next-page hint).")
+    ] = None,
     as_json: AsJson = False,
 ) -> None:
-    """List live sessions, a page at a time (a user's newest first; all sessions in store order)."""
+    """List live sessions a page at a time, in session id order (each page starts where a cursor says)."""
 
-    async def body() -> tuple[list[Session], bool]:
+    async def body() -> SessionPage:
         async with opened_store(store) as s:
-            skip = (page - 1) * limit
-            if user is not None:
-                found = sorted(await s.get_user_sessions(user), key=lambda x: x.last_accessed_at, reverse=True)
-                return found[skip : skip + limit], len(found) > skip + limit
-            rows: list[Session] = []
-            seen = 0
-            async for session in s.iter_sessions(batch_size=min(max(limit, 100), 1000)):
-                seen += 1
-                if seen <= skip:
-                    continue
-                if len(rows) == limit:
-                    return rows, True
-                rows.append(session)
-            return rows, False
+            return await s.list_sessions(user, limit=limit, cursor=cursor)
 
-    sessions, more = run_command(store, body)
+    page = run_command(store, body)
+    sessions = page.sessions
     if as_json:
-        out_console().print_json(data={"page": page, "more": more, "sessions": [s.to_dict() for s in sessions]})
+        data = {"next_cursor": page.next_cursor, "sessions": [s.to_dict() for s in sessions]}
+        out_console().print_json(data=data)
         return
     console = out_console()
     if not sessions:
-        console.print("No sessions." if page == 1 else f"No sessions on page {page}.")
+        console.print("No sessions." if cursor is None else "No more sessions.")
         return
     # The id must stay whole (it is what `show` takes); on a narrow terminal the less
     # important columns go rather than squeezing it.
     wide = console.width >= 130
-    table = Table(title=f"Sessions{f' of {user}' if user else ''} — page {page}", title_justify="left")
+    table = Table(title=f"Sessions{f' of {escape(user)}' if user else ''}", title_justify="left")
     table.add_column("session id", no_wrap=True, min_width=43, style="cyan")
     table.add_column("user", min_width=4, overflow="fold")
     table.add_column("last access (UTC)" if wide else "last access", no_wrap=True)
@@ -189,8 +185,21 @@ def list_sessions(
             cells += [when(s.expiry_at), str(s.version)]
         table.add_row(*cells, str(s.history_seq))
     console.print(table)
-    if more:
-        console.print(f"More on page {page + 1}: [bold]--page {page + 1}[/]")
+    if page.next_cursor is not None:
+        console.print("Next page:", escape(next_page_command(store, user, limit, page.next_cursor)), soft_wrap=True)
+
+
+def next_page_command(store: str, user: str | None, limit: int, cursor: str) -> str:
+    """The shell command that lists the page after this one (the store named unless it is the
+    default or comes from AGENT_SESSIONS_STORE; a password in it is masked)."""
+    words = ["agent-sessions", "list"]
+    if store not in (DEFAULT_STORE_URL, os.environ.get("AGENT_SESSIONS_STORE")):
+        words += ["--store", safe_url(store)]
+    if user is not None:
+        words += ["--user", user]
+    if limit != DEFAULT_PAGE_SIZE:
+        words += ["--limit", str(limit)]
+    return shlex.join([*words, "--cursor", cursor])
 
 
 @app.command("show")

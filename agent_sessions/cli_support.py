@@ -29,7 +29,14 @@ from rich.progress import (
 )
 
 from . import search
-from .errors import AgentSessionsError, InvalidSearchQuery, InvalidSessionId, InvalidUserId, StoreUnavailable
+from .errors import (
+    AgentSessionsError,
+    InvalidCursor,
+    InvalidSearchQuery,
+    InvalidSessionId,
+    InvalidUserId,
+    StoreUnavailable,
+)
 from .lifecycle import SessionDataHolder
 from .ops import TransferReport
 from .stores import InvalidStoreUrl, SessionStore, create_store, parse_store_url
@@ -147,7 +154,7 @@ def run_command(url: str | None, factory: Callable[[], Coroutine[Any, Any, T]]) 
         return asyncio.run(factory())
     except CliError as exc:
         fail(str(exc), exc.code)
-    except (InvalidSessionId, InvalidUserId, InvalidSearchQuery) as exc:
+    except (InvalidSessionId, InvalidUserId, InvalidSearchQuery, InvalidCursor) as exc:
         fail(str(exc), 2)
     except StoreUnavailable as exc:
         message = one_line(exc)

@@ -5,6 +5,8 @@ from __future__ import annotations
 __all__ = [
     "AgentSessionsError",
     "DependencyCycle",
+    "InvalidCursor",
+    "InvalidLimit",
     "InvalidKeepPolicy",
     "InvalidSearchQuery",
     "InvalidServiceConfig",
@@ -128,6 +130,15 @@ class DependencyCycle(ServiceResolutionError):
 class InvalidServiceConfig(AgentSessionsError, ValueError):
     """A per-session ``service_config`` names keys the service does not accept, or a value of
     the wrong kind. The message names the service, the offending keys and the accepted ones."""
+
+
+class InvalidCursor(AgentSessionsError, ValueError):
+    """A listing cursor is not one `list_sessions` returned for that user (malformed, altered,
+    or from another user's listing): start again without a cursor."""
+
+
+class InvalidLimit(AgentSessionsError, ValueError):
+    """A page size is not an int from 1 to the largest page (`listing.MAX_PAGE_SIZE`)."""
 
 
 # ---------------------------------------------------------------------- login

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Self
 from .errors import SessionConflict, SessionNotFound, StoreUnavailable
 from .ids import id_hash, new_session_id, validate_session_id, validate_user_id
 from .lifecycle import SessionDataHolder, erase_user, export_user
+from .listing import DEFAULT_PAGE_SIZE, SessionPage
 from .login import Keep, log_in
 from .search import HistoryHit
 from .session import HistoryPage, Session
@@ -189,6 +190,23 @@ class SessionManager:
     async def get_user_sessions(self, user_id: str) -> list[Session]:
         """The live sessions of a user (through the store's per-user index)."""
         return await self.store.get_user_sessions(user_id)
+
+    @traced("list_sessions", session=False)
+    async def list_sessions(
+        self,
+        user_id: str | None = None,
+        *,
+        limit: int = DEFAULT_PAGE_SIZE,
+        cursor: str | None = None,
+        with_history: bool = True,
+    ) -> SessionPage:
+        """A page of live sessions (of `user_id`, or of every user) in session id order; pass
+        `next_cursor` back as `cursor` for the next page (None: the last page). Keyset-paged on
+        every backend (see `agent_sessions.listing`): a session that exists throughout the
+        paging is listed exactly once. `limit` is 1 to 1000 (`InvalidLimit`); a cursor not from
+        this listing raises `InvalidCursor`. `with_history=False` skips loading each session's
+        history window (its `history` is then empty): the fast path for lists of sessions."""
+        return await self.store.list_sessions(user_id, limit=limit, cursor=cursor, with_history=with_history)
 
     @traced("get_history")
     async def get_history(self, session_id: str, *, limit: int = 50, before: int | None = None) -> HistoryPage:

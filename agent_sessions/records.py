@@ -55,6 +55,7 @@ __all__ = [
     "check_shape",
     "check_timestamp",
     "decode_entry",
+    "decode_record",
     "decode_history",
     "decode_scope",
     "encode_record",
@@ -361,6 +362,23 @@ def build_session(codec: Codec, stored: StoredSession, max_depth: int, now: floa
     """The `Session` a backend's `StoredSession` holds (history window, scopes merged, clean),
     or None if it expired at `now`. Raises `SerializationError` (logged, with the session's
     id hash) for a corrupt record."""
+    record, writes = decode_record(codec, stored, max_depth)
+    try:
+        session = Session.from_record(record, history_seq=stored.history_seq, writes=writes)
+    except (ValidationError, TypeError, AttributeError, RecursionError) as exc:
+        logger.error("corrupt session record %s: %s", id_hash(stored.session_id), type(exc).__name__)
+        raise SerializationError(f"stored session record is invalid: {exc}") from exc
+    if session.is_expired(now):
+        return None
+    return session
+
+
+def decode_record(codec: Codec, stored: StoredSession, max_depth: int) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The fields of the `Session` `stored` holds, as plain decoded values (scopes merged into
+    ``state`` / ``preferences``, the backend's columns applied, ``history`` the decoded window),
+    and its write lineage: what `build_session` builds from, for readers that need no tracked
+    `Session` (listings). Not checked against the model; raises `SerializationError` (logged)
+    for a record that does not decode."""
     try:
         # A record wraps each value in two dicts (the record, then `state` or another map).
         record = decode_bounded(codec, stored.record, max_depth + 2)
@@ -390,12 +408,9 @@ def build_session(codec: Codec, stored: StoredSession, max_depth: int, now: floa
         record["expiry_at"] = stored.expiry_at
         record["version"] = stored.version
         record["history"] = decode_history(codec, stored.history, stored.session_id, max_depth)
-        session = Session.from_record(record, history_seq=stored.history_seq, writes=tuple(writes))
-    except (SerializationError, ValidationError, TypeError, AttributeError, RecursionError) as exc:
+    except (SerializationError, TypeError, AttributeError, RecursionError) as exc:
         logger.error("corrupt session record %s: %s", id_hash(stored.session_id), type(exc).__name__)
         if isinstance(exc, SerializationError):
             raise
         raise SerializationError(f"stored session record is invalid: {exc}") from exc
-    if session.is_expired(now):
-        return None
-    return session
+    return record, tuple(writes)

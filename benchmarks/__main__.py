@@ -1,6 +1,6 @@
 """`python -m benchmarks`: the store benchmark (W1, W2; then W3 and the scale row, see `scaling`;
-then the erase figure, see `lifecycle`; then the search figures, see `search`) on every
-available backend; see `harness`."""
+the listing figures, see `listing`; the erase figure, see `lifecycle`; the search figures, see
+`search`) on every available backend; see `harness`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import argparse
 import asyncio
 import sys
 
-from . import lifecycle, peers_adk, scaling, search
+from . import lifecycle, listing, peers_adk, scaling, search
 from .backends import BACKENDS
 from .harness import READS, SESSIONS, TURNS, main
 
@@ -22,6 +22,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--reads", type=int, default=READS)
     parser.add_argument("--no-write", dest="write", action="store_false", help="print only; leave RESULTS.md alone")
     scaling.add_arguments(parser)
+    listing.add_arguments(parser)
     lifecycle.add_arguments(parser)
     search.add_arguments(parser)
     return parser.parse_args(argv)
@@ -35,6 +36,7 @@ if __name__ == "__main__":
     sys.exit(
         asyncio.run(main(arguments, BACKENDS))
         or asyncio.run(scaling.main(arguments, BACKENDS))
+        or asyncio.run(listing.main(arguments, BACKENDS))
         or asyncio.run(lifecycle.main(arguments, BACKENDS))
         or asyncio.run(search.main(arguments, BACKENDS))
         or asyncio.run(peers_openai_agents.main(arguments))

@@ -55,6 +55,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 from ..errors import AgentSessionsError, SerializationError, SessionConflict, SessionNotFound
 from ..ids import id_hash
+from ..listing import MAX_PAGE_SIZE, list_records
 from ..manager import SessionManager
 from ..session import APP_PREFIX, TEMP_PREFIX, USER_PREFIX, Session
 
@@ -242,9 +243,9 @@ def decode_event(data: dict[str, Any]) -> Event:
 class AgentSessionsService(BaseSessionService):
     """ADK session service on a `SessionManager` (every backend; see the module docstring).
 
-    `list_sessions` of one user reads that user's index and loads each session (with its
-    history window: `SessionManager.get_user_sessions`); without a `user_id` it scans every
-    session of the store (ADK's own services scan too). `get_session` honours
+    `list_sessions` of one user pages through that user's sessions (`listing.list_records`:
+    without history, as ADK lists sessions without events); without a `user_id` it pages through every session of the
+    store (ADK's own services read every row of the app too). `get_session` honours
     `GetSessionConfig` from the history window the load already brings, paging older events
     only when more are asked for.
     """
@@ -338,23 +339,42 @@ class AgentSessionsService(BaseSessionService):
         return [entry_event(data) for data in reversed(newest_first)]
 
     async def list_sessions(self, *, app_name: str, user_id: str | None = None) -> ListSessionsResponse:
-        """The sessions of a user (or of every user of the app), without events, oldest update first."""
-        if user_id is not None:
-            found = await self.manager.get_user_sessions(adk_user_id(app_name, user_id))
-        else:
-            _check_name(app_name, "app_name", MAX_APP_NAME)
-            found = [s async for s in self.manager.store.iter_sessions()]
-        sessions = []
-        for session in found:
-            meta = session.environment.get(ENVIRONMENT_KEY)
-            if type(meta) is not dict or meta.get("app_name") != app_name:
-                continue
-            if user_id is not None and meta.get("user_id") != user_id:
-                continue
-            if not _owned(session, app_name, meta.get("user_id"), meta.get("session_id")):
-                continue
-            sessions.append(_adk_session(session, app_name, meta["user_id"], meta["session_id"], []))
-        sessions.sort(key=lambda s: (s.last_update_time, s.user_id, s.id))
+        """The sessions of a user (or of every user of the app), without events, oldest update first.
+
+        Pages through the store's listing (`agent_sessions.listing.list_records`: keyset, the
+        largest pages, no history): a user's sessions from the user's index; without `user_id`,
+        every session of the store, as ADK's own services read every row of the app.
+        """
+        uid = adk_user_id(app_name, user_id) if user_id is not None else None
+        _check_name(app_name, "app_name", MAX_APP_NAME)
+        found: list[tuple[Any, str, str, dict[str, Any]]] = []
+        cursor: str | None = None
+        while True:
+            # Plain decoded fields, not tracked `Session`s: building those costs as much again.
+            page = await list_records(self.manager.store, uid, limit=MAX_PAGE_SIZE, cursor=cursor)
+            for record in page.records:
+                meta = record["environment"].get(ENVIRONMENT_KEY)
+                if type(meta) is not dict or meta.get("app_name") != app_name:
+                    continue
+                owner, adk_id = meta.get("user_id"), meta.get("session_id")
+                if type(owner) is not str or type(adk_id) is not str or (user_id is not None and owner != user_id):
+                    continue
+                found.append((meta.get("last_update_time"), owner, adk_id, record["state"]))
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        found.sort(key=lambda item: item[:3])  # ADK's order: update time, user id, session id
+        sessions = [
+            AdkSession(
+                id=adk_id,
+                app_name=app_name,
+                user_id=owner,
+                state=_adk_state(state, app_name),
+                events=[],
+                last_update_time=updated,
+            )
+            for updated, owner, adk_id, state in found
+        ]
         return ListSessionsResponse(sessions=sessions)
 
     async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
@@ -457,22 +477,27 @@ def _ours(app_name: str, state: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _adk_session(session: Session, app_name: str, user_id: str, session_id: str, events: list[Event]) -> AdkSession:
-    """The ADK view: own state, the user's ``user:`` keys and this app's ``app:`` keys."""
+def _adk_state(ours: Mapping[str, Any], app_name: str) -> dict[str, Any]:
+    """ADK's view of our state: own keys, the user's ``user:`` keys and this app's ``app:`` keys."""
     app_prefix = adk_app_key(app_name, "")
     state: dict[str, Any] = {}
-    for key, value in session.state.items():
+    for key, value in ours.items():
         if key.startswith(APP_PREFIX):
             if key.startswith(app_prefix):
                 state[APP_PREFIX + key[len(app_prefix) :]] = value
         else:
             state[key] = value
+    return state
+
+
+def _adk_session(session: Session, app_name: str, user_id: str, session_id: str, events: list[Event]) -> AdkSession:
+    """The ADK view: own state, the user's ``user:`` keys and this app's ``app:`` keys."""
     meta = session.environment[ENVIRONMENT_KEY]
     return AdkSession(
         id=session_id,
         app_name=app_name,
         user_id=user_id,
-        state=state,
+        state=_adk_state(session.state, app_name),
         events=events,
         last_update_time=meta["last_update_time"],
     )

@@ -2,9 +2,9 @@
 
 A backend implements the public, typed primitives below (`load_record`, `write`,
 `delete_record`, `touch_record`, `scope_rows`, `write_scope_rows`, `iter_scope_rows`,
-`history_page`, `user_session_ids`, `scan_records`, `delete_expired`, `erase_user`, `close`; `load_records`,
-`write_many`, `delete_if_version` and `ping` have defaults to override for speed). Everything a
-caller uses — id validation before any I/O, strict encoding and size limits, expiry, scopes,
+`history_page`, `user_session_ids`, `list_page`, `scan_records`, `delete_expired`, `erase_user`,
+`close`; `load_records`, `write_many`, `delete_if_version` and `ping` have defaults to override
+for speed). Everything a caller uses — id validation before any I/O, strict encoding and size limits, expiry, scopes,
 history numbering, change tracking — lives here and in `agent_sessions.records`, so every
 backend behaves the same and the contract suite in `tests/contract/` proves it.
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from .. import records
+from .. import listing, records
 from ..codec import DEFAULT_MAX_DEPTH, MAX_COUNTER, Codec, JsonCodec, check_max_depth
 from ..errors import SearchUnavailable, SerializationError, SessionConflict, SessionNotFound, StoreUnavailable
 from ..ids import id_hash, new_write_id, validate_session_id, validate_user_id
@@ -243,10 +243,16 @@ class SessionStore(ABC):
     async def load_record(self, session_id: str, now: float) -> StoredSession | None:
         """The session with its recent `history_window` and scopes, or None if absent/expired."""
 
-    async def load_records(self, session_ids: list[str], now: float) -> list[StoredSession]:
-        """Several sessions (absent or expired ones left out); override to batch."""
-        loaded = [await self.load_record(sid, now) for sid in session_ids]
-        return [s for s in loaded if s is not None]
+    async def load_records(
+        self, session_ids: list[str], now: float, *, window: int | None = None
+    ) -> list[StoredSession]:
+        """Several sessions (absent or expired ones left out), each with its newest `window`
+        history entries (None: `history_window`; 0: none, for listings); override to batch."""
+        loaded = [s for sid in session_ids if (s := await self.load_record(sid, now)) is not None]
+        if window is not None and window < self.history_window:
+            for stored in loaded:
+                stored.history = stored.history[-window:] if window else []
+        return loaded
 
     @abstractmethod
     async def write(self, write: SessionWrite, now: float) -> None:
@@ -391,15 +397,36 @@ class SessionStore(ABC):
         return await self.touch_record(sid, accessed, expiry, self.clock())
 
     async def get_user_sessions(self, user_id: str) -> list[Session]:
-        """The live sessions of `user_id`, found through the per-user index."""
-        uid = validate_user_id(user_id)
-        now = self.clock()
-        ids = await self.user_session_ids(uid, now)
-        if not ids:
-            return []
-        stored = await self.load_records(ids, now)
-        sessions = [self._build(s, now) for s in stored]
-        return [s for s in sessions if s is not None and s.user_id == uid]
+        """The live sessions of `user_id`, in session id order: every page of `list_sessions`."""
+        found: list[Session] = []
+        cursor: str | None = None
+        while True:
+            page = await self.list_sessions(user_id, limit=listing.MAX_PAGE_SIZE, cursor=cursor)
+            found += page.sessions
+            if page.next_cursor is None:
+                return found
+            cursor = page.next_cursor
+
+    # ---------------------------------------------------------------- listing (`agent_sessions.listing`)
+    @abstractmethod
+    async def list_page(self, user_id: str | None, limit: int, after: str | None, now: float) -> list[str]:
+        """Up to `limit` ids of sessions live at `now` (of `user_id` if not None) whose id sorts
+        after `after` (None: from the first), ascending, read from an index by key (keyset,
+        never skipping through a scan). An id may belong to a session deleted or expired a
+        moment later: the caller loads the records and drops those."""
+
+    async def list_sessions(
+        self,
+        user_id: str | None = None,
+        *,
+        limit: int = listing.DEFAULT_PAGE_SIZE,
+        cursor: str | None = None,
+        with_history: bool = True,
+    ) -> listing.SessionPage:
+        """A page of live sessions (of `user_id` if given) in session id order, and the cursor
+        of the next page; `InvalidCursor` / `InvalidLimit` / `InvalidUserId` for bad arguments.
+        `with_history=False`: the sessions come without their history windows."""
+        return await listing.list_sessions(self, user_id, limit=limit, cursor=cursor, with_history=with_history)
 
     async def iter_sessions(self, *, batch_size: int = 500, on_corrupt: OnCorrupt = "raise") -> AsyncIterator[Session]:
         """Stream every live session. A corrupt record raises, or with ``on_corrupt="skip"``

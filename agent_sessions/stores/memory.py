@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import threading
+from bisect import bisect_left, bisect_right
 from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -86,6 +87,8 @@ class MemorySessionStore(SessionStore):
         self._user_scopes: dict[str, dict[str, bytes]] = {}
         self._app_scope: dict[str, bytes] = {}
         self._lock = threading.Lock()
+        #: Every id in ascending order, for `list_page`; ids of deleted sessions leave it lazily.
+        self._order: list[str] = []
 
     @property
     def sessions(self) -> dict[str, Any]:
@@ -127,6 +130,7 @@ class MemorySessionStore(SessionStore):
                 self._evict_if_full()
                 entry = _Entry(None, 0, write.last_accessed_at, write.expiry_at, write.record)
                 self._sessions[sid] = entry
+                self._add_to_order(sid)
             else:
                 if entry is None or not entry.live(now):
                     raise SessionNotFound("the session was deleted or has expired; it is not re-created")
@@ -151,6 +155,14 @@ class MemorySessionStore(SessionStore):
             self._push_expiry(entry, write.expiry_at, sid)
             if write.user_scope is not None or write.app_scope is not None:
                 self._apply_scopes([c for c in (write.user_scope, write.app_scope) if c is not None])
+
+    def _add_to_order(self, sid: str) -> None:
+        order = self._order
+        at = bisect_left(order, sid)
+        if at == len(order) or order[at] != sid:
+            order.insert(at, sid)
+        if len(order) > 2 * len(self._sessions) + 64:  # mostly deleted ids: rebuild, O(n) amortised
+            self._order = sorted(self._sessions)
 
     def _evict_if_full(self) -> None:
         if self.max_sessions is None:
@@ -263,6 +275,23 @@ class MemorySessionStore(SessionStore):
             ids = self._by_user.get(user_id, set())
             return [sid for sid in ids if (e := self._sessions.get(sid)) is not None and e.live(now)]
 
+    async def list_page(self, user_id: str | None, limit: int, after: str | None, now: float) -> list[str]:
+        with self._lock:
+            # A user's ids are sorted per call (a user has few sessions); all ids are kept sorted.
+            order = self._order if user_id is None else sorted(self._by_user.get(user_id, ()))
+            at = 0 if after is None else bisect_right(order, after)
+            found: list[str] = []
+            while at < len(order) and len(found) < limit:
+                sid = order[at]
+                entry = self._sessions.get(sid)
+                if entry is None and user_id is None:
+                    del order[at]  # deleted since it was listed: leaves the order now
+                    continue
+                at += 1
+                if entry is not None and entry.live(now):
+                    found.append(sid)
+            return found
+
     async def scan_records(self, batch_size: int, now: float) -> AsyncIterator[list[StoredSession]]:
         with self._lock:
             ids = list(self._sessions)
@@ -336,15 +365,19 @@ class MemorySessionStore(SessionStore):
             if any(entry.heap_at is not None for entry in gone):
                 self._expiries = [pair for pair in self._expiries if pair[1] not in ids]
                 heapq.heapify(self._expiries)
+            if ids:  # the listing order keeps deleted ids lazily: an erase leaves none
+                self._order = [sid for sid in self._order if sid not in ids]
             scope = self._user_scopes.pop(user_id, {})
             return ErasureReport(len(gone), sum(len(entry.history) for entry in gone), len(scope))
 
     def contents(self) -> list[tuple[str, bytes]]:
         """Everything the store holds, as ``(where, bytes)`` pairs: session ids, user ids,
         records, history rows and their searchable text, index and expiry-heap entries, scope
-        owners, keys and values. For audits and tests that check at the raw level what is left (after `erase_user`)."""
+        owners, keys and values, the listing order. For audits and tests that check at the raw
+        level what is left (after `erase_user`)."""
         with self._lock:
             out = [("heap", sid.encode()) for _, sid in self._expiries]
+            out += [("listing", sid.encode()) for sid in self._order]
             for sid, entry in self._sessions.items():
                 out += [("session", sid.encode()), ("record", entry.record)]
                 out += [("user", entry.user_id.encode())] if entry.user_id is not None else []

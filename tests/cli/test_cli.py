@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import stat
 import time
 from pathlib import Path
@@ -34,23 +35,47 @@ def assert_one_line_error(code: int, out: str, err: str, expected_code: int, fra
 
 
 # ---------------------------------------------------------------- list
-def test_list_shows_a_page_and_points_to_the_next(runner: CliRunner, populated: Populated) -> None:
+def test_list_shows_a_page_and_prints_the_command_for_the_next(runner: CliRunner, populated: Populated) -> None:
     code, out, _ = run(runner, "list", "--store", populated.url, "--limit", "3")
     assert code == 0
     shown = [sid for sid in populated.ids if sid in out]
     assert len(shown) == 3
-    assert "--page 2" in out
+    hint = out[out.index("Next page: ") + len("Next page: ") :].strip()
+    words = shlex.split(hint)
+    assert words[:2] == ["agent-sessions", "list"] and words[words.index("--store") + 1] == populated.url
+    assert words[words.index("--limit") + 1] == "3" and "--cursor" in words
+    # Running the printed command (without the program name) shows the next page.
+    code, out2, _ = run(runner, *words[1:])
+    assert code == 0
+    assert len([sid for sid in populated.ids if sid in out2]) == 3 and not set(shown) & {
+        sid for sid in populated.ids if sid in out2
+    }
 
 
 def test_list_pages_cover_every_live_session_once(runner: CliRunner, populated: Populated) -> None:
     seen: list[str] = []
-    for page in (1, 2, 3):
-        code, out, _ = run(runner, "list", "--store", populated.url, "--limit", "3", "--page", str(page), "--json")
+    cursor: list[str] = []
+    pages = 0
+    while True:
+        code, out, _ = run(runner, "list", "--store", populated.url, "--limit", "3", "--json", *cursor)
         assert code == 0
         data = json.loads(out)
         seen += [s["session_id"] for s in data["sessions"]]
-        assert data["more"] is (page < 3)
-    assert sorted(seen) == sorted(populated.ids)
+        pages += 1
+        if data["next_cursor"] is None:
+            break
+        cursor = ["--cursor", data["next_cursor"]]
+    assert pages == 3
+    assert sorted(seen) == sorted(populated.ids) and len(seen) == len(set(seen))
+
+
+def test_list_refuses_a_bad_cursor_and_a_limit_out_of_range(runner: CliRunner, populated: Populated) -> None:
+    code, out, err = run(runner, "list", "--store", populated.url, "--cursor", "not-a-cursor")
+    assert_one_line_error(code, out, err, 2, "cursor")
+    code, _, _ = run(runner, "list", "--store", populated.url, "--limit", "1001")
+    assert code == 2
+    code, _, err = run(runner, "list", "--store", populated.url, "--page", "2")
+    assert code == 2  # skip paging is gone: pages follow cursors
 
 
 def test_list_filters_by_user(runner: CliRunner, populated: Populated) -> None:

@@ -202,9 +202,12 @@ async def test_key_layout_names_every_key_a_session_of_a_user_leaves_on_one_node
         layout.user_scope(WEIRD_USER),
         layout.app_scope,
         layout.expiry_shard(sid),
+        layout.list_shard(sid),
     }
     assert keys == expected
     assert layout.expiry_shard(sid) in layout.expiry_shards
+    assert layout.list_shard(sid) in layout.list_shards
+    assert await single.client.zscore(layout.list_shard(sid), sid) == 0
     assert await single.client.zscore(layout.user_index(WEIRD_USER), sid) == session.expiry_at
     assert await single.client.zscore(layout.expiry_shard(sid), layout.shard_member(sid, WEIRD_USER)) == (
         session.expiry_at
@@ -701,3 +704,16 @@ async def test_create_store_routes_redis_and_cluster_urls(local_redis: None) -> 
     cluster_store = create_store("redis+cluster://127.0.0.1:7000")  # built lazily: no connection yet
     assert isinstance(cluster_store, RedisSessionStore) and isinstance(cluster_store.client, RedisCluster)
     await cluster_store.close()
+
+
+async def test_rebuild_listing_index_lists_sessions_an_earlier_release_saved(single: RedisSessionStore) -> None:
+    sessions = [Session() for _ in range(3)]
+    for session in sessions:
+        await single.set(session)
+    layout = KeyLayout(single.prefix)
+    for session in sessions[:2]:  # as a release without listing left them
+        await single.client.zrem(layout.list_shard(session.session_id), session.session_id)
+    assert [s.session_id for s in (await single.list_sessions()).sessions] == [sessions[2].session_id]
+    assert await single.rebuild_listing_index(batch_size=2) == 3
+    listed = [s.session_id for s in (await single.list_sessions()).sessions]
+    assert listed == sorted(s.session_id for s in sessions)

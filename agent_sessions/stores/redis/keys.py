@@ -12,6 +12,8 @@ session, of one user or of one expiry shard share a slot:
   holds the user id), ``P{~app}:scope`` — the app scope;
 - ``P{~x:<n>}:exp`` for n in 0..15 — the expiry index, sharded: ``<sid>`` / ``<sid>:<h>``
   members scored by expiry (one global set would be one hot key in another slot).
+- ``P{~x:<n>}:ids`` for n in 0..15 — the listing index, sharded like the expiry index (same
+  shard, same slot): session ids, all scored 0, so ``ZRANGEBYLEX`` pages them in id order.
 
 ``<h>`` is `user_hash` of the user id: a user id may hold any character (``{``, ``}``, ``:``,
 glob characters) and never becomes part of a key name, a hash tag or a ``SCAN`` pattern. The
@@ -62,6 +64,7 @@ class KeyLayout:
         self.prefix = prefix
         self.app_scope: Final = f"{prefix}{{~app}}:scope"
         self.expiry_shards: Final = [f"{prefix}{{~x:{n}}}:exp" for n in range(EXPIRY_SHARDS)]
+        self.list_shards: Final = [f"{prefix}{{~x:{n}}}:ids" for n in range(EXPIRY_SHARDS)]
         #: ``SCAN`` patterns (glob characters of the prefix escaped) of records and user scopes.
         self.record_pattern: Final = glob_escape(prefix) + "{*}:rec"
         self.user_scope_pattern: Final = glob_escape(prefix) + "{~u:*}:scope"
@@ -109,6 +112,11 @@ class KeyLayout:
     def expiry_shard(self, session_id: str) -> str:
         """The expiry-index shard key of a session."""
         return self.expiry_shards[zlib.crc32(session_id.encode()) % EXPIRY_SHARDS]
+
+    def list_shard(self, session_id: str) -> str:
+        """The listing-index shard key of a session (the slot of its expiry shard; `list_key` in
+        ``prelude.lua`` derives it from the expiry shard's name)."""
+        return self.list_shards[zlib.crc32(session_id.encode()) % EXPIRY_SHARDS]
 
     def shard_member(self, session_id: str, user_id: str | None) -> str:
         """The session's member in its expiry shard: ``<sid>``, or ``<sid>:<user hash>``."""

@@ -38,8 +38,10 @@ store clock; index entries of sessions Redis expired are pruned, live ones re-sc
 from __future__ import annotations
 
 import asyncio
+import heapq
 import logging
 import secrets
+from bisect import bisect_right
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Final
 
@@ -308,24 +310,40 @@ class RedisSessionStore(SessionStore):
 
     # ------------------------------------------------------------------------- Cluster index commands
     def _index_calls(
-        self, sid: str, user_hash: str | None, score: str | None, *, add: bool = True, scope: ScopeChange | None = None
+        self,
+        sid: str,
+        user_hash: str | None,
+        score: str | None,
+        *,
+        add: bool = True,
+        scope: ScopeChange | None = None,
+        listed: bool = True,
     ) -> list[Command]:
         """Score the session in its expiry shard and user index at `score` (``ZADD GT``; with
         ``add=False`` only entries still there: ``ZADD XX`` and ``index.lua``, which applies the
-        user-scope change `scope` too), or (score None) ``ZREM`` it."""
+        user-scope change `scope` too), or (score None) ``ZREM`` it; and (`listed`) list it in
+        its listing shard alike (``ZADD``, ``XX`` with ``add=False``) or unlist it."""
         member = sid if user_hash is None else f"{sid}:{user_hash}"
         shard = self.keys.expiry_shard(sid)
+        lex = self.keys.list_shard(sid)
         if score is None:
             calls: list[Command] = [("ZREM", shard, member)]
             if user_hash is not None:
                 calls.append(("ZREM", self.keys.user_keys_of_hash(user_hash).index, sid))
+            if listed:
+                calls.append(("ZREM", lex, sid))
             return calls
         calls = [("ZADD", shard, "GT", score, member) if add else ("ZADD", shard, "XX", "GT", score, member)]
+        if listed:
+            calls.append(self._list_call(sid) if add else ("ZADD", lex, "XX", "0", sid))
         if user_hash is not None:
             user = self.keys.user_keys_of_hash(user_hash)
             args = ["1" if add else "0", sid, score, *(_scope_args(scope) if scope is not None else ())]
             calls.append(Scripts.command(self.scripts.index, [user.index, user.scope], args))
         return calls
+
+    def _list_call(self, sid: str) -> Command:
+        return ("ZADD", self.keys.list_shard(sid), "0", sid)
 
     def _scope_call(self, change: ScopeChange) -> Command:
         key = self.keys.app_scope if change.kind == "app" else self.keys.user_scope(change.owner)
@@ -358,9 +376,12 @@ class RedisSessionStore(SessionStore):
         owners[sid] = user_id
 
     # ------------------------------------------------------------------------- reads
-    async def _fetch(self, sids: list[str], now: float, *, scopes: bool) -> list[StoredSession | None]:
-        """Load sessions (None for absent or expired): one round trip (see the module docstring)."""
-        window = self.history_window
+    async def _fetch(
+        self, sids: list[str], now: float, *, scopes: bool, window: int | None = None
+    ) -> list[StoredSession | None]:
+        """Load sessions (None for absent or expired) with `window` history rows (None: the
+        store's `history_window`): one round trip (see the module docstring)."""
+        window = self.history_window if window is None else min(window, self.history_window)
         if self._cluster:
             calls = [Scripts.command(self.scripts.load, self.keys.session(sid), [window]) for sid in sids]
             hinted = sorted({u for sid in sids if (u := self._owners.get(sid)) is not None}) if scopes else []
@@ -385,7 +406,7 @@ class RedisSessionStore(SessionStore):
                 out.append(None)
                 continue
             stored = unpack_record(sid, raw)
-            stored.history = window_rows(sid, rows, stored.history_seq, self.history_window)
+            stored.history = window_rows(sid, rows, stored.history_seq, window) if window else []
             if stored.expiry_at is not None and stored.expiry_at <= now:
                 out.append(None)
                 continue
@@ -412,10 +433,12 @@ class RedisSessionStore(SessionStore):
     async def load_record(self, session_id: str, now: float) -> StoredSession | None:
         return (await self._fetch([session_id], now, scopes=True))[0]
 
-    async def load_records(self, session_ids: list[str], now: float) -> list[StoredSession]:
+    async def load_records(
+        self, session_ids: list[str], now: float, *, window: int | None = None
+    ) -> list[StoredSession]:
         if not session_ids:
             return []
-        return [s for s in await self._fetch(session_ids, now, scopes=True) if s is not None]
+        return [s for s in await self._fetch(session_ids, now, scopes=True, window=window) if s is not None]
 
     async def history_page(
         self, session_id: str, limit: int, before_seq: int | None, now: float
@@ -439,6 +462,31 @@ class RedisSessionStore(SessionStore):
         command = self.client.execute_command("ZRANGEBYSCORE", self.keys.user_index(user_id), f"({now!r}", "+inf")
         members: list[bytes] = await self._call(command, "read the user index")
         return [m.decode() for m in members]
+
+    async def list_page(self, user_id: str | None, limit: int, after: str | None, now: float) -> list[str]:
+        """Without a user: ``ZRANGEBYLEX`` on each listing shard in one round trip, merged; with one:
+        the user's index (its live members, sorted here: a user has few sessions). The listing
+        shards may still hold a session that expired under the store clock: the caller drops it."""
+        if user_id is not None:
+            ids = sorted(await self.user_session_ids(user_id, now))
+            return ids[bisect_right(ids, after) if after is not None else 0 :][:limit]
+        low = "-" if after is None else "(" + after
+        calls: list[Command] = [("ZRANGEBYLEX", key, low, "+", "LIMIT", 0, limit) for key in self.keys.list_shards]
+        replies = await self._pipeline(calls, "read the listing index")
+        return heapq.nsmallest(limit, (m.decode() for reply in replies for m in reply))
+
+    async def rebuild_listing_index(self, *, batch_size: int = 500) -> int:
+        """Add every stored session to the listing shards (``SCAN`` of the prefix, idempotent);
+        returns how many were seen. Run once after upgrading from a release without listing:
+        its sessions enter the shards only at their next save or touch. A session deleted
+        meanwhile may leave an id there, which listing skips."""
+        seen = 0
+        async for keys in self._scan_batches(self.keys.record_pattern, batch_size):
+            sids = [sid for key in keys if (sid := self.keys.session_id_of(key)) and is_valid_session_id(sid)]
+            if sids:
+                await self._pipeline([self._list_call(sid) for sid in sids], "index sessions for listing")
+                seen += len(sids)
+        return seen
 
     async def scope_rows(self, user_id: str | None) -> tuple[dict[str, bytes], dict[str, bytes]]:
         keys = [self.keys.app_scope] if user_id is None else [self.keys.app_scope, self.keys.user_scope(user_id)]
@@ -534,7 +582,7 @@ class RedisSessionStore(SessionStore):
         calls: list[Command] = []
         bound = write.expected_version == 0 or write.previous_user_id != write.user_id
         if write.expected_version != 0 and write.previous_user_id != write.user_id:
-            calls += self._index_calls(sid, self._user_hash(write.previous_user_id), None)
+            calls += self._index_calls(sid, self._user_hash(write.previous_user_id), None, listed=False)
         if write.app_scope is not None:
             calls.append(self._scope_call(write.app_scope))
         score = index_score(write.expiry_at)
@@ -673,6 +721,8 @@ class RedisSessionStore(SessionStore):
                 calls.append(("ZREM", shard_key, member))
                 if member_hash is not None:
                     calls.append(("ZREM", self.keys.user_keys_of_hash(member_hash).index, sid))
+            if status in (Result.DONE, Result.ABSENT):
+                calls.append(("ZREM", self.keys.list_shard(sid), sid))
             if status == Result.DONE:
                 removed += 1
                 self._owners.pop(sid, None)
@@ -708,6 +758,8 @@ class RedisSessionStore(SessionStore):
                 replies = await self._scripts(self.scripts.erase, calls, "erase a user's sessions")
                 done = [sid for sid, reply in zip(batch, replies, strict=True) if not int(reply[3])]
                 tail = [("ZREM", self.keys.expiry_shard(sid), f"{sid}:{user.hash}") for sid in done]
+                erased = [sid for sid, reply in zip(batch, replies, strict=True) if int(reply[0])]
+                tail += [("ZREM", self.keys.list_shard(sid), sid) for sid in erased]
                 tail.append(
                     Scripts.command(self.scripts.erase, [user.index, user.scope], [3, 1, owner, user.hash, *done])
                 )

@@ -38,7 +38,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.schema import CreateSchema
+from sqlalchemy.schema import CreateIndex, CreateSchema
 
 from ...errors import StoreUnavailable
 
@@ -75,6 +75,8 @@ class Tables:
             Column("record", LargeBinary, nullable=False),
             Index(f"ix_{prefix}sessions_user_id", "user_id"),
             Index(f"ix_{prefix}sessions_expiry_at", "expiry_at"),
+            # Listing one user's sessions in id order (`list_page`); also created on existing tables.
+            Index(f"ix_{prefix}sessions_user_list", "user_id", "session_id"),
             schema=schema,
         )
         history = Table(
@@ -141,6 +143,10 @@ async def create_schema(
         await conn.exec_driver_sql("BEGIN IMMEDIATE")  # text: SQLAlchemy has no construct for it
     if create:
         await conn.run_sync(tables.metadata.create_all, checkfirst=True)
+        # Tables made by an earlier release lack the listing index: add it (a no-op if present).
+        for index in tables.sessions.indexes:
+            if index.name == f"ix_{tables.sessions.name}_user_list":
+                await conn.execute(CreateIndex(index, if_not_exists=True))
     versions = tables.versions
     stored = (await conn.execute(select(versions.c.version).where(versions.c.component == _COMPONENT))).first()
     steps = upgrades or {}

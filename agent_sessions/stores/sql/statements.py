@@ -218,6 +218,10 @@ class Statements:
             update(tables.sessions).where(s.session_id == b("old"), live).values(session_id=b("new"))
         )
         self.rename_history = c(update(tables.history).where(h.session_id == b("old")).values(session_id=b("new")))
+        # Listing (`list_page`): keyset on the primary key, or on the (user_id, session_id) index.
+        listed = select(s.session_id).order_by(s.session_id).limit(b("n"))
+        self.list_all = c(listed.where(s.session_id > b("after"), live))
+        self.list_user = c(listed.where(s.user_id == b("uid"), s.session_id > b("after"), live))
         # Erasing a user (`erase_user`): the ids of its sessions (expired ones too), then, in one
         # transaction, those still the user's, the history of those gone, and the user scope.
         self.user_all_ids = c(select(s.session_id).where(s.user_id == b("uid")))

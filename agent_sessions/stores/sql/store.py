@@ -345,10 +345,13 @@ class DatabaseSessionStore(SessionStore):
             out.append(stored)
         return out
 
-    async def load_records(self, session_ids: list[str], now: float) -> list[StoredSession]:
+    async def load_records(
+        self, session_ids: list[str], now: float, *, window: int | None = None
+    ) -> list[StoredSession]:
         if not session_ids:
             return []
-        params = {"ids": self._ids(session_ids), "now": now, "window": self.history_window}
+        size = self.history_window if window is None else min(window, self.history_window)
+        params = {"ids": self._ids(session_ids), "now": now, "window": size}
         async with self._connection() as conn:
             rows = await conn.fetch(self._sql.load_many, params)
         return self._assemble(rows, scopes=True)
@@ -381,6 +384,12 @@ class DatabaseSessionStore(SessionStore):
     async def user_session_ids(self, user_id: str, now: float) -> list[str]:
         async with self._connection() as conn:
             rows = await conn.fetch(self._sql.user_ids, {"uid": user_id, "now": now})
+        return [row[0] for row in rows]
+
+    async def list_page(self, user_id: str | None, limit: int, after: str | None, now: float) -> list[str]:
+        params = {"uid": user_id, "after": after or "", "n": limit, "now": now}
+        async with self._connection() as conn:
+            rows = await conn.fetch(self._sql.list_all if user_id is None else self._sql.list_user, params)
         return [row[0] for row in rows]
 
     async def scope_rows(self, user_id: str | None) -> tuple[dict[str, bytes], dict[str, bytes]]:

@@ -18,6 +18,9 @@ end
 if h and not known_hash(rec, h) then return {LEGACY, owner(rec, h)} end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 if not rec then return {ABSENT} end
-if not h then return {DONE} end
+if not h then
+  if KEYS[4] then redis.call('ZREM', list_key(KEYS[4]), select(2, split_key(KEYS[1]))) end
+  return {DONE}
+end
 if KEYS[4] then unindex(KEYS[1], KEYS[4], h) end
 return {DONE, h.uhash}

@@ -64,17 +64,26 @@ local function shard_member(sid, h)
   return sid .. ':' .. h.uhash
 end
 
--- Score the session of `key` (its record) in its expiry shard and in its user's index.
+-- The listing shard beside an expiry shard ('...:exp' -> '...:ids', same slot): mirrors
+-- `KeyLayout.list_shard`.
+local function list_key(shard)
+  return string.sub(shard, 1, -4) .. 'ids'
+end
+
+-- Score the session of `key` (its record) in its expiry shard and in its user's index, and
+-- list it in its listing shard.
 local function index(key, shard, h)
   local prefix, sid = split_key(key)
   redis.call('ZADD', shard, score(h), shard_member(sid, h))
   if h.uhash ~= '-' then redis.call('ZADD', user_key(prefix, h.uhash, 'idx'), score(h), sid) end
+  redis.call('ZADD', list_key(shard), 0, sid)
 end
 
 local function unindex(key, shard, h)
   local prefix, sid = split_key(key)
   redis.call('ZREM', shard, shard_member(sid, h))
   if h.uhash ~= '-' then redis.call('ZREM', user_key(prefix, h.uhash, 'idx'), sid) end
+  redis.call('ZREM', list_key(shard), sid)
 end
 
 -- `command key ARGV[first..last]`, at most `step` arguments per call (Lua's unpack limit).

@@ -191,9 +191,12 @@ async def test_the_sqlite_search_plan_starts_from_the_fts5_index(tmp_path: Path)
         async with store.engine.connect() as conn:
             plan = (await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement.sql, statement.args(params))).all()
         details = [str(row[-1]) for row in plan]
-        # The FTS5 match drives; each hit is one rowid lookup in history and one key lookup in sessions.
+        # The FTS5 match drives; each hit is one rowid lookup in history and one key lookup in
+        # sessions (the primary key, or the listing index on (user_id, session_id)).
         assert details[:2] == ["MATERIALIZE hits", "SCAN agent_session_search VIRTUAL TABLE INDEX 0:M2"], details
         assert any("SEARCH h USING INTEGER PRIMARY KEY (rowid=?)" in d for d in details), details
-        assert any("SEARCH s USING INDEX sqlite_autoindex_agent_sessions_1 (session_id=?)" in d for d in details), (
-            details
+        session_lookups = (
+            "SEARCH s USING INDEX sqlite_autoindex_agent_sessions_1 (session_id=?)",
+            "SEARCH s USING INDEX ix_agent_sessions_user_list (user_id=? AND session_id=?)",
         )
+        assert any(lookup in d for d in details for lookup in session_lookups), details

@@ -20,10 +20,12 @@ from .context import ExecutionContext, NoSessionManager, SessionIds, current_con
 from .errors import (
     AgentSessionsError,
     DependencyCycle,
+    InvalidSearchQuery,
     InvalidServiceConfig,
     InvalidSessionId,
     InvalidUserId,
     ScopeError,
+    SearchUnavailable,
     SerializationError,
     ServiceNotRegistered,
     ServiceResolutionError,
@@ -37,6 +39,7 @@ from .errors import (
 )
 from .ids import new_session_id
 from .manager import SessionManager
+from .search import HistoryHit
 from .session import HistoryPage, Session, SessionDelta
 from .stores import DEFAULT_STORE_URL, MemorySessionStore, SessionStore, create_store
 from .stores.factory import InvalidStoreUrl
@@ -61,6 +64,8 @@ __all__ = [
     "ExecutionContext",
     "FernetCodec",
     "HistoryPage",
+    "HistoryHit",
+    "InvalidSearchQuery",
     "InvalidServiceConfig",
     "InvalidSessionId",
     "InvalidStoreUrl",
@@ -70,6 +75,7 @@ __all__ = [
     "NoSessionManager",
     "RedisSessionStore",
     "ScopeError",
+    "SearchUnavailable",
     "SerializationError",
     "ServiceNotRegistered",
     "ServiceResolutionError",

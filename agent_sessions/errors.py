@@ -5,10 +5,12 @@ from __future__ import annotations
 __all__ = [
     "AgentSessionsError",
     "DependencyCycle",
+    "InvalidSearchQuery",
     "InvalidServiceConfig",
     "InvalidSessionId",
     "InvalidUserId",
     "ScopeError",
+    "SearchUnavailable",
     "SerializationError",
     "ServiceNotRegistered",
     "ServiceResolutionError",
@@ -124,3 +126,16 @@ class DependencyCycle(ServiceResolutionError):
 class InvalidServiceConfig(AgentSessionsError, ValueError):
     """A per-session ``service_config`` names keys the service does not accept, or a value of
     the wrong kind. The message names the service, the offending keys and the accepted ones."""
+
+
+class SearchUnavailable(AgentSessionsError):
+    """The store has no full-text engine, so `search_history` cannot run on it.
+
+    The Redis versions agent-sessions targets have none: keep sessions on SQLite or PostgreSQL
+    to search history (or copy them there with `agent_sessions.ops.migrate`).
+    """
+
+
+class InvalidSearchQuery(AgentSessionsError, ValueError):
+    """A `search_history` argument is unusable: a query that is not a str, too long or holding
+    a NUL character, a bad `limit`, `types` or `since`, or neither a user nor a session id."""

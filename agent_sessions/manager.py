@@ -19,12 +19,13 @@ import asyncio
 import inspect
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, Self
 
 from .errors import SessionConflict, SessionNotFound, StoreUnavailable
 from .ids import id_hash, new_session_id, validate_session_id, validate_user_id
+from .search import HistoryHit
 from .session import HistoryPage, Session
 from .stores.base import SessionStore
 from .tracing import ATTR_RETRIES, set_attribute, traced
@@ -415,3 +416,27 @@ class SessionManager:
     async def _backoff(attempt: int) -> None:
         # Jittered exponential backoff, capped: contenders spread out instead of colliding again.
         await asyncio.sleep(random.uniform(0, min(0.05, 0.0005 * (2 ** min(attempt, 10)))))
+
+    # ------------------------------------------------------------------ search
+    @traced("search_history", session=False)
+    async def search_history(
+        self,
+        user_id: str | None,
+        query: str,
+        *,
+        limit: int = 10,
+        types: Sequence[str] | None = None,
+        since: float | None = None,
+        session_id: str | None = None,
+    ) -> list[HistoryHit]:
+        """Rank the history entries of all `user_id`'s live sessions for `query`, best first.
+
+        With `user_id` None, search the one session `session_id` (an anonymous session); with
+        both, that session only if it is the user's. `types` keeps only entries of those types,
+        `since` only entries with ``timestamp >= since``. Any string is a valid query (a blank
+        one finds nothing). Raises `InvalidSearchQuery` for bad arguments (neither id, a NUL
+        in the query, a bad `limit`), `SearchUnavailable` on Redis (no full-text engine).
+        """
+        return await self.store.search_history(
+            user_id, query, limit=limit, types=types, since=since, session_id=session_id
+        )

@@ -31,9 +31,10 @@ from typing import Any, Literal, Self
 
 from .. import records
 from ..codec import DEFAULT_MAX_DEPTH, MAX_COUNTER, Codec, JsonCodec, check_max_depth
-from ..errors import SerializationError, SessionConflict, SessionNotFound, StoreUnavailable
+from ..errors import SearchUnavailable, SerializationError, SessionConflict, SessionNotFound, StoreUnavailable
 from ..ids import id_hash, new_write_id, validate_session_id, validate_user_id
 from ..records import MAX_TIMESTAMP, PREF_PREFIX, ScopeData, check_timestamp
+from ..search import HistoryHit, SearchQuery, SearchRow, entry_text, make_query
 from ..session import HistoryPage, Session
 from ..tracking import WRITE_LINEAGE, Baseline, PendingWrite, baseline_after, diff
 
@@ -49,6 +50,8 @@ __all__ = [
     "ScopeChange",
     "ScopeChanges",
     "ScopeData",
+    "SearchQuery",
+    "SearchRow",
     "SessionStore",
     "SessionWrite",
     "StoredSession",
@@ -68,12 +71,16 @@ OnCorrupt = Literal["raise", "skip"]
 
 @dataclass(slots=True)
 class HistoryRow:
-    """One encoded history entry; `seq` numbers a session's entries from 1, never reused."""
+    """One encoded history entry; `seq` numbers a session's entries from 1, never reused.
+
+    `text` is its searchable text (`search.entry_text`, computed from the decoded entry), kept
+    beside the row by backends that search ("" on those that do not)."""
 
     seq: int
     timestamp: float
     type: str
     payload: bytes
+    text: str = ""
 
 
 @dataclass(slots=True)
@@ -183,6 +190,9 @@ class SessionStore(ABC):
     - `clock`: the time source (inject one in tests instead of sleeping).
     """
 
+    #: Whether history rows carry their searchable text (False on a backend without search).
+    indexes_history_text: bool = True
+
     def __init__(
         self,
         *,
@@ -279,6 +289,15 @@ class SessionStore(ABC):
     @abstractmethod
     async def close(self) -> None:
         """Release connections. Idempotent."""
+
+    async def search(self, query: SearchQuery, now: float) -> list[SearchRow]:
+        """The best `query.limit` history rows of the live sessions in the query's scope that
+        hold any of its terms in their type or text, best first (see `SearchQuery`). Called
+        with at least one term and `types` None or non-empty.
+
+        This default raises `SearchUnavailable`: a backend with a full-text engine overrides it.
+        """
+        raise SearchUnavailable(f"{type(self).__name__} cannot search history; use SQLite or PostgreSQL")
 
     # ================================================================ public API
     async def ping(self) -> None:
@@ -396,6 +415,40 @@ class SessionStore(ABC):
         rows = rows[-limit:]
         entries = records.decode_history(self.codec, [payload for _, payload in rows], sid, self.max_depth)
         return HistoryPage(entries, rows[0][0] if more else None)
+
+    async def search_history(
+        self,
+        user_id: str | None,
+        query: str,
+        *,
+        limit: int = 10,
+        types: Sequence[str] | None = None,
+        since: float | None = None,
+        session_id: str | None = None,
+    ) -> list[HistoryHit]:
+        """Rank the history entries of `user_id`'s live sessions (or, with `user_id` None, of
+        the session `session_id`; with both, of that session if it is the user's) for `query`.
+
+        Any string is a valid query: its letters and digits are the terms, and an entry holding
+        any of them matches (a query without any finds nothing). Raises `InvalidSearchQuery`
+        for bad arguments, `SearchUnavailable` on a store without full-text search (Redis).
+        """
+        uid = None if user_id is None else validate_user_id(user_id)
+        sid = None if session_id is None else validate_session_id(session_id)
+        checked = make_query(uid, sid, query, limit=limit, types=types, since=since)
+        if self.indexes_history_text and (not checked.terms or checked.types == ()):
+            return []  # nothing can match (a store without search still raises below)
+        rows = await self.search(checked, self.clock())
+        return [
+            HistoryHit(
+                row.session_id,
+                row.seq,
+                records.decode_entry(self.codec, row.payload, row.session_id, self.max_depth),
+                row.score,
+                row.snippet,
+            )
+            for row in rows
+        ]
 
     async def load_scopes(self, user_id: str | None) -> ScopeData:
         """The decoded user scope of `user_id` (``user:`` keys, ``pref:`` preferences) and app scope."""
@@ -623,7 +676,8 @@ class SessionStore(ABC):
 
     def _history_row(self, entry: Any, seq: int, session_id: str) -> HistoryRow:
         stamp, kind = records.check_history_entry(entry, seq, self.max_depth)
-        return HistoryRow(seq, stamp, kind, self._encode_value(entry, f"history entry {seq}", checked=True))
+        payload = self._encode_value(entry, f"history entry {seq}", checked=True)
+        return HistoryRow(seq, stamp, kind, payload, entry_text(entry) if self.indexes_history_text else "")
 
     def _build(self, stored: StoredSession, now: float) -> Session | None:
         """The session `stored` holds (scopes merged, clean); None if expired at `now`."""

@@ -11,16 +11,42 @@ from __future__ import annotations
 
 import heapq
 import threading
-from collections import OrderedDict, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any
 
+from .. import search
 from ..errors import SessionNotFound
-from .base import ScopeChange, SessionStore, SessionWrite, StoredSession, raise_conflict
+from .base import (
+    HistoryRow,
+    ScopeChange,
+    SearchQuery,
+    SearchRow,
+    SessionStore,
+    SessionWrite,
+    StoredSession,
+    raise_conflict,
+)
 
 __all__ = ["MemorySessionStore"]
+
+
+@dataclass(slots=True)
+class _Row:
+    """One history row and its terms (the memory store's search index, kept with the row)."""
+
+    seq: int
+    payload: bytes
+    timestamp: float
+    type: str
+    text: str
+    terms: Counter[str]
+
+    @classmethod
+    def of(cls, row: HistoryRow) -> _Row:
+        return cls(row.seq, row.payload, row.timestamp, row.type, row.text, search.term_counts(row.type, row.text))
 
 
 @dataclass(slots=True)
@@ -30,8 +56,8 @@ class _Entry:
     last_accessed_at: float
     expiry_at: float | None
     record: bytes
-    #: (seq, encoded entry), oldest first.
-    history: deque[tuple[int, bytes]] = field(default_factory=deque)
+    #: Oldest first.
+    history: deque[_Row] = field(default_factory=deque)
     history_seq: int = 0
     #: The earliest expiry among this entry's pairs in the expiry heap (None: no pair); never
     #: later than `expiry_at` while that is set (see `MemorySessionStore._push_expiry`).
@@ -79,7 +105,7 @@ class MemorySessionStore(SessionStore):
             last_accessed_at=entry.last_accessed_at,
             expiry_at=entry.expiry_at,
             record=entry.record,
-            history=[payload for _, payload in recent],
+            history=[row.payload for row in recent],
             history_seq=entry.history_seq,
             user_scope=dict(user_rows) if user_rows else {},
             app_scope=dict(self._app_scope),
@@ -116,10 +142,10 @@ class MemorySessionStore(SessionStore):
             entry.last_accessed_at = write.last_accessed_at
             entry.expiry_at = write.expiry_at
             entry.record = write.record
-            entry.history.extend((row.seq, row.payload) for row in write.history)
+            entry.history.extend(map(_Row.of, write.history))
             entry.history_seq = write.history_seq
             floor = write.history_seq - write.max_history
-            while entry.history and entry.history[0][0] <= floor:
+            while entry.history and entry.history[0].seq <= floor:
                 entry.history.popleft()
             self._push_expiry(entry, write.expiry_at, sid)
             if write.user_scope is not None or write.app_scope is not None:
@@ -229,7 +255,7 @@ class MemorySessionStore(SessionStore):
             entry = self._sessions.get(session_id)
             if entry is None or not entry.live(now):
                 return None
-            return [r for r in entry.history if before_seq is None or r[0] < before_seq][-limit:]
+            return [(r.seq, r.payload) for r in entry.history if before_seq is None or r.seq < before_seq][-limit:]
 
     async def user_session_ids(self, user_id: str, now: float) -> list[str]:
         with self._lock:
@@ -270,6 +296,31 @@ class MemorySessionStore(SessionStore):
                         removed += 1
                 if not self._expiries or self._expiries[0][0] > now:
                     return removed
+
+    async def search(self, query: SearchQuery, now: float) -> list[SearchRow]:
+        """BM25 in Python over the rows of the sessions in scope (the statistics come from those
+        rows, before the `types` / `since` filters), tokenised as FTS5 does (`search.tokenize`)."""
+        uid, sid = query.user_id, query.session_id
+        with self._lock:
+            ids = [sid] if sid is not None else sorted(self._by_user.get(uid, ())) if uid is not None else []
+            rows: list[tuple[str, _Row]] = []
+            for one in ids:
+                entry = self._sessions.get(one)
+                if entry is not None and entry.live(now) and (uid is None or entry.user_id == uid):
+                    rows.extend((one, row) for row in entry.history)
+        scores = search.bm25(query.terms, [row.terms for _, row in rows])
+        hits = [
+            (score, sid_, row)
+            for score, (sid_, row) in zip(scores, rows, strict=True)
+            if score > 0
+            and (query.types is None or row.type in query.types)
+            and (query.since is None or row.timestamp >= query.since)
+        ]
+        hits.sort(key=lambda hit: (-hit[0], -hit[2].timestamp, -hit[2].seq))
+        return [
+            SearchRow(sid_, row.seq, row.payload, score, search.highlight(row.text, query.terms))
+            for score, sid_, row in hits[: query.limit]
+        ]
 
     async def close(self) -> None:
         """Nothing to release; the data stays until the object is dropped."""

@@ -39,9 +39,9 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, Final
 
-from ...errors import SerializationError, SessionNotFound, StoreUnavailable
+from ...errors import SearchUnavailable, SerializationError, SessionNotFound, StoreUnavailable
 from ...ids import id_hash, is_valid_session_id
-from ..base import ScopeChange, SessionStore, SessionWrite, StoredSession, raise_conflict
+from ..base import ScopeChange, SearchQuery, SearchRow, SessionStore, SessionWrite, StoredSession, raise_conflict
 from .keys import KeyLayout
 from .record import (
     NO_OWNER,
@@ -133,6 +133,8 @@ class RedisSessionStore(SessionStore):
     on a cluster, where a known owner lets a get read the user scope in the same round trip.
     Other keyword options are those of `SessionStore`. Needs Redis 6.2 or later.
     """
+
+    indexes_history_text = False  # no full-text engine: `search` raises `SearchUnavailable`
 
     def __init__(
         self,
@@ -636,6 +638,15 @@ class RedisSessionStore(SessionStore):
         if calls:
             await self._pipeline(calls, "prune the indexes")
         return removed
+
+    async def search(self, query: SearchQuery, now: float) -> list[SearchRow]:
+        """Always raises `SearchUnavailable`: Redis 6.2-7.x has no full-text engine (RediSearch
+        is a separate module), and scanning every entry of a user is not a search."""
+        raise SearchUnavailable(
+            "Redis has no full-text engine in the versions we target; use SQLite or PostgreSQL for "
+            "search_history (agent-sessions migrate copies the sessions there), or keep the facts a "
+            "user gives in preferences or user: state, which every session of the user loads"
+        )
 
     async def close(self) -> None:
         """Close the client if this store created it (a client passed in stays open). Idempotent."""

@@ -125,8 +125,11 @@ def hit_data(hit: HistoryHit, *, current_session_id: str | None) -> dict[str, An
     }
 
 
-async def search_memory(ctx: ExecutionContext, query: Query, limit: RecallLimit = DEFAULT_RECALL_LIMIT) -> dict[str, Any]:
-    """Search what the user said and did in their earlier sessions (and this one): the best matching history entries, best first."""
+async def search_memory(
+    ctx: ExecutionContext, query: Query, limit: RecallLimit = DEFAULT_RECALL_LIMIT
+) -> dict[str, Any]:
+    """Search what the user said and did before, in all their sessions (this one included): the
+    best matching history entries, best first."""
     session = await ctx.session()
     user_id = recall_scope(session.user_id, ctx.user_id)
     try:

@@ -6,16 +6,18 @@
 
 Quality: a generated corpus (seeded, pure Python, the same on every run). Each of `users` users
 has `sessions` sessions of `turns` ``message`` entries (user and assistant in turn), mostly filler
-chit-chat: requests, thanks, small talk, some of it sharing words with the queries below (live
-music, a friend's diet, a neighbour's pet, "does this plan work"), as real histories do. Each user
-mentions four facts once, in a random user turn of a random session: their city, their diet, their
-pet and their employer, each in one of three phrasings. Every fact is then looked for twice, over
-all of the user's sessions:
+chit-chat: requests, thanks, small talk, some of it sharing one word with the keyword queries
+below (live music, a friend's diet, a neighbour's pet, "does this plan work"), and some both words
+("if you could live in any city..."), as real histories do. Each user mentions four facts once, in
+a random user turn of a random session: their city, their diet, their pet and their employer, each
+in one of three phrasings. Every fact is then looked for three ways, over all the user's sessions:
 
-- by keyword: a question sharing a word with every phrasing of the fact ("where do I live",
-  "what is my diet", "tell me about my pet", "where do I work");
-- by paraphrase: a question sharing no content word with it ("which town is my home", "what
-  food should I avoid eating", "what animal do I keep", "which company employs me").
+- keyword: two words every phrasing of the fact holds ("city live", "diet eat", "pet name",
+  "work company"), as a model calling `search_memory` would send them;
+- question: a natural question sharing one of them ("where do I live", "what is my diet", "tell
+  me about my pet", "where do I work"), as `SessionCapability(recall=k)` sends the run's prompt;
+- paraphrase: a question sharing no content word with the fact ("which town is my home", "which
+  food is off the menu for me", "what animal do I keep", "who pays my salary").
 
 recall@5: share of the queries whose planted entry is among the first 5 hits; MRR@10: mean of 1 /
 its rank in the first 10 (0 when absent). Each backend gets the same corpus through the bulk path
@@ -32,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import platform
 import random
 import sys
 import time
@@ -44,7 +45,7 @@ from typing import Any
 from agent_sessions import SearchUnavailable, Session, SessionManager, SessionStore, new_session_id
 from agent_sessions.analysis import Table, recall_at_k, reciprocal_rank
 from agent_sessions.recall import supports_search
-from agent_sessions.stores import Restore
+from agent_sessions.stores.base import Restore
 
 from .backends import BACKENDS
 from .harness import machine, percentile
@@ -66,57 +67,77 @@ MIN_SEARCHES = 5
 
 CITIES = ("Lisbon", "Porto", "Oslo", "Bergen", "Kyoto", "Osaka", "Quito", "Lima", "Tallinn", "Riga", "Graz", "Ghent")
 DIETS = ("vegetarian", "vegan", "pescatarian", "gluten-free", "halal", "kosher", "lactose-free")
-PETS = (
-    "cat called Miso",
-    "dog named Pepper",
-    "parrot named Kiwi",
-    "tortoise called Atlas",
-    "rabbit named Clover",
-    "hamster called Biscuit",
-)
+PETS = ("cat Miso", "dog Pepper", "parrot Kiwi", "tortoise Atlas", "rabbit Clover", "hamster Biscuit")
 EMPLOYERS = ("Globex", "Initech", "Umbrella Labs", "Hooli", "Vandelay Industries", "Soylent", "Tyrell", "Cyberdyne")
 
-#: Per fact: the phrasings (one is drawn), the values, the keyword query, the paraphrase query.
-FACTS: dict[str, tuple[tuple[str, ...], tuple[str, ...], str, str]] = {
-    "city": (
+#: The kinds of query, in the order they are reported.
+KINDS = ("keyword", "question", "paraphrase")
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """One kind of fact: its phrasings (one is drawn per user, `{v}` the value; a pet's value is
+    "animal name"), its values, and one query of each kind."""
+
+    phrasings: tuple[str, ...]
+    values: tuple[str, ...]
+    keyword: str
+    question: str
+    paraphrase: str
+
+    def query(self, kind: str) -> str:
+        return {"keyword": self.keyword, "question": self.question, "paraphrase": self.paraphrase}[kind]
+
+    def state(self, rng: random.Random) -> str:
+        value = rng.choice(self.values)
+        animal, _, name = value.partition(" ")
+        return rng.choice(self.phrasings).format(v=value, animal=animal, name=name)
+
+
+FACTS: dict[str, Fact] = {
+    "city": Fact(
         (
-            "By the way, I live in {v} now, I moved there last spring.",
-            "These days I live in {v}, close to the old harbour.",
-            "Quick note: I live in {v} with my partner.",
+            "By the way, I live in {v} now, and the city suits me.",
+            "These days I live in {v}, a lovely city by the sea.",
+            "Quick note: the city I live in is {v}.",
         ),
         CITIES,
+        "city live",
         "where do I live",
         "which town is my home",
     ),
-    "diet": (
+    "diet": Fact(
         (
-            "I am {v}, so please remember my diet when you suggest recipes.",
-            "My diet is strictly {v}.",
-            "I follow a {v} diet these days.",
+            "I am {v}, so remember my diet when I ask what to eat.",
+            "My diet is strictly {v}: I eat nothing else.",
+            "I follow a {v} diet, so I eat accordingly.",
         ),
         DIETS,
+        "diet eat",
         "what is my diet",
-        "what food should I avoid eating",
+        "which food is off the menu for me",
     ),
-    "pet": (
+    "pet": Fact(
         (
-            "My pet is a {v}.",
-            "I have a pet {v} who sleeps all day.",
-            "Our pet, a {v}, loves the garden.",
+            "My pet is a {animal}, its name is {name}.",
+            "I have a pet {animal}; {name} is the name.",
+            "Our pet {animal} has the name {name} and loves the garden.",
         ),
         PETS,
+        "pet name",
         "tell me about my pet",
         "what animal do I keep",
     ),
-    "employer": (
+    "employer": Fact(
         (
-            "I work at {v} as a data engineer.",
-            "I started to work at {v} in March.",
-            "At work ({v}) we ship on Fridays.",
+            "I work at {v}, a software company.",
+            "I started to work at {v} in March; a great company.",
+            "At work ({v}, the company I joined last year) we ship on Fridays.",
         ),
         EMPLOYERS,
+        "work company",
         "where do I work",
-        "which company employs me",
+        "who pays my salary",
     ),
 }
 
@@ -131,6 +152,10 @@ USER_FILLER = (
     "A friend of mine is on a keto diet and swears by it.",
     "Does this plan work for a three-day trip?",
     "Is pet insurance worth buying?",
+    "Which city has the best museums in Europe?",
+    "What's a good name for a sailing boat?",
+    "Where can I eat well near the station?",
+    "Which company makes the quietest dishwasher?",
     "How do I fix a squeaky door hinge?",
     "Translate 'good morning' into Italian, please.",
     "What should I pack for a rainy weekend?",
@@ -149,6 +174,11 @@ USER_FILLER = (
     "Let's pick this up tomorrow.",
     "How do people live on a boat all year?",
     "My brother's diet app keeps crashing, any alternatives?",
+    # Hard distractors: both words of a keyword query.
+    "If you could live in any city, which would it be?",
+    "Is it safe to eat raw eggs on a diet?",
+    "What name should I give a new pet?",
+    "Which company would be fun to work for?",
 )
 ASSISTANT_FILLER = (
     "Sure, here is a short draft you can adapt.",
@@ -177,7 +207,7 @@ class Query:
     """One query of the evaluation: whose history, the text, and the planted entry it must find."""
 
     user_id: str
-    kind: str  # "keyword" or "paraphrase"
+    kind: str  # one of KINDS
     fact: str
     text: str
     target: str  # "<session_id>:<seq>"
@@ -213,11 +243,9 @@ def generate(design: Design, *, now: float | None = None) -> Corpus:
         planted = dict(zip(FACTS, rng.sample(slots, len(FACTS)), strict=True))
         texts: dict[tuple[int, int], tuple[str, str]] = {}
         for fact, slot in planted.items():
-            phrasings, values, keyword, paraphrase = FACTS[fact]
-            texts[slot] = (fact, rng.choice(phrasings).format(v=rng.choice(values)))
+            texts[slot] = (fact, FACTS[fact].state(rng))
             target = f"{session_ids[slot[0]]}:{slot[1] + 1}"
-            queries.append(Query(user_id, "keyword", fact, keyword, target))
-            queries.append(Query(user_id, "paraphrase", fact, paraphrase, target))
+            queries.extend(Query(user_id, kind, fact, FACTS[fact].query(kind), target) for kind in KINDS)
         for s, sid in enumerate(session_ids):
             start = base + s * 86_400.0
             history = []
@@ -267,7 +295,7 @@ class Quality:
 async def evaluate_quality(manager: SessionManager, corpus: Corpus, backend: str) -> list[Quality]:
     """Run every query of `corpus` through `manager.search_history`; one `Quality` per kind."""
     results: list[Quality] = []
-    for kind in ("keyword", "paraphrase"):
+    for kind in KINDS:
         chosen = [q for q in corpus.queries if q.kind == kind]
         recalls: list[float] = []
         ranks: list[float] = []
@@ -422,7 +450,7 @@ def quality_table(report: Report) -> Table:
     ]
     rows += [(name, "(none)", 0, None, None, *(None for _ in FACTS)) for name in report.unavailable]
     return Table.of(
-        ("backend", "queries", "n", f"recall@{K}", f"MRR@{RANKED}", *(f"recall@{K} {fact}" for fact in FACTS)),
+        ("backend", "query kind", "queries", f"recall@{K}", f"MRR@{RANKED}", *(f"recall@{K} {fact}" for fact in FACTS)),
         rows,
         title="Recall on planted facts",
     )
@@ -477,43 +505,46 @@ def targets(report: Report) -> list[str]:
 def render(report: Report) -> str:
     """The Markdown section recorded in RESULTS.md."""
     d = report.design
-    keyword = {q.backend: q for q in report.quality if q.kind == "keyword"}
-    paraphrase = {q.backend: q for q in report.quality if q.kind == "paraphrase"}
+    by = {(q.backend, q.kind): q for q in report.quality}
+    names = list(dict.fromkeys(q.backend for q in report.quality))
     gaps = [
-        f"{name}: keyword recall@{K} {keyword[name].recall:.3f} vs paraphrase {paraphrase[name].recall:.3f} "
-        f"(MRR {keyword[name].mrr:.3f} vs {paraphrase[name].mrr:.3f})"
-        for name in keyword
-        if name in paraphrase
+        f"{name}: recall@{K} keyword {by[name, 'keyword'].recall:.2f}, question {by[name, 'question'].recall:.2f}, "
+        f"paraphrase {by[name, 'paraphrase'].recall:.2f} (MRR {by[name, 'keyword'].mrr:.2f} / "
+        f"{by[name, 'question'].mrr:.2f} / {by[name, 'paraphrase'].mrr:.2f})"
+        for name in names
     ]
     lines = [
         "## Recall evaluation",
         "",
         f"Generated corpus (seed {d.seed}; `benchmarks/recall_eval.py` documents the design): {d.users} users x "
         f"{d.sessions} sessions x {d.turns} `message` entries ({report.corpus_entries:,} entries), filler turns with "
-        "distractors sharing the queries' words; each user states their city, diet, pet and employer once, in one "
-        f"of three phrasings. {len(FACTS) * 2} queries per user over all their sessions: by keyword (sharing a word "
-        "with every phrasing) and by paraphrase (no content word shared). "
-        f"recall@{K}: the planted entry among the first {K} hits; MRR@{RANKED}: mean 1/rank in the first {RANKED}.",
+        "distractors sharing one or both words of the keyword queries; each user states their city, diet, pet and "
+        f"employer once, in one of three phrasings. {len(FACTS) * len(KINDS)} queries per user over all their "
+        "sessions: keyword (two words every phrasing holds, as a model calling `search_memory` sends), question "
+        "(a natural question sharing one of them, as `recall=k` sends the prompt), paraphrase (no content word "
+        f"shared). recall@{K}: the planted entry among the first {K} hits; MRR@{RANKED}: mean 1/rank in the first "
+        f"{RANKED}.",
         "",
         quality_table(report).to_markdown(),
         "",
         *(f"- {name}: {reason}" for name, reason in report.unavailable.items()),
         f"- Target: keyword recall@{K} >= {KEYWORD_TARGET} on SQLite and PostgreSQL: "
         + ("met." if not targets(report) else "NOT met: " + "; ".join(targets(report)) + "."),
-        "- Paraphrase: full-text search matches words, not meanings: "
-        + ("; ".join(gaps) if gaps else "no backend ran")
-        + ". What paraphrases still find comes from shared function words (my, I, is) and from the"
-        " facts being short entries (BM25 length normalisation); an embedding index would be needed"
-        " to close the gap.",
+        "- By kind: " + ("; ".join(gaps) if gaps else "no backend ran") + ".",
+        "- Questions: every term of a query counts (no stop words: no language is assumed), so a filler sharing "
+        'two function words with the question ("how **do** **I** fix...") can outrank the fact that shares its '
+        "one content word. Paraphrases: full-text search matches words, not meanings; what they find comes from "
+        "shared function words only. Closing that gap needs an embedding index, which this release does not have.",
         "",
         speed_table(report).to_markdown() if report.speed else "(latency not measured in this run)",
         "",
         "Speed: one user, sessions of 1,000 entries pre-filled with `restore_many`, entries of 8-20 words drawn "
         f"from a {VOCABULARY_SIZE:,}-word Zipf vocabulary; two-word queries of mid-frequency words, limit {RANKED}, "
         "over all the user's sessions, each followed by a `get_session` of one of them (same run, alternating). "
-        "The query plans are the search engine's (see its note in ARCHITECTURE.md): an FTS5 MATCH on SQLite, the "
-        "GIN index on the tsvector on PostgreSQL, a BM25 pass over the user's entries in Python for memory.",
-        f"- Machine: {machine()}; Python {platform.python_version()}; run "
+        "The query plans are the search engine's (see its section in ARCHITECTURE.md): an FTS5 MATCH on SQLite, "
+        "the GIN index on the tsvector on PostgreSQL, a BM25 pass in Python over the user's entries for memory "
+        "(the test double: linear in the user's history).",
+        f"- Machine: {machine()}; run "
         f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M')} UTC, {report.seconds:.0f} s in all. The machine was "
         "shared with other jobs during the run, so absolute latencies are noisy; compare within a row.",
         "",

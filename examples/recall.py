@@ -109,7 +109,8 @@ async def main() -> None:
             result = await agent.run(ASK_CAT, deps=deps)
             print(f"ada, session {sessions['ada'] + 1}: {ASK_CAT}")
             for hit in READ_BY_MODEL:
-                print(f"  recalled ({hit['session']}, {hit['type']}): {hit['snippet']}")
+                snippet = hit["snippet"].replace("\n", " / ")
+                print(f"  recalled ({hit['session']}, {hit['type']}): {snippet}")
             print(f"  agent: {result.output}")
 
             result = await agent.run(ASK_CITY, deps=deps)

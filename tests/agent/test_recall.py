@@ -122,7 +122,7 @@ async def test_search_memory_without_a_user_searches_only_that_session(manager: 
 
     result = await session_tools.call("search_memory", {"query": "cat called"}, await context_for(manager, anonymous))
 
-    assert texts(result) == ["My cat is called Nemo."]
+    assert texts(result) == ["user\nMy cat is called Nemo."]  # the entry's string values, as indexed
     assert result["hits"][0]["session"] == "this session"
 
 

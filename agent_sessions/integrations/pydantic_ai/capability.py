@@ -36,7 +36,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 import pydantic_core
-
 from pydantic_ai import RunContext
 from pydantic_ai.capabilities import AbstractCapability, WrapRunHandler, WrapToolExecuteHandler
 from pydantic_ai.framing import register_tag, wrap
@@ -269,7 +268,7 @@ class SessionCapability(AbstractCapability[SessionDeps]):
     async def after_run(self, ctx: RunContext[SessionDeps], *, result: AgentRunResult[Any]) -> AgentRunResult[Any]:
         context = self._require_context()
         context.finish()
-        calls = [
+        calls: list[tuple[str, dict[str, Any]]] = [
             (
                 "context",
                 {

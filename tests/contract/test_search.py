@@ -31,14 +31,14 @@ from ..support import FakeClock
 pytestmark = pytest.mark.asyncio
 
 #: Backends with a full-text engine, and those whose contract is `SearchUnavailable`.
-SEARCHABLE = ("memory",)  # SQLite and PostgreSQL engines: next commit
+SEARCHABLE = ("memory", "postgres", "sqlite")
 NO_ENGINE = ("redis", "redis_cluster")
 searchable = pytest.mark.parametrize("backend", SEARCHABLE)
 MakeStore = Callable[..., AbstractAsyncContextManager[SessionStore]]
 
 
 async def test_every_backend_is_either_searchable_or_a_stated_capability_gap() -> None:
-    assert sorted(SEARCHABLE + NO_ENGINE + ("postgres", "sqlite")) == sorted(BACKENDS)
+    assert sorted(SEARCHABLE + NO_ENGINE) == sorted(BACKENDS)
 
 
 @pytest.fixture
@@ -110,7 +110,7 @@ async def test_search_is_case_insensitive_and_splits_on_punctuation(mgr: Session
         assert len(await mgr.search_history("alice", query)) == 1, query
 
 
-@pytest.mark.parametrize("backend", ["memory"])  # + sqlite with its engine (next commit)
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
 async def test_diacritics_are_folded_like_fts5_unicode61(mgr: SessionManager) -> None:
     # PostgreSQL's `simple` configuration keeps diacritics: there "cafe" does not find "Café"
     # (the README says so); a query with them finds them on every backend (next test).

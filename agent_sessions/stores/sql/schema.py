@@ -6,14 +6,18 @@ With the default ``table_prefix="agent_"`` (and, on PostgreSQL, an optional ``sc
   ``expiry_at`` (indexed), ``version``, ``history_seq``, ``created_at``, ``last_accessed_at``
   and ``record`` (the codec's bytes);
 - ``agent_session_history`` — one row per entry, primary key ``(session_id, seq)`` where ``seq``
-  is the append order, so the key is also the per-session time index;
+  is the append order, so the key is also the per-session time index; ``search_text`` is the
+  entry's searchable text, indexed for full-text search (`search`: an FTS5 table on SQLite, a
+  ``tsvector`` column on PostgreSQL);
 - ``agent_session_scopes`` — user and app scope values, primary key ``(kind, owner, key)``;
-- ``agent_schema_version`` — the row ``("sessions", 1)`` lets a later release migrate.
+- ``agent_schema_version`` — the row ``("sessions", 2)`` lets a later release migrate
+  (version 1 had no search: the store upgrades it on first use, `search.upgrade_from_1`).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from sqlalchemy import (
@@ -31,16 +35,17 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    update,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.schema import CreateSchema
 
 from ...errors import StoreUnavailable
 
-__all__ = ["SCHEMA_VERSION", "Tables", "create_schema"]
+__all__ = ["SCHEMA_VERSION", "SchemaStep", "Tables", "create_schema"]
 
 #: The schema version this release writes and reads.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _COMPONENT = "sessions"
 
 
@@ -80,6 +85,7 @@ class Tables:
             Column("timestamp", Double, nullable=False),
             Column("type", Text, nullable=False),
             Column("payload", LargeBinary, nullable=False),
+            Column("search_text", Text, nullable=False, server_default=""),
             PrimaryKeyConstraint("session_id", "seq", name=f"pk_{prefix}session_history"),
             schema=schema,
         )
@@ -103,8 +109,23 @@ class Tables:
         return cls(metadata, sessions, history, scopes, versions)
 
 
-async def create_schema(conn: AsyncConnection, tables: Tables, *, create: bool) -> None:
+#: A step of schema creation or upgrade, run in the creating transaction.
+SchemaStep = Callable[[AsyncConnection], Awaitable[None]]
+
+
+async def create_schema(
+    conn: AsyncConnection,
+    tables: Tables,
+    *,
+    create: bool,
+    on_create: SchemaStep | None = None,
+    upgrades: Mapping[int, SchemaStep] | None = None,
+) -> None:
     """Create the tables (if `create`) and check the schema version, in `conn`'s transaction.
+
+    `on_create` runs after the tables are created (what `create_all` cannot make: the search
+    index); `upgrades[v]` takes tables at version `v` to `v + 1` (only if `create`). Tables at a
+    version with no path to `SCHEMA_VERSION` raise `StoreUnavailable`.
 
     Serialised between processes: by an advisory lock on PostgreSQL, by ``BEGIN IMMEDIATE`` (the
     write lock, taken first) on SQLite. The caller commits.
@@ -122,10 +143,24 @@ async def create_schema(conn: AsyncConnection, tables: Tables, *, create: bool) 
         await conn.run_sync(tables.metadata.create_all, checkfirst=True)
     versions = tables.versions
     stored = (await conn.execute(select(versions.c.version).where(versions.c.component == _COMPONENT))).first()
+    steps = upgrades or {}
     if stored is None:
+        if create and on_create is not None:
+            await on_create(conn)
         await conn.execute(insert(versions).values(component=_COMPONENT, version=SCHEMA_VERSION))
-    elif stored[0] != SCHEMA_VERSION:
+        return
+    version = stored[0]
+    while create and version < SCHEMA_VERSION and version in steps:
+        await steps[version](conn)
+        version += 1
+        await conn.execute(update(versions).where(versions.c.component == _COMPONENT).values(version=version))
+    if version != SCHEMA_VERSION:
+        fix = (
+            "open them once with create_tables=True to upgrade them"
+            if version < SCHEMA_VERSION
+            else ("upgrade agent-sessions or migrate the data")
+        )
         raise StoreUnavailable(
-            f"the session tables are at schema version {stored[0]}, this release of agent-sessions uses "
-            f"{SCHEMA_VERSION}; upgrade agent-sessions or migrate the data"
+            f"the session tables are at schema version {version}, this release of agent-sessions uses "
+            f"{SCHEMA_VERSION}; {fix}"
         )

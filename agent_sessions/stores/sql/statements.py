@@ -162,7 +162,12 @@ class Statements:
         )
         self.add_history = c(
             insert(tables.history).values(
-                session_id=b("id"), seq=b("seq"), timestamp=b("ts"), type=b("kind"), payload=b("payload")
+                session_id=b("id"),
+                seq=b("seq"),
+                timestamp=b("ts"),
+                type=b("kind"),
+                payload=b("payload"),
+                search_text=b("text"),
             )
         )
         self.trim = c(delete(tables.history).where(h.session_id == b("id"), h.seq <= b("floor")))
@@ -273,10 +278,10 @@ class Statements:
             "CAST(:exps AS float8[]), CAST(:recs AS bytea[]), CAST(:floors AS bigint[]), CAST(:nows AS float8[])) "
             "AS w(id, uid, expv, newv, hseq, created, la, exp, rec, floor, now))",
             f"cas AS ({cas})",
-            f'hist AS (INSERT INTO {h} (session_id, seq, "timestamp", "type", payload) '
-            "SELECT t.id, t.seq, t.ts, t.kind, t.payload FROM unnest(CAST(:h_ids AS text[]), "
+            f'hist AS (INSERT INTO {h} (session_id, seq, "timestamp", "type", payload, search_text) '
+            "SELECT t.id, t.seq, t.ts, t.kind, t.payload, t.text FROM unnest(CAST(:h_ids AS text[]), "
             "CAST(:h_seqs AS bigint[]), CAST(:h_tss AS float8[]), CAST(:h_kinds AS text[]), "
-            "CAST(:h_payloads AS bytea[])) AS t(id, seq, ts, kind, payload) "
+            "CAST(:h_payloads AS bytea[]), CAST(:h_texts AS text[])) AS t(id, seq, ts, kind, payload, text) "
             "WHERE t.id IN (SELECT session_id FROM cas))",
             f"trim AS (DELETE FROM {h} AS y USING w WHERE y.session_id = w.id AND w.floor > 0 AND y.seq <= w.floor "
             "AND w.id IN (SELECT session_id FROM cas))",

@@ -26,10 +26,12 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ... import records
 from ...errors import SerializationError, SessionConflict, SessionNotFound, StoreUnavailable
 from ...ids import id_hash, validate_session_id
+from ...search import entry_text, highlight
 from ...session import Session
-from ..base import ScopeChange, SessionStore, SessionWrite, StoredSession, raise_conflict
+from ..base import ScopeChange, SearchQuery, SearchRow, SessionStore, SessionWrite, StoredSession, raise_conflict
 from ..coalesce import Batch, Coalescer
 from .engine import (
     DB_ERRORS,
@@ -40,6 +42,7 @@ from .engine import (
     session_store_error,
 )
 from .schema import Tables, create_schema
+from .search import SearchStatements, check_search_config, check_search_index, create_search_index, upgrade_from_1
 from .statements import Statements
 from .transaction import Connections, Driver, Step
 
@@ -93,6 +96,9 @@ class DatabaseSessionStore(SessionStore):
     times, then raises `SessionConflict` (which `SessionManager` retries). A value the database
     refuses (SQLSTATE class 22) raises `SerializationError`. Only a failed connection (socket,
     protocol, client-side timeout) is dropped from the pool.
+
+    `search_config` is the PostgreSQL text-search configuration of `search_history` (default
+    ``simple``: no language assumed; e.g. ``english`` stems), fixed when the index is created.
     """
 
     def __init__(
@@ -111,6 +117,7 @@ class DatabaseSessionStore(SessionStore):
         engine_options: dict[str, Any] | None = None,
         max_idle_connections: int = 2,
         max_connections: int | None = None,
+        search_config: str = "simple",
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -148,6 +155,8 @@ class DatabaseSessionStore(SessionStore):
         self.tables = Tables.define(table_prefix, schema)
         self.metadata = self.tables.metadata
         self._sql = Statements(self.tables, dialect)
+        self.search_config = check_search_config(search_config)
+        self._search = SearchStatements(self.tables, dialect, self.search_config)
         install_reset_handler(self.engine)
         self._ready = False
         self._in_use = False  # connected since the last `close()` (see `__del__`)
@@ -207,7 +216,13 @@ class DatabaseSessionStore(SessionStore):
                 self._in_use = True
                 try:
                     async with self.engine.connect() as conn:
-                        await create_schema(conn, self.tables, create=self.create_tables)
+                        await create_schema(
+                            conn,
+                            self.tables,
+                            create=self.create_tables,
+                            on_create=lambda c: create_search_index(c, self.tables, self.search_config),
+                            upgrades={1: lambda c: upgrade_from_1(c, self.tables, self.search_config, self._text_of)},
+                        )
                         await conn.commit()
                     self._ready = True
                 except StoreUnavailable:
@@ -433,7 +448,7 @@ class DatabaseSessionStore(SessionStore):
         cas = Step(sql.insert if insert else sql.update, [params], guard=not requires)
         sid = write.session_id
         rows = [
-            {"id": sid, "seq": r.seq, "ts": r.timestamp, "kind": r.type, "payload": r.payload}
+            {"id": sid, "seq": r.seq, "ts": r.timestamp, "kind": r.type, "payload": r.payload, "text": r.text}
             for r in write.history
             if r.seq > params["floor"]
         ]
@@ -519,6 +534,7 @@ class DatabaseSessionStore(SessionStore):
             "h_tss": [r.timestamp for _, r in history],
             "h_kinds": [r.type for _, r in history],
             "h_payloads": [r.payload for _, r in history],
+            "h_texts": [r.text for _, r in history],
         }
 
     async def write_scope_rows(self, changes: list[ScopeChange]) -> None:
@@ -574,6 +590,36 @@ class DatabaseSessionStore(SessionStore):
             raise SessionNotFound("the session expired while its id was being regenerated")
         logger.debug("session %s moved to %s", id_hash(old), id_hash(new))
         return session
+
+    # ================================================================ search (`search.py`)
+    async def search(self, query: SearchQuery, now: float) -> list[SearchRow]:
+        statement, params = self._search.statement(query, now)
+        async with self._connection() as conn:
+            rows = await conn.fetch(statement, params)
+        if self.postgres:  # the statement returns the text; the snippet is made here (search.py)
+            rows = [(*row[:4], highlight(row[4], query.terms)) for row in rows]
+        return [SearchRow(sid, seq, bytes(payload), float(score), snip) for sid, seq, payload, score, snip in rows]
+
+    def _text_of(self, session_id: str, payload: bytes) -> str:
+        """The searchable text of a stored entry (schema upgrade); "" for a corrupt one (logged)."""
+        try:
+            return entry_text(records.decode_entry(self.codec, payload, session_id, self.max_depth))
+        except SerializationError:
+            return ""  # `decode_entry` logged it; the entry stays unsearchable, as it is unreadable
+
+    async def check_search_index(self) -> None:
+        """Raise `StoreUnavailable` if the search index disagrees with the history rows
+        (SQLite: FTS5's ``integrity-check`` against its content; PostgreSQL: rows not indexed)."""
+        await self.initialize()
+        async with self.engine.connect() as conn:
+            await check_search_index(conn, self.tables)
+
+    async def rebuild_search_index(self) -> None:
+        """Rebuild the search index from the history rows (SQLite; on PostgreSQL the index is a
+        generated column and always in step)."""
+        await self.initialize()
+        async with self.engine.begin() as conn:
+            await create_search_index(conn, self.tables, self.search_config, rebuild=True)
 
     async def close(self) -> None:
         """Dispose the engine's pool if this store created the engine. Idempotent; the store

@@ -52,7 +52,7 @@ async def test_keyword_queries_find_the_planted_facts_and_paraphrases_are_report
     assert by_kind["paraphrase"].recall < by_kind["keyword"].recall
     assert "SearchUnavailable" in report.unavailable["redis"]
     (speed,) = report.speed
-    assert speed.backend == "memory" and speed.entries == 1_000 and speed.search_p50_ms > 0
+    assert speed.backend == "memory" and speed.entries == 1_000 and speed.search_p50_ms > 0 and speed.rare_p50_ms > 0
     text = render(report)
     assert text.startswith("## Recall evaluation") and "| memory | keyword |" in text
     assert targets(report) == []

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -58,6 +59,7 @@ from .ops import (
     import_sessions,
     migrate,
 )
+from .search import HistoryHit
 from .session import Session
 from .stores import DEFAULT_STORE_URL, create_store
 
@@ -509,6 +511,71 @@ def mcp_command(
     except (ValueError, TypeError) as exc:
         fail(f"bad --store URL {safe_url(store)!r} or --option: {exc}", 2)
     run_command(store, lambda: run_stdio_server(target, user_id=user, session_id=session))
+
+
+@app.command("search")
+def search_command(
+    query: Annotated[str, typer.Argument(metavar="QUERY", help="Words to look for (any string; quote it).")],
+    store: Store = DEFAULT_STORE_URL,
+    user: Annotated[str | None, typer.Option("--user", "-u", help="Search all this user's live sessions.")] = None,
+    session: Annotated[
+        str | None, typer.Option("--session", help="Search this session only (with --user: if it is theirs).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="How many hits to show.")] = 10,
+    types: Annotated[
+        list[str] | None, typer.Option("--type", "-t", help="Only entries of this type (repeat for several).")
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Search history entries across a user's sessions, best first (SQLite and PostgreSQL stores).
+
+    Matched words are highlighted in each snippet; --json prints the hits with their entries
+    (secret-looking values redacted).
+    """
+    if user is None and session is None:
+        fail("give --user ID (all their sessions) or --session ID (one session)", 2)
+    if session is not None:
+        try:
+            session = validate_session_id(session)
+        except InvalidSessionId as exc:
+            fail(str(exc), 2)
+
+    async def body() -> list[HistoryHit]:
+        async with opened_store(store) as s:
+            return await s.search_history(user, query, limit=limit, types=types, session_id=session)
+
+    hits = run_command(store, body)
+    if as_json:
+        out_console().print_json(
+            data={
+                "query": query,
+                "hits": [
+                    {"session_id": h.session_id, "seq": h.seq, "score": h.score, "snippet": h.snippet}
+                    | {"entry": redact(h.entry)}
+                    for h in hits
+                ],
+            }
+        )
+        return
+    console = out_console()
+    if not hits:
+        console.print("No matching history entries.")
+        return
+    wide = console.width >= 130
+    table = Table(title=f"History matching {escape(query)!r}", title_justify="left")
+    table.add_column("session id", no_wrap=True, min_width=43, style="cyan")
+    table.add_column("#", justify="right", no_wrap=True)
+    if wide:
+        table.add_column("when (UTC)", no_wrap=True)
+    table.add_column("entry", overflow="fold", min_width=20, ratio=1)
+    for h in hits:
+        snippet = _HIGHLIGHT.sub(r"[bold yellow]\1[/]", escape(h.snippet.replace("\n", " ")))
+        cells = [h.session_id, str(h.seq)] + ([when(h.entry.get("timestamp"))] if wide else [])
+        table.add_row(*cells, f"[dim]{escape(str(h.entry['type']))}:[/] {snippet}")
+    console.print(table)
+
+
+_HIGHLIGHT = re.compile(r"\*\*(.+?)\*\*")
 
 
 def main() -> None:

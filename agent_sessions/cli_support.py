@@ -7,7 +7,6 @@ import asyncio
 import enum
 import logging
 import math
-import re
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
@@ -29,7 +28,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from .errors import AgentSessionsError, InvalidSessionId, InvalidUserId, StoreUnavailable
+from . import search
+from .errors import AgentSessionsError, InvalidSearchQuery, InvalidSessionId, InvalidUserId, StoreUnavailable
 from .ops import TransferReport
 from .stores import InvalidStoreUrl, SessionStore, create_store, parse_store_url
 
@@ -51,11 +51,8 @@ def checked_url(value: str) -> str:
 
 
 REDACTED = "***redacted***"
-#: Keys whose values `show` never prints.
-SECRET_KEY = re.compile(
-    r"pass(word|wd|phrase)?|secret|token|api[-_]?key|auth|credential|cookie|private[-_]?key|bearer|signature",
-    re.IGNORECASE,
-)
+#: Keys whose values `show` never prints (nor the search index holds).
+SECRET_KEY = search.SECRET_KEY
 
 
 class ConflictPolicy(enum.StrEnum):
@@ -148,7 +145,7 @@ def run_command(url: str | None, factory: Callable[[], Coroutine[Any, Any, T]]) 
         return asyncio.run(factory())
     except CliError as exc:
         fail(str(exc), exc.code)
-    except (InvalidSessionId, InvalidUserId) as exc:
+    except (InvalidSessionId, InvalidUserId, InvalidSearchQuery) as exc:
         fail(str(exc), 2)
     except StoreUnavailable as exc:
         message = one_line(exc)

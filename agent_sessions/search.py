@@ -3,7 +3,8 @@
 One definition every backend shares:
 
 - `entry_text` — the searchable text of a history entry: its string values (not its keys, nor
-  its ``type`` / ``timestamp``), depth-first in order, joined by newlines and cut at
+  its ``type`` / ``timestamp``, nor values under secret-looking keys such as ``token`` or
+  ``password``: `SECRET_KEY`), depth-first in order, joined by newlines and cut at
   `MAX_ENTRY_TEXT` characters. The store computes it in Python from the decoded entry when it
   writes the row (so encrypted records are searchable) and keeps it beside the row; the entry's
   ``type`` is indexed too.
@@ -22,6 +23,7 @@ over the whole table: scores differ in size, rarely in order).
 from __future__ import annotations
 
 import math
+import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -34,6 +36,7 @@ __all__ = [
     "MAX_ENTRY_TEXT",
     "MAX_QUERY_CHARS",
     "MAX_SEARCH_LIMIT",
+    "SECRET_KEY",
     "HistoryHit",
     "SearchQuery",
     "SearchRow",
@@ -47,6 +50,12 @@ __all__ = [
     "tokenize",
 ]
 
+#: Keys whose values are never indexed (nor printed by the CLI): secrets must not sit in an
+#: index in clear text, even when the records are encrypted (`FernetCodec`).
+SECRET_KEY: Final = re.compile(
+    r"pass(word|wd|phrase)?|secret|token|api[-_]?key|auth|credential|cookie|private[-_]?key|bearer|signature",
+    re.IGNORECASE,
+)
 #: The most characters of an entry's text that are indexed (the first 8 Ki).
 MAX_ENTRY_TEXT: Final = 8192
 #: The longest query accepted, in characters.
@@ -122,7 +131,7 @@ def entry_text(entry: dict[str, Any]) -> str:
                 parts.append(value)
                 size += len(value) + 1
         elif isinstance(value, dict):
-            stack.extend(reversed(value.values()))
+            stack.extend(v for k, v in reversed(value.items()) if not SECRET_KEY.search(k))
         elif isinstance(value, list):
             stack.extend(reversed(value))
     return "\n".join(parts)[:MAX_ENTRY_TEXT]
@@ -130,22 +139,20 @@ def entry_text(entry: dict[str, Any]) -> str:
 
 def fold(word: str) -> str:
     """`word` lower-cased without its diacritics (as unicode61 ``remove_diacritics 2``)."""
+    if word.isascii():
+        return word.lower()
     decomposed = unicodedata.normalize("NFD", word.lower())
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
+#: A run of letters and digits (`str.isalnum` characters: ``\w`` without the underscore).
+_WORD = re.compile(r"[^\W_]+")
+
+
 def _word_spans(text: str) -> Iterator[tuple[int, int]]:
     """(start, end) of each run of letters and digits in `text`."""
-    start = -1
-    for i, char in enumerate(text):
-        if char.isalnum():
-            if start < 0:
-                start = i
-        elif start >= 0:
-            yield start, i
-            start = -1
-    if start >= 0:
-        yield start, len(text)
+    for match in _WORD.finditer(text):
+        yield match.span()
 
 
 def _token_spans(text: str) -> Iterator[tuple[int, int, str]]:
@@ -214,9 +221,11 @@ def highlight(text: str, terms: Sequence[str], *, tokens: int = SNIPPET_TOKENS) 
     if not spans:
         return text[:200]
     wanted = set(terms)
+    # Candidate windows start a little before each matched token (or at the start).
+    starts = sorted({max(0, i - 2) for i, span in enumerate(spans) if span[2] in wanted} | {0})
     best, best_count = 0, -1
-    for first in range(max(1, len(spans) - tokens + 1)):
-        count = len({s[2] for s in spans[first : first + tokens]} & wanted)
+    for first in starts:
+        count = len({span[2] for span in spans[first : first + tokens]} & wanted)
         if count > best_count:
             best, best_count = first, count
     window = spans[best : best + tokens]

@@ -1,5 +1,5 @@
-"""`python -m benchmarks`: the store benchmark (W1, W2; then W3 and the scale row, see `scaling`)
-on every available backend; see `harness`."""
+"""`python -m benchmarks`: the store benchmark (W1, W2; then W3 and the scale row, see `scaling`;
+then the search figures, see `search`) on every available backend; see `harness`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import asyncio
 import sys
 
-from . import peers_adk, scaling
+from . import peers_adk, scaling, search
 from .backends import BACKENDS
 from .harness import READS, SESSIONS, TURNS, main
 
@@ -21,6 +21,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--reads", type=int, default=READS)
     parser.add_argument("--no-write", dest="write", action="store_false", help="print only; leave RESULTS.md alone")
     scaling.add_arguments(parser)
+    search.add_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -32,6 +33,7 @@ if __name__ == "__main__":
     sys.exit(
         asyncio.run(main(arguments, BACKENDS))
         or asyncio.run(scaling.main(arguments, BACKENDS))
+        or asyncio.run(search.main(arguments, BACKENDS))
         or asyncio.run(peers_openai_agents.main(arguments))
         or asyncio.run(peers_adk.main(arguments))
     )

@@ -377,3 +377,13 @@ async def test_index_consistent_after_migrate(mgr: SessionManager, make_store: M
         await migrate(mgr.store, other)
         await assert_index_consistent(other, "alice")
         assert len(await other.search_history("alice", "shared")) == 3
+
+
+@searchable
+async def test_values_under_secret_looking_keys_are_not_indexed(mgr: SessionManager) -> None:
+    session = await mgr.create_session("alice")
+    session.add_history_entry("login", {"token": "zebra", "user": {"password": "zebra"}, "note": "hello zebra"})
+    await mgr.update_session(session)
+    hits = await mgr.search_history("alice", "zebra")
+    assert len(hits) == 1 and hits[0].snippet == "hello **zebra**"
+    assert hits[0].entry["data"]["token"] == "zebra"  # the entry itself is returned whole

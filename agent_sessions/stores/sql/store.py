@@ -596,9 +596,10 @@ class DatabaseSessionStore(SessionStore):
         statement, params = self._search.statement(query, now)
         async with self._connection() as conn:
             rows = await conn.fetch(statement, params)
-        if self.postgres:  # the statement returns the text; the snippet is made here (search.py)
-            rows = [(*row[:4], highlight(row[4], query.terms)) for row in rows]
-        return [SearchRow(sid, seq, bytes(payload), float(score), snip) for sid, seq, payload, score, snip in rows]
+        return [  # the statement returns the text; the snippet is made here (see search.py)
+            SearchRow(sid, seq, bytes(payload), float(score), highlight(text, query.terms))
+            for sid, seq, payload, score, text in rows
+        ]
 
     def _text_of(self, session_id: str, payload: bytes) -> str:
         """The searchable text of a stored entry (schema upgrade); "" for a corrupt one (logged)."""

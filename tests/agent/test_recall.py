@@ -135,7 +135,14 @@ async def test_the_sessions_owner_decides_the_scope_not_the_context(manager: Ses
     assert result["hits"] and all("Tiger" in text for text in texts(result))
     # A session without a user searches the run's user, the one it is about to be bound to.
     assert recall_scope(None, "alice") == "alice" and recall_scope("bob", "alice") == "bob"
-    assert alice_1.user_id == "alice"
+    anonymous = await manager.create_session()
+    ctx = await SessionContextProvider(manager).enrich_context(
+        ExecutionContext(session_id=anonymous.session_id, user_id="alice")
+    )
+    result = await session_tools.call("search_memory", {"query": "cat called"}, ctx)
+    assert any("Miso" in text for text in texts(result)) and result["hits"][0]["session_tag"] == id_hash(
+        alice_1.session_id
+    )
 
 
 async def test_the_model_gives_only_a_query_and_a_bounded_limit(manager: SessionManager) -> None:
@@ -155,6 +162,10 @@ async def test_the_model_gives_only_a_query_and_a_bounded_limit(manager: Session
     ):
         with pytest.raises(ToolArgumentsError):
             await session_tools.call("search_memory", bad, ctx)
+
+    # A query the engine refuses (a NUL character) is a tool error the model can correct.
+    with pytest.raises(ToolError, match="search_memory refused the query"):
+        await session_tools.call("search_memory", {"query": "cat\x00"}, ctx)
 
     result = await session_tools.call("search_memory", {"query": "cat", "limit": 1}, ctx)
     assert len(result["hits"]) == 1

@@ -555,7 +555,9 @@ def render(report: Report) -> str:
         "each pair followed by a `get_session` of one of the sessions (same run, alternating). "
         "The query plans are the search engine's (see its section in ARCHITECTURE.md): an FTS5 MATCH on SQLite, "
         "the GIN index on the tsvector on PostgreSQL, a BM25 pass in Python over the user's entries for memory "
-        "(the test double: linear in the user's history).",
+        "(the test double: linear in the user's history). Timed right after each bulk fill, with the statistics "
+        "PostgreSQL's autovacuum has gathered by then (no explicit ANALYZE, as after an import): before it "
+        "analyses the new rows the plan can be much slower; `benchmarks/search.py` measures after an ANALYZE.",
         f"- Machine: {machine()}; run "
         f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M')} UTC, {report.seconds:.0f} s in all. The machine was "
         "shared with other jobs during the run, so absolute latencies are noisy; compare within a row.",

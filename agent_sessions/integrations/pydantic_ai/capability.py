@@ -190,11 +190,6 @@ class SessionCapability(AbstractCapability[SessionDeps]):
         body = "\n".join(json.dumps(hit, ensure_ascii=False) for hit in self._recalled)
         return framed(RECALL_TAG, _RECALL_INTRO, body)
 
-    @property
-    def recalled(self) -> list[dict[str, Any]]:
-        """The hits recalled for the running run (on the per-run copy; empty on the agent's instance)."""
-        return list(self._recalled)
-
     async def wrap_run(self, ctx: RunContext[SessionDeps], *, handler: WrapRunHandler) -> AgentRunResult[Any]:
         deps = ctx.deps
         if not isinstance(deps, SessionDeps):

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "AgentSessionsError",
     "DependencyCycle",
+    "InvalidKeepPolicy",
     "InvalidSearchQuery",
     "InvalidServiceConfig",
     "InvalidSessionId",
@@ -16,6 +17,7 @@ __all__ = [
     "ServiceResolutionError",
     "SessionConflict",
     "SessionNotFound",
+    "SessionOwnedByAnotherUser",
     "SessionTooLarge",
     "StoreUnavailable",
     "ToolArgumentsError",
@@ -128,6 +130,17 @@ class InvalidServiceConfig(AgentSessionsError, ValueError):
     the wrong kind. The message names the service, the offending keys and the accepted ones."""
 
 
+# ---------------------------------------------------------------------- login
+class InvalidKeepPolicy(AgentSessionsError, ValueError):
+    """`SessionManager.login` got a `keep` other than ``"session"`` or ``"user"``; nothing was done."""
+
+
+class SessionOwnedByAnotherUser(AgentSessionsError):
+    """`SessionManager.login` was asked to log a user into a session bound to another user;
+    nothing was done. Log the other user out first (delete the session, start a new one)."""
+
+
+# ---------------------------------------------------------------------- search
 class SearchUnavailable(AgentSessionsError):
     """The store has no full-text engine, so `search_history` cannot run on it.
 

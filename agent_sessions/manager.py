@@ -25,6 +25,7 @@ from typing import Any, Self
 
 from .errors import SessionConflict, SessionNotFound, StoreUnavailable
 from .ids import id_hash, new_session_id, validate_session_id, validate_user_id
+from .login import Keep, log_in
 from .search import HistoryHit
 from .session import HistoryPage, Session
 from .stores.base import SessionStore
@@ -384,6 +385,28 @@ class SessionManager:
         """Move the session to a fresh id and kill the old one at once (call it on login)."""
         sid = validate_session_id(session_id)
         return await self.store.rename(sid, new_session_id())
+
+    @traced("login")
+    async def login(self, session_id: str, user_id: str, *, keep: Keep = "session") -> Session:
+        """The login step in one call: move the session to a fresh id (the old one stops working
+        at once, as `regenerate_id`), bind `user_id`, and carry the visitor's preferences into
+        the user's scope, so the user's next session, on any device, starts with them.
+
+        `keep` says whose value wins when both have a preference: ``"session"`` (the visitor's
+        choices, the default) or ``"user"`` (the stored user's; the visitor's other keys are
+        still carried). The session's own state keys, history and the rest stay with the
+        session; ``temp:`` keys are never stored. Returns the saved session under its new id.
+        `agent_sessions.login` documents the steps and what a crash between them leaves.
+
+        Raises `InvalidKeepPolicy`, `InvalidSessionId` or `InvalidUserId` before any I/O,
+        `SessionNotFound` if the session is gone (or a concurrent login rotated it first),
+        `SessionOwnedByAnotherUser` if it is bound to another user (nothing done),
+        `SessionTooLarge` if the carried preferences would grow the user scope past the store's
+        `max_scope_bytes` (before anything is written or rotated). A session
+        already bound to `user_id` is only rotated. A save of the old id racing the login either
+        lands before the rotation (and is carried) or raises `SessionNotFound`.
+        """
+        return await log_in(self, session_id, user_id, keep=keep)
 
     @traced("delete_session")
     async def delete_session(self, session_id: str) -> None:

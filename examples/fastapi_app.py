@@ -14,8 +14,9 @@ The session travels in an HttpOnly cookie. `SessionMiddleware` puts the `Session
 ``request.state.session`` (also reached with `Depends(get_session)`): loaded when the browser
 sends a known id, else a new one built without store I/O. It saves the changes when the
 response starts, and writes a record (and sends a cookie) only once there is something in it.
-Log in rotates the id and binds the user (a user's preferences follow them to their next
-login); log out deletes the session.
+Log in (`RequestSession.login`) rotates the id, binds the user and carries what the visitor
+chose into the user's preferences, so they follow the user to their other devices and next
+login; log out deletes the session.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, HTTPException
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 from pydantic_ai import Agent
@@ -45,7 +46,7 @@ from pydantic_ai.messages import (
 from pydantic_ai.models import Model
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from agent_sessions import Session, SessionManager, create_store
+from agent_sessions import InvalidUserId, Session, SessionManager, create_store
 from agent_sessions.integrations.asgi import RequestSession, SessionMiddleware, get_request_session, get_session
 from agent_sessions.integrations.pydantic_ai import SessionCapability, SessionIds, run_turn
 
@@ -301,10 +302,17 @@ def create_app(
 
     @app.post("/api/login")
     async def login(body: Login, handle: Annotated[RequestSession, Depends(get_request_session)]) -> dict[str, Any]:
-        # A fresh id on every privilege change: a planted (fixated) id never becomes a login.
-        session = await handle.regenerate_id()
-        session.user_id = body.user_id
-        return {"status": "logged in", "user_id": body.user_id}
+        # One call: a fresh id (a planted, fixated id never becomes a login), the user bound, and
+        # what the visitor chose before logging in carried into the user's preferences, which
+        # their sessions on other devices share (the visitor's choice wins: keep="session").
+        current = await handle.load()
+        if current is not None and current.user_id not in (None, body.user_id):
+            await handle.destroy()  # someone else is signed in here: log them out first
+        try:
+            session = await handle.login(body.user_id)
+        except InvalidUserId as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from exc
+        return {"status": "logged in", "user_id": session.user_id, "preferences": session.preferences}
 
     @app.post("/api/agent/chat")
     async def chat(body: Chat, handle: Annotated[RequestSession, Depends(get_request_session)]) -> dict[str, Any]:
@@ -351,6 +359,9 @@ async def demo() -> None:
                 print(f"POST /api/agent/chat       -> {chat.json()}")
                 login = await client.post("/api/login", json={"user_id": "alice"})
                 print(f"POST /api/login            -> {login.json()}, new id issued: {'set-cookie' in login.headers}")
+                async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as laptop:
+                    elsewhere = await laptop.post("/api/login", json={"user_id": "alice"})
+                    print(f"POST /api/login (laptop)   -> {elsewhere.json()} (the visitor's choices followed alice)")
                 logout = await client.post("/api/logout")
                 expired = "Max-Age=0" in logout.headers.get("set-cookie", "")
                 print(f"POST /api/logout           -> {logout.json()}, cookie expired: {expired}")

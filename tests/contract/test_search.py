@@ -387,3 +387,12 @@ async def test_values_under_secret_looking_keys_are_not_indexed(mgr: SessionMana
     hits = await mgr.search_history("alice", "zebra")
     assert len(hits) == 1 and hits[0].snippet == "hello **zebra**"
     assert hits[0].entry["data"]["token"] == "zebra"  # the entry itself is returned whole
+
+
+@searchable
+async def test_index_consistent_after_login(mgr: SessionManager) -> None:
+    visitor = await add(mgr, await mgr.create_session(None), 1, 2)
+    session = await mgr.login(visitor.session_id, "alice")
+    await assert_index_consistent(mgr.store, "alice")
+    assert {h.session_id for h in await mgr.search_history("alice", "shared")} == {session.session_id}
+    assert await mgr.search_history(None, "shared", session_id=visitor.session_id) == []

@@ -33,11 +33,13 @@ the session. ``lazy=True`` defers even that read until a handler awaits `get_ses
 load. A store outage during the load before the application answers 503 without calling it.
 
 The handle, a `RequestSession`, is at ``request.state.session_handle`` (or
-``Depends(get_request_session)``): log in with ``await handle.regenerate_id()`` (fresh id, old
-one dead at once), log out with ``await handle.destroy()`` (``request.state.session`` is then
-None until ``handle.load()`` starts a new one). Before handing the id to code that loads the
-session itself (an agent run), ``await handle.save()``; after it, ``await handle.refresh()`` to
-see its changes and renew the cookie.
+``Depends(get_request_session)``): log in with ``await handle.login(user_id)`` (fresh id, old
+one dead at once, the user bound, the visitor's preferences carried into the user's scope:
+`SessionManager.login`; ``keep="user"`` lets the stored user's values win), or only rotate
+the id with ``await handle.regenerate_id()``; log out with ``await handle.destroy()``
+(``request.state.session`` is then None until ``handle.load()`` starts a new one). Before
+handing the id to code that loads the session itself (an agent run), ``await handle.save()``;
+after it, ``await handle.refresh()`` to see its changes and renew the cookie.
 
 Which id is used (precedence):
 

@@ -32,7 +32,8 @@ from enum import Enum
 from typing import Any, Literal, TypeVar, overload
 
 from ...errors import SessionNotFound, StoreUnavailable
-from ...ids import id_hash, new_session_id
+from ...ids import id_hash, new_session_id, validate_user_id
+from ...login import Keep, check_keep
 from ...manager import SessionManager
 from ...session import Session
 from .cookies import Credential, Transport
@@ -117,7 +118,8 @@ class RequestSession:
     """The session of one HTTP request, at ``request.state.session_handle``.
 
     `SessionMiddleware` loads it before the application runs (unless ``lazy=True``) and saves
-    its changes when the response starts. Use the handle to log in (`regenerate_id`), log out
+    its changes when the response starts. Use the handle to log in (`login`: rotate the id, bind
+    the user, carry the visitor's preferences; `regenerate_id` only rotates), log out
     (`destroy`), save early (`save`) or pick up a save made elsewhere (`refresh`). Every store
     call it makes is bounded by the middleware's `store_timeout` (`StoreUnavailable` past it).
     """
@@ -231,7 +233,8 @@ class RequestSession:
             return session
 
     async def regenerate_id(self) -> Session:
-        """Move the session to a fresh id and kill the old one at once; call it on login.
+        """Move the session to a fresh id and kill the old one at once (on a privilege change;
+        to log a user in, `login` does this, binds the user and carries the preferences).
 
         Unsaved changes are kept (and saved with the response). Starts a session if there is
         none. Returns the same `Session` object, now under its new id.
@@ -247,6 +250,32 @@ class RequestSession:
                 session.adopt(renamed)
                 pending.apply(session)
                 logger.info("session rotated to %s", id_hash(session.session_id))
+            self._advance(SessionEvent.ROTATED)
+            self._state["session_id"] = session.session_id
+            return session
+
+    async def login(self, user_id: str, *, keep: Keep = "session") -> Session:
+        """Log `user_id` in: the session moves to a fresh id (the old one dies at once, the new
+        one goes out with the response), is bound to the user, and the visitor's preferences are
+        carried into the user's scope by `keep` (`SessionManager.login`).
+
+        The visitor's unsaved changes are saved first, so the login carries them by the same
+        policy (a session never written is created, then logged in). ``temp:`` keys of the
+        request's `Session` are kept. Returns that `Session` object, now the user's under its
+        new id. Raises `InvalidUserId` / `InvalidKeepPolicy` before any I/O,
+        `SessionOwnedByAnotherUser` if the session is another user's (`destroy` it first),
+        `SessionNotFound` if it ended meanwhile (a logout in another tab).
+        """
+        uid = validate_user_id(user_id)
+        policy = check_keep(keep)
+        async with self._lock:
+            self._check_not_sent("log in")
+            session = await self._load(True)
+            if session.version == 0 or not session.changes().is_empty():
+                await self._bounded(self._manager.update_session(session))
+                self._advance(SessionEvent.WRITTEN)
+            logged = await self._bounded(self._manager.login(session.session_id, uid, keep=policy))
+            session.adopt(logged)
             self._advance(SessionEvent.ROTATED)
             self._state["session_id"] = session.session_id
             return session

@@ -182,20 +182,34 @@ class SearchStatements:
             # The snippet is made in Python (`search.highlight`) from the text returned:
             # `ts_headline` parses with PostgreSQL's parser (emails, URLs, hyphenated words as
             # one token), which would not highlight the words the index matched.
-            query = (
-                f"WITH q AS (SELECT websearch_to_tsquery({cfg}, :any) AS any_word, "
-                f"websearch_to_tsquery({cfg}, :every) AS every_word), "
-                'hits AS (SELECT h.session_id, h.seq, h."timestamp", '
-                "(CASE WHEN h.search @@ q.every_word THEN 1.0 ELSE 0.0 END) + ts_rank_cd(h.search, q.any_word, 33) "
-                f"AS score FROM {hist} AS h JOIN {sess} AS s ON s.session_id = h.session_id "
-                "CROSS JOIN q WHERE h.search @@ q.any_word AND {scope} AND " + filters + " "
-                'ORDER BY score DESC, h."timestamp" DESC, h.seq DESC LIMIT :n) '
-                f"SELECT h.session_id, h.seq, h.payload, hits.score, h.search_text FROM hits JOIN {hist} AS h "
-                "ON h.session_id = hits.session_id AND h.seq = hits.seq "
-                'ORDER BY hits.score DESC, hits."timestamp" DESC, hits.seq DESC'
-            )
-            by_user = "s.user_id = CAST(:uid AS text)"
-            by_session = "h.session_id = CAST(:sid AS text) AND (CAST(:uid AS text) IS NULL OR s.user_id = :uid)"
+            # By user, the matches come from the GIN index first (MATERIALIZED): left free, the
+            # planner drives from the user's sessions and probes the GIN index once per session
+            # (100 sessions of 1,000 entries: 20 ms instead of 3, measured).
+            source = {
+                "user": f'm AS MATERIALIZED (SELECT h.session_id, h.seq, h."timestamp", h."type", h.search '
+                f"FROM {hist} AS h CROSS JOIN q WHERE h.search @@ q.any_word), ",
+                "session": f'm AS (SELECT h.session_id, h.seq, h."timestamp", h."type", h.search FROM {hist} AS h '
+                "CROSS JOIN q WHERE h.session_id = CAST(:sid AS text) AND h.search @@ q.any_word), ",
+            }
+            scopes = {
+                "user": "s.user_id = CAST(:uid AS text)",
+                "session": "(CAST(:uid AS text) IS NULL OR s.user_id = :uid)",
+            }
+            queries = {
+                kind: (
+                    f"WITH q AS (SELECT websearch_to_tsquery({cfg}, :any) AS any_word, "
+                    f"websearch_to_tsquery({cfg}, :every) AS every_word), {source[kind]}"
+                    'hits AS (SELECT h.session_id, h.seq, h."timestamp", '
+                    "(CASE WHEN h.search @@ q.every_word THEN 1.0 ELSE 0.0 END) + ts_rank_cd(h.search, q.any_word, 33) "
+                    f"AS score FROM m AS h JOIN {sess} AS s ON s.session_id = h.session_id CROSS JOIN q "
+                    f"WHERE {scopes[kind]} AND {filters} "
+                    'ORDER BY score DESC, h."timestamp" DESC, h.seq DESC LIMIT :n) '
+                    f"SELECT h.session_id, h.seq, h.payload, hits.score, h.search_text FROM hits JOIN {hist} AS h "
+                    "ON h.session_id = hits.session_id AND h.seq = hits.seq "
+                    'ORDER BY hits.score DESC, hits."timestamp" DESC, hits.seq DESC'
+                )
+                for kind in ("user", "session")
+            }
         else:
             fts = prep.quote(search_table(tables))
             # The best rows first (rowid and rank only), then the payload and text of those `:n`
@@ -214,10 +228,12 @@ class SearchStatements:
                 f"SELECT h.session_id, h.seq, h.payload, hits.score, h.search_text FROM hits "
                 f"JOIN {hist} AS h ON h.rowid = hits.rid ORDER BY hits.score DESC, hits.ts DESC, hits.seq DESC"
             )
-            by_user = "s.user_id = :uid"
-            by_session = "h.session_id = :sid AND (:uid IS NULL OR s.user_id = :uid)"
-        self.by_user = Statement.compile(text(query.replace("{scope}", by_user)), dialect)
-        self.by_session = Statement.compile(text(query.replace("{scope}", by_session)), dialect)
+            queries = {
+                "user": query.replace("{scope}", "s.user_id = :uid"),
+                "session": query.replace("{scope}", "h.session_id = :sid AND (:uid IS NULL OR s.user_id = :uid)"),
+            }
+        self.by_user = Statement.compile(text(queries["user"]), dialect)
+        self.by_session = Statement.compile(text(queries["session"]), dialect)
 
     def statement(self, query: SearchQuery, now: float) -> tuple[Statement, dict[str, Any]]:
         """The statement for `query` and its parameters. Every word is quoted, so no query is

@@ -187,7 +187,11 @@ class SessionStore(ABC):
       value raises `SerializationError` at save; one stored deeper reads as corrupt;
     - `max_history`: history entries kept per session (oldest dropped);
     - `history_window`: how many recent entries `get` loads into `Session.history`;
-    - `clock`: the time source (inject one in tests instead of sleeping).
+    - `clock`: the time source (inject one in tests instead of sleeping);
+    - `index_history`: keep each history entry's searchable text beside it for
+      `search_history` (default True). That text is stored in clear even with `FernetCodec`:
+      pass False to keep history encrypted only (`search_history` then raises
+      `SearchUnavailable`; entries written meanwhile stay unsearchable).
     """
 
     #: Whether history rows carry their searchable text (False on a backend without search).
@@ -203,6 +207,7 @@ class SessionStore(ABC):
         clock: Callable[[], float] = time.time,
         max_depth: int = DEFAULT_MAX_DEPTH,
         max_scope_bytes: int | None = None,
+        index_history: bool = True,
     ) -> None:
         if max_session_bytes <= 0 or max_history <= 0 or history_window < 0:
             raise ValueError("max_session_bytes and max_history must be > 0, history_window >= 0")
@@ -215,6 +220,7 @@ class SessionStore(ABC):
         self.max_history = max_history
         self.history_window = min(history_window, max_history)
         self.clock = clock
+        self.index_history = index_history
 
     # ================================================================ backend primitives
     @abstractmethod
@@ -435,6 +441,8 @@ class SessionStore(ABC):
         """
         uid = None if user_id is None else validate_user_id(user_id)
         sid = None if session_id is None else validate_session_id(session_id)
+        if not self.index_history:
+            raise SearchUnavailable("this store was opened with index_history=False: its history is not indexed")
         checked = make_query(uid, sid, query, limit=limit, types=types, since=since)
         if self.indexes_history_text and (not checked.terms or checked.types == ()):
             return []  # nothing can match (a store without search still raises below)
@@ -677,7 +685,8 @@ class SessionStore(ABC):
     def _history_row(self, entry: Any, seq: int, session_id: str) -> HistoryRow:
         stamp, kind = records.check_history_entry(entry, seq, self.max_depth)
         payload = self._encode_value(entry, f"history entry {seq}", checked=True)
-        return HistoryRow(seq, stamp, kind, payload, entry_text(entry) if self.indexes_history_text else "")
+        indexed = self.indexes_history_text and self.index_history
+        return HistoryRow(seq, stamp, kind, payload, entry_text(entry) if indexed else "")
 
     def _build(self, stored: StoredSession, now: float) -> Session | None:
         """The session `stored` holds (scopes merged, clean); None if expired at `now`."""

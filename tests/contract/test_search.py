@@ -396,3 +396,15 @@ async def test_index_consistent_after_login(mgr: SessionManager) -> None:
     await assert_index_consistent(mgr.store, "alice")
     assert {h.session_id for h in await mgr.search_history("alice", "shared")} == {session.session_id}
     assert await mgr.search_history(None, "shared", session_id=visitor.session_id) == []
+
+
+@searchable
+async def test_a_store_opened_without_index_history_keeps_no_text_and_says_so(make_store: MakeStore) -> None:
+    async with make_store(index_history=False) as store:
+        mgr = SessionManager(store, auto_cleanup=False)
+        session = await add(mgr, await mgr.create_session("alice"), 1)
+        session.add_history_entry("message", {"content": "secret plans"})
+        write, _ = store.prepare_write(session)
+        assert [row.text for row in write.history] == [""]
+        with pytest.raises(SearchUnavailable, match="index_history=False"):
+            await mgr.search_history("alice", "marker1x")

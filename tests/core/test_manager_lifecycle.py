@@ -101,7 +101,7 @@ async def test_encryption_at_rest_hides_plaintext_and_round_trips() -> None:
     await manager.update_session(s)
     entry = store._sessions[s.session_id]
     assert b"PLAINTEXT" not in entry.record
-    assert all(b"PLAINTEXT" not in payload for _, payload in entry.history)
+    assert all(b"PLAINTEXT" not in row.payload for row in entry.history)
     loaded = await manager.get_session(s.session_id)
     assert loaded is not None and loaded.get("secret") == "PLAINTEXT-VALUE"
     assert loaded.history[-1]["data"]["text"] == "PLAINTEXT-HISTORY"

@@ -69,12 +69,14 @@ RecallLimit = Annotated[int, Field(ge=1, le=MAX_RECALL_LIMIT, description="How m
 
 
 def supports_search(store: SessionStore) -> bool:
-    """True when `store` can search history (SQLite, PostgreSQL, memory); False for Redis.
+    """True when `store` can search history (SQLite, PostgreSQL, memory); False for Redis, and
+    for any store opened with ``index_history=False``.
 
-    A store that searches keeps each history row's searchable text (`indexes_history_text`);
-    one that does not raises `SearchUnavailable` from `search_history`.
+    A store that searches keeps each history row's searchable text (`indexes_history_text`, and
+    its `index_history` option on); one that does not raises `SearchUnavailable` from
+    `search_history`.
     """
-    return store.indexes_history_text
+    return store.indexes_history_text and store.index_history
 
 
 def recall_scope(session_user_id: str | None, run_user_id: str | None) -> str | None:

@@ -297,3 +297,17 @@ async def test_on_redis_the_capability_hides_the_tool_and_refuses_recall(redis_m
     await agent.run("hi", deps=SessionIds(session.session_id, "alice"))
     assert "search_memory" not in script.offered[0]
     assert "get_user_preferences" in script.offered[0]
+
+
+async def test_a_store_opened_without_a_history_index_is_treated_like_redis(clock: FakeClock) -> None:
+    async with BACKENDS["memory"](clock, index_history=False) as store:
+        manager = SessionManager(store, auto_cleanup=False)
+        with pytest.raises(SearchUnavailable):
+            SessionCapability(manager, recall=3)
+        session = await manager.create_session(user_id="alice")
+        with pytest.raises(ToolError, match="index_history=False"):
+            await session_tools.call("search_memory", {"query": "cat"}, await context_for(manager, session))
+        script = Script(final="ok")
+        agent = Agent(script.model(), deps_type=SessionIds, capabilities=[SessionCapability(manager)])
+        await agent.run("hi", deps=SessionIds(session.session_id, "alice"))
+        assert "search_memory" not in script.offered[0]

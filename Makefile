@@ -29,6 +29,7 @@ bench: $(STAMP)
 
 eval: $(STAMP)
 	$(BIN)/python -m benchmarks.recommendations
+	$(BIN)/python -m benchmarks.recall_eval
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache agent_sessions.db*

@@ -37,6 +37,11 @@ Key policy of `get_session_value` / `set_session_value`:
 Bounds: keys are 1-128 printable characters, one value encodes to at most 16 KiB of JSON, one
 `update_user_preferences` call sets at most 32 preferences, `get_recent_history` returns at most
 50 entries.
+
+`search_memory` (see `agent_sessions.recall`) searches the history of the session's user across
+their live sessions (only this session when it has no user); the model gives the query, never
+whose history. At most 20 hits of at most 600 characters each; a store without search (Redis)
+answers with a `ToolError` naming the reason.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from .codec import check_json
 from .context import ExecutionContext
 from .errors import ScopeError, SessionNotFound, SessionTooLarge, ToolArgumentsError, ToolError, ToolNotFound
 from .manager import SessionManager
+from .recall import SEARCH_TOOL, search_memory
 from .session import APP_PREFIX, TEMP_PREFIX, Session
 
 __all__ = [
@@ -448,5 +454,6 @@ session_tools: Final = ToolRegistry(
         Tool(_set_session_value, name="set_session_value"),
         Tool(_get_recent_history, name="get_recent_history"),
         Tool(_get_feature_flags, name="get_feature_flags"),
+        Tool(search_memory, name=SEARCH_TOOL),
     ]
 )

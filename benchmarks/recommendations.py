@@ -280,17 +280,18 @@ def render(report: Report) -> str:
     return "\n".join(lines)
 
 
-def record(text: str, path: Path = RESULTS) -> None:
-    """Replace (or append) this evaluation's delimited section of `path`, nothing else.
+def record(text: str, path: Path = RESULTS, *, begin: str = BEGIN, end: str = END) -> None:
+    """Replace (or append) this evaluation's delimited section of `path` (between the markers
+    `begin` and `end`; other evaluations pass their own), nothing else.
 
     The file is re-read immediately before writing and replaced atomically, since other
     benchmarks record their own sections in it.
     """
     current = path.read_text() if path.exists() else "# Benchmark results\n"
-    section = f"{BEGIN}\n{text}{END}\n"
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
+    section = f"{begin}\n{text}{end}\n"
+    if begin in current and end in current:
+        head, rest = current.split(begin, 1)
+        _, tail = rest.split(end, 1)
         updated = head + section + tail.lstrip("\n")
     else:
         updated = current.rstrip("\n") + "\n\n" + section

@@ -35,7 +35,15 @@ from .interactions import (
     user_key,
 )
 from .language import SUPPORTED_LANGUAGES, detect_language
-from .metrics import EvaluationResult, evaluate_rankings, hit_rate_at_k, ndcg_at_k, recall_at_k, results_table
+from .metrics import (
+    EvaluationResult,
+    evaluate_rankings,
+    hit_rate_at_k,
+    ndcg_at_k,
+    recall_at_k,
+    reciprocal_rank,
+    results_table,
+)
 from .personalization import Personalizer, PreferenceSuggestion, suggest_preferences, suggestions_table, time_of_day
 from .recommendations import ALGORITHMS, Catalogue, Recommendation, RecommendationService, item_vector
 from .table import Table
@@ -72,6 +80,7 @@ __all__ = [
     "iter_full_history",
     "ndcg_at_k",
     "recall_at_k",
+    "reciprocal_rank",
     "record_interaction",
     "results_table",
     "suggest_preferences",

@@ -1,9 +1,12 @@
-"""Offline evaluation of recommendations: hit rate, NDCG and recall at k.
+"""Offline evaluation of rankings (recommendations, recall): hit rate, NDCG, recall at k and
+reciprocal rank.
 
 For one user, `recommended` is the ranked list (best first) and `relevant` the held-out items:
 
 - hit rate@k = 1 if any relevant item is in the top k, else 0;
 - recall@k = |relevant ∩ top k| / |relevant|;
+- reciprocal rank = 1 / the rank of the first relevant item within the top k, 0 if none (its mean
+  over queries is the MRR);
 - NDCG@k = DCG / IDCG with binary relevance, DCG = Σ 1 / log2(rank + 1) over the relevant items
   at ranks 1..k, IDCG the DCG of a perfect list (all relevant items first).
 
@@ -19,7 +22,15 @@ from dataclasses import dataclass
 
 from .table import Table
 
-__all__ = ["EvaluationResult", "evaluate_rankings", "hit_rate_at_k", "ndcg_at_k", "recall_at_k", "results_table"]
+__all__ = [
+    "EvaluationResult",
+    "evaluate_rankings",
+    "hit_rate_at_k",
+    "ndcg_at_k",
+    "recall_at_k",
+    "reciprocal_rank",
+    "results_table",
+]
 
 
 def _check(k: int) -> None:
@@ -39,6 +50,16 @@ def recall_at_k(recommended: Sequence[str], relevant: Collection[str], k: int = 
     if not relevant:
         return 0.0
     return len(set(recommended[:k]) & set(relevant)) / len(set(relevant))
+
+
+def reciprocal_rank(ranked: Sequence[str], relevant: Collection[str], k: int = 10) -> float:
+    """1 / the rank of the first relevant item among the first `k` (1.0 if it comes first), 0.0 if
+    none is there; averaged over queries, the mean reciprocal rank (MRR@k)."""
+    _check(k)
+    for rank, item in enumerate(ranked[:k], start=1):
+        if item in relevant:
+            return 1.0 / rank
+    return 0.0
 
 
 def ndcg_at_k(recommended: Sequence[str], relevant: Collection[str], k: int = 10) -> float:

@@ -1,8 +1,8 @@
 """The session tools as an MCP server, for any MCP client (desktop assistants, IDEs, agent SDKs).
 
 Built on the official `mcp` SDK's low-level `Server`: ``tools/list`` serves each tool of a
-`ToolRegistry` (default: the built-in `session_tools`, including the recall tool when the
-registry has one) with its JSON schema, and ``tools/call`` runs it through
+`ToolRegistry` (default: the built-in `session_tools`) with its JSON schema (the recall tool,
+``search_memory``, only when the store can search history: not on Redis), and ``tools/call`` runs it through
 `ToolRegistry.call` in an `ExecutionContext` for the bound session.
 
 Identity is bound when the server is made, never taken from the model:
@@ -62,6 +62,7 @@ from ..errors import (
 from ..ids import id_hash, validate_session_id, validate_user_id
 from ..manager import SessionManager
 from ..provider import SESSION_MANAGER_PROPERTY
+from ..recall import SEARCH_TOOL, supports_search
 from ..stores import SessionStore
 from ..tools import ToolRegistry, session_tools
 
@@ -75,6 +76,7 @@ __all__ = [
     "is_callers_fault",
     "parse_store_options",
     "run_stdio_server",
+    "served_tools",
     "streamable_http_app",
 ]
 
@@ -86,7 +88,8 @@ SERVER_NAME: Final = "agent-sessions"
 INSTRUCTIONS: Final = (
     "Tools to remember things about the user across conversations: their preferences, values in "
     "the session's state (keys starting with 'user:' are shared by all of the user's sessions), "
-    "the session's recent history and its feature flags. The session is fixed by the server."
+    "the session's recent history and its feature flags, and (search_memory, when offered) a search of "
+    "what the user said in earlier sessions. The session is fixed by the server."
 )
 
 
@@ -292,14 +295,15 @@ def create_server(
 ) -> Server[Any]:
     """An MCP server (the `mcp` SDK's low-level `Server`) serving the tools of `registry`.
 
-    `registry` defaults to the built-in `session_tools`. The identity (`user_id`, `session_id`,
+    `registry` defaults to the built-in `session_tools`; its ``search_memory`` tool is served
+    only when the store can search history (not on Redis). The identity (`user_id`, `session_id`,
     or both; see `SessionBinding`) is checked for shape here and looked up on the first tool
     call; raises `McpIdentityError` when neither is given, `InvalidUserId` / `InvalidSessionId`
     for malformed ids. Run it with ``server.run(read, write, server.create_initialization_options())``
     on any transport of the SDK, or use `run_stdio_server` / `streamable_http_app`.
     """
     binding = SessionBinding(manager, user_id=user_id, session_id=session_id)
-    handlers = _ToolHandlers(manager, binding, session_tools if registry is None else registry)
+    handlers = _ToolHandlers(manager, binding, served_tools(manager, session_tools if registry is None else registry))
     return Server(
         name,
         version=__version__,
@@ -307,6 +311,16 @@ def create_server(
         on_list_tools=handlers.list_tools,
         on_call_tool=handlers.call_tool,
     )
+
+
+def served_tools(manager: SessionManager, registry: ToolRegistry) -> ToolRegistry:
+    """`registry` as the server serves it: without ``search_memory`` on a store that cannot
+    search history (a model is never offered a tool that can only fail)."""
+    if SEARCH_TOOL not in registry or supports_search(manager.store):
+        return registry
+    served = registry.copy()
+    served.unregister(SEARCH_TOOL)
+    return served
 
 
 def streamable_http_app(

@@ -31,6 +31,7 @@ BUILT_INS = {
     "set_session_value",
     "get_recent_history",
     "get_feature_flags",
+    "search_memory",
 }
 
 

@@ -1,7 +1,8 @@
 """pydantic-ai integration: persistent sessions for agents, and conversations in your store.
 
 - `SessionCapability(manager)` — add it to an `Agent`: session tools, the user's preferences in
-  the instructions, an `ExecutionContext` per run and per tool call, write-back after the run.
+  the instructions, an `ExecutionContext` per run and per tool call, write-back after the run;
+  ``recall=k`` adds the top k entries of the user's history that match the prompt.
 - `session_toolset(manager)` — just the tools, as a `FunctionToolset` typed against `SessionDeps`.
 - `SessionDeps` — the Protocol run deps satisfy (`session_id`, `user_id`); `SessionIds` is the
   simplest implementation.
@@ -23,7 +24,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "agent_sessions.integrations.pydantic_ai needs pydantic-ai: pip install agent-sessions[pydantic-ai]"
     ) from exc
 
-from .capability import PREFERENCES_TAG, TOOL_FLAG_PREFIX, SessionCapability
+from .capability import PREFERENCES_TAG, RECALL_TAG, TOOL_FLAG_PREFIX, TURN_ENTRY_TYPE, SessionCapability
 from .conversation_sql import DatabaseConversationStore
 from .toolset import SessionDeps, SessionIds, session_toolset
 from .turn import conversation_id_for, run_turn
@@ -33,7 +34,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PREFERENCES_TAG",
+    "RECALL_TAG",
     "TOOL_FLAG_PREFIX",
+    "TURN_ENTRY_TYPE",
     "DatabaseConversationStore",
     "RedisConversationStore",
     "SessionCapability",

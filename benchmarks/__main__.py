@@ -10,17 +10,14 @@ import sys
 
 from . import lifecycle, listing, peers_adk, scaling, search
 from .backends import BACKENDS
-from .harness import READS, SESSIONS, TURNS, main
+from .harness import READS, SESSIONS, TURNS, main, standalone_parser
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--backends", nargs="*", default=[], help="names to run (default: all available)")
-    parser.add_argument("--runs", type=int, default=3, help="runs per figure; the median is reported")
+    parser = standalone_parser("python -m benchmarks", __doc__)
     parser.add_argument("--sessions", type=int, default=SESSIONS)
     parser.add_argument("--turns", type=int, default=TURNS)
     parser.add_argument("--reads", type=int, default=READS)
-    parser.add_argument("--no-write", dest="write", action="store_false", help="print only; leave RESULTS.md alone")
     scaling.add_arguments(parser)
     listing.add_arguments(parser)
     lifecycle.add_arguments(parser)

@@ -43,6 +43,7 @@ distinct sessions.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
 import os
@@ -453,3 +454,13 @@ async def main(args: Any, backends: list[Backend]) -> int:
     if args.write:
         write_results(body)
     return 0
+
+
+def standalone_parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+    """The options every benchmark module's command line shares: ``--backends``, ``--runs``,
+    ``--no-write``; each module adds its own."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--backends", nargs="*", default=[], help="names to run (default: all available)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure; the median is reported")
+    parser.add_argument("--no-write", dest="write", action="store_false", help="print only; leave RESULTS.md alone")
+    return parser

@@ -29,7 +29,7 @@ from agent_sessions.stores.base import Restore
 from agent_sessions.stores.redis import RedisSessionStore
 from agent_sessions.stores.redis.keys import glob_escape
 
-from .harness import Backend, history_entry, machine, settle, usable_peers, write_results
+from .harness import Backend, history_entry, machine, settle, standalone_parser, usable_peers, write_results
 from .raw import dict_client
 
 BEGIN = "<!-- erase:begin (written by `python -m benchmarks.lifecycle`) -->"
@@ -138,10 +138,7 @@ async def main(args: Any, backends: list[Backend]) -> int:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.lifecycle", description=__doc__)
-    parser.add_argument("--backends", nargs="*", default=[], help="names to run (default: all available)")
-    parser.add_argument("--runs", type=int, default=3, help="runs per figure; the median is reported")
-    parser.add_argument("--no-write", dest="write", action="store_false", help="print only; leave RESULTS.md alone")
+    parser = standalone_parser("python -m benchmarks.lifecycle", __doc__)
     add_arguments(parser)
     return parser.parse_args(argv)
 

@@ -32,7 +32,7 @@ from agent_sessions.listing import encode_cursor
 from agent_sessions.stores.base import Restore
 
 from .backends import BACKENDS
-from .harness import Backend, machine, usable_peers, write_results
+from .harness import Backend, machine, standalone_parser, usable_peers, write_results
 
 BEGIN = "<!-- listing:begin (written by `python -m benchmarks.listing`) -->"
 END = "<!-- listing:end -->"
@@ -196,13 +196,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.listing", description=__doc__)
-    parser.add_argument("--backends", nargs="*", default=[], help="names to run (default: all available)")
-    parser.add_argument("--runs", type=int, default=3)
+    parser = standalone_parser("python -m benchmarks.listing", __doc__)
     parser.add_argument("--sessions", dest="listing_sessions", type=int, default=SESSIONS)
     parser.add_argument("--calls", dest="listing_calls", type=int, default=CALLS)
     parser.add_argument("--no-adk", dest="listing_adk", action="store_false", help="skip the ADK list row")
-    parser.add_argument("--no-write", dest="write", action="store_false")
     return parser.parse_args(argv)
 
 

@@ -55,6 +55,7 @@ from .harness import (
     raw_side,
     sample,
     settle,
+    standalone_parser,
     usable_peers,
     write_results,
 )
@@ -312,10 +313,7 @@ async def main(args: Any, backends: list[Backend]) -> int:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.scaling", description=__doc__)
-    parser.add_argument("--backends", nargs="*", default=[], help="names to run (default: all available)")
-    parser.add_argument("--runs", type=int, default=3, help="runs per figure; the median is reported")
-    parser.add_argument("--no-write", dest="write", action="store_false", help="print only; leave RESULTS.md alone")
+    parser = standalone_parser("python -m benchmarks.scaling", __doc__)
     add_arguments(parser)
     return parser.parse_args(argv)
 

@@ -40,7 +40,7 @@ from agent_sessions.stores.sql import DatabaseSessionStore
 from agent_sessions.stores.sql.search import SearchStatements
 
 from .backends import BACKENDS
-from .harness import Backend, machine, percentile, settle, usable_peers, write_results
+from .harness import Backend, machine, percentile, settle, standalone_parser, usable_peers, write_results
 
 BEGIN = "<!-- search:begin (written by `python -m benchmarks` or `python -m benchmarks.search`) -->"
 END = "<!-- search:end -->"
@@ -248,10 +248,7 @@ async def main(args: Any, backends: list[Backend]) -> int:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.search", description=__doc__)
-    parser.add_argument("--backends", nargs="*", default=[], help="names to run (default: all available)")
-    parser.add_argument("--runs", type=int, default=3, help="runs per figure; the median is reported")
-    parser.add_argument("--no-write", dest="write", action="store_false", help="print only; leave RESULTS.md alone")
+    parser = standalone_parser("python -m benchmarks.search", __doc__)
     add_arguments(parser)
     return parser.parse_args(argv)
 

@@ -78,32 +78,36 @@ if ARGV[7] ~= '' then redis.call('ZADD', ARGV[7], ARGV[6], cid) end
 return 1
 """
 
-# KEYS: record, index. ARGV: base, conversation id, expected revision.
-_DELETE: Final = """
-local rec = KEYS[1]
-local base = ARGV[1]
-local cid = ARGV[2]
-local cur = redis.call('HGET', rec, 'r')
-if (not cur) or cur ~= ARGV[3] then return 0 end
-local lineage = redis.call('HGET', rec, 'l')
-local scope_key = redis.call('HGET', rec, 'sk')
-redis.call('DEL', rec)
-redis.call('ZREM', KEYS[2], cid)
-if scope_key and scope_key ~= '' then redis.call('ZREM', scope_key, cid) end
-redis.call('SREM', base .. 'linrec:' .. lineage, cid)
-if redis.call('SCARD', base .. 'linrec:' .. lineage) == 0 then
-  for _, id in ipairs(redis.call('SMEMBERS', base .. 'lin:' .. lineage)) do
-    redis.call('DEL', base .. 'ent:' .. id)
+# Drop a stored conversation (its record, index entries and, once no record of its lineage is
+# left, the lineage's entries): the one body of _DELETE and _ERASE.
+_DROP: Final = """
+local function drop(base, rec, cid, index, lineage)
+  local scope_key = redis.call('HGET', rec, 'sk')
+  redis.call('DEL', rec)
+  redis.call('ZREM', index, cid)
+  if scope_key and scope_key ~= '' then redis.call('ZREM', scope_key, cid) end
+  redis.call('SREM', base .. 'linrec:' .. lineage, cid)
+  if redis.call('SCARD', base .. 'linrec:' .. lineage) == 0 then
+    for _, id in ipairs(redis.call('SMEMBERS', base .. 'lin:' .. lineage)) do
+      redis.call('DEL', base .. 'ent:' .. id)
+    end
+    redis.call('DEL', base .. 'lin:' .. lineage)
   end
-  redis.call('DEL', base .. 'lin:' .. lineage)
 end
+"""
+
+# KEYS: record, index. ARGV: base, conversation id, expected revision.
+_DELETE: Final = _DROP + """
+local cur = redis.call('HGET', KEYS[1], 'r')
+if (not cur) or cur ~= ARGV[3] then return 0 end
+drop(ARGV[1], KEYS[1], ARGV[2], KEYS[2], redis.call('HGET', KEYS[1], 'l'))
 return 1
 """
 
 # Erasure: the conversations of a user's scope index and those named in ARGV, as _DELETE does
 # without the revision check. KEYS: index, scope index. ARGV: base, then conversation ids.
 # Returns how many were deleted.
-_ERASE: Final = """
+_ERASE: Final = _DROP + """
 local base = ARGV[1]
 local ids = redis.call('ZRANGE', KEYS[2], 0, -1)
 for i = 2, #ARGV do table.insert(ids, ARGV[i]) end
@@ -112,17 +116,7 @@ for _, cid in ipairs(ids) do
   local rec = base .. 'rec:' .. cid
   local lineage = redis.call('HGET', rec, 'l')
   if lineage then
-    local scope_key = redis.call('HGET', rec, 'sk')
-    redis.call('DEL', rec)
-    redis.call('ZREM', KEYS[1], cid)
-    if scope_key and scope_key ~= '' then redis.call('ZREM', scope_key, cid) end
-    redis.call('SREM', base .. 'linrec:' .. lineage, cid)
-    if redis.call('SCARD', base .. 'linrec:' .. lineage) == 0 then
-      for _, id in ipairs(redis.call('SMEMBERS', base .. 'lin:' .. lineage)) do
-        redis.call('DEL', base .. 'ent:' .. id)
-      end
-      redis.call('DEL', base .. 'lin:' .. lineage)
-    end
+    drop(base, rec, cid, KEYS[1], lineage)
     deleted = deleted + 1
   end
 end

@@ -97,17 +97,22 @@ end
 """
 
 # KEYS: record, index. ARGV: base, conversation id, expected revision.
-_DELETE: Final = _DROP + """
+_DELETE: Final = (
+    _DROP
+    + """
 local cur = redis.call('HGET', KEYS[1], 'r')
 if (not cur) or cur ~= ARGV[3] then return 0 end
 drop(ARGV[1], KEYS[1], ARGV[2], KEYS[2], redis.call('HGET', KEYS[1], 'l'))
 return 1
 """
+)
 
 # Erasure: the conversations of a user's scope index and those named in ARGV, as _DELETE does
 # without the revision check. KEYS: index, scope index. ARGV: base, then conversation ids.
 # Returns how many were deleted.
-_ERASE: Final = _DROP + """
+_ERASE: Final = (
+    _DROP
+    + """
 local base = ARGV[1]
 local ids = redis.call('ZRANGE', KEYS[2], 0, -1)
 for i = 2, #ARGV do table.insert(ids, ARGV[i]) end
@@ -123,6 +128,7 @@ end
 redis.call('DEL', KEYS[2])
 return deleted
 """
+)
 
 # KEYS: the head entry (for routing). ARGV: base, head id, limit (-1: none).
 # Returns {1, id, parent, message, ...} newest first, or {0, missing id}.

@@ -11,12 +11,10 @@ malformed store URL, checked before anything connects; a malformed session id; a
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import shlex
-from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 try:
     import typer
@@ -29,50 +27,31 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from . import __version__
 from .cli_support import (
     REDACTED,
+    AsJson,
     CliError,
-    ConflictPolicy,
-    checked_url,
+    Store,
     configure_logging,
     conversation_holders,
-    err_console,
     fail,
     one_line,
     opened_store,
     out_console,
-    progress,
     redact,
     run_command,
     safe_url,
-    sessions_text,
-    sqlite_file,
-    summary,
     when,
 )
+from .cli_transfer import export_command, import_command, migrate_command
 from .display import conversation_document, print_stats, session_document, store_stats, stored_conversation
-from .errors import AgentSessionsError, InvalidSessionId, StoreUnavailable
+from .errors import AgentSessionsError, InvalidSessionId
 from .ids import validate_session_id, validate_user_id
 from .listing import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, SessionPage
-from .ops import (
-    DEFAULT_IMPORT_LINE_BYTES,
-    BackupFormatError,
-    TransferReport,
-    count_export_sessions,
-    count_sessions,
-    erase_user,
-    export_sessions,
-    export_user,
-    failed_line,
-    import_sessions,
-    migrate,
-)
+from .ops import erase_user
 from .search import HistoryHit
 from .session import Session
 from .stores import DEFAULT_STORE_URL, create_store
 
 __all__ = ["app", "main", "redact"]
-
-T = TypeVar("T")
-logger = logging.getLogger(__name__)
 
 
 class CommandGroup(TyperGroup):
@@ -102,29 +81,12 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-STORE_HELP = (
-    "The store to use, as a URL: memory://, sqlite+aiosqlite:///file.db, "
-    "postgresql+asyncpg://user@host:5432/db, redis://host:6379/0 or redis+cluster://host:7000."
-)
-
-
-Store = Annotated[
-    str,
-    typer.Option(
-        "--store", "-s", envvar="AGENT_SESSIONS_STORE", help=STORE_HELP, show_envvar=True, callback=checked_url
-    ),
-]
-AsJson = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON, with raw numbers (for scripts).")]
-
 
 # ---------------------------------------------------------------- commands
 def _version(value: bool) -> None:
     if value:
         out_console().print(f"agent-sessions {__version__}")
         raise typer.Exit()
-
-
-_log_handler: logging.Handler | None = None
 
 
 @app.callback()
@@ -245,194 +207,10 @@ def show_session(
     out_console().print(json.dumps(doc, indent=2, ensure_ascii=False), markup=False, highlight=False)
 
 
-Count = Annotated[
-    bool,
-    typer.Option(
-        "--count/--no-count", help="Count the sessions first, to show a progress bar with a total and an ETA."
-    ),
-]
-
-
-@app.command("export")
-def export_command(
-    path: Annotated[
-        Path,
-        typer.Argument(
-            metavar="FILE", help="The file to write. A name ending in .gz is gzip-compressed.", show_default=False
-        ),
-    ],
-    store: Store = DEFAULT_STORE_URL,
-    include_auth: Annotated[
-        bool,
-        typer.Option(
-            "--include-auth", help="Also export each session's auth_info. It holds secrets: protect the file."
-        ),
-    ] = False,
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="How many sessions to read from the store at a time.")
-    ] = 500,
-    count: Count = True,
-    user: Annotated[
-        str | None,
-        typer.Option(
-            "--user", help="Export only this user's sessions and user scope (portability).", show_default=False
-        ),
-    ] = None,
-) -> None:
-    """Back up every live session to a JSON Lines file.
-
-    The file holds each session with its full history, and all user and app scope data (with
-    --user: that user's sessions and user scope only). It is created with mode 0600, readable by
-    you only whatever the umask, because it holds live session ids: anyone who has one can act
-    as that session. Restore it with the import command.
-    """
-    console = err_console()
-    if not path.parent.is_dir():
-        fail(f"cannot write {path}: the directory {path.parent} does not exist", 1)
-
-    async def body() -> Any:
-        async with opened_store(store) as s:
-            if user is not None:
-                return await export_user(s, user, path, include_auth=include_auth)
-            total = None
-            if count:
-                with console.status("Counting the sessions…"):
-                    total = await count_sessions(s, batch_size=batch_size)
-            with progress(console, "Exporting", total) as update:
-                return await export_sessions(
-                    s,
-                    path,
-                    include_auth=include_auth,
-                    batch_size=batch_size,
-                    progress=lambda r: update(r.imported),
-                )
-
-    report = run_command(store, body)
-    out_console().print(
-        f"Exported {report.sessions} sessions, {report.scopes} scopes and {report.history_entries} history "
-        f"entries to {escape(str(report.path))} ({report.bytes_written:,} bytes"
-        f"{', auth_info included' if include_auth else ''})."
-    )
-
-
-def _import_failure(exc: BaseException, path: Path, store: str, dry_run: bool) -> str | None:
-    """One line saying which line of the file stopped an import, and whose fault it was."""
-    line = failed_line(exc)
-    if line is None:
-        return None
-    done = "checked" if dry_run else "imported"
-    if isinstance(exc, BackupFormatError):
-        return (
-            f"line {line} of {path} is bad (the file): {str(exc).removeprefix(f'line {line}: ')}; "
-            f"{sessions_text(exc.report.sessions_seen)} before it {'was' if exc.report.sessions_seen == 1 else 'were'} "
-            f"{done}, none after it"
-        )
-    reason = one_line(exc)
-    after = "none after it"
-    if isinstance(exc, StoreUnavailable | ConnectionError | TimeoutError):
-        reason = f"cannot reach the store: {reason}"
-        # Sessions are written in batches: the line named is the batch's first, and some of
-        # that batch may have landed before the store went away.
-        after = "some of its batch may have landed; run the import again with --on-conflict skip to finish"
-    return (
-        f"line {line} of {path} could not be written (the store, {safe_url(store)}): {reason}; "
-        f"the lines before it were {done}, {after}"
-    )
-
-
-@app.command("import")
-def import_command(
-    path: Annotated[
-        Path, typer.Argument(metavar="FILE", help="A file written by the export command.", show_default=False)
-    ],
-    store: Store = DEFAULT_STORE_URL,
-    on_conflict: Annotated[
-        ConflictPolicy,
-        typer.Option("--on-conflict", help="What to do with session ids the store already has."),
-    ] = ConflictPolicy.skip,
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run", help="Read and check the whole file and say what would happen, without writing anything."
-        ),
-    ] = False,
-    max_line_bytes: Annotated[
-        int,
-        typer.Option(
-            "--max-line-bytes",
-            min=1,
-            help="The longest line to read (one session with its whole history); longer lines are refused unread.",
-        ),
-    ] = DEFAULT_IMPORT_LINE_BYTES,
-) -> None:
-    """Restore sessions from an export file (sessions that have expired since are not restored)."""
-    console = err_console()
-
-    async def body() -> TransferReport:
-        total = await count_export_sessions(path)
-        target = store
-        missing = sqlite_file(store)
-        if dry_run and missing is not None and not missing.exists():
-            # A dry run writes nothing, not even a new empty database file: the file that a
-            # real import would create starts empty, as a memory store does.
-            logger.info("%s does not exist yet: the dry run checks against an empty store", missing)
-            target = "memory://"
-        async with opened_store(target, must_exist=False) as s:
-            with progress(console, "Checking" if dry_run else "Importing", total) as update:
-                try:
-                    return await import_sessions(
-                        s,
-                        path,
-                        on_conflict=on_conflict.value,
-                        progress=lambda r: update(r.sessions_seen),
-                        dry_run=dry_run,
-                        max_line_bytes=max_line_bytes,
-                    )
-                except (AgentSessionsError, ConnectionError, TimeoutError) as exc:
-                    message = _import_failure(exc, path, store, dry_run)
-                    if message is None:
-                        raise
-                    raise CliError(message) from exc
-
-    report = run_command(store, body)
-    if dry_run:
-        out_console().print(f"Dry run, nothing written. Importing {escape(str(path))} would give: {summary(report)}.")
-    else:
-        out_console().print(f"Imported from {escape(str(path))}: {summary(report)}.")
-
-
-@app.command("migrate")
-def migrate_command(
-    src: Annotated[str, typer.Argument(metavar="SRC", help="The source store's URL.", callback=checked_url)],
-    dst: Annotated[str, typer.Argument(metavar="DST", help="The destination store's URL.", callback=checked_url)],
-    batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="How many sessions to read from SRC at a time.")
-    ] = 500,
-    on_conflict: Annotated[
-        ConflictPolicy, typer.Option("--on-conflict", help="What to do with session ids DST already has.")
-    ] = ConflictPolicy.newer,
-    count: Count = True,
-) -> None:
-    """Copy every live session, its history and scope data from SRC to DST (safe to re-run)."""
-    console = err_console()
-
-    async def body() -> TransferReport:
-        async with opened_store(src) as source, opened_store(dst, must_exist=False) as target:
-            total = None
-            if count:
-                with console.status("Counting the sessions in SRC…"):
-                    total = await count_sessions(source, batch_size=batch_size)
-            with progress(console, "Migrating", total) as update:
-                return await migrate(
-                    source,
-                    target,
-                    batch_size=batch_size,
-                    on_conflict=on_conflict.value,
-                    progress=lambda r: update(r.sessions_seen),
-                )
-
-    report = run_command(None, body)
-    out_console().print(f"Migrated {safe_url(src)} → {safe_url(dst)}: {summary(report)}.", highlight=False)
+# export, import and migrate (cli_transfer.py), here so that --help lists them in this order.
+app.command("export")(export_command)
+app.command("import")(import_command)
+app.command("migrate")(migrate_command)
 
 
 @app.command("erase")

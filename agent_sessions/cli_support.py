@@ -1,5 +1,6 @@
-"""What the `agent-sessions` commands share: store URLs and opening, consoles, one-line errors
-and exit codes, redaction, progress bars and report wording. The commands live in `cli.py`."""
+"""What the `agent-sessions` commands share: the ``--store`` and ``--json`` options, store URLs
+and opening, consoles, one-line errors and exit codes, redaction, progress bars and report
+wording. The commands live in `cli.py` and `cli_transfer.py`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
@@ -62,6 +63,23 @@ def checked_url(value: str) -> str:
 REDACTED = "***redacted***"
 #: Keys whose values `show` never prints (nor the search index holds).
 SECRET_KEY = search.SECRET_KEY
+
+
+STORE_HELP = (
+    "The store to use, as a URL: memory://, sqlite+aiosqlite:///file.db, "
+    "postgresql+asyncpg://user@host:5432/db, redis://host:6379/0 or redis+cluster://host:7000."
+)
+
+
+#: The ``--store`` option every command but migrate takes (checked before anything connects).
+Store = Annotated[
+    str,
+    typer.Option(
+        "--store", "-s", envvar="AGENT_SESSIONS_STORE", help=STORE_HELP, show_envvar=True, callback=checked_url
+    ),
+]
+#: The ``--json`` flag of the commands that can print JSON.
+AsJson = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON, with raw numbers (for scripts).")]
 
 
 class ConflictPolicy(enum.StrEnum):

@@ -16,31 +16,32 @@ Import reads line by line and writes sessions in batches (`SessionStore.restore_
 first bad line (not JSON, wrong shape, unknown kind, cut short) stops it with
 `BackupFormatError` naming the line: everything before that line is imported, nothing after
 it, and no session is ever half-written (each is one atomic insert).
+
+The file's bytes are read by `_export_reader.py` (bounded lines, strict decode, the end marker's
+count, `BackupFormatError`) and written by `_export_file.py` (a temporary file, then renamed).
 """
 
 from __future__ import annotations
 
 import asyncio
-import gzip
 import json
 import logging
 import os
 import re
 import time
-import zlib
 from collections.abc import AsyncIterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from ..codec import DEFAULT_MAX_DEPTH, nests_deeper
 from ..errors import AgentSessionsError, InvalidSessionId, InvalidUserId
 from ..ids import validate_session_id, validate_user_id
 from ..session import Session
 from ..stores.base import Restore, SessionStore
 from ._export_file import ExportWriter
+from ._export_reader import BackupFormatError, ExportReader, end_marker_sessions, is_gzip, parse_line
 from ._transfer import (
     LINE_NESTING,
     RESTORE_BATCH,
@@ -80,29 +81,12 @@ _READ_CHUNK = 256
 #: The note `import_sessions` adds to a store error; `failed_line` reads the number back.
 _LINE_NOTE = "while importing line {} of the export file"
 _LINE_NOTE_PATTERN = re.compile(r"while importing line (\d+) of the export file")
-#: How much of the end of a file `count_export_sessions` keeps while looking for the end marker.
-_TAIL_BYTES = 64 * 1024
 #: The longest line `import_sessions` reads by default (its `max_line_bytes`).
 DEFAULT_IMPORT_LINE_BYTES = 64 * 1024 * 1024
-#: A hop to the reader thread also ends once it holds this many bytes (long lines).
-_READ_CHUNK_BYTES = 8 * 1024 * 1024
 #: Session lines are written in batches of up to `RESTORE_BATCH`, and once they hold this many
 #: bytes of file: a batch is held twice more (parsed, then encoded), so this bounds that memory
 #: (128 KiB keeps `tests/ops/test_memory_bound.py` under its bound with bulk `write_many`s too).
 _BATCH_BYTES = 128 * 1024
-
-
-class BackupFormatError(AgentSessionsError, ValueError):
-    """An export file is not valid: not JSON, wrong shape, a newer format, or truncated.
-
-    `line` is the 1-based number of the first bad line; `report` counts what was imported
-    from the lines before it (nothing after it was).
-    """
-
-    def __init__(self, line: int, message: str, report: TransferReport | None = None) -> None:
-        super().__init__(f"line {line}: {message}")
-        self.line = line
-        self.report = report if report is not None else TransferReport()
 
 
 @dataclass(slots=True)
@@ -121,14 +105,6 @@ class ExportReport:
 # ---------------------------------------------------------------- encoding
 def _dumps(obj: Any) -> bytes:
     return (json.dumps(obj, ensure_ascii=False, allow_nan=False, separators=(",", ":")) + "\n").encode()
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not allowed in strict JSON")
-
-
-def _is_gzip(path: Path, compress: bool | None) -> bool:
-    return path.suffix == ".gz" if compress is None else compress
 
 
 def _library_version() -> str:
@@ -187,7 +163,7 @@ async def write_export(
     history) to `path` in the export format, as `export_sessions` does (the writer of
     `export_sessions` and `export_user`)."""
     target = Path(path)
-    compressed = _is_gzip(target, compress)
+    compressed = is_gzip(target, compress)
     report = ExportReport(path=target, include_auth=include_auth, compressed=compressed)
     running = TransferReport()
     writer = await asyncio.to_thread(ExportWriter, target, compressed)
@@ -241,78 +217,6 @@ async def write_export(
 
 
 # ---------------------------------------------------------------- import
-class _Reader:
-    """Numbered lines of a (possibly gzip) file, read in chunks in a worker thread.
-
-    A line longer than `max_line` bytes is never read whole: it is a `BackupFormatError`
-    naming it, after at most `max_line` bytes of it were held (a small file that expands to a
-    huge line cannot exhaust memory).
-    """
-
-    def __init__(self, path: Path, max_line: int) -> None:
-        self._max_line = max_line
-        self._file: BinaryIO | gzip.GzipFile
-        if _is_gzip(path, None):
-            self._file = gzip.GzipFile(path, "rb")
-        else:
-            self._file = open(path, "rb")  # noqa: SIM115 - closed in close()
-        self._lineno = 0
-        self._error: BackupFormatError | None = None
-
-    def chunk(self, size: int) -> list[tuple[int, bytes]] | BackupFormatError:
-        """Up to `size` (line number, line) pairs; [] at the end; a `BackupFormatError` once the
-        lines before an unreadable spot have been handed out."""
-        if self._error is not None:
-            return self._error
-        out: list[tuple[int, bytes]] = []
-        held = 0
-        for _ in range(size):
-            try:
-                line = self._file.readline(self._max_line + 1)
-            except (EOFError, OSError, zlib.error) as exc:
-                # A truncated or corrupt gzip stream: the line being read is the bad one.
-                self._error = BackupFormatError(self._lineno + 1, f"the file cannot be read ({exc}); is it truncated?")
-                self._error.__cause__ = exc
-                return out if out else self._error
-            if not line:
-                break
-            if len(line) > self._max_line:
-                self._error = BackupFormatError(
-                    self._lineno + 1,
-                    f"the line is longer than {self._max_line} bytes: refused unread (import_sessions' "
-                    "max_line_bytes, CLI --max-line-bytes, up to what the store could hold: max_session_bytes, "
-                    "max_history, max_scope_bytes)",
-                )
-                return out if out else self._error
-            self._lineno += 1
-            out.append((self._lineno, line))
-            held += len(line)
-            if held >= _READ_CHUNK_BYTES:
-                break
-        return out
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def _parse(lineno: int, raw: bytes, max_depth: int = DEFAULT_MAX_DEPTH + LINE_NESTING) -> dict[str, Any]:
-    if not raw.endswith(b"\n"):
-        raise BackupFormatError(lineno, "the line is cut short (no newline): the file is truncated")
-    too_deep = f"the line nests lists and dicts deeper than {max_depth} levels"
-    try:
-        obj = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BackupFormatError(lineno, f"not valid JSON ({exc})") from exc
-    except RecursionError as exc:  # the parser recurses once per level: far too deep
-        raise BackupFormatError(lineno, too_deep) from exc
-    # Measured (without recursion) only when the line opens more brackets than the limit.
-    if raw.count(b"[") + raw.count(b"{") > max_depth and nests_deeper(obj, max_depth):
-        raise BackupFormatError(lineno, too_deep)
-    if not isinstance(obj, dict):
-        raise BackupFormatError(lineno, "expected a JSON object")
-    return obj
-
-
 def _check_header(obj: dict[str, Any]) -> None:
     if obj.get("format") != FORMAT_NAME:
         raise BackupFormatError(1, f"not an agent-sessions export (the header must have format={FORMAT_NAME!r})")
@@ -433,7 +337,7 @@ async def import_sessions(
     if max_line_bytes <= 0:
         raise ValueError("max_line_bytes must be > 0")
     source = Path(path)
-    reader = await asyncio.to_thread(_Reader, source, min(max_line_bytes, store_line_bound(store)))
+    reader = await asyncio.to_thread(ExportReader, source, min(max_line_bytes, store_line_bound(store)))
     state = _ImportState()
     try:
         while not state.end_seen:
@@ -484,7 +388,7 @@ async def _import_line(
     state.last_line = lineno
     if state.end_seen:
         raise BackupFormatError(lineno, "content after the end marker")
-    obj = _parse(lineno, raw, store.max_depth + LINE_NESTING)
+    obj = parse_line(lineno, raw, store.max_depth + LINE_NESTING)
     if not state.header_seen:
         _check_header(obj)
         state.header_seen = True
@@ -541,7 +445,7 @@ async def _write_sessions(store: SessionStore, policy: OnConflict, state: _Impor
 
 def iter_export_lines(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """The parsed lines of an export file (header first), for inspection and tests."""
-    reader = _Reader(Path(path), store_line_bound())
+    reader = ExportReader(Path(path), store_line_bound())
     try:
         while True:
             chunk = reader.chunk(_READ_CHUNK)
@@ -550,7 +454,7 @@ def iter_export_lines(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
             if not chunk:
                 return
             for lineno, raw in chunk:
-                yield _parse(lineno, raw)
+                yield parse_line(lineno, raw)
     finally:
         reader.close()
 
@@ -566,34 +470,6 @@ def failed_line(exc: BaseException) -> int | None:
     return None
 
 
-def _tail(path: Path) -> bytes:
-    """The last bytes of the file's content (decompressed), in constant memory."""
-    if _is_gzip(path, None):
-        tail = b""
-        with gzip.GzipFile(path, "rb") as stream:
-            while chunk := stream.read(1024 * 1024):
-                tail = (tail + chunk)[-_TAIL_BYTES:]
-        return tail
-    with open(path, "rb") as plain:
-        size = plain.seek(0, os.SEEK_END)
-        plain.seek(max(0, size - _TAIL_BYTES))
-        return plain.read()
-
-
-def _end_marker_sessions(path: Path) -> int | None:
-    try:
-        tail = _tail(path)
-    except (EOFError, zlib.error, gzip.BadGzipFile):
-        return None  # a damaged file: the import itself says at which line
-    last = tail.rstrip(b"\n").rpartition(b"\n")[2]
-    try:
-        obj = json.loads(last)
-    except ValueError:
-        return None
-    sessions = obj.get("sessions") if isinstance(obj, dict) and obj.get("kind") == "end" else None
-    return sessions if isinstance(sessions, int) and not isinstance(sessions, bool) and sessions >= 0 else None
-
-
 async def count_export_sessions(path: str | os.PathLike[str]) -> int | None:
     """How many sessions an export file holds, read from its end marker (for a progress total).
 
@@ -601,4 +477,4 @@ async def count_export_sessions(path: str | os.PathLike[str]) -> int | None:
     None when the file has no readable end marker (truncated, or not an export): `import_sessions`
     then reports the bad line. Raises `OSError` for a file that cannot be opened.
     """
-    return await asyncio.to_thread(_end_marker_sessions, Path(path))
+    return await asyncio.to_thread(end_marker_sessions, Path(path))

@@ -39,7 +39,8 @@ from ..codec import DEFAULT_MAX_DEPTH, nests_deeper
 from ..errors import AgentSessionsError, InvalidSessionId, InvalidUserId
 from ..ids import validate_session_id, validate_user_id
 from ..session import Session
-from ..stores.base import Restore, SessionStore
+from ..stores.base import SessionStore
+from ..stores.primitives import Restore
 from ._export_file import ExportWriter
 from ._transfer import (
     LINE_NESTING,

@@ -31,17 +31,9 @@ from ...errors import SerializationError, SessionConflict, SessionNotFound, Stor
 from ...ids import id_hash, validate_session_id
 from ...search import entry_text, highlight
 from ...session import Session
-from ..base import (
-    ErasureReport,
-    ScopeChange,
-    SearchQuery,
-    SearchRow,
-    SessionStore,
-    SessionWrite,
-    StoredSession,
-    raise_conflict,
-)
+from ..base import SearchQuery, SearchRow, SessionStore
 from ..coalesce import Batch, Coalescer
+from ..primitives import ErasureReport, ScopeChange, SessionWrite, StoredSession, raise_conflict
 from .engine import (
     DB_ERRORS,
     DatabaseFailure,

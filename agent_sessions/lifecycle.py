@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .ids import id_hash, validate_user_id
 from .session import Session
-from .stores.base import ErasureReport, SessionStore
+from .stores.base import SessionStore
+from .stores.primitives import ErasureReport
 
 if TYPE_CHECKING:
     from .ops.backup import ExportReport

@@ -30,7 +30,8 @@ from .records import build_session, decode_record
 from .session import Session
 
 if TYPE_CHECKING:
-    from .stores.base import SessionStore, StoredSession
+    from .stores.base import SessionStore
+    from .stores.primitives import StoredSession
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",

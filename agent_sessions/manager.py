@@ -31,7 +31,8 @@ from .listing import DEFAULT_PAGE_SIZE, SessionPage
 from .login import Keep, log_in
 from .search import HistoryHit
 from .session import HistoryPage, Session
-from .stores.base import ErasureReport, SessionStore
+from .stores.base import SessionStore
+from .stores.primitives import ErasureReport
 from .tracing import ATTR_RETRIES, set_attribute, traced
 from .tracking import PendingWrite, SessionDelta
 from .turns import Turns

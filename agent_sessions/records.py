@@ -1,6 +1,6 @@
 """Session <-> store records: the value checks, the record bytes, history rows and scope rows.
 
-What every backend stores, defined once (`stores.base.SessionStore` calls these):
+What every backend stores, defined once (`stores.base.SessionStore` and `stores.writes` call these):
 
 - a session is one *record*: every field but `history`, with `user:`/`app:`/`temp:` state keys
   removed, plus its write lineage, encoded by the store's codec (`encode_record`);
@@ -39,7 +39,7 @@ from .session import APP_PREFIX, FIELD_NAMES, TEMP_PREFIX, USER_PREFIX, Session
 from .tracking import SessionDelta, diff
 
 if TYPE_CHECKING:
-    from .stores.base import StoredSession
+    from .stores.primitives import StoredSession
 
 __all__ = [
     "MAX_COLUMN_TEXT",

@@ -17,7 +17,8 @@ from typing import Any, Literal, assert_never
 from ..errors import AgentSessionsError, SessionConflict, SessionNotFound, StoreUnavailable
 from ..ids import id_hash
 from ..session import APP_PREFIX, TEMP_PREFIX, USER_PREFIX, Session
-from ..stores.base import DEFAULT_MAX_HISTORY, DEFAULT_MAX_SESSION_BYTES, Restore, SessionStore
+from ..stores.base import DEFAULT_MAX_HISTORY, DEFAULT_MAX_SESSION_BYTES, SessionStore
+from ..stores.primitives import Restore
 
 __all__ = [
     "LINE_NESTING",

@@ -39,7 +39,8 @@ from pydantic import ValidationError
 from ..errors import AgentSessionsError, InvalidSessionId, InvalidUserId
 from ..ids import validate_session_id, validate_user_id
 from ..session import Session
-from ..stores.base import Restore, SessionStore
+from ..stores.base import SessionStore
+from ..stores.primitives import Restore
 from ._export_file import ExportWriter
 from ._export_reader import BackupFormatError, ExportReader, end_marker_sessions, is_gzip, parse_line
 from ._transfer import (

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 from ..lifecycle import SessionDataHolder
 from ..lifecycle import erase_user as erase_user_data
 from ..lifecycle import export_user as export_user_data
-from ..stores.base import ErasureReport, SessionStore
+from ..stores.base import SessionStore
+from ..stores.primitives import ErasureReport
 from .backup import ExportReport
 
 if TYPE_CHECKING:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import logging
 
-from ..stores.base import OnCorrupt, Restore, SessionStore
+from ..stores.base import OnCorrupt, SessionStore
+from ..stores.primitives import Restore
 from ._transfer import (
     RESTORE_BATCH,
     OnConflict,

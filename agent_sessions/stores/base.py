@@ -5,11 +5,13 @@ A backend implements the public, typed primitives below (`load_record`, `write`,
 `history_page`, `user_session_ids`, `list_page`, `scan_records`, `delete_expired`, `erase_user`,
 `close`; `load_records`, `write_many`, `delete_if_version` and `ping` have defaults to override
 for speed). Everything a caller uses — id validation before any I/O, strict encoding and size limits, expiry, scopes,
-history numbering, change tracking — lives here and in `agent_sessions.records`, so every
-backend behaves the same and the contract suite in `tests/contract/` proves it.
+history numbering, change tracking — lives here, in `writes` (a save checked and encoded before
+any I/O) and in `agent_sessions.records`, so every backend behaves the same and the contract
+suite in `tests/contract/` proves it.
 
-The primitives deal in bytes produced by the store's codec and in the small dataclasses of this
-module, never in `Session` objects:
+The primitives deal in bytes produced by the store's codec and in the small dataclasses of
+`primitives` (re-exported here, where backends and callers import them), never in `Session`
+objects:
 
 - a session is one *record* (every field but `history`, with `user:`/`app:`/`temp:` state keys
   removed) plus columns the backend indexes (`user_id`, `expiry_at`, `version`, ...);
@@ -25,18 +27,28 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
 
 from .. import listing, records
 from ..codec import DEFAULT_MAX_DEPTH, MAX_COUNTER, Codec, JsonCodec, check_max_depth
 from ..errors import SearchUnavailable, SerializationError, SessionConflict, SessionNotFound, StoreUnavailable
-from ..ids import id_hash, new_write_id, validate_session_id, validate_user_id
+from ..ids import id_hash, validate_session_id, validate_user_id
 from ..records import MAX_TIMESTAMP, PREF_PREFIX, ScopeData, check_timestamp
-from ..search import HistoryHit, SearchQuery, SearchRow, entry_text, make_query
+from ..search import HistoryHit, SearchQuery, SearchRow, make_query
 from ..session import HistoryPage, Session
-from ..tracking import WRITE_LINEAGE, Baseline, PendingWrite, baseline_after, diff
+from ..tracking import Baseline, PendingWrite
+from . import writes
+from .primitives import (
+    ErasureReport,
+    HistoryRow,
+    Restore,
+    ScopeChange,
+    ScopeChanges,
+    SessionWrite,
+    StoredSession,
+    raise_conflict,
+)
 
 __all__ = [
     "DEFAULT_HISTORY_WINDOW",
@@ -68,124 +80,6 @@ DEFAULT_HISTORY_WINDOW = 50
 RENAME_ATTEMPTS = 20
 
 OnCorrupt = Literal["raise", "skip"]
-
-
-@dataclass(slots=True)
-class HistoryRow:
-    """One encoded history entry; `seq` numbers a session's entries from 1, never reused.
-
-    `text` is its searchable text (`search.entry_text`, computed from the decoded entry), kept
-    beside the row by backends that search ("" on those that do not)."""
-
-    seq: int
-    timestamp: float
-    type: str
-    payload: bytes
-    text: str = ""
-
-
-@dataclass(slots=True)
-class StoredSession:
-    """What a backend returns for one session.
-
-    `last_accessed_at` / `expiry_at` are the backend's columns and win over the record's copy
-    (touches update only the columns). `history` is the recent window, oldest to newest.
-    `user_scope` / `app_scope` are the scope rows (key -> encoded value); a backend that lists
-    sessions in bulk may leave them empty and set `scopes_loaded=False`.
-    """
-
-    session_id: str
-    user_id: str | None
-    version: int
-    last_accessed_at: float
-    expiry_at: float | None
-    record: bytes
-    history: list[bytes]
-    history_seq: int
-    user_scope: dict[str, bytes] = field(default_factory=dict)
-    app_scope: dict[str, bytes] = field(default_factory=dict)
-    scopes_loaded: bool = True
-
-
-@dataclass(slots=True)
-class ScopeChange:
-    """Per-key changes to one scope: `kind` "user" (owner = user id) or "app" (owner "")."""
-
-    kind: Literal["user", "app"]
-    owner: str
-    sets: dict[str, bytes] = field(default_factory=dict)
-    deletes: list[str] = field(default_factory=list)
-
-    def is_empty(self) -> bool:
-        return not (self.sets or self.deletes)
-
-
-class ScopeChanges:
-    """The user and app scope changes of one save or direct scope write, routed by key
-    (`records.scope_of`: ``user:``/``pref:`` keys need `user_id`, else `ScopeError`)."""
-
-    def __init__(self, user_id: str | None) -> None:
-        self.user_id = user_id
-        self.user = ScopeChange("user", user_id or "")
-        self.app = ScopeChange("app", "")
-
-    def route(self, key: str) -> ScopeChange:
-        """The change `key` belongs to."""
-        return self.app if records.scope_of(key, self.user_id) == "app" else self.user
-
-
-@dataclass(slots=True)
-class SessionWrite:
-    """One compare-and-set save.
-
-    `expected_version == 0` means insert: fail with `SessionConflict` if the id exists.
-    Otherwise update only if the stored version equals `expected_version` and the session is
-    live at `now`: a missing or expired session raises `SessionNotFound` (a save never
-    resurrects), a different version raises `SessionConflict`. On success the stored version
-    is `new_version`, `history` rows are appended, rows with ``seq <= history_seq - max_history``
-    dropped, and the scope changes applied (atomically with the record where the backend can).
-    """
-
-    session_id: str
-    user_id: str | None
-    previous_user_id: str | None
-    expected_version: int
-    new_version: int
-    created_at: float
-    last_accessed_at: float
-    expiry_at: float | None
-    record: bytes
-    history: list[HistoryRow]
-    history_seq: int
-    max_history: int
-    user_scope: ScopeChange | None = None
-    app_scope: ScopeChange | None = None
-    #: This save's id, first in the record's write lineage (`Baseline.writes`) once it lands.
-    write_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ErasureReport:
-    """What erasing one user removed (all zero when nothing was left: erasing is idempotent).
-
-    `sessions` (expired ones not yet cleaned up included), their `history_entries`, the
-    `scope_keys` of the user scope (``user:`` keys and ``pref:`` preferences), and the
-    `conversations` the registered session-data holders deleted (`SessionManager.erase_user`).
-    """
-
-    sessions: int = 0
-    history_entries: int = 0
-    scope_keys: int = 0
-    conversations: int = 0
-
-
-@dataclass(slots=True)
-class Restore:
-    """One session to `SessionStore.restore_many`: as exported, with its full history."""
-
-    session: Session
-    history: list[dict[str, Any]]
-    history_seq: int | None = None
 
 
 class SessionStore(ABC):
@@ -525,7 +419,7 @@ class SessionStore(ABC):
         """Set (and delete) scope keys directly: ``user:x`` / ``pref:x`` need `user_id`; ``app:x`` do not."""
         scopes = ScopeChanges(None if user_id is None else validate_user_id(user_id))
         for key, value in values.items():
-            scopes.route(key).sets[key] = self._encode_value(value, key)
+            scopes.route(key).sets[key] = writes.encode_value(self, value, key)
         for key in delete:
             scopes.route(key).deletes.append(key)
         user, app = scopes.user, scopes.app
@@ -549,7 +443,7 @@ class SessionStore(ABC):
         restored separately with `write_scopes`.
         """
         now = self.clock()
-        await self.write(self._restore_write(session, history, history_seq, now), now)
+        await self.write(writes.restore_write(self, session, history, history_seq, now), now)
 
     async def restore_many(self, items: Sequence[Restore]) -> list[bool]:
         """`restore` for a batch, in one round trip or statement where the backend can.
@@ -559,38 +453,8 @@ class SessionStore(ABC):
         if its id already existed (that one is left as it was; the rest are inserted).
         """
         now = self.clock()
-        writes = [self._restore_write(item.session, item.history, item.history_seq, now) for item in items]
-        return await self.write_many(writes, now) if writes else []
-
-    def _restore_write(
-        self, session: Session, history: list[dict[str, Any]], history_seq: int | None, now: float
-    ) -> SessionWrite:
-        sid = validate_session_id(session.session_id)
-        if session.expiry_at is not None and session.expiry_at <= now:
-            raise SessionNotFound("the session has expired; it is not restored")
-        kept = history[-self.max_history :]
-        last_seq = history_seq if history_seq is not None else len(history)
-        if type(last_seq) is not int or not len(history) <= last_seq <= MAX_COUNTER:
-            raise SerializationError("history_seq must be an int from the number of history entries to 2**53 - 1")
-        version = session.version
-        if type(version) is not int or not 0 <= version <= MAX_COUNTER:
-            raise SerializationError("version must be an int from 0 to 2**53 - 1")
-        first_seq = last_seq - len(kept) + 1
-        rows = [self._history_row(entry, first_seq + i, sid) for i, entry in enumerate(kept)]
-        return SessionWrite(
-            session_id=sid,
-            user_id=session.user_id,
-            previous_user_id=None,
-            expected_version=0,
-            new_version=max(session.version, 1),
-            created_at=session.created_at,
-            last_accessed_at=session.last_accessed_at,
-            expiry_at=session.expiry_at,
-            record=self._encode_record(session, (), checked=False),
-            history=rows,
-            history_seq=last_seq,
-            max_history=self.max_history,
-        )
+        batch = [writes.restore_write(self, item.session, item.history, item.history_seq, now) for item in items]
+        return await self.write_many(batch, now) if batch else []
 
     async def delete_if_version(self, session_id: str, version: int) -> bool:
         """Delete the session only if its stored version is still `version`; True if deleted.
@@ -660,118 +524,12 @@ class SessionStore(ABC):
         Only the delta is checked for strict JSON: the rest was checked when it was saved, or
         decoded from the store.
         """
-        sid = validate_session_id(session.session_id)
-        user_id = session.user_id
-        if user_id is not None:
-            user_id = validate_user_id(user_id)
-        version = session.version
-        if type(version) is not int or not 0 <= version < MAX_COUNTER:
-            raise SerializationError(f"version must be an int from 0 to 2**53 - 2 to save, got {version!r:.40}")
-        values = session.__dict__
-        records.check_shape(values)
-        baseline = session.baseline
-        delta = diff(values, baseline)
-        records.check_delta(delta, self.max_depth)
-        write_id = new_write_id()
-        writes = (write_id,) if baseline is None else (write_id, *baseline.writes[: WRITE_LINEAGE - 1])
-        record = self._encode_record(session, writes, checked=True)
-        seq = session.history_seq
-        rows = []
-        for entry in delta.history:
-            seq += 1
-            rows.append(self._history_row(entry, seq, sid))
-        if seq > MAX_COUNTER:
-            raise SerializationError("the history sequence number would pass 2**53 - 1")
-
-        scopes = ScopeChanges(user_id)
-        for key, value in delta.sets.get("state", {}).items():
-            if records.is_scoped_key(key):
-                change = scopes.route(key)  # before encoding: a key without its scope is a `ScopeError`
-                change.sets[key] = self._encode_value(value, f"state[{key!r}]", checked=True)
-        for key in delta.deletes.get("state", ()):
-            if records.is_scoped_key(key):
-                scopes.route(key).deletes.append(key)
-        if user_id is not None:
-            for key, value in delta.sets.get("preferences", {}).items():
-                records.check_column_text(key, "preference key")
-                scopes.user.sets[PREF_PREFIX + key] = self._encode_value(value, f"preferences[{key!r}]", checked=True)
-            scopes.user.deletes.extend(PREF_PREFIX + key for key in delta.deletes.get("preferences", ()))
-        for change in (scopes.user, scopes.app):
-            if change.sets:
-                self._check_scope_view(change, values, baseline)
-
-        write = SessionWrite(
-            session_id=sid,
-            user_id=user_id,
-            previous_user_id=baseline.fields["user_id"] if baseline is not None and version > 0 else None,
-            expected_version=version,
-            new_version=version + 1,
-            created_at=values["created_at"],
-            last_accessed_at=values["last_accessed_at"],
-            expiry_at=values["expiry_at"],
-            record=record,
-            history=rows,
-            history_seq=seq,
-            max_history=self.max_history,
-            user_scope=None if scopes.user.is_empty() else scopes.user,
-            app_scope=None if scopes.app.is_empty() else scopes.app,
-            write_id=write_id,
-        )
-        return write, baseline_after(baseline, delta, writes)
+        return writes.prepare_write(self, session)
 
     # ================================================================ shared internals
-    def _encode_value(self, value: Any, where: str, *, checked: bool = False) -> bytes:
-        """Encode one value, at most `max_session_bytes`; `checked`: `check_json` passed on it."""
-        return records.encode_value(
-            self.codec, value, where, max_bytes=self.max_session_bytes, max_depth=self.max_depth, checked=checked
-        )
-
-    def _encode_record(self, session: Session, writes: tuple[str, ...], *, checked: bool) -> bytes:
-        return records.encode_record(
-            self.codec,
-            session,
-            writes=writes,
-            max_bytes=self.max_session_bytes,
-            max_depth=self.max_depth,
-            checked=checked,
-        )
-
-    def _history_row(self, entry: Any, seq: int, session_id: str) -> HistoryRow:
-        stamp, kind = records.check_history_entry(entry, seq, self.max_depth)
-        payload = self._encode_value(entry, f"history entry {seq}", checked=True)
-        indexed = self.indexes_history_text and self.index_history
-        return HistoryRow(seq, stamp, kind, payload, entry_text(entry) if indexed else "")
-
     def _build(self, stored: StoredSession, now: float) -> Session | None:
         """The session `stored` holds (scopes merged, clean); None if expired at `now`."""
         return records.build_session(self.codec, stored, self.max_depth, now)
-
-    def _check_scope_view(self, change: ScopeChange, values: dict[str, Any], baseline: Baseline | None) -> None:
-        """Raise `SessionTooLarge` if a save's `change` grows its scope past `max_scope_bytes`.
-
-        Every new session of a user loads the whole user scope (and the app scope), so it is
-        bounded like a session is: by what the saving session holds of it (loaded with it). No
-        extra read: keys another session added since this one loaded count from its next load.
-        """
-        after = self._scope_view_size(change.kind, values["state"], values["preferences"], change.sets)
-        if after <= self.max_scope_bytes:
-            return
-        before = 0
-        if baseline is not None:
-            before = self._scope_view_size(change.kind, baseline.maps["state"], baseline.maps["preferences"], {})
-        records.check_scope_growth(change.kind, before, after, self.max_scope_bytes)
-
-    def _scope_view_size(
-        self, kind: Literal["user", "app"], state: dict[str, Any], prefs: dict[str, Any], encoded: dict[str, bytes]
-    ) -> int:
-        return records.scope_view_size(
-            self.codec,
-            records.scope_view(kind, state, prefs),
-            encoded,
-            max_scope_bytes=self.max_scope_bytes,
-            max_bytes=self.max_session_bytes,
-            max_depth=self.max_depth,
-        )
 
     async def _check_scope_bounds(self, user: ScopeChange, app: ScopeChange) -> None:
         """Raise `SessionTooLarge` if a direct scope write (`write_scopes`) would grow a scope
@@ -785,10 +543,3 @@ class SessionStore(ABC):
                 records.check_scope_growth(
                     change.kind, records.scope_size(rows), records.scope_size(after), self.max_scope_bytes
                 )
-
-
-def raise_conflict(session_id: str) -> SessionConflict:
-    """The `SessionConflict` a backend raises when a compare-and-set loses."""
-    return SessionConflict(
-        f"session {id_hash(session_id)} was saved by someone else since it was loaded; reload and retry"
-    )

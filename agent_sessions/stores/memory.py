@@ -20,17 +20,8 @@ from typing import Any
 
 from .. import search
 from ..errors import SessionNotFound
-from .base import (
-    ErasureReport,
-    HistoryRow,
-    ScopeChange,
-    SearchQuery,
-    SearchRow,
-    SessionStore,
-    SessionWrite,
-    StoredSession,
-    raise_conflict,
-)
+from .base import SearchQuery, SearchRow, SessionStore
+from .primitives import ErasureReport, HistoryRow, ScopeChange, SessionWrite, StoredSession, raise_conflict
 
 __all__ = ["MemorySessionStore"]
 

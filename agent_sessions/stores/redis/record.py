@@ -17,7 +17,7 @@ from typing import Final
 
 from ...errors import SerializationError
 from ...ids import id_hash
-from ..base import SessionWrite, StoredSession
+from ..primitives import SessionWrite, StoredSession
 
 __all__ = [
     "LEGACY_HEADER",

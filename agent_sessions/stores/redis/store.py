@@ -47,16 +47,8 @@ from typing import Any, Final
 
 from ...errors import SearchUnavailable, SerializationError, SessionNotFound, StoreUnavailable
 from ...ids import id_hash, is_valid_session_id
-from ..base import (
-    ErasureReport,
-    ScopeChange,
-    SearchQuery,
-    SearchRow,
-    SessionStore,
-    SessionWrite,
-    StoredSession,
-    raise_conflict,
-)
+from ..base import SearchQuery, SearchRow, SessionStore
+from ..primitives import ErasureReport, ScopeChange, SessionWrite, StoredSession, raise_conflict
 from .keys import KeyLayout
 from .record import (
     NO_OWNER,

@@ -2,7 +2,10 @@
 
 Statements are SQLAlchemy Core constructs (the PostgreSQL save is `text()`: see `save`)
 compiled once with the engine's dialect to the driver's SQL and parameter order (`Statement`),
-so running one is a call on the driver with a tuple of values.
+so running one is a call on the driver with a tuple of values. Beside them, the values they bind
+(`write_params`, `save_params`, `history_rows`, `scope_change_rows`, `scope_arrays`: a
+`SessionWrite` as the statements' parameters) and the reading of the rows the loads return
+(`assemble`).
 
 Invariant the reads rely on: a session's history ``seq`` values are contiguous (saves number new
 entries from the stored ``history_seq``; trimming drops a prefix), so the recent window of a
@@ -14,7 +17,7 @@ session is ``seq > history_seq - window``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,9 +43,19 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from ..primitives import ScopeChange, SessionWrite, StoredSession
 from .schema import Tables
 
-__all__ = ["Statement", "Statements"]
+__all__ = [
+    "Statement",
+    "Statements",
+    "assemble",
+    "history_rows",
+    "save_params",
+    "scope_arrays",
+    "scope_change_rows",
+    "write_params",
+]
 
 b = bindparam
 
@@ -312,3 +325,127 @@ class Statements:
             )
         stmt = self._saves[key] = self._compile(text("WITH " + ",\n".join(ctes) + "\nSELECT session_id FROM cas"))
         return stmt
+
+
+# ================================================================ the values bound and the rows returned
+# The parameter names below are the bind parameters of the statements above, and `assemble`
+# reads the tagged rows `load` / `load_many` / `scan` return: each changes with its statement.
+
+
+def assemble(rows: Sequence[Any], *, scopes: bool) -> list[StoredSession]:
+    """Sessions from the rows of `load`/`load_many`/`scan`: tag 0 a record, 1 a history entry,
+    2 a user scope row (owner = the user id), 3 an app scope row."""
+    sessions: dict[str, StoredSession] = {}
+    history: dict[str, list[tuple[int, bytes]]] = {}
+    users: dict[str, dict[str, bytes]] = {}
+    app: dict[str, bytes] = {}
+    for tag, sid, key, n1, n2, f1, f2, blob in rows:
+        if tag == 0:
+            sessions[sid] = StoredSession(sid, key, n1, f1, f2, bytes(blob), [], n2, scopes_loaded=scopes)
+        elif tag == 1:
+            history.setdefault(sid, []).append((n1, bytes(blob)))
+        elif tag == 2:
+            users.setdefault(sid, {})[key] = bytes(blob)
+        else:
+            app[key] = bytes(blob)
+    out = []
+    for sid in sorted(sessions):
+        stored = sessions[sid]
+        stored.history = [payload for _, payload in sorted(history.get(sid, ()))]
+        if scopes:
+            stored.user_scope = dict(users.get(stored.user_id, {})) if stored.user_id is not None else {}
+            stored.app_scope = dict(app)
+        out.append(stored)
+    return out
+
+
+def write_params(write: SessionWrite, now: float) -> dict[str, Any]:
+    """The parameters of `insert` / `update` / `trim` for one save (SQLite's row at a time)."""
+    return {
+        "id": write.session_id,
+        "uid": write.user_id,
+        "expv": write.expected_version,
+        "newv": write.new_version,
+        "hseq": write.history_seq,
+        "created": write.created_at,
+        "la": write.last_accessed_at,
+        "exp": write.expiry_at,
+        "rec": write.record,
+        "now": now,
+        "floor": write.history_seq - write.max_history,
+    }
+
+
+def history_rows(write: SessionWrite, floor: int) -> list[dict[str, Any]]:
+    """The `add_history` rows of a save: its new entries above `floor` (the rest are trimmed)."""
+    sid = write.session_id
+    return [
+        {"id": sid, "seq": r.seq, "ts": r.timestamp, "kind": r.type, "payload": r.payload, "text": r.text}
+        for r in write.history
+        if r.seq > floor
+    ]
+
+
+def save_params(writes: Sequence[SessionWrite], now: float | Sequence[float]) -> dict[str, Any]:
+    """The column arrays of `Statements.save` (one element per session or history row)."""
+    floors = [w.history_seq - w.max_history for w in writes]
+    history = [(w.session_id, r) for w, floor in zip(writes, floors, strict=True) for r in w.history if r.seq > floor]
+    return {
+        "ids": [w.session_id for w in writes],
+        "uids": [w.user_id for w in writes],
+        "expvs": [w.expected_version for w in writes],
+        "newvs": [w.new_version for w in writes],
+        "hseqs": [w.history_seq for w in writes],
+        "createds": [w.created_at for w in writes],
+        "las": [w.last_accessed_at for w in writes],
+        "exps": [w.expiry_at for w in writes],
+        "recs": [w.record for w in writes],
+        "floors": [floor if w.history else 0 for w, floor in zip(writes, floors, strict=True)],
+        "nows": [now] * len(writes) if isinstance(now, float | int) else list(now),
+        "h_ids": [sid for sid, _ in history],
+        "h_seqs": [r.seq for _, r in history],
+        "h_tss": [r.timestamp for _, r in history],
+        "h_kinds": [r.type for _, r in history],
+        "h_payloads": [r.payload for _, r in history],
+        "h_texts": [r.text for _, r in history],
+    }
+
+
+def scope_change_rows(changes: Sequence[ScopeChange]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The scope rows to upsert and to delete (`upsert_scope`, `delete_scope`), each sorted by
+    ``(kind, owner, key)``.
+
+    Writers lock scope rows in the order they write them; two sessions of one user saving the
+    same keys in different orders would otherwise deadlock. Upserts run before deletes, so a save
+    that sets a key another deletes can still deadlock; PostgreSQL then aborts one of them, which
+    `transaction.rerun_aborted` (and the manager) run again.
+    """
+    sets = sorted(
+        ({"kind": c.kind, "owner": c.owner, "key": k, "value": v} for c in changes for k, v in c.sets.items()),
+        key=lambda row: (row["kind"], row["owner"], row["key"]),
+    )
+    deletes = sorted(
+        ({"kind": c.kind, "owner": c.owner, "key": k} for c in changes for k in c.deletes),
+        key=lambda row: (row["kind"], row["owner"], row["key"]),
+    )
+    return sets, deletes
+
+
+def scope_arrays(sets: Sequence[Mapping[str, Any]], deletes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The scope arrays of `Statements.save(sets=..., deletes=...)` from the rows of
+    `scope_change_rows` (none for an empty side)."""
+    params: dict[str, Any] = {}
+    if sets:
+        params.update(
+            set_kinds=[r["kind"] for r in sets],
+            set_owners=[r["owner"] for r in sets],
+            set_keys=[r["key"] for r in sets],
+            set_values=[r["value"] for r in sets],
+        )
+    if deletes:
+        params.update(
+            del_kinds=[r["kind"] for r in deletes],
+            del_owners=[r["owner"] for r in deletes],
+            del_keys=[r["key"] for r in deletes],
+        )
+    return params

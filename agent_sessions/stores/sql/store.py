@@ -18,10 +18,10 @@ import random
 import re
 import warnings
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -31,21 +31,12 @@ from ...errors import SerializationError, SessionConflict, SessionNotFound, Stor
 from ...ids import id_hash, validate_session_id
 from ...search import entry_text, highlight
 from ...session import Session
-from ..base import (
-    ErasureReport,
-    ScopeChange,
-    SearchQuery,
-    SearchRow,
-    SessionStore,
-    SessionWrite,
-    StoredSession,
-    raise_conflict,
-)
+from ..base import SearchQuery, SearchRow, SessionStore
 from ..coalesce import Batch, Coalescer
+from ..primitives import ErasureReport, ScopeChange, SessionWrite, StoredSession, raise_conflict
 from .engine import (
     DB_ERRORS,
     DatabaseFailure,
-    TransactionAborted,
     create_database_engine,
     install_reset_handler,
     session_store_error,
@@ -59,8 +50,8 @@ from .search import (
     purge_deleted,
     upgrade_from_1,
 )
-from .statements import Statements
-from .transaction import Connections, Driver, Step
+from .statements import Statements, assemble, history_rows, save_params, scope_arrays, scope_change_rows, write_params
+from .transaction import Connections, Driver, Step, rerun_aborted
 
 __all__ = ["DatabaseSessionStore", "StoreNotClosedWarning"]
 
@@ -69,10 +60,6 @@ logger = logging.getLogger(__name__)
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _INIT_ATTEMPTS = 5
 _NO_CURSOR = 2**62  # "before" cursor meaning "from the newest entry"
-# A write the server aborted (deadlock, serialization failure) runs this many times in all before
-# the caller gets `SessionConflict`: nothing of it was written, so running it again is exact.
-_ABORTED_ATTEMPTS = 3
-_T = TypeVar("_T")
 _Load = tuple[str, float]
 _Save = tuple[SessionWrite, float]
 
@@ -280,19 +267,6 @@ class DatabaseSessionStore(SessionStore):
             outcome = await conn.transaction(steps)
         return None if outcome is None else outcome.counts
 
-    @staticmethod
-    async def _rerun_aborted(attempt: Callable[[], Awaitable[_T]]) -> _T:
-        """Run a write, and again (briefly backing off) while the server aborts it."""
-        failures = 0
-        while True:
-            try:
-                return await attempt()
-            except TransactionAborted:
-                failures += 1
-                if failures >= _ABORTED_ATTEMPTS:
-                    raise
-                await asyncio.sleep(random.uniform(0, 0.002 * 2**failures))
-
     def _ids(self, ids: list[str]) -> Any:
         return ids if self.postgres else json.dumps(ids)
 
@@ -305,7 +279,7 @@ class DatabaseSessionStore(SessionStore):
     async def _load_one(self, session_id: str, now: float) -> StoredSession | None:
         async with self._connection() as conn:
             rows = await conn.fetch(self._sql.load, {"id": session_id, "now": now, "window": self.history_window})
-        found = self._assemble(rows, scopes=True)
+        found = assemble(rows, scopes=True)
         return found[0] if found else None
 
     async def _load_batch(self, batch: Batch[_Load]) -> list[StoredSession | None]:
@@ -315,35 +289,8 @@ class DatabaseSessionStore(SessionStore):
             now = min(when for _, when in batch.items)  # every caller checks expiry again at its own
             params = {"ids": self._ids(ids), "now": now, "window": self.history_window}
             rows = await conn.fetch(self._sql.load_many, params)
-        found = {stored.session_id: stored for stored in self._assemble(rows, scopes=True)}
+        found = {stored.session_id: stored for stored in assemble(rows, scopes=True)}
         return [found.get(sid) for sid, _ in batch.items]
-
-    @staticmethod
-    def _assemble(rows: Sequence[Any], *, scopes: bool) -> list[StoredSession]:
-        """Sessions from the rows of `load`/`load_many`/`scan`: tag 0 a record, 1 a history entry,
-        2 a user scope row (owner = the user id), 3 an app scope row."""
-        sessions: dict[str, StoredSession] = {}
-        history: dict[str, list[tuple[int, bytes]]] = {}
-        users: dict[str, dict[str, bytes]] = {}
-        app: dict[str, bytes] = {}
-        for tag, sid, key, n1, n2, f1, f2, blob in rows:
-            if tag == 0:
-                sessions[sid] = StoredSession(sid, key, n1, f1, f2, bytes(blob), [], n2, scopes_loaded=scopes)
-            elif tag == 1:
-                history.setdefault(sid, []).append((n1, bytes(blob)))
-            elif tag == 2:
-                users.setdefault(sid, {})[key] = bytes(blob)
-            else:
-                app[key] = bytes(blob)
-        out = []
-        for sid in sorted(sessions):
-            stored = sessions[sid]
-            stored.history = [payload for _, payload in sorted(history.get(sid, ()))]
-            if scopes:
-                stored.user_scope = dict(users.get(stored.user_id, {})) if stored.user_id is not None else {}
-                stored.app_scope = dict(app)
-            out.append(stored)
-        return out
 
     async def load_records(
         self, session_ids: list[str], now: float, *, window: int | None = None
@@ -354,7 +301,7 @@ class DatabaseSessionStore(SessionStore):
         params = {"ids": self._ids(session_ids), "now": now, "window": size}
         async with self._connection() as conn:
             rows = await conn.fetch(self._sql.load_many, params)
-        return self._assemble(rows, scopes=True)
+        return assemble(rows, scopes=True)
 
     async def scan_records(self, batch_size: int, now: float) -> AsyncIterator[list[StoredSession]]:
         after = ""
@@ -362,7 +309,7 @@ class DatabaseSessionStore(SessionStore):
             params = {"after": after, "n": batch_size, "now": now, "window": self.history_window}
             async with self._connection() as conn:
                 rows = await conn.fetch(self._sql.scan, params)
-            batch = self._assemble(rows, scopes=False)
+            batch = assemble(rows, scopes=False)
             if batch:
                 yield batch
             if len(batch) < batch_size:
@@ -454,9 +401,9 @@ class DatabaseSessionStore(SessionStore):
 
             async def attempt() -> set[str]:
                 async with self._connection() as conn:
-                    return {row[0] for row in await conn.fetch(statement, self._save_params(batch, now))}
+                    return {row[0] for row in await conn.fetch(statement, save_params(batch, now))}
 
-            won = await self._rerun_aborted(attempt)
+            won = await rerun_aborted(attempt)
         else:
             counts = await self._transaction(
                 *(step for w in batch for step in self._sqlite_save(w, now, requires=True))
@@ -469,111 +416,50 @@ class DatabaseSessionStore(SessionStore):
         it loses nothing else runs). `requires`: the rest runs only if it won (no guard)."""
         sql = self._sql
         insert = write.expected_version == 0
-        params = self._params(write, now)
+        params = write_params(write, now)
         cas = Step(sql.insert if insert else sql.update, [params], guard=not requires)
-        sid = write.session_id
-        rows = [
-            {"id": sid, "seq": r.seq, "ts": r.timestamp, "kind": r.type, "payload": r.payload, "text": r.text}
-            for r in write.history
-            if r.seq > params["floor"]
-        ]
+        rows = history_rows(write, params["floor"])
         if requires:  # `write_many`: two steps per write, the second needing the first
             return [cas, Step(sql.add_history, rows, many=True, requires=-1)]
         steps = [cas, Step(sql.add_history, rows, many=True)]
         if write.history and params["floor"] > 0:
             steps.append(Step(sql.trim, [params]))
-        sets, deletes = _scope_rows([c for c in (write.user_scope, write.app_scope) if c is not None])
+        sets, deletes = scope_change_rows([c for c in (write.user_scope, write.app_scope) if c is not None])
         return [*steps, Step(sql.upsert_scope, sets, many=True), Step(sql.delete_scope, deletes, many=True)]
-
-    @staticmethod
-    def _params(write: SessionWrite, now: float) -> dict[str, Any]:
-        return {
-            "id": write.session_id,
-            "uid": write.user_id,
-            "expv": write.expected_version,
-            "newv": write.new_version,
-            "hseq": write.history_seq,
-            "created": write.created_at,
-            "la": write.last_accessed_at,
-            "exp": write.expiry_at,
-            "rec": write.record,
-            "now": now,
-            "floor": write.history_seq - write.max_history,
-        }
 
     async def _save_one(self, write: SessionWrite, now: float) -> bool:
         """One PostgreSQL save as one statement (`Statements.save`), run again while aborted."""
-        sets, deletes = _scope_rows([c for c in (write.user_scope, write.app_scope) if c is not None])
-        params = self._save_params([write], now)
-        if sets:
-            params.update(
-                set_kinds=[r["kind"] for r in sets],
-                set_owners=[r["owner"] for r in sets],
-                set_keys=[r["key"] for r in sets],
-                set_values=[r["value"] for r in sets],
-            )
-        if deletes:
-            params.update(
-                del_kinds=[r["kind"] for r in deletes],
-                del_owners=[r["owner"] for r in deletes],
-                del_keys=[r["key"] for r in deletes],
-            )
+        sets, deletes = scope_change_rows([c for c in (write.user_scope, write.app_scope) if c is not None])
+        params = {**save_params([write], now), **scope_arrays(sets, deletes)}
         statement = self._sql.save(insert=write.expected_version == 0, sets=bool(sets), deletes=bool(deletes))
 
         async def attempt() -> bool:
             async with self._connection() as conn:
                 return bool(await conn.fetch(statement, params))
 
-        return await self._rerun_aborted(attempt)
+        return await rerun_aborted(attempt)
 
     async def _save_batch(self, batch: Batch[_Save]) -> list[bool]:
         """Plain PostgreSQL saves (updates without scope changes, one per session) queued while
         every connection was busy: one statement, one round trip and one commit for all."""
         async with self._connection() as conn:
             batch.seal()
-            params = self._save_params([write for write, _ in batch.items], [now for _, now in batch.items])
+            params = save_params([write for write, _ in batch.items], [now for _, now in batch.items])
             won = {row[0] for row in await conn.fetch(self._sql.save(insert=False), params)}
         return [write.session_id in won for write, _ in batch.items]
 
-    @staticmethod
-    def _save_params(writes: Sequence[SessionWrite], now: float | Sequence[float]) -> dict[str, Any]:
-        """The column arrays of `Statements.save` (one element per session or history row)."""
-        floors = [w.history_seq - w.max_history for w in writes]
-        history = [
-            (w.session_id, r) for w, floor in zip(writes, floors, strict=True) for r in w.history if r.seq > floor
-        ]
-        return {
-            "ids": [w.session_id for w in writes],
-            "uids": [w.user_id for w in writes],
-            "expvs": [w.expected_version for w in writes],
-            "newvs": [w.new_version for w in writes],
-            "hseqs": [w.history_seq for w in writes],
-            "createds": [w.created_at for w in writes],
-            "las": [w.last_accessed_at for w in writes],
-            "exps": [w.expiry_at for w in writes],
-            "recs": [w.record for w in writes],
-            "floors": [floor if w.history else 0 for w, floor in zip(writes, floors, strict=True)],
-            "nows": [now] * len(writes) if isinstance(now, float | int) else list(now),
-            "h_ids": [sid for sid, _ in history],
-            "h_seqs": [r.seq for _, r in history],
-            "h_tss": [r.timestamp for _, r in history],
-            "h_kinds": [r.type for _, r in history],
-            "h_payloads": [r.payload for _, r in history],
-            "h_texts": [r.text for _, r in history],
-        }
-
     async def write_scope_rows(self, changes: list[ScopeChange]) -> None:
-        sets, deletes = _scope_rows(changes)
+        sets, deletes = scope_change_rows(changes)
         if sets or deletes:
             steps = (Step(self._sql.upsert_scope, sets, many=True), Step(self._sql.delete_scope, deletes, many=True))
-            await self._rerun_aborted(lambda: self._transaction(*steps))
+            await rerun_aborted(lambda: self._transaction(*steps))
 
     async def delete_record(self, session_id: str) -> bool:
         # Two statements in one transaction: the history delete runs after the session row is gone
         # (and its lock released by any writer), so no writer can add rows it would miss.
         params = [{"id": session_id}]
         steps = (Step(self._sql.delete_session, params), Step(self._sql.delete_history, params))
-        counts = await self._rerun_aborted(lambda: self._transaction(*steps))
+        counts = await rerun_aborted(lambda: self._transaction(*steps))
         return counts is not None and counts[0] > 0
 
     async def touch_record(self, session_id: str, last_accessed_at: float, expiry_at: float | None, now: float) -> bool:
@@ -594,7 +480,7 @@ class DatabaseSessionStore(SessionStore):
 
         removed = 0
         while True:
-            count = await self._rerun_aborted(batch)
+            count = await rerun_aborted(batch)
             removed += count
             if count < batch_size:
                 return removed
@@ -626,7 +512,7 @@ class DatabaseSessionStore(SessionStore):
         params = [{"ids": self._ids([row[0] for row in rows]), "uid": user_id}]
         sql = self._sql
         steps = (Step(sql.erase_sessions, params), Step(sql.erase_history, params), Step(sql.erase_scope, params))
-        counts = await self._rerun_aborted(lambda: self._transaction(*steps))
+        counts = await rerun_aborted(lambda: self._transaction(*steps))
         if counts is None:
             return ErasureReport()
         if counts[1]:  # the erased entries' words leave the search index too
@@ -672,22 +558,3 @@ class DatabaseSessionStore(SessionStore):
         await self._connections.close()
         if self._owns_engine:
             await self.engine.dispose()
-
-
-def _scope_rows(changes: Sequence[ScopeChange]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The scope rows to upsert and to delete, each sorted by ``(kind, owner, key)``.
-
-    Writers lock scope rows in the order they write them; two sessions of one user saving the
-    same keys in different orders would otherwise deadlock. Upserts run before deletes, so a save
-    that sets a key another deletes can still deadlock; PostgreSQL then aborts one of them, which
-    `_rerun_aborted` (and the manager) run again.
-    """
-    sets = sorted(
-        ({"kind": c.kind, "owner": c.owner, "key": k, "value": v} for c in changes for k, v in c.sets.items()),
-        key=lambda row: (row["kind"], row["owner"], row["key"]),
-    )
-    deletes = sorted(
-        ({"kind": c.kind, "owner": c.owner, "key": k} for c in changes for k in c.deletes),
-        key=lambda row: (row["kind"], row["owner"], row["key"]),
-    )
-    return sets, deletes

@@ -8,25 +8,43 @@ while the store is not saturated. Measured here (2 shared cores, medians of inte
 SQLAlchemy's `AsyncConnection` costs three or four thread hops per SQLite statement where
 aiosqlite needs one; `engine.connect()` per operation cost 90-200 us on PostgreSQL where a get
 takes 130-210 us; a pool check-out and check-in, 32-58 us per operation. Each is above 15%.
+
+`rerun_aborted` runs a write transaction again while the server aborts it (deadlock,
+serialization failure: nothing of it was written).
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 import weakref
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import PoolProxiedConnection, QueuePool, SingletonThreadPool, StaticPool
 from sqlalchemy.util.concurrency import greenlet_spawn
 
-from .engine import DB_ERRORS, DatabaseFailure, classify, session_store_error
+from .engine import DB_ERRORS, DatabaseFailure, TransactionAborted, classify, session_store_error
 from .statements import Statement
 
-__all__ = ["Connections", "Driver", "Outcome", "PostgresDriver", "SqliteDriver", "Step"]
+__all__ = [
+    "ABORTED_ATTEMPTS",
+    "Connections",
+    "Driver",
+    "Outcome",
+    "PostgresDriver",
+    "SqliteDriver",
+    "Step",
+    "rerun_aborted",
+]
+
+#: A write the server aborted (deadlock, serialization failure) runs this many times in all before
+#: the caller gets `SessionConflict`: nothing of it was written, so running it again is exact.
+ABORTED_ATTEMPTS = 3
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,3 +268,17 @@ class Connections:
         held, self._held = self._held, None
         if held is not None:
             held[1].detach()
+
+
+async def rerun_aborted(attempt: Callable[[], Awaitable[_T]]) -> _T:
+    """Run a write, and again (briefly backing off) while the server aborts it
+    (`TransactionAborted`), at most `ABORTED_ATTEMPTS` times in all."""
+    failures = 0
+    while True:
+        try:
+            return await attempt()
+        except TransactionAborted:
+            failures += 1
+            if failures >= ABORTED_ATTEMPTS:
+                raise
+            await asyncio.sleep(random.uniform(0, 0.002 * 2**failures))

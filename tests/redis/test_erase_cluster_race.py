@@ -43,14 +43,14 @@ async def test_a_save_held_back_across_an_erase_writes_nothing_back(clock: FakeC
         session = await manager.create_session(USER, {"user:a": 1}, preferences={"lang": "fr"})
         sid = session.session_id
         held, release = asyncio.Event(), asyncio.Event()
-        side_effects = store._side_effects
+        side_effects = store._indexes.side_effects
 
         async def late(calls: list[Any], who: str, what: str) -> None:
             held.set()
             await release.wait()  # the session's script has landed; its other slots wait
             await side_effects(calls, who, what)
 
-        store._side_effects = late  # type: ignore[method-assign]
+        store._indexes.side_effects = late  # type: ignore[method-assign]
         if touch:
             clock.advance(5)
             pending = asyncio.create_task(manager.get_session(sid))  # a moving touch
@@ -59,7 +59,7 @@ async def test_a_save_held_back_across_an_erase_writes_nothing_back(clock: FakeC
             session.preferences["theme"] = "dark"
             pending = asyncio.create_task(manager.update_session(session))
         await held.wait()
-        store._side_effects = side_effects  # type: ignore[method-assign]
+        store._indexes.side_effects = side_effects  # type: ignore[method-assign]
         report = await manager.erase_user(USER)
         release.set()
         await pending

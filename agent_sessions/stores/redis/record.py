@@ -1,4 +1,4 @@
-"""The record string of `RedisSessionStore` and its history rows, as the scripts see them.
+"""The record string of `RedisSessionStore`, its history and scope rows, as Redis returns them.
 
 A record is a one-line header, the user id, then the record encoded by the store's codec:
 ``R2 <version> <history seq> <last access> <expiry|-> <write token> <user hash|-> <user id bytes|-1>``
@@ -6,6 +6,7 @@ A record is a one-line header, the user id, then the record encoded by the store
 ``R1`` and have no user hash field; they are read as they are and rewritten as R2 by their next
 save or touch. A history row is stored behind its 4-byte big-endian length;
 the window key holds the newest rows concatenated behind the 16-digit seq of the first.
+A scope is a hash of its rows; a user scope's `OWNER_FIELD` holds the user id.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import struct
-from typing import Final
+from typing import Any, Final
 
 from ...errors import SerializationError
 from ...ids import id_hash
@@ -22,13 +23,17 @@ from ..primitives import SessionWrite, StoredSession
 __all__ = [
     "LEGACY_HEADER",
     "NO_OWNER",
+    "OWNER_FIELD",
+    "hash_from_reply",
     "index_score",
     "is_legacy",
     "pack_record",
     "pack_row",
+    "scope_from_reply",
     "split_rows",
     "ttl_ms",
     "unpack_record",
+    "user_hash_from_reply",
     "window_rows",
 ]
 
@@ -46,6 +51,8 @@ LEGACY_HEADER: Final = b"R1"
 
 #: The last two ARGV of a script that may need an R1 record's user hash, when none is known.
 NO_OWNER: Final = ("", "")
+#: The field of a user scope hash that holds the user id (not a scope row).
+OWNER_FIELD: Final = b"~owner"
 
 
 def is_legacy(raw: bytes) -> bool:
@@ -132,3 +139,20 @@ def window_rows(sid: str, blob: bytes, history_seq: int, window: int) -> list[by
         logger.error("history window out of step with the record of session %s", id_hash(sid))
         raise SerializationError("a stored Redis history window is out of step with its session record")
     return rows[-window:]
+
+
+def user_hash_from_reply(reply: Any) -> str | None:
+    """A user hash as a script returns it ('-' for none)."""
+    return None if reply in (b"-", None) else bytes(reply).decode("ascii")
+
+
+def hash_from_reply(reply: Any) -> dict[bytes, bytes]:
+    """A HGETALL reply: a dict from a command, a flat list from a script."""
+    if isinstance(reply, dict):
+        return reply
+    return dict(zip(reply[::2], reply[1::2], strict=True))
+
+
+def scope_from_reply(reply: Any) -> dict[str, bytes]:
+    """The rows of a scope hash (a HGETALL reply), without the `OWNER_FIELD`."""
+    return {k.decode(): v for k, v in hash_from_reply(reply).items() if k != OWNER_FIELD}

@@ -17,59 +17,58 @@ touches only the session's keys. A get pipelines ``load.lua`` with the app scope
 store knows the owner (a bounded map, verified on every read), the user scope: one round trip;
 for a session this store has not seen, the user scope key is learnt from the record, so that
 get costs two. A save (a moving touch, a delete) is the script, then one pipelined call for
-the index and scope keys of other slots (``ZADD GT``: a reordered update can leave a score too
-high, repaired by cleanup, never too low); a failure of that call says the record was saved.
-An update re-scores only entries that are still there (``index.lua`` in the user's slot, with
-the user-scope change; ``ZADD XX`` in the expiry shard): a save racing `erase_user` or a
-delete never writes an index entry or a scope key back. If the user index lost the entry (an
-earlier call failed), the record is checked and the entries are added again.
+the index and scope keys of other slots (``indexes.py``); a failure of that call says the
+record was saved.
 
 Records of the previous release (``R1`` header, no user hash: `record.LEGACY_HEADER`) are read
 and updated as before; Lua cannot compute their user hash, so a get of one with a user reads
 its user scope in a second round trip, and a script needing the hash answers `Result.LEGACY`
-and is sent again with it (`_script`, `_scripts`). Its next save or touch rewrites it as R2.
+and is sent again with it (``runner.py``). Its next save or touch rewrites it as R2.
 
 Cleanup walks the 16 expiry shards in batches (``reap.lua`` deletes what expired under the
 store clock; index entries of sessions Redis expired are pruned, live ones re-scored). No
 ``KEYS``: listing uses ``SCAN`` with a pattern from the prefix only. Driver errors become
-`StoreUnavailable` (cause chained); every operation is bounded by `socket_timeout` as a whole.
+`StoreUnavailable` (cause chained); every operation is bounded by `socket_timeout` as a whole
+(``runner.py``). ``client.py`` builds the client from a URL.
 """
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import logging
 import secrets
 from bisect import bisect_right
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from typing import Any, Final
 
 from ...errors import SearchUnavailable, SerializationError, SessionNotFound, StoreUnavailable
 from ...ids import id_hash, is_valid_session_id
 from ..base import SearchQuery, SearchRow, SessionStore
 from ..primitives import ErasureReport, ScopeChange, SessionWrite, StoredSession, raise_conflict
+from .client import endpoint, store_client
+from .indexes import IndexCommands, scope_args
 from .keys import KeyLayout
 from .record import (
     NO_OWNER,
+    OWNER_FIELD,
+    hash_from_reply,
     index_score,
     is_legacy,
     pack_record,
     pack_row,
+    scope_from_reply,
     split_rows,
     ttl_ms,
     unpack_record,
+    user_hash_from_reply,
     window_rows,
 )
+from .runner import Command, Runner
 from .scripts import Result, Scripts
 
 try:
-    from redis import exceptions as redis_errors
     from redis.asyncio import Redis
     from redis.asyncio.cluster import RedisCluster
-    from redis.asyncio.retry import Retry
-    from redis.backoff import ExponentialWithJitterBackoff
-    from redis.commands.core import AsyncScript
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ImportError(
         "RedisSessionStore needs the 'redis' package (redis-py >= 5): pip install agent-sessions[redis]"
@@ -80,49 +79,9 @@ __all__ = ["DEFAULT_PREFIX", "RedisSessionStore"]
 logger = logging.getLogger(__name__)
 
 DEFAULT_PREFIX: Final = "agent_sessions:"
-_OWNER_FIELD: Final = b"~owner"
-_REDIS_ERRORS: Final = (redis_errors.RedisError, redis_errors.RedisClusterException, OSError)
 _CORRUPT_HEADER: Final = "a stored Redis session record has an unreadable header; delete it"
-#: A script answering `Result.LEGACY` is called again with the owner it named; once more only
-#: if a writer of the previous release changed the owner in between.
-_LEGACY_ATTEMPTS: Final = 3
 #: Sessions per ``erase.lua`` call (one node: each call is atomic and blocks the server meanwhile).
 _ERASE_BATCH: Final = 500
-
-Command = tuple[Any, ...]
-
-
-def _unavailable(exc: BaseException, action: str) -> StoreUnavailable:
-    if isinstance(exc, TimeoutError):  # the store's own deadline (`socket_timeout`)
-        return StoreUnavailable(f"Redis did not {action} in time (socket_timeout)")
-    return StoreUnavailable(f"Redis could not {action}: {type(exc).__name__}: {exc}")
-
-
-def _is_legacy_reply(reply: Any) -> bool:
-    return isinstance(reply, list) and len(reply) == 2 and reply[0] == Result.LEGACY
-
-
-def _hash_field(reply: Any) -> str | None:
-    """A user hash as a script returns it ('-' for none)."""
-    return None if reply in (b"-", None) else bytes(reply).decode("ascii")
-
-
-def _hash_rows(reply: Any) -> dict[bytes, bytes]:
-    """A HGETALL reply: a dict from a command, a flat list from a script."""
-    if isinstance(reply, dict):
-        return reply
-    return dict(zip(reply[::2], reply[1::2], strict=True))
-
-
-def _scope_rows(reply: Any) -> dict[str, bytes]:
-    return {k.decode(): v for k, v in _hash_rows(reply).items() if k != _OWNER_FIELD}
-
-
-def _scope_args(change: ScopeChange) -> list[Any]:
-    """A scope change as `apply_scope` in ``prelude.lua`` reads it."""
-    owner = change.owner if change.kind == "user" else ""
-    sets = [item for pair in change.sets.items() for item in pair]
-    return [owner, len(change.sets), *sets, len(change.deletes), *change.deletes]
 
 
 class RedisSessionStore(SessionStore):
@@ -164,201 +123,25 @@ class RedisSessionStore(SessionStore):
         self.prefix = prefix
         self.socket_timeout = socket_timeout
         self._owns_client = isinstance(url_or_client, str)
-        if isinstance(url_or_client, str):
-            self.client: Redis | RedisCluster = _client_from_url(
-                url_or_client, socket_connect_timeout, retries, client_options or {}
-            )
-        elif isinstance(url_or_client, Redis | RedisCluster):
-            self.client = url_or_client
-        else:
-            raise TypeError(
-                "RedisSessionStore needs a redis:// or redis+cluster:// URL, a redis.asyncio.Redis "
-                f"or a redis.asyncio.cluster.RedisCluster, not {type(url_or_client).__name__}"
-            )
-        if self._connection_kwargs().get("decode_responses"):
-            raise ValueError("RedisSessionStore needs a client created with decode_responses=False")
+        self.client = store_client(url_or_client, socket_connect_timeout, retries, client_options or {})
         self._cluster = isinstance(self.client, RedisCluster)
         self._closed = False
         self._owners: dict[str, str | None] = {}  # Cluster only: session id -> user id
         self._owner_cache_size = max(0, owner_cache_size)
         self.scripts = Scripts(self.client)
+        self._runner = Runner(self.client, self.scripts, self.keys, socket_timeout)
+        self._indexes = IndexCommands(self.keys, self.scripts, self._runner, cluster=self._cluster)
 
     async def ping(self) -> None:
         """Send ``PING``; `StoreUnavailable` names the server's (or the cluster's startup nodes')
         host and port, never the password."""
         try:
-            await self._call(self.client.execute_command("PING"), "answer PING")
+            await self._runner.call(self.client.execute_command("PING"), "answer PING")
         except StoreUnavailable as exc:
-            if isinstance(self.client, RedisCluster):
-                where = ", ".join(f"{node.host}:{node.port}" for node in self.client.startup_nodes)
-            else:
-                kwargs = self._connection_kwargs()
-                where = kwargs.get("path") or f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+            where = endpoint(self.client)  # host and port or socket path, never the password
             raise StoreUnavailable(f"cannot reach the Redis session store at {where}: {exc}") from exc
 
-    def _connection_kwargs(self) -> dict[str, Any]:
-        if isinstance(self.client, RedisCluster):
-            return dict(self.client.get_connection_kwargs())
-        return dict(self.client.connection_pool.connection_kwargs)
-
-    # ------------------------------------------------------------------------- calls
-    async def _call(self, pending: Awaitable[Any], action: str) -> Any:
-        """Await one client call within `socket_timeout`; driver errors become `StoreUnavailable`."""
-        try:
-            async with asyncio.timeout(self.socket_timeout):
-                return await pending
-        except _REDIS_ERRORS as exc:
-            raise _unavailable(exc, action) from exc
-
-    async def _script(self, script: AsyncScript, keys: list[str], args: list[Any], action: str) -> Any:
-        """Run `script`; a `Result.LEGACY` reply (an R1 record, see `record.LEGACY_HEADER`) runs
-        it again with the owner's hash as its last two ARGV (again only if the owner changed)."""
-        for _ in range(_LEGACY_ATTEMPTS):
-            reply = await self._call(script(keys, args), action)
-            if not _is_legacy_reply(reply):
-                return reply
-            args = [*args[:-2], *self._owner_args(reply[1])]
-        raise StoreUnavailable(f"Redis could not {action}: the session's owner kept changing")
-
-    async def _scripts(self, script: AsyncScript, calls: list[tuple[list[str], list[Any]]], action: str) -> list[Any]:
-        """Run `script` once per ``(keys, args)`` in one pipelined round trip; `Result.LEGACY`
-        replies are run again as in `_script`, together in one more."""
-        replies = await self._pipeline([Scripts.command(script, *call) for call in calls], action) if calls else []
-        for _ in range(_LEGACY_ATTEMPTS - 1):
-            legacy = [i for i, reply in enumerate(replies) if _is_legacy_reply(reply)]
-            if not legacy:
-                return replies
-            calls = list(calls)
-            for i in legacy:
-                keys, args = calls[i]
-                calls[i] = (keys, [*args[:-2], *self._owner_args(replies[i][1])])
-            again = await self._pipeline([Scripts.command(script, *calls[i]) for i in legacy], action)
-            for i, reply in zip(legacy, again, strict=True):
-                replies[i] = reply
-        if any(_is_legacy_reply(reply) for reply in replies):
-            raise StoreUnavailable(f"Redis could not {action}: a session's owner kept changing")
-        return replies
-
-    async def _pipeline(self, calls: list[Command], action: str) -> list[Any]:
-        """Run `calls` in one round trip (per node, concurrently, on a cluster).
-
-        redis-py's pipeline would check every script with ``SCRIPT EXISTS`` before each
-        execute (a second round trip); instead a reply of ``NOSCRIPT`` (a restart, a failover)
-        loads the scripts and sends the calls that failed for that reason once more.
-        """
-        results: list[Any] = [None] * len(calls)
-        todo = list(range(len(calls)))
-        try:
-            async with asyncio.timeout(self.socket_timeout):
-                for attempt in range(2):
-                    pipe = self.client.pipeline(transaction=False)
-                    for i in todo:
-                        pipe.execute_command(*calls[i])
-                    again: list[int] = []
-                    for i, reply in zip(todo, await pipe.execute(raise_on_error=False), strict=True):
-                        if isinstance(reply, redis_errors.NoScriptError) and attempt == 0:
-                            again.append(i)
-                        elif isinstance(reply, BaseException):
-                            raise reply
-                        else:
-                            results[i] = reply
-                    if not again:
-                        break
-                    for script in self.scripts.all:
-                        await self.client.script_load(script.script)
-                    todo = again
-        except _REDIS_ERRORS as exc:
-            raise _unavailable(exc, action) from exc
-        return results
-
-    async def _side_effects(self, calls: list[Command], sid: str, what: str) -> None:
-        """Cluster: the index and scope updates of other slots after a session's script succeeded.
-
-        An update (`_index_calls` with ``add=False``) the user index refused had lost its entry,
-        or the session was erased or deleted meanwhile: if the record is still there, the
-        entries are added again (with the scope change), else nothing is written."""
-        if not calls:
-            return
-        try:
-            replies = await self._pipeline(calls, "update the indexes and scopes")
-            refused = [call for call, reply in zip(calls, replies, strict=True) if self._refused(call, reply)]
-            if refused and await self._call(self.client.exists(self.keys.record(sid)), "read the session"):
-                await self._pipeline([self._adding(call) for call in calls], "update the indexes and scopes")
-        except StoreUnavailable as exc:
-            raise StoreUnavailable(
-                f"session {id_hash(sid)} was {what}, but its index/scope updates failed: {exc}"
-            ) from exc
-
-    def _refused(self, call: Command, reply: Any) -> bool:
-        return call[:2] == ("EVALSHA", self.scripts.index.sha) and reply == Result.ABSENT
-
-    def _adding(self, call: Command) -> Command:
-        """`call` (of `_index_calls`) adding the entry instead of only re-scoring it."""
-        if call[:2] == ("EVALSHA", self.scripts.index.sha):
-            return (*call[:5], "1", *call[6:])
-        if call[0] == "ZADD" and call[2] == "XX":
-            return ("ZADD", call[1], *call[3:])
-        return call
-
-    # ------------------------------------------------------------------------- Cluster index commands
-    def _index_calls(
-        self,
-        sid: str,
-        user_hash: str | None,
-        score: str | None,
-        *,
-        add: bool = True,
-        scope: ScopeChange | None = None,
-        listed: bool = True,
-    ) -> list[Command]:
-        """Score the session in its expiry shard and user index at `score` (``ZADD GT``; with
-        ``add=False`` only entries still there: ``ZADD XX`` and ``index.lua``, which applies the
-        user-scope change `scope` too), or (score None) ``ZREM`` it; and (`listed`) list it in
-        its listing shard alike (``ZADD``, ``XX`` with ``add=False``) or unlist it."""
-        member = sid if user_hash is None else f"{sid}:{user_hash}"
-        shard = self.keys.expiry_shard(sid)
-        lex = self.keys.list_shard(sid)
-        if score is None:
-            calls: list[Command] = [("ZREM", shard, member)]
-            if user_hash is not None:
-                calls.append(("ZREM", self.keys.user_keys_of_hash(user_hash).index, sid))
-            if listed:
-                calls.append(("ZREM", lex, sid))
-            return calls
-        calls = [("ZADD", shard, "GT", score, member) if add else ("ZADD", shard, "XX", "GT", score, member)]
-        if listed:
-            calls.append(self._list_call(sid) if add else ("ZADD", lex, "XX", "0", sid))
-        if user_hash is not None:
-            user = self.keys.user_keys_of_hash(user_hash)
-            args = ["1" if add else "0", sid, score, *(_scope_args(scope) if scope is not None else ())]
-            calls.append(Scripts.command(self.scripts.index, [user.index, user.scope], args))
-        return calls
-
-    def _list_call(self, sid: str) -> Command:
-        return ("ZADD", self.keys.list_shard(sid), "0", sid)
-
-    def _scope_call(self, change: ScopeChange) -> Command:
-        key = self.keys.app_scope if change.kind == "app" else self.keys.user_scope(change.owner)
-        return Scripts.command(self.scripts.scope, [key], _scope_args(change))
-
-    def _script_keys(self, sid: str) -> list[str]:
-        """The session's keys, and on one node its expiry shard (in another slot on a cluster)."""
-        keys = self.keys.session(sid)
-        if not self._cluster:
-            keys.append(self.keys.expiry_shard(sid))
-        return keys
-
-    def _owner_args(self, owner: bytes | str | None) -> tuple[bytes | str, str]:
-        """The last two ARGV of a script for an R1 record's owner: its user id and `user_hash`
-        (``known_hash`` in ``prelude.lua``), or `NO_OWNER`."""
-        if owner is None:
-            return NO_OWNER
-        text = owner.decode("utf-8", "surrogatepass") if isinstance(owner, bytes) else owner
-        return text.encode("utf-8", "surrogatepass"), self.keys.user(text).hash
-
-    def _user_hash(self, user_id: str | None) -> str | None:
-        return None if user_id is None else self.keys.user(user_id).hash
-
+    # ------------------------------------------------------------------------- owners
     def _remember(self, sid: str, user_id: str | None) -> None:
         owners = self._owners
         if not self._cluster or self._owner_cache_size == 0:
@@ -379,15 +162,15 @@ class RedisSessionStore(SessionStore):
             hinted = sorted({u for sid in sids if (u := self._owners.get(sid)) is not None}) if scopes else []
             if scopes:
                 calls += [("HGETALL", self.keys.app_scope), *(("HGETALL", self.keys.user_scope(u)) for u in hinted)]
-            replies = await self._pipeline(calls, "load sessions")
+            replies = await self._runner.pipeline(calls, "load sessions")
             triples = [item for reply in replies[: len(sids)] for item in reply]
             app_reply = replies[len(sids)] if scopes else []
-            user_scopes = {u: _scope_rows(r) for u, r in zip(hinted, replies[len(sids) + 1 :], strict=True)}
+            user_scopes = {u: scope_from_reply(r) for u, r in zip(hinted, replies[len(sids) + 1 :], strict=True)}
         else:
             keys = [key for sid in sids for key in self.keys.session(sid)]
             if scopes:
                 keys.append(self.keys.app_scope)
-            reply = await self._script(self.scripts.load, keys, [window], "load sessions")
+            reply = await self._runner.script(self.scripts.load, keys, [window], "load sessions")
             triples, app_reply, user_scopes = reply, reply[-1] if scopes else [], {}
 
         out: list[StoredSession | None] = []
@@ -404,16 +187,18 @@ class RedisSessionStore(SessionStore):
                 continue
             stored.scopes_loaded = scopes
             if scopes and stored.user_id is not None and not self._cluster and not is_legacy(raw):
-                user_scopes[stored.user_id] = _scope_rows(user_scope)  # an R1 one is read below
+                user_scopes[stored.user_id] = scope_from_reply(user_scope)  # an R1 one is read below
             out.append(stored)
         if not scopes:
             return out
 
-        app = _scope_rows(app_reply)
+        app = scope_from_reply(app_reply)
         missing = sorted({s.user_id for s in out if s is not None and s.user_id is not None} - user_scopes.keys())
         if missing:  # Cluster: owners this store had not seen; both: owners of R1 records
-            replies = await self._pipeline([("HGETALL", self.keys.user_scope(u)) for u in missing], "load user scopes")
-            user_scopes.update({u: _scope_rows(r) for u, r in zip(missing, replies, strict=True)})
+            replies = await self._runner.pipeline(
+                [("HGETALL", self.keys.user_scope(u)) for u in missing], "load user scopes"
+            )
+            user_scopes.update({u: scope_from_reply(r) for u, r in zip(missing, replies, strict=True)})
         for found in out:
             if found is not None:
                 self._remember(found.session_id, found.user_id)
@@ -437,7 +222,7 @@ class RedisSessionStore(SessionStore):
     ) -> list[tuple[int, bytes]] | None:
         keys = [self.keys.record(session_id), self.keys.history(session_id)]
         args = [repr(now), limit, "" if before_seq is None else before_seq]
-        reply = await self._script(self.scripts.history, keys, args, "read history")
+        reply = await self._runner.script(self.scripts.history, keys, args, "read history")
         if reply[0] == Result.ABSENT:
             return None
         if reply[0] == Result.CORRUPT:
@@ -452,7 +237,7 @@ class RedisSessionStore(SessionStore):
 
     async def user_session_ids(self, user_id: str, now: float) -> list[str]:
         command = self.client.execute_command("ZRANGEBYSCORE", self.keys.user_index(user_id), f"({now!r}", "+inf")
-        members: list[bytes] = await self._call(command, "read the user index")
+        members: list[bytes] = await self._runner.call(command, "read the user index")
         return [m.decode() for m in members]
 
     async def list_page(self, user_id: str | None, limit: int, after: str | None, now: float) -> list[str]:
@@ -464,7 +249,7 @@ class RedisSessionStore(SessionStore):
             return ids[bisect_right(ids, after) if after is not None else 0 :][:limit]
         low = "-" if after is None else "(" + after
         calls: list[Command] = [("ZRANGEBYLEX", key, low, "+", "LIMIT", 0, limit) for key in self.keys.list_shards]
-        replies = await self._pipeline(calls, "read the listing index")
+        replies = await self._runner.pipeline(calls, "read the listing index")
         return heapq.nsmallest(limit, (m.decode() for reply in replies for m in reply))
 
     async def rebuild_listing_index(self, *, batch_size: int = 500) -> int:
@@ -473,42 +258,22 @@ class RedisSessionStore(SessionStore):
         its sessions enter the shards only at their next save or touch. A session deleted
         meanwhile may leave an id there, which listing skips."""
         seen = 0
-        async for keys in self._scan_batches(self.keys.record_pattern, batch_size):
+        async for keys in self._runner.scan_batches(self.keys.record_pattern, batch_size):
             sids = [sid for key in keys if (sid := self.keys.session_id_of(key)) and is_valid_session_id(sid)]
             if sids:
-                await self._pipeline([self._list_call(sid) for sid in sids], "index sessions for listing")
+                await self._runner.pipeline(
+                    [self._indexes.list_call(sid) for sid in sids], "index sessions for listing"
+                )
                 seen += len(sids)
         return seen
 
     async def scope_rows(self, user_id: str | None) -> tuple[dict[str, bytes], dict[str, bytes]]:
         keys = [self.keys.app_scope] if user_id is None else [self.keys.app_scope, self.keys.user_scope(user_id)]
-        replies = await self._pipeline([("HGETALL", key) for key in keys], "load scopes")
-        return (_scope_rows(replies[1]) if user_id is not None else {}), _scope_rows(replies[0])
-
-    async def _scan_batches(self, pattern: str, size: int) -> AsyncIterator[list[bytes]]:
-        """The keys ``SCAN`` finds for `pattern`, in batches of `size` (each key once)."""
-        keys = self.client.scan_iter(match=pattern, count=max(size, 10))
-        seen: set[bytes] = set()  # SCAN may return a key twice while Redis resizes its table
-        batch: list[bytes] = []
-        while True:
-            try:
-                async with asyncio.timeout(self.socket_timeout):
-                    key = await anext(keys)
-            except StopAsyncIteration:
-                break
-            except _REDIS_ERRORS as exc:
-                raise _unavailable(exc, "scan keys") from exc
-            if key not in seen:
-                seen.add(key)
-                batch.append(key)
-            if len(batch) >= size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+        replies = await self._runner.pipeline([("HGETALL", key) for key in keys], "load scopes")
+        return (scope_from_reply(replies[1]) if user_id is not None else {}), scope_from_reply(replies[0])
 
     async def scan_records(self, batch_size: int, now: float) -> AsyncIterator[list[StoredSession]]:
-        async for keys in self._scan_batches(self.keys.record_pattern, batch_size):
+        async for keys in self._runner.scan_batches(self.keys.record_pattern, batch_size):
             sids = [sid for key in keys if (sid := self.keys.session_id_of(key)) and is_valid_session_id(sid)]
             if sids:
                 yield await self._scan_batch(sids, now)
@@ -529,20 +294,20 @@ class RedisSessionStore(SessionStore):
 
     async def iter_scope_rows(self) -> AsyncIterator[ScopeChange]:
         async def flush(keys: list[bytes]) -> list[ScopeChange]:
-            replies = await self._pipeline([("HGETALL", key) for key in keys], "read user scopes")
+            replies = await self._runner.pipeline([("HGETALL", key) for key in keys], "read user scopes")
             changes = []
             for key, reply in zip(keys, replies, strict=True):
-                raw = _hash_rows(reply)
-                owner = raw.get(_OWNER_FIELD)
+                raw = hash_from_reply(reply)
+                owner = raw.get(OWNER_FIELD)
                 if owner is None:
                     logger.error("user scope without an owner field skipped (key hash %s)", id_hash(key.hex()))
                     continue
-                rows = _scope_rows(raw)
+                rows = scope_from_reply(raw)
                 if rows:
                     changes.append(ScopeChange("user", owner.decode("utf-8", "surrogatepass"), rows))
             return changes
 
-        async for keys in self._scan_batches(self.keys.user_scope_pattern, 200):
+        async for keys in self._runner.scan_batches(self.keys.user_scope_pattern, 200):
             for change in await flush(keys):
                 yield change
         app = (await self.scope_rows(None))[1]
@@ -553,8 +318,8 @@ class RedisSessionStore(SessionStore):
     def _write_call(self, write: SessionWrite, now: float) -> tuple[list[str], list[Any]]:
         """The KEYS and ARGV of ``write.lua`` for one save (documented at the top of the script)."""
         sid = write.session_id
-        keys = self._script_keys(sid)
-        value = pack_record(write, secrets.token_hex(8), self._user_hash(write.user_id) or "-")
+        keys = self._indexes.script_keys(sid)
+        value = pack_record(write, secrets.token_hex(8), self._indexes.user_hash(write.user_id) or "-")
         ttl = ttl_ms(write.expiry_at, now)
         args: list[Any] = [repr(now), write.expected_version, value, ttl, write.max_history, self.history_window]
         args.append(len(write.history))
@@ -563,23 +328,9 @@ class RedisSessionStore(SessionStore):
         args.append(len(changes))
         for change in changes:
             keys.append(self.keys.app_scope if change.kind == "app" else self.keys.user_scope(change.owner))
-            args += _scope_args(change)
-        args += self._owner_args(write.previous_user_id) if write.expected_version != 0 else NO_OWNER
+            args += scope_args(change)
+        args += self._runner.owner_args(write.previous_user_id) if write.expected_version != 0 else NO_OWNER
         return keys, args
-
-    def _after_write(self, write: SessionWrite) -> list[Command]:
-        """Cluster: what a save leaves to the caller: indexes and scope changes in other slots
-        (an update only re-scores entries still there, see `_side_effects`)."""
-        sid = write.session_id
-        calls: list[Command] = []
-        bound = write.expected_version == 0 or write.previous_user_id != write.user_id
-        if write.expected_version != 0 and write.previous_user_id != write.user_id:
-            calls += self._index_calls(sid, self._user_hash(write.previous_user_id), None, listed=False)
-        if write.app_scope is not None:
-            calls.append(self._scope_call(write.app_scope))
-        score = index_score(write.expiry_at)
-        calls += self._index_calls(sid, self._user_hash(write.user_id), score, add=bound, scope=write.user_scope)
-        return calls
 
     @staticmethod
     def _written(code: int, sid: str) -> bool:
@@ -594,16 +345,18 @@ class RedisSessionStore(SessionStore):
 
     async def write(self, write: SessionWrite, now: float) -> None:
         keys, args = self._write_call(write, now)
-        code = await self._script(self.scripts.write, keys, args, "save the session")
+        code = await self._runner.script(self.scripts.write, keys, args, "save the session")
         if not self._written(code, write.session_id):
             raise raise_conflict(write.session_id)
         if self._cluster:
             self._remember(write.session_id, write.user_id)
-            await self._side_effects(self._after_write(write), write.session_id, "saved")
+            await self._indexes.side_effects(self._indexes.after_write(write), write.session_id, "saved")
 
     async def write_many(self, writes: list[SessionWrite], now: float) -> list[bool]:
         """Inserts in one pipelined round trip (on a cluster, a second one for the indexes)."""
-        codes = await self._scripts(self.scripts.write, [self._write_call(w, now) for w in writes], "save sessions")
+        codes = await self._runner.script_many(
+            self.scripts.write, [self._write_call(w, now) for w in writes], "save sessions"
+        )
         inserted, failure = [], None
         for code, w in zip(codes, writes, strict=True):
             try:
@@ -612,15 +365,17 @@ class RedisSessionStore(SessionStore):
                 inserted.append(False)
                 failure = failure or exc
         if self._cluster:
-            after = [call for w, ok in zip(writes, inserted, strict=True) if ok for call in self._after_write(w)]
+            after = [
+                call for w, ok in zip(writes, inserted, strict=True) if ok for call in self._indexes.after_write(w)
+            ]
             if after:
-                await self._side_effects(after, writes[0].session_id, "saved with its batch")
+                await self._indexes.side_effects(after, writes[0].session_id, "saved with its batch")
         if failure is not None:
             raise failure
         return inserted
 
     async def touch_record(self, session_id: str, last_accessed_at: float, expiry_at: float | None, now: float) -> bool:
-        keys = self._script_keys(session_id)
+        keys = self._indexes.script_keys(session_id)
         args: list[Any] = [
             repr(now),
             repr(float(last_accessed_at)),
@@ -628,15 +383,17 @@ class RedisSessionStore(SessionStore):
             ttl_ms(expiry_at, now),
             *NO_OWNER,
         ]
-        reply = await self._script(self.scripts.touch, keys, args, "touch the session")
+        reply = await self._runner.script(self.scripts.touch, keys, args, "touch the session")
         if reply[0] == Result.CORRUPT:
             raise SerializationError(_CORRUPT_HEADER)
         if reply[0] == Result.ABSENT:
             self._owners.pop(session_id, None)
             return False
         if reply[2]:  # Cluster, the expiry moved: re-score the indexes in other slots
-            calls = self._index_calls(session_id, _hash_field(reply[1]), index_score(expiry_at), add=False)
-            await self._side_effects(calls, session_id, "touched")
+            calls = self._indexes.index_calls(
+                session_id, user_hash_from_reply(reply[1]), index_score(expiry_at), add=False
+            )
+            await self._indexes.side_effects(calls, session_id, "touched")
         return True
 
     async def delete_record(self, session_id: str) -> bool:
@@ -649,9 +406,9 @@ class RedisSessionStore(SessionStore):
         return await self._delete_checked(session_id, version)
 
     async def _delete_checked(self, session_id: str, version: int | None) -> bool:
-        keys = self._script_keys(session_id)
+        keys = self._indexes.script_keys(session_id)
         args = ["" if version is None else str(version), *NO_OWNER]
-        reply = await self._script(self.scripts.delete, keys, args, "delete the session")
+        reply = await self._runner.script(self.scripts.delete, keys, args, "delete the session")
         if reply[0] == Result.CORRUPT:
             logger.error("corrupt Redis session header %s: version-checked delete refused", id_hash(session_id))
             raise SerializationError(_CORRUPT_HEADER)
@@ -661,13 +418,15 @@ class RedisSessionStore(SessionStore):
         if reply[0] == Result.ABSENT:
             return False
         if self._cluster and len(reply) > 1:
-            await self._side_effects(self._index_calls(session_id, _hash_field(reply[1]), None), session_id, "deleted")
+            await self._indexes.side_effects(
+                self._indexes.index_calls(session_id, user_hash_from_reply(reply[1]), None), session_id, "deleted"
+            )
         return True
 
     async def write_scope_rows(self, changes: list[ScopeChange]) -> None:
-        calls = [self._scope_call(change) for change in changes if not change.is_empty()]
+        calls = [self._indexes.scope_call(change) for change in changes if not change.is_empty()]
         if calls:
-            await self._pipeline(calls, "write scopes")
+            await self._runner.pipeline(calls, "write scopes")
 
     # ------------------------------------------------------------------------- cleanup
     async def delete_expired(self, now: float, batch_size: int) -> int:
@@ -676,7 +435,7 @@ class RedisSessionStore(SessionStore):
         previous: dict[str, list[bytes]] = {}
         while pending:
             # One round trip asks every shard still in play for its next batch of due members.
-            replies = await self._pipeline(
+            replies = await self._runner.pipeline(
                 [("ZRANGEBYSCORE", key, "-inf", repr(now), "LIMIT", 0, batch_size) for key in pending],
                 "read the expiry index",
             )
@@ -700,7 +459,7 @@ class RedisSessionStore(SessionStore):
                 found.append((member, sid, hashed or None))
             else:
                 calls.append(("ZREM", shard_key, member))
-        replies = await self._scripts(
+        replies = await self._runner.script_many(
             self.scripts.reap,
             [(self.keys.session(sid), [repr(now), *NO_OWNER]) for _, sid, _ in found],
             "delete expired sessions",
@@ -708,7 +467,7 @@ class RedisSessionStore(SessionStore):
         removed = 0
         for (member, sid, member_hash), reply in zip(found, replies, strict=True):
             status = reply[0]
-            real_hash = _hash_field(reply[1]) if status in (Result.DONE, Result.LIVE) else None
+            real_hash = user_hash_from_reply(reply[1]) if status in (Result.DONE, Result.LIVE) else None
             if status != Result.LIVE or member_hash != real_hash:
                 calls.append(("ZREM", shard_key, member))
                 if member_hash is not None:
@@ -722,11 +481,11 @@ class RedisSessionStore(SessionStore):
                     calls.append(("ZREM", self.keys.user_keys_of_hash(real_hash).index, sid))
             elif status == Result.LIVE:
                 score = index_score(None if reply[2] == b"-" else float(reply[2]))
-                calls += self._index_calls(sid, real_hash, score, add=member_hash != real_hash)
+                calls += self._indexes.index_calls(sid, real_hash, score, add=member_hash != real_hash)
             elif status == Result.CORRUPT:
                 logger.error("corrupt Redis session header %s left in place by cleanup", id_hash(sid))
         if calls:
-            await self._pipeline(calls, "prune the indexes")
+            await self._runner.pipeline(calls, "prune the indexes")
         return removed
 
     async def erase_user(self, user_id: str, now: float) -> ErasureReport:
@@ -734,20 +493,24 @@ class RedisSessionStore(SessionStore):
         sessions, their index entries and the user scope included. Cluster: the sessions'
         scripts in one pipelined round trip, then their expiry-shard entries and, in the user's
         slot, the index entries and the scope; a save racing it writes nothing back there
-        (`_after_write`)."""
+        (`IndexCommands.after_write`)."""
         user = self.keys.user(user_id)
-        members = await self._call(self.client.execute_command("ZRANGE", user.index, 0, -1), "read the user index")
+        members = await self._runner.call(
+            self.client.execute_command("ZRANGE", user.index, 0, -1), "read the user index"
+        )
         sids = [sid for m in members if is_valid_session_id(sid := m.decode("ascii", "replace"))]
         owner = user_id.encode("utf-8", "surrogatepass")
         batches = [sids[i : i + _ERASE_BATCH] for i in range(0, len(sids), _ERASE_BATCH)] or [[]]
         totals = [0, 0, 0, 0]
         for batch in batches:
             if not self._cluster:
-                keys = [key for sid in batch for key in self._script_keys(sid)] + [user.index, user.scope]
-                replies = [await self._script(self.scripts.erase, keys, [4, 1, owner, user.hash], "erase a user")]
+                keys = [key for sid in batch for key in self._indexes.script_keys(sid)] + [user.index, user.scope]
+                replies = [
+                    await self._runner.script(self.scripts.erase, keys, [4, 1, owner, user.hash], "erase a user")
+                ]
             else:
                 calls = [(self.keys.session(sid), [3, 0, owner, user.hash]) for sid in batch]
-                replies = await self._scripts(self.scripts.erase, calls, "erase a user's sessions")
+                replies = await self._runner.script_many(self.scripts.erase, calls, "erase a user's sessions")
                 done = [sid for sid, reply in zip(batch, replies, strict=True) if not int(reply[3])]
                 tail = [("ZREM", self.keys.expiry_shard(sid), f"{sid}:{user.hash}") for sid in done]
                 erased = [sid for sid, reply in zip(batch, replies, strict=True) if int(reply[0])]
@@ -755,7 +518,7 @@ class RedisSessionStore(SessionStore):
                 tail.append(
                     Scripts.command(self.scripts.erase, [user.index, user.scope], [3, 1, owner, user.hash, *done])
                 )
-                replies.append((await self._pipeline(tail, "erase a user's index entries and scope"))[-1])
+                replies.append((await self._runner.pipeline(tail, "erase a user's index entries and scope"))[-1])
             for reply in replies:
                 totals = [total + int(n) for total, n in zip(totals, reply, strict=True)]
             for sid in batch:
@@ -780,23 +543,4 @@ class RedisSessionStore(SessionStore):
         self._closed = True
         self._owners.clear()
         if self._owns_client:
-            await self._call(self.client.aclose(), "close the connection")
-
-
-def _client_from_url(url: str, connect_timeout: float, retries: int, extra: dict[str, Any]) -> Redis | RedisCluster:
-    scheme, rest = url.split("://", 1) if "://" in url else ("", url)
-    scheme = scheme.lower()
-    settings: dict[str, Any] = {
-        # No socket timeout in the driver: redis-py wraps every send in `asyncio.wait_for`
-        # (a task per command). The store bounds each operation with `socket_timeout` instead.
-        "socket_timeout": None,
-        "socket_connect_timeout": connect_timeout,
-        "retry": Retry(ExponentialWithJitterBackoff(base=0.05, cap=0.5), retries),
-        **extra,
-        "decode_responses": False,
-    }
-    if scheme in ("redis+cluster", "rediss+cluster"):
-        return RedisCluster.from_url(f"{scheme.split('+')[0]}://{rest}", **settings)
-    if scheme in ("redis", "rediss", "unix"):
-        return Redis.from_url(url, **settings)
-    raise ValueError(f"not a Redis URL: scheme {scheme!r} (use redis://, rediss:// or redis+cluster://)")
+            await self._runner.call(self.client.aclose(), "close the connection")

@@ -42,7 +42,7 @@ from .errors import (
     ToolNotFound,
 )
 from .ids import new_session_id
-from .lifecycle import ErasureReport, SessionDataHolder
+from .lifecycle import ErasureReport, ExportableDataHolder, SessionDataHolder
 from .listing import SessionPage
 from .manager import SessionManager
 from .search import HistoryHit
@@ -68,6 +68,7 @@ __all__ = [
     "DatabaseSessionStore",
     "DependencyCycle",
     "ErasureReport",
+    "ExportableDataHolder",
     "ExecutionContext",
     "FernetCodec",
     "HistoryPage",

@@ -225,10 +225,18 @@ def sessions_text(n: int) -> str:
 
 
 def summary(report: TransferReport) -> str:
-    return (
+    text = (
         f"{report.imported} new, {report.replaced} replaced, {report.skipped} skipped, "
         f"{report.expired} expired; {report.scopes} scope keys, {report.history_entries} history entries"
     )
+    if report.conversations_seen:
+        text += (
+            f"; conversations: {report.conversations} new, {report.conversations_replaced} replaced, "
+            f"{report.conversations_skipped} skipped"
+        )
+        if report.conversations_skipped_reason is not None:
+            text += f" ({report.conversations_skipped_reason})"
+    return text
 
 
 def configure_logging(verbosity: int) -> None:
@@ -249,21 +257,25 @@ def configure_logging(verbosity: int) -> None:
     _log_handler = handler
 
 
-async def conversation_holders(store: SessionStore) -> list[SessionDataHolder]:
+async def conversation_holders(store: SessionStore, *, importing: bool = False) -> list[SessionDataHolder]:
     """The conversation store beside `store` (`run_turn` saves there), for ``erase`` to erase
-    too: the SQL one if its tables exist, the Redis one under the same prefix; none for a
-    memory store or without pydantic-ai installed."""
+    and ``export --user`` to export too: the SQL one if its tables exist, the Redis one under
+    the same prefix; none for a memory store or without pydantic-ai installed. With
+    `importing` (``import``), the SQL one even if its tables do not exist yet: it creates them
+    as on first use when a conversation is written."""
     sql = hasattr(store, "engine")
     if not sql and not (hasattr(store, "client") and hasattr(store, "prefix")):
         return []
     try:
         from .integrations.pydantic_ai import DatabaseConversationStore
     except ImportError:
-        logger.debug("pydantic-ai is not installed: no conversations to erase")
+        logger.debug("pydantic-ai is not installed: no conversation store")
         return []
     if sql:
         from .display import has_conversation_table
 
+        if importing:
+            return [DatabaseConversationStore(store)]
         database = DatabaseConversationStore(store, create_tables=False)
         return [database] if await has_conversation_table(database) else []
     from .integrations.pydantic_ai.conversation_redis import RedisConversationStore

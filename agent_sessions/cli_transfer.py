@@ -16,6 +16,7 @@ from .cli_support import (
     ConflictPolicy,
     Store,
     checked_url,
+    conversation_holders,
     err_console,
     fail,
     one_line,
@@ -77,16 +78,18 @@ def export_command(
     user: Annotated[
         str | None,
         typer.Option(
-            "--user", help="Export only this user's sessions and user scope (portability).", show_default=False
+            "--user",
+            help="Export only this user's sessions, user scope and conversations (portability).",
+            show_default=False,
         ),
     ] = None,
 ) -> None:
     """Back up every live session to a JSON Lines file.
 
     The file holds each session with its full history, and all user and app scope data (with
-    --user: that user's sessions and user scope only). It is created with mode 0600, readable by
-    you only whatever the umask, because it holds live session ids: anyone who has one can act
-    as that session. Restore it with the import command.
+    --user: that user's sessions, user scope and conversations only). It is created with mode
+    0600, readable by you only whatever the umask, because it holds live session ids: anyone
+    who has one can act as that session. Restore it with the import command.
     """
     console = err_console()
     if not path.parent.is_dir():
@@ -95,7 +98,8 @@ def export_command(
     async def body() -> Any:
         async with opened_store(store) as s:
             if user is not None:
-                return await export_user(s, user, path, include_auth=include_auth)
+                holders = await conversation_holders(s)
+                return await export_user(s, user, path, include_auth=include_auth, holders=holders)
             total = None
             if count:
                 with console.status("Counting the sessions…"):
@@ -110,11 +114,14 @@ def export_command(
                 )
 
     report = run_command(store, body)
+    conversations = f", and {report.conversations} conversations," if user is not None else ""
     out_console().print(
         f"Exported {report.sessions} sessions, {report.scopes} scopes and {report.history_entries} history "
-        f"entries to {escape(str(report.path))} ({report.bytes_written:,} bytes"
+        f"entries{conversations} to {escape(str(report.path))} ({report.bytes_written:,} bytes"
         f"{', auth_info included' if include_auth else ''})."
     )
+    for name in report.not_exported:
+        err_console().print(f"warning: the {name} data holder cannot export: what it keeps is not in the file")
 
 
 def _import_failure(exc: BaseException, path: Path, store: str, dry_run: bool) -> str | None:
@@ -179,6 +186,7 @@ def import_command(
             logger.info("%s does not exist yet: the dry run checks against an empty store", missing)
             target = "memory://"
         async with opened_store(target, must_exist=False) as s:
+            holders = await conversation_holders(s, importing=True)
             with progress(console, "Checking" if dry_run else "Importing", total) as update:
                 try:
                     return await import_sessions(
@@ -188,6 +196,7 @@ def import_command(
                         progress=lambda r: update(r.sessions_seen),
                         dry_run=dry_run,
                         max_line_bytes=max_line_bytes,
+                        holders=holders,
                     )
                 except (AgentSessionsError, ConnectionError, TimeoutError) as exc:
                     message = _import_failure(exc, path, store, dry_run)
@@ -196,6 +205,11 @@ def import_command(
                     raise CliError(message) from exc
 
     report = run_command(store, body)
+    if report.conversations_skipped_reason is not None:
+        err_console().print(
+            f"warning: {report.conversations_skipped} conversations of the file were not imported: "
+            f"{report.conversations_skipped_reason}"
+        )
     if dry_run:
         out_console().print(f"Dry run, nothing written. Importing {escape(str(path))} would give: {summary(report)}.")
     else:

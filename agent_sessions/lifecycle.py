@@ -11,8 +11,11 @@ nothing). A session *created* (or bound to the user) while it runs, and what suc
 a conversation turn writes meanwhile, may remain: it was written after the call started.
 
 `export_user` writes the user's live sessions (full history) and user scope in the backup
-format of `agent_sessions.ops.export_sessions` (same writer), so `import_sessions` of the file
-into an empty store gives back the user's data. Conversations are not part of that format.
+format of `agent_sessions.ops.export_sessions` (same writer), and what each holder that can
+export (`ExportableDataHolder`: the SQL and Redis conversation stores) keeps for the user: the
+conversations `erase_user` would remove, one ``conversation`` line each. `import_sessions` of the
+file into an empty store (with an empty conversation store as its holder) gives back the user's
+data. A registered holder that cannot export is named in the report (`not_exported`) and logged.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .ids import id_hash, validate_user_id
@@ -31,7 +34,15 @@ from .stores.primitives import ErasureReport
 if TYPE_CHECKING:
     from .ops.backup import ExportReport
 
-__all__ = ["ErasureReport", "SessionDataHolder", "erase_user", "export_user"]
+__all__ = [
+    "ErasureReport",
+    "ExportableDataHolder",
+    "ImportedItems",
+    "SessionDataHolder",
+    "erase_user",
+    "export_user",
+    "holder_name",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +60,43 @@ class SessionDataHolder(Protocol):
         ones live when the erase started; data kept under `user_id` covers the others).
         Returns how many items (conversations) it removed; idempotent."""
         ...
+
+
+@dataclass(slots=True)
+class ImportedItems:
+    """What `ExportableDataHolder.import_items` did with the items it was given: `imported`
+    were new, `replaced` overwrote the holder's copy, `skipped` were kept as the holder had them."""
+
+    imported: int = 0
+    replaced: int = 0
+    skipped: int = 0
+
+
+@runtime_checkable
+class ExportableDataHolder(SessionDataHolder, Protocol):
+    """A `SessionDataHolder` that can also export what it keeps for a user, and import it back
+    (the SQL and Redis conversation stores): `export_user` writes its items into the export
+    file, `import_sessions` hands them back to the first such holder it is given."""
+
+    def export_sessions(self, user_id: str, session_ids: Sequence[str]) -> AsyncIterator[dict[str, Any]]:
+        """Yield, as JSON-safe dicts, everything `erase_sessions(user_id, session_ids)` would
+        remove (for a conversation store: one item per conversation, with its record and its
+        entries, oldest first), in a form `import_items` writes back exactly."""
+        ...
+
+    async def import_items(
+        self, items: Sequence[dict[str, Any]], on_conflict: str, *, dry_run: bool = False
+    ) -> ImportedItems:
+        """Write back items `export_sessions` yielded. `on_conflict` is the import's policy
+        (``"skip"``, ``"overwrite"``, ``"newer"``, ``"error"``) for an item the holder already
+        has; with `dry_run`, nothing is written and the counts say what would be. Raises
+        `SerializationError` for an item that is not one `export_sessions` could have yielded."""
+        ...
+
+
+def holder_name(holder: object) -> str:
+    """How reports and logs name a data holder: its class name."""
+    return type(holder).__name__
 
 
 async def erase_user(store: SessionStore, user_id: str, holders: Iterable[SessionDataHolder] = ()) -> ErasureReport:
@@ -83,13 +131,29 @@ async def export_user(
     *,
     include_auth: bool = False,
     compress: bool | None = None,
+    holders: Iterable[SessionDataHolder] = (),
 ) -> ExportReport:
     """Write the user's live sessions (with their full history) and user scope to `path`, in
     the format of `export_sessions` (gzip when `path` ends in ``.gz``; mode 0o600; `auth_info`
-    only with ``include_auth=True``). Raises `InvalidUserId` before any I/O."""
+    only with ``include_auth=True``), and the items of each of `holders` that can export (the
+    user's conversations). A holder that cannot export is named in the report's
+    `not_exported` and logged as a warning. Raises `InvalidUserId` before any I/O."""
     from .ops.backup import write_export  # ops imports this module (`ops.erase_user`)
 
     uid = validate_user_id(user_id)
+    exporting: list[ExportableDataHolder] = []
+    not_exported: list[str] = []
+    for holder in holders:
+        if isinstance(holder, ExportableDataHolder):
+            exporting.append(holder)
+        else:
+            not_exported.append(holder_name(holder))
+            logger.warning(
+                "export of user %s: the data holder %s cannot export: what it keeps is not in the file",
+                id_hash(uid),
+                holder_name(holder),
+            )
+    session_ids = await store.user_session_ids(uid, store.clock()) if exporting else []
     scope = (await store.load_scopes(uid)).user
 
     async def scopes() -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
@@ -100,4 +164,13 @@ async def export_user(
         for session in sorted(await store.get_user_sessions(uid), key=lambda s: (s.created_at, s.session_id)):
             yield session
 
-    return await write_export(store, path, scopes(), sessions(), include_auth=include_auth, compress=compress)
+    async def conversations() -> AsyncIterator[dict[str, Any]]:
+        for holder in exporting:
+            async for item in holder.export_sessions(uid, session_ids):
+                yield item
+
+    report = await write_export(
+        store, path, scopes(), sessions(), conversations=conversations(), include_auth=include_auth, compress=compress
+    )
+    report.not_exported = not_exported
+    return report

@@ -469,7 +469,8 @@ class SessionManager:
     # ------------------------------------------------------------------ one user's data
     def register_data_holder(self, holder: SessionDataHolder) -> None:
         """Have `erase_user` also erase what `holder` keeps for the user's sessions (a
-        `DatabaseConversationStore` or `RedisConversationStore`). Registering twice is one."""
+        `DatabaseConversationStore` or `RedisConversationStore`), and `export_user` export it
+        (an `ExportableDataHolder`). Registering twice is one."""
         if not any(known is holder for known in self.data_holders):
             self.data_holders.append(holder)
 
@@ -483,9 +484,10 @@ class SessionManager:
     async def export_user(
         self, user_id: str, path: str | os.PathLike[str], *, include_auth: bool = False
     ) -> ExportReport:
-        """Write everything the store holds about `user_id` to `path` in the backup format
-        (see `agent_sessions.lifecycle`)."""
-        return await export_user(self.store, user_id, path, include_auth=include_auth)
+        """Write everything the store and the registered data holders (the conversation stores)
+        hold about `user_id` to `path` in the backup format (see `agent_sessions.lifecycle`); a
+        registered holder that cannot export is named in the report's `not_exported`."""
+        return await export_user(self.store, user_id, path, include_auth=include_auth, holders=self.data_holders)
 
     # ------------------------------------------------------------------ search
     @traced("search_history", session=False)

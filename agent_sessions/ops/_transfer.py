@@ -73,6 +73,10 @@ class TransferReport:
 
     `imported` sessions were new in the destination, `replaced` overwrote an existing copy,
     `skipped` already existed and were kept, `expired` had expired and were not written.
+    Conversation lines (an `export_user` file) count apart: `conversations` were new,
+    `conversations_replaced` overwrote a copy, `conversations_skipped` were not written: kept
+    as the destination had them, or, when `conversations_skipped_reason` says so, because no
+    data holder that can import them was given.
     """
 
     imported: int = 0
@@ -81,6 +85,15 @@ class TransferReport:
     expired: int = 0
     scopes: int = 0
     history_entries: int = 0
+    conversations: int = 0
+    conversations_replaced: int = 0
+    conversations_skipped: int = 0
+    conversations_skipped_reason: str | None = None
+
+    @property
+    def conversations_seen(self) -> int:
+        """Every conversation line read, whatever happened to it."""
+        return self.conversations + self.conversations_replaced + self.conversations_skipped
 
     @property
     def sessions_seen(self) -> int:

@@ -3,14 +3,27 @@
 The file (gzip-compressed when its name ends in ``.gz``) is one JSON object per line:
 
 1. a header: ``{"format": "agent-sessions-export", "format_version": 1, "exported_at": ...,
-   "include_auth": false, "library_version": ...}``;
+   "include_auth": false, "library_version": ...}`` (``format_version`` 2 when the file holds
+   ``conversation`` lines, 1 otherwise: a file without them stays readable by older readers);
 2. one ``{"kind": "scope", "scope": "user"|"app", "owner": ..., "values": {...}}`` per user
    scope (``user:`` state keys and ``pref:`` preferences) and for the app scope;
 3. one ``{"kind": "session", "session": {...}, "history": [...]}`` per live session: every
    field but `history` (with its `version` and `history_seq`; `auth_info` is null unless
    exported with ``include_auth=True``), and its full stored history, oldest first;
-4. an end marker ``{"kind": "end", "sessions": n, "scopes": m, "history_entries": h}``, so a
-   file cut short at a line boundary is still recognised as truncated.
+4. (version 2 only: `export_user` with a data holder that can export) one
+   ``{"kind": "conversation", "conversation": {"record": {...}, "entries": [...]}}`` per
+   conversation of the user: its pydantic-ai ``ConversationRecord`` (as its JSON) and every
+   entry its history and branches reach, parents before children, each
+   ``{"id", "parent_id", "kind", "message"}`` (the message as pydantic-ai's
+   ``ModelMessagesTypeAdapter`` JSON, bytes as base64); the holder's `export_sessions` item;
+5. an end marker ``{"kind": "end", "sessions": n, "scopes": m, "history_entries": h}`` (and
+   ``"conversations": c`` in version 2), so a file cut short at a line boundary is still
+   recognised as truncated.
+
+Conversation lines are written by the first `ExportableDataHolder` given to `import_sessions`
+(`holders`), under the same `on_conflict` policy. Without one they are not written: they are
+counted as skipped (`TransferReport.conversations_skipped`, with `conversations_skipped_reason`)
+and logged as a warning, never dropped silently.
 
 Import reads line by line and writes sessions in batches (`SessionStore.restore_many`). The
 first bad line (not JSON, wrong shape, unknown kind, cut short) stops it with
@@ -29,7 +42,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +51,7 @@ from pydantic import ValidationError
 
 from ..errors import AgentSessionsError, InvalidSessionId, InvalidUserId
 from ..ids import validate_session_id, validate_user_id
+from ..lifecycle import ExportableDataHolder, SessionDataHolder
 from ..session import Session
 from ..stores.base import SessionStore
 from ..stores.primitives import Restore
@@ -76,7 +90,13 @@ logger = logging.getLogger(__name__)
 
 
 FORMAT_NAME = "agent-sessions-export"
-FORMAT_VERSION = 1
+#: The newest format this library reads and writes: 2 (files with ``conversation`` lines); a
+#: file without conversations is still written as version 1.
+FORMAT_VERSION = 2
+#: The version of a file that holds no ``conversation`` lines.
+PLAIN_FORMAT_VERSION = 1
+#: The reason an import reports for conversation lines it could not write.
+NO_HOLDER_REASON = "no conversation store that can import was given to write them to"
 #: Lines read from the file per hop to the reader thread.
 _READ_CHUNK = 256
 #: The note `import_sessions` adds to a store error; `failed_line` reads the number back.
@@ -101,6 +121,10 @@ class ExportReport:
     bytes_written: int = 0
     include_auth: bool = False
     compressed: bool = False
+    #: Conversations written (``conversation`` lines, from the data holders that can export).
+    conversations: int = 0
+    #: The data holders given that cannot export (their data is not in the file).
+    not_exported: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- encoding
@@ -155,6 +179,7 @@ async def write_export(
     scopes: AsyncIterable[tuple[str, str, dict[str, Any]]],
     sessions: AsyncIterable[Session],
     *,
+    conversations: AsyncIterable[dict[str, Any]] | None = None,
     include_auth: bool = False,
     batch_size: int = 500,
     compress: bool | None = None,
@@ -162,8 +187,15 @@ async def write_export(
 ) -> ExportReport:
     """Write `scopes` (``(kind, owner, values)``) and `sessions` of `store` (each with its full
     history) to `path` in the export format, as `export_sessions` does (the writer of
-    `export_sessions` and `export_user`)."""
+    `export_sessions` and `export_user`), then `conversations` (data holders' export items), one
+    ``conversation`` line each: the file is version 2 if there is at least one, else version 1."""
     target = Path(path)
+    # The header comes first and names the version: look at the first conversation now.
+    pending: AsyncIterator[dict[str, Any]] | None = None
+    first: dict[str, Any] | None = None
+    if conversations is not None:
+        pending = aiter(conversations)
+        first = await anext(pending, None)
     compressed = is_gzip(target, compress)
     report = ExportReport(path=target, include_auth=include_auth, compressed=compressed)
     running = TransferReport()
@@ -171,7 +203,7 @@ async def write_export(
     try:
         header = {
             "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
+            "format_version": PLAIN_FORMAT_VERSION if first is None else FORMAT_VERSION,
             "library_version": _library_version(),
             "exported_at": time.time(),
             "include_auth": include_auth,
@@ -196,8 +228,19 @@ async def write_export(
                 if progress is not None:
                     running.imported, running.history_entries = report.sessions, report.history_entries
                     progress(running)
-        end = {"kind": "end", "sessions": report.sessions, "scopes": report.scopes}
+        if pending is not None and first is not None:
+            item: dict[str, Any] | None = first
+            while item is not None:
+                lines.append(_dumps({"kind": "conversation", "conversation": item}))
+                report.conversations += 1
+                if len(lines) >= batch_size:
+                    await asyncio.to_thread(writer.write, lines)
+                    lines = []
+                item = await anext(pending, None)
+        end: dict[str, Any] = {"kind": "end", "sessions": report.sessions, "scopes": report.scopes}
         end["history_entries"] = report.history_entries
+        if first is not None:
+            end["conversations"] = report.conversations
         lines.append(_dumps(end))
         await asyncio.to_thread(writer.write, lines)
         report.bytes_written = await asyncio.to_thread(writer.commit)
@@ -208,17 +251,19 @@ async def write_export(
         running.imported, running.history_entries = report.sessions, report.history_entries
         progress(running)
     logger.info(
-        "exported %d sessions, %d scopes, %d history entries (%d bytes)",
+        "exported %d sessions, %d scopes, %d history entries, %d conversations (%d bytes)",
         report.sessions,
         report.scopes,
         report.history_entries,
+        report.conversations,
         report.bytes_written,
     )
     return report
 
 
 # ---------------------------------------------------------------- import
-def _check_header(obj: dict[str, Any]) -> None:
+def _check_header(obj: dict[str, Any]) -> int:
+    """The file's format version, if this library reads it; else `BackupFormatError`."""
     if obj.get("format") != FORMAT_NAME:
         raise BackupFormatError(1, f"not an agent-sessions export (the header must have format={FORMAT_NAME!r})")
     version = obj.get("format_version")
@@ -228,6 +273,7 @@ def _check_header(obj: dict[str, Any]) -> None:
         raise BackupFormatError(
             1, f"format_version {version} is newer than this library reads ({FORMAT_VERSION}); upgrade agent-sessions"
         )
+    return version
 
 
 @dataclass(slots=True)
@@ -294,6 +340,10 @@ class _ImportState:
     scopes: int = 0
     history_entries: int = 0
     last_line: int = 0
+    version: int = PLAIN_FORMAT_VERSION
+    conversations: int = 0
+    #: The data holder conversation lines are written to (None: they are counted as skipped).
+    holder: ExportableDataHolder | None = None
     #: Session lines read and not written yet, and their size in the file.
     pending: list[_SessionLine] = field(default_factory=list)
     pending_bytes: int = 0
@@ -307,8 +357,10 @@ async def import_sessions(
     progress: Progress | None = None,
     dry_run: bool = False,
     max_line_bytes: int = DEFAULT_IMPORT_LINE_BYTES,
+    holders: Iterable[SessionDataHolder] = (),
 ) -> TransferReport:
-    """Load an export file written by `export_sessions` into `store`; returns the counts.
+    """Load an export file written by `export_sessions` (or `export_user`) into `store`;
+    returns the counts.
 
     Each session is inserted with its exported `version` and full history. `on_conflict`
     decides what happens to ids (and scope keys) the store already has: ``"skip"`` (default),
@@ -333,13 +385,19 @@ async def import_sessions(
     64 MiB: a session with its whole history on one line), or than the longest line `store`
     could accept at all, is a `BackupFormatError` naming the line, raised before the line is
     read whole (a gzip bomb is an error, not an out-of-memory). Raise it to import larger sessions.
+
+    Conversation lines (format version 2) go to the first of `holders` that can import
+    (`ExportableDataHolder`, e.g. the conversation store beside `store`) under the same
+    `on_conflict` (see the holder's `import_items`); without one they are not written: counted
+    in `conversations_skipped` with `conversations_skipped_reason`, and logged as a warning.
     """
     policy = check_on_conflict(on_conflict)
+    holder = next((h for h in holders if isinstance(h, ExportableDataHolder)), None)
     if max_line_bytes <= 0:
         raise ValueError("max_line_bytes must be > 0")
     source = Path(path)
     reader = await asyncio.to_thread(ExportReader, source, min(max_line_bytes, store_line_bound(store)))
-    state = _ImportState()
+    state = _ImportState(holder=holder)
     try:
         while not state.end_seen:
             chunk = await asyncio.to_thread(reader.chunk, _READ_CHUNK)
@@ -380,6 +438,20 @@ async def import_sessions(
         state.report.expired,
         state.report.scopes,
     )
+    if state.conversations:
+        logger.info(
+            "%s %d conversations (%d replaced, %d skipped)",
+            "dry run: would import" if dry_run else "imported",
+            state.report.conversations,
+            state.report.conversations_replaced,
+            state.report.conversations_skipped,
+        )
+    if state.report.conversations_skipped_reason is not None:
+        logger.warning(
+            "%d conversations of the file were not imported: %s",
+            state.report.conversations_skipped,
+            state.report.conversations_skipped_reason,
+        )
     return state.report
 
 
@@ -391,7 +463,7 @@ async def _import_line(
         raise BackupFormatError(lineno, "content after the end marker")
     obj = parse_line(lineno, raw, store.max_depth + LINE_NESTING)
     if not state.header_seen:
-        _check_header(obj)
+        state.version = _check_header(obj)
         state.header_seen = True
         return
     kind = obj.get("kind")
@@ -411,13 +483,21 @@ async def _import_line(
             scope, owner, values = _parse_scope(lineno, obj)
             state.report.scopes += await restore_scope(store, scope, owner, values, policy, dry_run=dry_run)
             state.scopes += 1
+        elif kind == "conversation":
+            await _import_conversation(state, policy, lineno, obj, dry_run)
         elif kind == "end":
             expected = (obj.get("sessions"), obj.get("scopes"), obj.get("history_entries"))
-            if expected != (state.sessions, state.scopes, state.history_entries):
+            held = (state.sessions, state.scopes, state.history_entries)
+            if expected != held:
                 raise BackupFormatError(
                     lineno,
-                    f"the end marker counts (sessions, scopes, history entries) {expected} but the file holds "
-                    f"{(state.sessions, state.scopes, state.history_entries)}",
+                    f"the end marker counts (sessions, scopes, history entries) {expected} but the file holds {held}",
+                )
+            conversations = obj.get("conversations", 0)
+            if conversations != state.conversations:
+                raise BackupFormatError(
+                    lineno,
+                    f"the end marker counts {conversations!r} conversations but the file holds {state.conversations}",
                 )
             state.end_seen = True
         else:
@@ -427,6 +507,41 @@ async def _import_line(
     except AgentSessionsError as exc:
         exc.add_note(_LINE_NOTE.format(lineno))
         raise
+
+
+def _parse_conversation(lineno: int, obj: dict[str, Any]) -> dict[str, Any]:
+    """The item of a conversation line (the holder checks the rest)."""
+    item = obj.get("conversation")
+    if (
+        not isinstance(item, dict)
+        or not isinstance(item.get("record"), dict)
+        or not isinstance(item["record"].get("conversation_id"), str)
+        or not isinstance(item.get("entries"), list)
+        or any(not isinstance(entry, dict) for entry in item["entries"])
+    ):
+        raise BackupFormatError(
+            lineno, "a conversation line needs a 'conversation' object with a 'record' object and an 'entries' list"
+        )
+    return item
+
+
+async def _import_conversation(
+    state: _ImportState, policy: OnConflict, lineno: int, obj: dict[str, Any], dry_run: bool
+) -> None:
+    """Hand one conversation line to the holder, or count it as skipped when there is none."""
+    if state.version < FORMAT_VERSION:
+        raise BackupFormatError(lineno, f"conversation lines need format_version {FORMAT_VERSION}")
+    item = _parse_conversation(lineno, obj)
+    state.conversations += 1
+    report = state.report
+    if state.holder is None:
+        report.conversations_skipped += 1
+        report.conversations_skipped_reason = NO_HOLDER_REASON
+        return
+    done = await state.holder.import_items([item], policy, dry_run=dry_run)
+    report.conversations += done.imported
+    report.conversations_replaced += done.replaced
+    report.conversations_skipped += done.skipped
 
 
 async def _write_sessions(store: SessionStore, policy: OnConflict, state: _ImportState, dry_run: bool) -> None:

@@ -268,3 +268,83 @@ async def test_export_user_imports_into_an_empty_store_as_the_users_data(
             assert (await empty.get_history(sid, limit=100)).entries == full_mine.entries
     again = await export_user(store, USER, tmp_path / "again.jsonl.gz")
     assert again.sessions == 3 and again.compressed
+
+
+async def user_conversations(manager: SessionManager, conversations: ConversationStore, ids: list[str]) -> list[str]:
+    """Conversations of the sessions `ids` (two turns each), one of them branched and one
+    forked (a fork shares its source's entries): the conversation ids, sorted."""
+    agent = echo_agent()
+    for sid in ids:
+        for turn in range(2):
+            await run_turn(agent, manager, sid, f"turn {turn} of {sid[:6]}", conversation_store=conversations)
+    first = conversation_id_for(ids[0])
+    loaded = await conversations.load(first)
+    assert loaded is not None
+    branched = await conversations.branch(first, at=2, expected_revision=loaded.revision)
+    await conversations.save((await agent.run("again", conversation=branched)), scope=None)
+    fork = await conversations.fork(first, at=1, new_conversation_id=f"fork-{ids[0][:8]}")
+    await conversations.save(await agent.run("forked", conversation=fork))
+    return sorted([*(conversation_id_for(sid) for sid in ids), f"fork-{ids[0][:8]}"])
+
+
+async def test_export_user_carries_the_users_conversations_into_an_empty_conversation_store(
+    manager: SessionManager,
+    erasing: ConversationStore | None,
+    make_store: Callable[..., AbstractAsyncContextManager[SessionStore]],
+    tmp_path: Path,
+) -> None:
+    if erasing is None:
+        pytest.skip("no conversation store on this backend")
+    ids = await user_with_data(manager, USER, sessions=2)
+    others = await user_with_data(manager, OTHER, sessions=1)
+    mine = await user_conversations(manager, erasing, ids)
+    theirs = await user_conversations(manager, erasing, others)
+    path = tmp_path / "user.jsonl"
+
+    exported = await manager.export_user(USER, path)
+
+    assert exported.conversations == len(mine) == 3 and exported.not_exported == []
+    lines = [line for line in path.read_text().splitlines()]
+    assert '"format_version":2' in lines[0]
+    assert not any(cid in line for line in lines for cid in theirs)  # another user's never exported
+    async with make_store() as empty:
+        target = conversation_store(empty)
+        assert isinstance(target, SessionDataHolder)
+        imported = await import_sessions(empty, path, holders=[target])
+        assert imported.imported == 2 and imported.conversations == 3
+        assert imported.conversations_skipped_reason is None
+        assert sorted(r.conversation_id for r in await target.read_records()) == mine
+        assert target is not None
+        for cid in mine:
+            record = await erasing.read_record(cid)
+            assert record is not None and await target.read_record(cid) == record
+            assert await target.load_entries(cid) == await erasing.load_entries(cid)
+            for tip in record.branches:
+                assert await target.read_history(tip) == await erasing.read_history(tip)
+        loaded = await target.load(conversation_id_for(ids[0]), scope=USER)
+        assert loaded is not None and len(loaded.messages) == 4  # a turn continues from it
+        # Importing again: the conversations are there already.
+        again = await import_sessions(empty, path, holders=[target])
+        assert again.conversations_skipped == 3 and again.conversations == 0
+        replaced = await import_sessions(empty, path, holders=[target], on_conflict="overwrite")
+        assert replaced.conversations_replaced == 3
+        for cid in mine:
+            assert await target.load_entries(cid) == await erasing.load_entries(cid)
+        # Erasing the user there removes what was imported, as it would at the source.
+        assert (await erase_user(empty, USER, holders=[target])).conversations == 3
+        assert await target.read_records() == []
+
+
+async def test_export_user_names_a_holder_that_cannot_export(
+    manager: SessionManager, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    class EraseOnly:
+        async def erase_sessions(self, user_id: str, session_ids: Any) -> int:
+            return 0
+
+    await user_with_data(manager, USER, sessions=1)
+    manager.register_data_holder(EraseOnly())
+    with caplog.at_level("WARNING", logger="agent_sessions"):
+        report = await manager.export_user(USER, tmp_path / "user.jsonl")
+    assert report.not_exported == ["EraseOnly"] and report.sessions == 1
+    assert "EraseOnly cannot export" in caplog.text and USER not in caplog.text

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from typing import Any, Final
 
 from pydantic_ai.conversation_store import (
@@ -30,7 +30,9 @@ from pydantic_ai.conversation_store import (
 )
 
 from ...errors import StoreUnavailable
+from ...lifecycle import ImportedItems
 from ._records import check_id, check_write, decode_entry, decode_record, encode_message, encode_record
+from .conversation_transfer import export_conversations, import_conversations
 from .turn import conversation_id_for
 
 try:
@@ -317,3 +319,27 @@ class RedisConversationStore(ConversationStore):
         args = [self._base, *(conversation_id_for(sid) for sid in session_ids)]
         keys = [self._index_key(), self._scope_key(user_id)]
         return int(await self._run(self._erase_script(keys=keys, args=args)))
+
+    # ------------------------------------------------------------------ export / import
+    async def export_sessions(self, user_id: str, session_ids: Sequence[str]) -> AsyncIterator[dict[str, Any]]:
+        """The conversations `erase_sessions` would delete, one JSON-safe item each, with every
+        entry they reach (`ExportableDataHolder`; the format is `conversation_transfer`'s)."""
+        async for item in export_conversations(self, user_id, session_ids):
+            yield item
+
+    async def import_items(
+        self, items: Sequence[dict[str, Any]], on_conflict: str, *, dry_run: bool = False
+    ) -> ImportedItems:
+        """Write back items of `export_sessions` (`ExportableDataHolder`): each conversation one
+        atomic script, under the import's `on_conflict` (see `conversation_transfer`)."""
+        return await import_conversations(self, self._known_entries, items, on_conflict, dry_run=dry_run)
+
+    async def _known_entries(self, entry_ids: Collection[str]) -> set[str]:
+        ids = list(entry_ids)
+        if not ids:
+            return set()
+        pipe = self.client.pipeline(transaction=False)
+        for entry_id in ids:
+            pipe.hexists(f"{self._base}ent:{entry_id}", "m")
+        found = await self._run(pipe.execute())
+        return {entry_id for entry_id, present in zip(ids, found, strict=True) if present}

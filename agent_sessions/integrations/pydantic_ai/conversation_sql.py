@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -40,8 +40,10 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ...errors import SerializationError, StoreUnavailable
+from ...lifecycle import ImportedItems
 from ...stores.sql.engine import DB_ERRORS, DatabaseFailure, classify, create_database_engine
 from ._records import check_id, check_write, decode_entry, decode_record, encode_message, encode_record
+from .conversation_transfer import decode_item, export_conversations, import_conversations
 from .turn import conversation_id_for
 
 __all__ = ["DatabaseConversationStore"]
@@ -49,6 +51,8 @@ __all__ = ["DatabaseConversationStore"]
 logger = logging.getLogger(__name__)
 
 _ID = sa.String(255)
+#: Entry ids per ``IN (...)`` when looking for the ones an import already has.
+_ID_CHUNK = 500
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -391,3 +395,43 @@ class DatabaseConversationStore(ConversationStore):
             if unused:
                 await conn.execute(self.entries.delete().where(e.lineage.in_(unused)))
         return len(rows)
+
+    # ------------------------------------------------------------------ export / import
+    async def export_sessions(self, user_id: str, session_ids: Sequence[str]) -> AsyncIterator[dict[str, Any]]:
+        """The conversations `erase_sessions` would delete, one JSON-safe item each, with every
+        entry they reach (`ExportableDataHolder`; the format is `conversation_transfer`'s)."""
+        async for item in export_conversations(self, user_id, session_ids):
+            yield item
+
+    async def import_items(
+        self, items: Sequence[dict[str, Any]], on_conflict: str, *, dry_run: bool = False
+    ) -> ImportedItems:
+        """Write back items of `export_sessions` (`ExportableDataHolder`): each conversation one
+        transaction, under the import's `on_conflict` (see `conversation_transfer`). The tables
+        are created as on first use, except by a dry run (which writes nothing)."""
+        if dry_run and not self._ready and not await self._has_tables():
+            for item in items:
+                decode_item(item)  # checked all the same; against no tables, every one is new
+            return ImportedItems(imported=len(items))
+        return await import_conversations(self, self._known_entries, items, on_conflict, dry_run=dry_run)
+
+    async def _has_tables(self) -> bool:
+        table = self.records
+        try:
+            async with self.engine.connect() as conn:
+                found: bool = await conn.run_sync(
+                    lambda sync: sa.inspect(sync).has_table(table.name, schema=self.schema)
+                )
+        except DB_ERRORS as exc:
+            raise _failed(exc, "looking for the conversation tables") from exc
+        return found
+
+    async def _known_entries(self, entry_ids: Collection[str]) -> set[str]:
+        ids = list(entry_ids)
+        e = self.entries.c
+        found: set[str] = set()
+        async with self._reading() as conn:
+            for start in range(0, len(ids), _ID_CHUNK):
+                chunk = ids[start : start + _ID_CHUNK]
+                found |= set((await conn.execute(sa.select(e.entry_id).where(e.entry_id.in_(chunk)))).scalars())
+        return found

@@ -5,6 +5,8 @@ report of which line of a file stopped an import. `cli.py` registers them on the
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,6 +32,7 @@ from .cli_support import (
     summary,
 )
 from .errors import AgentSessionsError, StoreUnavailable
+from .lifecycle import SessionDataHolder
 from .ops import (
     DEFAULT_IMPORT_LINE_BYTES,
     BackupFormatError,
@@ -42,7 +45,7 @@ from .ops import (
     import_sessions,
     migrate,
 )
-from .stores import DEFAULT_STORE_URL
+from .stores import DEFAULT_STORE_URL, SessionStore
 
 __all__ = ["export_command", "import_command", "migrate_command"]
 
@@ -149,6 +152,25 @@ def _import_failure(exc: BaseException, path: Path, store: str, dry_run: bool) -
     )
 
 
+@asynccontextmanager
+async def _import_holders(store: SessionStore, missing_sqlite: bool) -> AsyncIterator[list[SessionDataHolder]]:
+    """Where ``import`` writes conversations: the conversation store beside `store`; for a dry
+    run against a SQLite file that does not exist yet, an empty one in memory (it creates nothing)."""
+    if not missing_sqlite:
+        yield await conversation_holders(store, importing=True)
+        return
+    try:
+        from .integrations.pydantic_ai import DatabaseConversationStore
+    except ImportError:
+        yield []
+        return
+    empty = DatabaseConversationStore("sqlite+aiosqlite://", create_tables=False)
+    try:
+        yield [empty]
+    finally:
+        await empty.close()
+
+
 def import_command(
     path: Annotated[
         Path, typer.Argument(metavar="FILE", help="A file written by the export command.", show_default=False)
@@ -185,8 +207,7 @@ def import_command(
             # real import would create starts empty, as a memory store does.
             logger.info("%s does not exist yet: the dry run checks against an empty store", missing)
             target = "memory://"
-        async with opened_store(target, must_exist=False) as s:
-            holders = await conversation_holders(s, importing=True)
+        async with opened_store(target, must_exist=False) as s, _import_holders(s, target != store) as holders:
             with progress(console, "Checking" if dry_run else "Importing", total) as update:
                 try:
                     return await import_sessions(

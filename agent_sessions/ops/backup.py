@@ -77,6 +77,8 @@ __all__ = [
     "DEFAULT_IMPORT_LINE_BYTES",
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "NO_HOLDER_REASON",
+    "PLAIN_FORMAT_VERSION",
     "BackupFormatError",
     "ExportReport",
     "count_export_sessions",

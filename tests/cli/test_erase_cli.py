@@ -112,3 +112,59 @@ def test_erase_also_erases_the_conversations_run_turn_kept(runner: CliRunner, tm
             return [record.scope for record in await conversations.read_records()]
 
     assert asyncio.run(left()) == ["bob"]
+
+
+def test_export_user_and_import_carry_the_users_conversations(runner: CliRunner, tmp_path: Path) -> None:
+    from pydantic_ai import Agent
+    from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+    from agent_sessions import SessionManager
+    from agent_sessions.integrations.pydantic_ai import DatabaseConversationStore, run_turn
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'agent.db'}"
+    copy = f"sqlite+aiosqlite:///{tmp_path / 'copy.db'}"
+
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[TextPart(f"ok {len(messages)}")])
+
+    async def chat() -> None:
+        async with SessionManager(create_store(url), auto_cleanup=False) as manager:
+            conversations = DatabaseConversationStore(manager.store)
+            for user in ("alice", "bob"):
+                session = await manager.create_session(user)
+                for prompt in ("hi", "again"):
+                    await run_turn(
+                        Agent(FunctionModel(model)),
+                        manager,
+                        session.session_id,
+                        prompt,
+                        conversation_store=conversations,
+                    )
+
+    async def conversations_in(store_url: str) -> dict[str, list[object]]:
+        async with create_store(store_url) as store:
+            conversations = DatabaseConversationStore(store)
+            return {
+                str(record.scope): [record, await conversations.load_entries(record.conversation_id)]
+                for record in await conversations.read_records()
+            }
+
+    asyncio.run(chat())
+    path = tmp_path / "alice.jsonl"
+    code, out, err = run(runner, "export", str(path), "--user", "alice", "--store", url)
+    assert code == 0, err
+    assert "Exported 1 sessions, 0 scopes and 2 history entries, and 1 conversations, to" in out
+    assert '"format_version":2' in path.read_text().splitlines()[0]
+    code, out, err = run(runner, "import", str(path), "--store", copy, "--dry-run")
+    assert code == 0, err
+    assert "conversations: 1 new, 0 replaced, 0 skipped" in out
+    code, out, err = run(runner, "import", str(path), "--store", copy)
+    assert code == 0, err
+    assert "1 new" in out and "conversations: 1 new, 0 replaced, 0 skipped" in out and "warning" not in err
+    assert asyncio.run(conversations_in(copy)) == {"alice": asyncio.run(conversations_in(url))["alice"]}
+    # A store with no conversation store beside it: the conversations are reported, not dropped.
+    code, out, err = run(runner, "import", str(path), "--store", "memory://")
+    assert code == 0, err
+    assert "conversations: 0 new, 0 replaced, 1 skipped (no conversation store" in out
+    assert "warning: 1 conversations of the file were not imported" in err

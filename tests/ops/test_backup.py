@@ -16,7 +16,7 @@ import pytest
 
 from agent_sessions import MemorySessionStore, Session, SessionConflict, SessionManager, SessionStore
 from agent_sessions.ops import BackupFormatError, TransferReport, export_sessions, import_sessions
-from agent_sessions.ops.backup import FORMAT_VERSION, iter_export_lines
+from agent_sessions.ops.backup import PLAIN_FORMAT_VERSION, iter_export_lines
 
 from ..support import FakeClock
 from .helpers import populate, scopes, snapshot
@@ -86,7 +86,7 @@ async def test_file_has_a_self_describing_header_and_an_end_marker(
     parsed = list(iter_export_lines(path))
     header, end = parsed[0], parsed[-1]
     assert header["format"] == "agent-sessions-export"
-    assert header["format_version"] == FORMAT_VERSION
+    assert header["format_version"] == PLAIN_FORMAT_VERSION == 1  # no conversations: readable by older readers
     assert header["include_auth"] is True
     assert end == {"kind": "end", "sessions": len(ids), "scopes": 3, "history_entries": 3 * len(ids)}
     kinds = [line["kind"] for line in parsed[1:-1]]

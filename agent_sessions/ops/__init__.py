@@ -4,7 +4,9 @@
   name ends in ``.gz``), streaming in constant memory, history and scopes included;
 - `migrate(src, dst)`: copy between any two stores, batched and resumable;
 - `erase_user(store_or_manager, user_id)` / `export_user(store_or_manager, user_id, path)`: one
-  user's data, erased or exported (`agent_sessions.lifecycle`).
+  user's data, erased or exported (`agent_sessions.lifecycle`), conversations included (a
+  manager's registered data holders, or `holders=`); `import_sessions(..., holders=...)` writes
+  an export's conversations back.
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ The file (gzip-compressed when its name ends in ``.gz``) is one JSON object per 
 Conversation lines are written by the first `ExportableDataHolder` given to `import_sessions`
 (`holders`), under the same `on_conflict` policy. Without one they are not written: they are
 counted as skipped (`TransferReport.conversations_skipped`, with `conversations_skipped_reason`)
-and logged as a warning, never dropped silently.
+and logged as a warning, never dropped silently. A conversation is one line, bounded like a
+session line (`max_line_bytes`).
 
 Import reads line by line and writes sessions in batches (`SessionStore.restore_many`). The
 first bad line (not JSON, wrong shape, unknown kind, cut short) stops it with

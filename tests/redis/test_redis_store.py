@@ -22,6 +22,7 @@ from agent_sessions import (
     SessionManager,
     SessionNotFound,
     SessionStore,
+    StoreUnavailable,
     create_store,
 )
 from agent_sessions.stores.base import Restore
@@ -30,7 +31,7 @@ from agent_sessions.stores.redis import store as store_module
 
 from ..support import REDIS_START, REDIS_URL, FakeClock, require_service
 from .servers import RedisServer
-from .stores import delete_prefix, prefixed_store, redis_cluster_store, redis_host_port
+from .stores import delete_prefix, prefixed_store, redis_cluster_store, redis_host_port, redis_store
 
 pytestmark = pytest.mark.asyncio
 
@@ -717,3 +718,15 @@ async def test_rebuild_listing_index_lists_sessions_an_earlier_release_saved(sin
     assert await single.rebuild_listing_index(batch_size=2) == 3
     listed = [s.session_id for s in (await single.list_sessions()).sessions]
     assert listed == sorted(s.session_id for s in sessions)
+
+
+async def test_a_socket_timeout_set_after_the_store_was_built_bounds_the_next_call() -> None:
+    # The deadline is read from the store at each call (as before the runner split), not copied.
+    async with redis_store(FakeClock()) as store:
+        redis = as_redis(store)
+        await redis.ping()
+        redis.socket_timeout = 1e-9
+        with pytest.raises(StoreUnavailable, match="in time"):
+            await redis.ping()
+        redis.socket_timeout = 2.0
+        await redis.ping()

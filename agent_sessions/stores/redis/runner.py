@@ -11,7 +11,7 @@ meets ``NOSCRIPT`` (a restart, a failover) loads the scripts and sends those cal
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final
 
 from redis import exceptions as redis_errors
@@ -48,13 +48,23 @@ def _is_legacy_reply(reply: Any) -> bool:
 
 class Runner:
     """Runs the store's calls on `client` (see the module docstring); `action` in each method
-    names the operation in the `StoreUnavailable` message ("Redis could not <action>")."""
+    names the operation in the `StoreUnavailable` message ("Redis could not <action>").
 
-    def __init__(self, client: Redis | RedisCluster, scripts: Scripts, keys: KeyLayout, socket_timeout: float) -> None:
+    `socket_timeout` is asked for the deadline at every call (the store's current
+    `socket_timeout`), so changing it on the store applies to the next call."""
+
+    def __init__(
+        self, client: Redis | RedisCluster, scripts: Scripts, keys: KeyLayout, socket_timeout: Callable[[], float]
+    ) -> None:
         self.client = client
         self.scripts = scripts
         self.keys = keys
-        self.socket_timeout = socket_timeout
+        self._deadline = socket_timeout
+
+    @property
+    def socket_timeout(self) -> float:
+        """The deadline of one call, in seconds: the store's `socket_timeout` now."""
+        return self._deadline()
 
     async def call(self, pending: Awaitable[Any], action: str) -> Any:
         """Await one client call within `socket_timeout`; driver errors become `StoreUnavailable`."""

@@ -129,7 +129,7 @@ class RedisSessionStore(SessionStore):
         self._owners: dict[str, str | None] = {}  # Cluster only: session id -> user id
         self._owner_cache_size = max(0, owner_cache_size)
         self.scripts = Scripts(self.client)
-        self._runner = Runner(self.client, self.scripts, self.keys, socket_timeout)
+        self._runner = Runner(self.client, self.scripts, self.keys, lambda: self.socket_timeout)
         self._indexes = IndexCommands(self.keys, self.scripts, self._runner, cluster=self._cluster)
 
     async def ping(self) -> None:

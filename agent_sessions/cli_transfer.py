@@ -178,7 +178,7 @@ def import_command(
     store: Store = DEFAULT_STORE_URL,
     on_conflict: Annotated[
         ConflictPolicy,
-        typer.Option("--on-conflict", help="What to do with session ids the store already has."),
+        typer.Option("--on-conflict", help="What to do with session ids and conversation ids the store already has."),
     ] = ConflictPolicy.skip,
     dry_run: Annotated[
         bool,

@@ -6,6 +6,7 @@ __all__ = [
     "AgentSessionsError",
     "DependencyCycle",
     "InvalidCursor",
+    "InvalidExportItem",
     "InvalidLimit",
     "InvalidKeepPolicy",
     "InvalidSearchQuery",
@@ -64,6 +65,13 @@ class SerializationError(AgentSessionsError, ValueError):
     Only `None`, `bool`, `int`, finite `float`, `str`, `list` and `dict` with `str` keys are
     accepted; convert other values (datetime, set, bytes, ...) yourself before storing them.
     """
+
+
+class InvalidExportItem(SerializationError):
+    """An item of an export file (a ``conversation`` line) is not one a data holder's
+    `export_sessions` could have written: malformed, entries out of order or missing, a naive
+    timestamp, or an entry id the destination holds with other content. Nothing of the item was
+    written; `import_sessions` reports it as a `BackupFormatError` at its line."""
 
 
 class ScopeError(AgentSessionsError, ValueError):

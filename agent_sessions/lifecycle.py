@@ -90,7 +90,9 @@ class ExportableDataHolder(SessionDataHolder, Protocol):
         """Write back items `export_sessions` yielded. `on_conflict` is the import's policy
         (``"skip"``, ``"overwrite"``, ``"newer"``, ``"error"``) for an item the holder already
         has; with `dry_run`, nothing is written and the counts say what would be. Raises
-        `SerializationError` for an item that is not one `export_sessions` could have yielded."""
+        `InvalidExportItem` (a `SerializationError`; `import_sessions` reports it as a
+        `BackupFormatError` at the item's line) for an item that is not one `export_sessions`
+        could have yielded, before writing anything of it."""
         ...
 
 

@@ -50,7 +50,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from ..errors import AgentSessionsError, InvalidSessionId, InvalidUserId
+from ..errors import AgentSessionsError, InvalidExportItem, InvalidSessionId, InvalidUserId
 from ..ids import validate_session_id, validate_user_id
 from ..lifecycle import ExportableDataHolder, SessionDataHolder
 from ..session import Session
@@ -497,7 +497,11 @@ async def _import_line(
                     f"the end marker counts (sessions, scopes, history entries) {expected} but the file holds {held}",
                 )
             conversations = obj.get("conversations", 0)
-            if conversations != state.conversations:
+            if (
+                not isinstance(conversations, int)
+                or isinstance(conversations, bool)
+                or conversations != state.conversations
+            ):
                 raise BackupFormatError(
                     lineno,
                     f"the end marker counts {conversations!r} conversations but the file holds {state.conversations}",
@@ -541,7 +545,10 @@ async def _import_conversation(
         report.conversations_skipped += 1
         report.conversations_skipped_reason = NO_HOLDER_REASON
         return
-    done = await state.holder.import_items([item], policy, dry_run=dry_run)
+    try:
+        done = await state.holder.import_items([item], policy, dry_run=dry_run)
+    except InvalidExportItem as exc:  # the file's content, not the store, is at fault
+        raise BackupFormatError(lineno, str(exc)) from exc
     report.conversations += done.imported
     report.conversations_replaced += done.replaced
     report.conversations_skipped += done.skipped

@@ -8,11 +8,14 @@ atomic also run on Redis Cluster (all conversations then live in one slot). Keys
 - ``idx`` and ``scope:<sha256 of scope>`` — sorted sets of conversation ids by last save time;
 - ``lin:<lineage>`` / ``linrec:<lineage>`` — the entries and the conversations of a lineage.
 
-A write checks the revision and the entry its history hangs from, then stores entries and
-record, all in one script: a conflicting `write_record` raises `ConversationConflict` and writes
-nothing. A history is walked server-side in one round trip. Entries are shared by forks and
-grouped by lineage (the conversation a chain of forks started from): `delete_record` deletes the
-record at once, and the lineage's entries when its last conversation is deleted.
+A write checks the revision, the entry its history hangs from and that none of its new entries
+exists yet, then stores entries and record, all in one script: a conflicting `write_record`
+raises `ConversationConflict` and writes nothing. A history is walked server-side in one round
+trip. Entries are shared by forks and grouped by lineage (the conversation a chain of forks
+started from; a record is in the lineage of the entries it reaches, and a write hanging it from
+another lineage's entry moves it there):
+`delete_record` deletes the record at once, and the lineage's entries when its last
+conversation is deleted or moved.
 """
 
 from __future__ import annotations
@@ -43,10 +46,37 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 __all__ = ["RedisConversationStore"]
 
+# Drop a stored conversation (its record, index entries and, once no record of its lineage is
+# left, the lineage's entries): the one body of _DELETE, _ERASE and a _WRITE moving a record.
+_DROP: Final = """
+local function drop_if_unused(base, lineage)
+  if redis.call('SCARD', base .. 'linrec:' .. lineage) == 0 then
+    for _, id in ipairs(redis.call('SMEMBERS', base .. 'lin:' .. lineage)) do
+      redis.call('DEL', base .. 'ent:' .. id)
+    end
+    redis.call('DEL', base .. 'lin:' .. lineage)
+  end
+end
+
+local function drop(base, rec, cid, index, lineage)
+  local scope_key = redis.call('HGET', rec, 'sk')
+  redis.call('DEL', rec)
+  redis.call('ZREM', index, cid)
+  if scope_key and scope_key ~= '' then redis.call('ZREM', scope_key, cid) end
+  redis.call('SREM', base .. 'linrec:' .. lineage, cid)
+  drop_if_unused(base, lineage)
+end
+"""
+
 # KEYS: record, index, scope index ("" key name not allowed: the scope index is passed in ARGV).
 # ARGV: base, conversation id, expected revision or "", record JSON, revision, score,
 #       scope index key or "", anchor entry id or "", entry count, then (id, parent or "", message)*.
-_WRITE: Final = """
+# Returns 0 (nothing written) if the revision or the anchor does not match, or if one of the new
+# entries exists already (written meanwhile by another writer, as SQL's unique key refuses it).
+# The record joins the anchor's lineage; a lineage left without a record loses its entries.
+_WRITE: Final = (
+    _DROP
+    + """
 local rec = KEYS[1]
 local base = ARGV[1]
 local cid = ARGV[2]
@@ -56,16 +86,26 @@ if ARGV[3] == '' then
 elseif cur ~= ARGV[3] then
   return 0
 end
-local lineage = false
-if cur then lineage = redis.call('HGET', rec, 'l') end
+local stored = false
+if cur then stored = redis.call('HGET', rec, 'l') end
+local lineage = stored
 if ARGV[8] ~= '' then
   local anchor_lineage = redis.call('HGET', base .. 'ent:' .. ARGV[8], 'l')
   if not anchor_lineage then return 0 end
-  if not lineage then lineage = anchor_lineage end
+  lineage = anchor_lineage
 end
 if not lineage then lineage = cid end
 local n = tonumber(ARGV[9])
 local i = 10
+for _ = 1, n do
+  if redis.call('EXISTS', base .. 'ent:' .. ARGV[i]) == 1 then return 0 end
+  i = i + 3
+end
+if stored and stored ~= lineage then
+  redis.call('SREM', base .. 'linrec:' .. stored, cid)
+  drop_if_unused(base, stored)
+end
+i = 10
 for _ = 1, n do
   redis.call('HSET', base .. 'ent:' .. ARGV[i], 'p', ARGV[i + 1], 'm', ARGV[i + 2], 'l', lineage)
   redis.call('SADD', base .. 'lin:' .. lineage, ARGV[i])
@@ -79,24 +119,7 @@ redis.call('ZADD', KEYS[2], ARGV[6], cid)
 if ARGV[7] ~= '' then redis.call('ZADD', ARGV[7], ARGV[6], cid) end
 return 1
 """
-
-# Drop a stored conversation (its record, index entries and, once no record of its lineage is
-# left, the lineage's entries): the one body of _DELETE and _ERASE.
-_DROP: Final = """
-local function drop(base, rec, cid, index, lineage)
-  local scope_key = redis.call('HGET', rec, 'sk')
-  redis.call('DEL', rec)
-  redis.call('ZREM', index, cid)
-  if scope_key and scope_key ~= '' then redis.call('ZREM', scope_key, cid) end
-  redis.call('SREM', base .. 'linrec:' .. lineage, cid)
-  if redis.call('SCARD', base .. 'linrec:' .. lineage) == 0 then
-    for _, id in ipairs(redis.call('SMEMBERS', base .. 'lin:' .. lineage)) do
-      redis.call('DEL', base .. 'ent:' .. id)
-    end
-    redis.call('DEL', base .. 'lin:' .. lineage)
-  end
-end
-"""
+)
 
 # KEYS: record, index. ARGV: base, conversation id, expected revision.
 _DELETE: Final = (
@@ -334,12 +357,16 @@ class RedisConversationStore(ConversationStore):
         atomic script, under the import's `on_conflict` (see `conversation_transfer`)."""
         return await import_conversations(self, self._known_entries, items, on_conflict, dry_run=dry_run)
 
-    async def _known_entries(self, entry_ids: Collection[str]) -> set[str]:
+    async def _known_entries(self, entry_ids: Collection[str]) -> dict[str, ConversationEntry]:
         ids = list(entry_ids)
         if not ids:
-            return set()
+            return {}
         pipe = self.client.pipeline(transaction=False)
         for entry_id in ids:
-            pipe.hexists(f"{self._base}ent:{entry_id}", "m")
+            pipe.hmget(f"{self._base}ent:{entry_id}", ["p", "m"])
         found = await self._run(pipe.execute())
-        return {entry_id for entry_id, present in zip(ids, found, strict=True) if present}
+        return {
+            entry_id: decode_entry(entry_id, _text(parent) or None, message)
+            for entry_id, (parent, message) in zip(ids, found, strict=True)
+            if message is not None
+        }

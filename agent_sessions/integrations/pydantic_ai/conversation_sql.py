@@ -10,8 +10,10 @@ Every write is one transaction with a compare-and-set on the revision, so a conf
 write lock up front (``BEGIN IMMEDIATE``); PostgreSQL locks the rows it checks.
 
 Entries are shared by forks, so they are grouped by *lineage* (the conversation a chain of forks
-started from). `delete_record` removes the record at once, and the lineage's entries when its last
-conversation is deleted: until then, entries only a deleted conversation used are kept.
+started from); a record is in the lineage of the entries it reaches (a write that hangs it from
+another lineage's entry moves it there). `delete_record` removes the record at once, and the
+lineage's entries when its last conversation is deleted or moved: until then, entries only a
+deleted (or rewritten) conversation used are kept.
 
 Failures: a database that cannot be reached, times out (connecting, a statement, waiting for a
 pooled connection) or reports an error raises `StoreUnavailable`; a value the database refuses
@@ -292,8 +294,14 @@ class DatabaseConversationStore(ConversationStore):
                 ).scalar_one_or_none()
                 if stored_lineage is None:
                     raise ConversationConflict(cid)
-                lineage = str(stored_lineage)
-                await conn.execute(self.records.update().where(r.conversation_id == cid).values(**values))
+                # The record joins the lineage of the entry it hangs from (the same one, for a
+                # turn; another for an import replacing it with a fork's history).
+                lineage = anchor_lineage or str(stored_lineage)
+                await conn.execute(
+                    self.records.update().where(r.conversation_id == cid).values(lineage=lineage, **values)
+                )
+                if lineage != stored_lineage:
+                    await self._drop_if_unused(conn, str(stored_lineage))
             if new_entries:
                 try:
                     await conn.execute(
@@ -317,7 +325,7 @@ class DatabaseConversationStore(ConversationStore):
     async def delete_record(self, conversation_id: str, *, expected_revision: str) -> None:
         check_id(conversation_id, "conversation id")
         check_id(expected_revision, "expected revision")
-        r, e = self.records.c, self.entries.c
+        r = self.records.c
         async with self._writing() as conn:
             lineage = (
                 await conn.execute(
@@ -329,13 +337,18 @@ class DatabaseConversationStore(ConversationStore):
             if lineage is None:
                 raise ConversationConflict(conversation_id)
             await conn.execute(self.records.delete().where(r.conversation_id == conversation_id))
-            # Lock the lineage's entries, waiting out any fork still attaching to them, then look again.
-            await conn.execute(sa.select(e.entry_id).where(e.lineage == lineage).with_for_update())
-            remaining = (
-                await conn.execute(sa.select(r.conversation_id).where(r.lineage == lineage).limit(1))
-            ).scalar_one_or_none()
-            if remaining is None:
-                await conn.execute(self.entries.delete().where(e.lineage == lineage))
+            await self._drop_if_unused(conn, str(lineage))
+
+    async def _drop_if_unused(self, conn: AsyncConnection, lineage: str) -> None:
+        """Within a write: delete the lineage's entries if no conversation of it is left."""
+        r, e = self.records.c, self.entries.c
+        # Lock the lineage's entries, waiting out any fork still attaching to them, then look again.
+        await conn.execute(sa.select(e.entry_id).where(e.lineage == lineage).with_for_update())
+        remaining = (
+            await conn.execute(sa.select(r.conversation_id).where(r.lineage == lineage).limit(1))
+        ).scalar_one_or_none()
+        if remaining is None:
+            await conn.execute(self.entries.delete().where(e.lineage == lineage))
 
     async def read_entry(self, entry_id: str) -> ConversationEntry:
         check_id(entry_id, "entry id")
@@ -426,12 +439,16 @@ class DatabaseConversationStore(ConversationStore):
             raise _failed(exc, "looking for the conversation tables") from exc
         return found
 
-    async def _known_entries(self, entry_ids: Collection[str]) -> set[str]:
+    async def _known_entries(self, entry_ids: Collection[str]) -> dict[str, ConversationEntry]:
         ids = list(entry_ids)
+        if not ids:
+            return {}
         e = self.entries.c
-        found: set[str] = set()
+        found: dict[str, ConversationEntry] = {}
         async with self._reading() as conn:
             for start in range(0, len(ids), _ID_CHUNK):
                 chunk = ids[start : start + _ID_CHUNK]
-                found |= set((await conn.execute(sa.select(e.entry_id).where(e.entry_id.in_(chunk)))).scalars())
+                query = sa.select(e.entry_id, e.parent_id, e.message).where(e.entry_id.in_(chunk))
+                for row in await conn.execute(query):
+                    found[row.entry_id] = decode_entry(row.entry_id, row.parent_id, row.message)
         return found

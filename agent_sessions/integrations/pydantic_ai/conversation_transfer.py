@@ -10,16 +10,21 @@ entry the record reaches (its history from `head_id`, each of its `branches` and
 "message"}`` with the message in pydantic-ai's `ModelMessagesTypeAdapter` JSON (bytes as
 base64): the encoding both backends store, so an item decodes back to equal records and entries.
 
-Import inserts the record with its own revision and the entries the store does not have yet
-(entries are shared by forks: one a fork already brought is not written twice). For a
-conversation id the store already has, the import's policy decides: ``"skip"`` keeps it,
-``"overwrite"`` replaces it (deleted, then inserted), ``"newer"`` replaces it only if the
-incoming record was saved later (`updated_at`; conversations have no version), ``"error"`` raises
-`SessionConflict`. A conversation is written in one atomic `write_record`: all of it or nothing.
+An item is checked whole before anything is written (`decode_item`): entries parents first
+with no gap, its head, branch tips and `forked_at` among them, every entry reached,
+`updated_at` timezone-aware; else `InvalidExportItem`. Import inserts the record with its own
+revision and the entries the store does not have yet (entries are shared by forks: one a fork
+already brought is not written twice, and must be that same entry, else `InvalidExportItem`).
+For a conversation id the store already has, the import's policy decides: ``"skip"`` keeps it,
+``"overwrite"`` replaces it, ``"newer"`` replaces it only if the incoming record was saved later
+(`updated_at`; conversations have no version), ``"error"`` raises `SessionConflict`. A
+conversation is written in one atomic `write_record` (a replace: over the existing revision):
+all of it or nothing. One that keeps changing under the import raises `SessionConflict`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
@@ -32,7 +37,7 @@ from pydantic_ai.conversation_store import (
     ConversationStore,
 )
 
-from ...errors import SerializationError, SessionConflict
+from ...errors import InvalidExportItem, SerializationError, SessionConflict
 from ...ids import id_hash
 from ...lifecycle import ImportedItems
 from ._records import check_write, decode_entry, decode_record, encode_message, encode_record
@@ -42,8 +47,8 @@ __all__ = ["KnownEntries", "export_conversations", "import_conversations"]
 
 logger = logging.getLogger(__name__)
 
-#: Which of these entry ids the store holds already (one bulk read per backend).
-KnownEntries = Callable[[Collection[str]], Awaitable[set[str]]]
+#: The entries with these ids the store holds already, by id (one bulk read per backend).
+KnownEntries = Callable[[Collection[str]], Awaitable[dict[str, ConversationEntry]]]
 
 #: Attempts at writing one conversation while others change it under the import.
 _ATTEMPTS = 5
@@ -63,23 +68,53 @@ async def user_records(store: ConversationStore, user_id: str, session_ids: Sequ
     return sorted(found.values(), key=lambda r: (r.updated_at, r.conversation_id))
 
 
-async def _entries(store: ConversationStore, record: ConversationRecord) -> list[ConversationEntry] | None:
-    """Every entry `record` reaches, each once, parents first; None if its head has gone (it
-    was changed or deleted meanwhile)."""
-    tips = [record.head_id, *record.branches, record.forked_at]
+def _broken(record: ConversationRecord, missing: str) -> SerializationError:
+    return SerializationError(
+        f"conversation {id_hash(record.conversation_id)} in the store is broken: an entry its history "
+        f"reaches ({id_hash(missing)}) is missing"
+    )
+
+
+async def _entries(
+    store: ConversationStore, record: ConversationRecord
+) -> tuple[ConversationRecord, list[ConversationEntry]] | None:
+    """Every entry `record` reaches, each once, parents first, and the record as exported: a
+    branch tip or `forked_at` the store no longer has is left out of it (logged at debug). None
+    if its head has gone (changed or deleted meanwhile: read it again); `SerializationError`
+    if an entry below a tip is missing (the chain is broken)."""
     seen: dict[str, ConversationEntry] = {}
-    for i, tip in enumerate(tips):
-        if tip is None or tip in seen:
-            continue
+    cid = record.conversation_id
+
+    async def reach(tip: str) -> bool:
+        if tip in seen:
+            return True
         try:
             chain = await store.read_history(tip)
-        except KeyError:
-            if i == 0:
-                return None
-            continue  # a branch the store no longer has: the copy lacks it just the same
+        except KeyError as exc:
+            if exc.args and exc.args[0] != tip:
+                raise _broken(record, str(exc.args[0])) from None
+            return False
         for entry in chain:
             seen.setdefault(entry.id, entry)
-    return list(seen.values())
+        return True
+
+    if record.head_id is not None and not await reach(record.head_id):
+        return None
+    branches = []
+    for tip in record.branches:
+        if await reach(tip):
+            branches.append(tip)
+        else:
+            logger.debug("export of conversation %s: a branch tip is no longer stored", id_hash(cid))
+    forked_at = record.forked_at
+    if forked_at is not None and not await reach(forked_at):
+        logger.debug(
+            "export of conversation %s: its forked_at entry is no longer stored", id_hash(record.conversation_id)
+        )
+        forked_at = None
+    if branches != record.branches or forked_at != record.forked_at:
+        record = dataclasses.replace(record, branches=branches, forked_at=forked_at)
+    return record, list(seen.values())
 
 
 def encode_item(record: ConversationRecord, entries: Sequence[ConversationEntry]) -> dict[str, Any]:
@@ -98,17 +133,31 @@ def encode_item(record: ConversationRecord, entries: Sequence[ConversationEntry]
     }
 
 
+def _invalid(message: str) -> InvalidExportItem:
+    return InvalidExportItem(f"a conversation item {message}")
+
+
 def decode_item(item: dict[str, Any]) -> tuple[ConversationRecord, list[ConversationEntry]]:
-    """The record and entries of an export item; `SerializationError` if it is not one."""
+    """The record and entries of an export item; `InvalidExportItem` (a `SerializationError`)
+    if it is not one `export_conversations` could have written: every entry's parent is null or
+    an earlier entry of the item (parents first, no gap), the head, each branch tip and
+    `forked_at` are entries of the item, every entry is reached from one of them, and
+    `updated_at` is timezone-aware."""
     if (
         not isinstance(item, dict)
         or not isinstance(item.get("record"), dict)
         or not isinstance(item.get("entries"), list)
     ):
-        raise SerializationError("a conversation item needs a 'record' object and an 'entries' list")
-    record = decode_record(json.dumps(item["record"]))
+        raise _invalid("needs a 'record' object and an 'entries' list")
+    try:
+        record = decode_record(json.dumps(item["record"]))
+    except SerializationError as exc:
+        raise _invalid(f"has an invalid record ({exc})") from exc
+    if record.updated_at.tzinfo is None or record.updated_at.utcoffset() is None:
+        raise _invalid("has an 'updated_at' without a timezone")
     entries: list[ConversationEntry] = []
-    for raw in item["entries"]:
+    parents: dict[str, str | None] = {}
+    for n, raw in enumerate(item["entries"], 1):
         if (
             not isinstance(raw, dict)
             or not isinstance(raw.get("id"), str)
@@ -116,32 +165,60 @@ def decode_item(item: dict[str, Any]) -> tuple[ConversationRecord, list[Conversa
             or raw.get("kind", "message") != "message"
             or "message" not in raw
         ):
-            raise SerializationError("a conversation entry needs an 'id', a 'parent_id' and a 'message'")
-        entries.append(decode_entry(raw["id"], raw["parent_id"], json.dumps([raw["message"]])))
-    check_write(record, entries, None)
-    ids = {entry.id for entry in entries}
-    if len(ids) != len(entries):
-        raise SerializationError("a conversation item lists an entry twice")
+            raise _invalid(f"entry {n} needs an 'id', a 'parent_id' and a 'message'")
+        if raw["id"] in parents:
+            raise _invalid(f"lists an entry twice (entry {n})")
+        if raw["parent_id"] is not None and raw["parent_id"] not in parents:
+            raise _invalid(f"entry {n}'s parent is not an earlier entry of the item (parents first, no gap)")
+        try:
+            entries.append(decode_entry(raw["id"], raw["parent_id"], json.dumps([raw["message"]])))
+        except SerializationError as exc:
+            raise _invalid(f"entry {n} is invalid ({exc})") from exc
+        parents[raw["id"]] = raw["parent_id"]
+    try:
+        check_write(record, entries, None)
+    except SerializationError as exc:
+        raise _invalid(f"is invalid ({exc})") from exc
+    tips = [tip for tip in (record.head_id, *record.branches, record.forked_at) if tip is not None]
+    if any(tip not in parents for tip in tips):
+        raise _invalid("lacks its head, a branch tip or its forked_at entry")
+    reached: set[str] = set()
+    for tip in tips:
+        at: str | None = tip
+        while at is not None and at not in reached:
+            reached.add(at)
+            at = parents[at]
+    if len(reached) != len(entries):
+        raise _invalid("holds entries its record does not reach")
     return record, entries
 
 
 async def export_conversations(
     store: ConversationStore, user_id: str, session_ids: Sequence[str]
 ) -> AsyncIterator[dict[str, Any]]:
-    """One item per conversation of the user (see `user_records`), with its entries."""
+    """One item per conversation of the user (see `user_records`), with its entries.
+    `SerializationError` for a conversation whose history the store cannot give whole,
+    `SessionConflict` if one kept changing while it was read."""
     for record in await user_records(store, user_id, session_ids):
         current: ConversationRecord | None = record
         for _ in range(_ATTEMPTS):
             assert current is not None
-            entries = await _entries(store, current)
-            if entries is not None:
-                yield encode_item(current, entries)
+            found = await _entries(store, current)
+            if found is not None:
+                yield encode_item(*found)
                 break
-            current = await store.read_record(current.conversation_id)  # saved or deleted meanwhile
+            again = await store.read_record(current.conversation_id)  # saved or deleted meanwhile
+            if again is not None and again.revision == current.revision:
+                assert current.head_id is not None  # a None head is always found
+                raise _broken(current, current.head_id)  # unchanged, and its head is missing
+            current = again
             if current is None:
                 break
         else:
-            raise ConversationConflict(record.conversation_id)
+            raise SessionConflict(
+                f"conversation {id_hash(record.conversation_id)} kept changing while it was exported "
+                f"({_ATTEMPTS} attempts)"
+            )
 
 
 def _replace(incoming: ConversationRecord, existing: ConversationRecord, on_conflict: str) -> bool:
@@ -155,36 +232,44 @@ def _replace(incoming: ConversationRecord, existing: ConversationRecord, on_conf
     return on_conflict == "overwrite" or incoming.updated_at > existing.updated_at
 
 
+def _check_shared(cid: str, entries: Sequence[ConversationEntry], stored: dict[str, ConversationEntry]) -> None:
+    """An entry of the item the store holds already (a fork's, shared) must be that same entry:
+    an item cannot hang its history from, or lend its id to, someone else's entry."""
+    for n, entry in enumerate(entries, 1):
+        if entry.id in stored and stored[entry.id] != entry:
+            raise _invalid(
+                f"(conversation {id_hash(cid)}) has entry {n} under the id of a different entry the store holds"
+            )
+
+
 async def _import_one(
     store: ConversationStore, known: KnownEntries, item: dict[str, Any], on_conflict: str, dry_run: bool
 ) -> str:
     record, entries = decode_item(item)
     cid = record.conversation_id
-    replacing = False
     for _ in range(_ATTEMPTS):
         existing = await store.read_record(cid)
-        if existing is not None:
-            if not _replace(record, existing, on_conflict):
-                return "skipped"
-            if dry_run:
-                return "replaced"
-            try:
-                await store.delete_record(cid, expected_revision=existing.revision)
-            except ConversationConflict:
-                continue  # saved meanwhile: look again
-            replacing = True
-        elif dry_run:
-            return "imported"
-        # After a delete: the entries only the deleted copy used are gone too.
-        have = await known([entry.id for entry in entries])
+        if existing is not None and not _replace(record, existing, on_conflict):
+            return "skipped"
+        stored = await known([entry.id for entry in entries])
+        _check_shared(cid, entries, stored)
+        outcome = "imported" if existing is None else "replaced"
+        if dry_run:
+            return outcome
+        # A replace is one write over the existing revision: entries only the old copy reached
+        # go with its lineage (see the stores' `write_record`).
         try:
             await store.write_record(
-                record, new_entries=[entry for entry in entries if entry.id not in have], expected_revision=None
+                record,
+                new_entries=[entry for entry in entries if entry.id not in stored],
+                expected_revision=None if existing is None else existing.revision,
             )
         except ConversationConflict:
-            continue  # created, or its entries written, meanwhile: look again
-        return "replaced" if replacing else "imported"
-    raise ConversationConflict(cid)
+            continue  # created, saved, or its entries written, meanwhile: look again
+        return outcome
+    raise SessionConflict(
+        f"conversation {id_hash(cid)} kept changing while it was imported ({_ATTEMPTS} attempts); import it again"
+    )
 
 
 async def import_conversations(

@@ -168,3 +168,17 @@ def test_export_user_and_import_carry_the_users_conversations(runner: CliRunner,
     assert code == 0, err
     assert "conversations: 0 new, 0 replaced, 1 skipped (no conversation store" in out
     assert "warning: 1 conversations of the file were not imported" in err
+    # A conversation line whose entries are out of order: the file is at fault, at that line.
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    bad = next(n for n, line in enumerate(lines, 1) if line.get("kind") == "conversation")
+    lines[bad - 1]["conversation"]["entries"].reverse()
+    reversed_file = tmp_path / "reversed.jsonl"
+    reversed_file.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    fresh = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+    code, out, err = run(runner, "import", str(reversed_file), "--store", fresh)
+    assert_one_line_error(code, out, err, 1, f"line {bad} of {reversed_file} is bad (the file): a conversation item")
+
+
+def test_import_help_says_the_policy_covers_conversations(runner: CliRunner) -> None:
+    code, out, _ = run(runner, "import", "--help")
+    assert code == 0 and "conversation" in " ".join(out.split())

@@ -21,10 +21,15 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from pydantic_ai.conversation_store import ConversationEntry, ConversationRecord, ConversationStore
+from pydantic_ai.conversation_store import (
+    ConversationConflict,
+    ConversationEntry,
+    ConversationRecord,
+    ConversationStore,
+)
 from pydantic_ai.messages import ModelRequest, ModelResponse, TextPart, UserPromptPart
 
-from agent_sessions import InvalidExportItem, SessionStore, StoreUnavailable
+from agent_sessions import InvalidExportItem, SerializationError, SessionConflict, SessionStore, StoreUnavailable
 from agent_sessions.integrations.pydantic_ai import DatabaseConversationStore, RedisConversationStore
 from agent_sessions.integrations.pydantic_ai.conversation_transfer import (
     decode_item,
@@ -292,3 +297,77 @@ async def test_an_ordinary_turn_still_writes_on_redis_and_sql(backend: Backend) 
         dataclasses.replace(rec, head_id="u1", revision="r2"), new_entries=more, expected_revision=rec.revision
     )
     assert [e.id for e in await store.read_history("u1")] == ["t0", "t1", "u0", "u1"]
+
+
+class ConflictingWrites(FailingWrites):
+    """Every write loses against a concurrent writer."""
+
+    async def write_record(self, rec: ConversationRecord, **options: Any) -> None:
+        self.writes.append(options["expected_revision"])
+        raise ConversationConflict(rec.conversation_id)
+
+
+async def test_an_import_that_keeps_losing_raises_the_librarys_session_conflict(backend: Backend) -> None:
+    store = ConflictingWrites(backend.conversations)
+    item = item_of(record("c", "e1"), chain("e", 2))
+    with pytest.raises(SessionConflict, match="kept changing while it was imported"):
+        await import_conversations(store, known_of(backend.conversations), [item], "skip")
+    assert len(store.writes) == 5
+
+
+async def break_entry(store: ConversationStore, entry_id: str) -> None:
+    """Delete one entry at the raw level (a store damaged outside the API)."""
+    if isinstance(store, DatabaseConversationStore):
+        async with store.engine.begin() as conn:
+            await conn.execute(store.entries.delete().where(store.entries.c.entry_id == entry_id))
+        return
+    assert isinstance(store, RedisConversationStore)
+    await store.client.delete(f"{store.prefix}{{conv}}:ent:{entry_id}")
+
+
+async def test_export_tells_a_broken_chain_from_a_missing_tip(
+    backend: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = backend.conversations
+    entries = [*chain("e", 3), *chain("b", 2, parent="e0")]
+    rec = record("c", "e2", scope="u", branches=["b1"])
+    await store.write_record(rec, new_entries=entries, expected_revision=None)
+    await break_entry(store, "b1")  # a branch tip the store lacks: left out of the item, logged
+    with caplog.at_level("DEBUG", logger="agent_sessions"):
+        items = [item async for item in export_conversations(store, "u", [])]
+    exported, exported_entries = decode_item(items[0])
+    assert exported.branches == [] and [e.id for e in exported_entries] == ["e0", "e1", "e2"]
+    assert "a branch tip is no longer stored" in caplog.text and "'c'" not in caplog.text
+    await break_entry(store, "e1")  # a gap under the head: the chain is broken, named by hash
+    with pytest.raises(SerializationError, match="in the store is broken") as caught:
+        _ = [item async for item in export_conversations(store, "u", [])]
+    assert not isinstance(caught.value, InvalidExportItem)
+    await break_entry(store, "e2")  # the head itself, the record unchanged: broken too, not a retry loop
+    with pytest.raises(SerializationError, match="in the store is broken"):
+        _ = [item async for item in export_conversations(store, "u", [])]
+
+
+async def test_the_end_marker_counts_conversations_as_an_int(backend: Backend, tmp_path: Path) -> None:
+    path = write_file(tmp_path / "one.jsonl", [item_of(record("c", "e1"), chain("e", 2))])
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    lines[-1]["conversations"] = True
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with pytest.raises(BackupFormatError, match="conversations") as caught:
+        await import_sessions(backend.sessions, path, holders=[backend.conversations])
+    assert caught.value.line == 3
+
+
+async def test_looking_up_no_entries_opens_no_connection(tmp_path: Path) -> None:
+    store = DatabaseConversationStore(f"sqlite+aiosqlite:///{tmp_path / 'c.db'}")
+    try:
+        await store.read_records()  # the tables exist
+        checkouts: list[object] = []
+        sa.event.listen(store.engine.sync_engine, "checkout", lambda *args: checkouts.append(args))
+        empty = item_of(record("empty", None), [])
+        assert (await store.import_items([empty], "skip")).imported == 1
+        reads = len(checkouts)
+        checkouts.clear()
+        assert (await store.import_items([empty], "skip")).skipped == 1  # one read of the record only
+        assert len(checkouts) == 1 and reads == 2  # read the record, write it: no lookup of zero entries
+    finally:
+        await store.close()

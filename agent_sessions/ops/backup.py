@@ -24,7 +24,9 @@ Conversation lines are written by the first `ExportableDataHolder` given to `imp
 (`holders`), under the same `on_conflict` policy. Without one they are not written: they are
 counted as skipped (`TransferReport.conversations_skipped`, with `conversations_skipped_reason`)
 and logged as a warning, never dropped silently. A conversation is one line, bounded like a
-session line (`max_line_bytes`).
+session line (`max_line_bytes`); one the holder refuses as not an item it could have exported
+(`InvalidExportItem`: entries out of order or missing, a naive timestamp, ...) is a bad line
+(`BackupFormatError`), and nothing of it is written.
 
 Import reads line by line and writes sessions in batches (`SessionStore.restore_many`). The
 first bad line (not JSON, wrong shape, unknown kind, cut short) stops it with
@@ -392,7 +394,8 @@ async def import_sessions(
     Conversation lines (format version 2) go to the first of `holders` that can import
     (`ExportableDataHolder`, e.g. the conversation store beside `store`) under the same
     `on_conflict` (see the holder's `import_items`); without one they are not written: counted
-    in `conversations_skipped` with `conversations_skipped_reason`, and logged as a warning.
+    in `conversations_skipped` with `conversations_skipped_reason`, and logged as a warning. A
+    conversation line the holder refuses (`InvalidExportItem`) is a `BackupFormatError` at it.
     """
     policy = check_on_conflict(on_conflict)
     holder = next((h for h in holders if isinstance(h, ExportableDataHolder)), None)

@@ -146,10 +146,16 @@ async def test_a_bad_item_is_a_format_error_at_its_line_and_writes_nothing(
         await import_sessions(backend.sessions, path, holders=[backend.conversations], on_conflict="overwrite")
     assert caught.value.line == 3
     assert isinstance(caught.value.__cause__, InvalidExportItem)
+    assert "stored" not in str(caught.value)  # the file's content, not the store's
     assert await backend.conversations.read_record("c") is None
     assert await raw_entry_count(backend.conversations) == 2  # the good line before it only
     with pytest.raises(InvalidExportItem):
         decode_item(bad_items()[name])
+
+
+async def test_a_bad_timestamp_names_the_field() -> None:
+    with pytest.raises(InvalidExportItem, match=r"invalid record \(updated_at: "):
+        decode_item(bad_items()["bad updated_at"])
 
 
 async def test_an_item_cannot_hang_from_or_take_the_id_of_another_users_entry(backend: Backend, tmp_path: Path) -> None:

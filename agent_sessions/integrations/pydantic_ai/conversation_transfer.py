@@ -30,6 +30,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from typing import Any
 
+from pydantic import ValidationError
 from pydantic_ai.conversation_store import (
     ConversationConflict,
     ConversationEntry,
@@ -108,9 +109,7 @@ async def _entries(
             logger.debug("export of conversation %s: a branch tip is no longer stored", id_hash(cid))
     forked_at = record.forked_at
     if forked_at is not None and not await reach(forked_at):
-        logger.debug(
-            "export of conversation %s: its forked_at entry is no longer stored", id_hash(record.conversation_id)
-        )
+        logger.debug("export of conversation %s: its forked_at entry is no longer stored", id_hash(cid))
         forked_at = None
     if branches != record.branches or forked_at != record.forked_at:
         record = dataclasses.replace(record, branches=branches, forked_at=forked_at)
@@ -137,6 +136,15 @@ def _invalid(message: str) -> InvalidExportItem:
     return InvalidExportItem(f"a conversation item {message}")
 
 
+def _why(exc: SerializationError) -> str:
+    """What pydantic found wrong first (``updated_at: Input should be ...``), else the message."""
+    cause = exc.__cause__
+    if isinstance(cause, ValidationError) and cause.errors():
+        first = cause.errors()[0]
+        return f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}"
+    return str(exc)
+
+
 def decode_item(item: dict[str, Any]) -> tuple[ConversationRecord, list[ConversationEntry]]:
     """The record and entries of an export item; `InvalidExportItem` (a `SerializationError`)
     if it is not one `export_conversations` could have written: every entry's parent is null or
@@ -152,7 +160,7 @@ def decode_item(item: dict[str, Any]) -> tuple[ConversationRecord, list[Conversa
     try:
         record = decode_record(json.dumps(item["record"]))
     except SerializationError as exc:
-        raise _invalid(f"has an invalid record ({exc})") from exc
+        raise _invalid(f"has an invalid record ({_why(exc)})") from exc
     if record.updated_at.tzinfo is None or record.updated_at.utcoffset() is None:
         raise _invalid("has an 'updated_at' without a timezone")
     entries: list[ConversationEntry] = []
@@ -173,7 +181,7 @@ def decode_item(item: dict[str, Any]) -> tuple[ConversationRecord, list[Conversa
         try:
             entries.append(decode_entry(raw["id"], raw["parent_id"], json.dumps([raw["message"]])))
         except SerializationError as exc:
-            raise _invalid(f"entry {n} is invalid ({exc})") from exc
+            raise _invalid(f"entry {n} has an invalid message ({_why(exc)})") from exc
         parents[raw["id"]] = raw["parent_id"]
     try:
         check_write(record, entries, None)

@@ -1,23 +1,38 @@
 """Reading an export file: `BackupFormatError`, numbered lines in bounded chunks, one line's
-strict, depth-bounded JSON decode, and the session count in the end marker.
+strict, depth-bounded JSON decode, the session count in the end marker (`count_export_sessions`)
+and the parsed lines for inspection (`iter_export_lines`).
 
 What the lines mean (header, scope, session, end) is `backup.py`'s; the writer is `_export_file.py`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import os
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..codec import DEFAULT_MAX_DEPTH, nests_deeper
 from ..errors import AgentSessionsError
-from ._transfer import LINE_NESTING, TransferReport
+from ._transfer import LINE_NESTING, TransferReport, max_line_bytes
 
-__all__ = ["BackupFormatError", "ExportReader", "end_marker_sessions", "is_gzip", "parse_line"]
+__all__ = [
+    "READ_CHUNK",
+    "BackupFormatError",
+    "ExportReader",
+    "count_export_sessions",
+    "end_marker_sessions",
+    "is_gzip",
+    "iter_export_lines",
+    "parse_line",
+]
+
+#: Lines read per call of `ExportReader.chunk` (a thread hop each when importing).
+READ_CHUNK = 256
 
 #: A hop to the reader thread also ends once it holds this many bytes (long lines).
 _READ_CHUNK_BYTES = 8 * 1024 * 1024
@@ -151,3 +166,29 @@ def end_marker_sessions(path: Path) -> int | None:
         return None
     sessions = obj.get("sessions") if isinstance(obj, dict) and obj.get("kind") == "end" else None
     return sessions if isinstance(sessions, int) and not isinstance(sessions, bool) and sessions >= 0 else None
+
+
+def iter_export_lines(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """The parsed lines of an export file (header first), for inspection and tests."""
+    reader = ExportReader(Path(path), max_line_bytes())
+    try:
+        while True:
+            chunk = reader.chunk(READ_CHUNK)
+            if isinstance(chunk, BackupFormatError):
+                raise chunk
+            if not chunk:
+                return
+            for lineno, raw in chunk:
+                yield parse_line(lineno, raw)
+    finally:
+        reader.close()
+
+
+async def count_export_sessions(path: str | os.PathLike[str]) -> int | None:
+    """How many sessions an export file holds, read from its end marker (for a progress total).
+
+    A plain file is read from its end only; a gzip one is decompressed once, in constant memory.
+    None when the file has no readable end marker (truncated, or not an export): `import_sessions`
+    then reports the bad line. Raises `OSError` for a file that cannot be opened.
+    """
+    return await asyncio.to_thread(end_marker_sessions, Path(path))

@@ -45,7 +45,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -59,7 +59,15 @@ from ..session import Session
 from ..stores.base import SessionStore
 from ..stores.primitives import Restore
 from ._export_file import ExportWriter
-from ._export_reader import BackupFormatError, ExportReader, end_marker_sessions, is_gzip, parse_line
+from ._export_reader import (
+    READ_CHUNK,
+    BackupFormatError,
+    ExportReader,
+    count_export_sessions,
+    is_gzip,
+    iter_export_lines,
+    parse_line,
+)
 from ._transfer import (
     LINE_NESTING,
     RESTORE_BATCH,
@@ -88,6 +96,7 @@ __all__ = [
     "export_sessions",
     "failed_line",
     "import_sessions",
+    "iter_export_lines",
     "write_export",
 ]
 
@@ -103,7 +112,6 @@ PLAIN_FORMAT_VERSION = 1
 #: The reason an import reports for conversation lines it could not write.
 NO_HOLDER_REASON = "no conversation store that can import was given to write them to"
 #: Lines read from the file per hop to the reader thread.
-_READ_CHUNK = 256
 #: The note `import_sessions` adds to a store error; `failed_line` reads the number back.
 _LINE_NOTE = "while importing line {} of the export file"
 _LINE_NOTE_PATTERN = re.compile(r"while importing line (\d+) of the export file")
@@ -406,7 +414,7 @@ async def import_sessions(
     state = _ImportState(holder=holder)
     try:
         while not state.end_seen:
-            chunk = await asyncio.to_thread(reader.chunk, _READ_CHUNK)
+            chunk = await asyncio.to_thread(reader.chunk, READ_CHUNK)
             if isinstance(chunk, BackupFormatError):
                 chunk.report = state.report
                 raise chunk
@@ -572,22 +580,6 @@ async def _write_sessions(store: SessionStore, policy: OnConflict, state: _Impor
         raise
 
 
-def iter_export_lines(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
-    """The parsed lines of an export file (header first), for inspection and tests."""
-    reader = ExportReader(Path(path), store_line_bound())
-    try:
-        while True:
-            chunk = reader.chunk(_READ_CHUNK)
-            if isinstance(chunk, BackupFormatError):
-                raise chunk
-            if not chunk:
-                return
-            for lineno, raw in chunk:
-                yield parse_line(lineno, raw)
-    finally:
-        reader.close()
-
-
 def failed_line(exc: BaseException) -> int | None:
     """The export-file line an error raised by `import_sessions` was importing, if known."""
     if isinstance(exc, BackupFormatError):
@@ -597,13 +589,3 @@ def failed_line(exc: BaseException) -> int | None:
         if found:
             return int(found.group(1))
     return None
-
-
-async def count_export_sessions(path: str | os.PathLike[str]) -> int | None:
-    """How many sessions an export file holds, read from its end marker (for a progress total).
-
-    A plain file is read from its end only; a gzip one is decompressed once, in constant memory.
-    None when the file has no readable end marker (truncated, or not an export): `import_sessions`
-    then reports the bad line. Raises `OSError` for a file that cannot be opened.
-    """
-    return await asyncio.to_thread(end_marker_sessions, Path(path))

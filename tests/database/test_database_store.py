@@ -309,6 +309,20 @@ async def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_postgres_connections_plan_the_stores_statements_once() -> None:
+    """Generic plans for the prepared statements: left to choose, PostgreSQL re-planned each
+    get on a table of 100,000 sessions (0.28 ms a query instead of 0.165, see engine.py)."""
+    require_postgres()
+    async with postgres_schema() as schema:
+        store = DatabaseSessionStore(PG_URL, schema=schema)
+        try:
+            await store.set(Session())
+            assert (await raw_execute(store, "SHOW plan_cache_mode"))[0][0] == "force_generic_plan"
+            assert (await raw_execute(store, "SHOW application_name"))[0][0] == "agent_sessions"
+        finally:
+            await store.close()
+
+
 async def test_schema_version_row_is_written_on_first_use(database: Callable[..., DatabaseSessionStore]) -> None:
     store = database()
     await store.initialize()

@@ -95,7 +95,11 @@ def create_database_engine(
         options["pool_size"] = 5 if pool_size is None else pool_size
         options["max_overflow"] = 0 if max_overflow is None else max_overflow
         connect_args.setdefault("timeout", connect_timeout)
-        settings = {"application_name": "agent_sessions"}
+        # Every statement of the stores is a keyed lookup or a keyset page whose best plan does
+        # not depend on the values, so the generic plan of asyncpg's prepared statements is
+        # right; left to choose, PostgreSQL re-plans each execution on large tables, measured:
+        # a get at 100,000 sessions took 0.28 ms a query with a fresh plan, 0.165 ms generic.
+        settings = {"application_name": "agent_sessions", "plan_cache_mode": "force_generic_plan"}
         if command_timeout is not None:
             # The server cancels a statement past the timeout, so the outcome is known (rolled
             # back); the client-side timeout, a second later, only catches a server that hangs.

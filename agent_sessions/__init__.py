@@ -43,7 +43,7 @@ from .errors import (
     ToolNotFound,
 )
 from .ids import new_session_id
-from .lifecycle import ErasureReport, ExportableDataHolder, SessionDataHolder
+from .lifecycle import ErasureReport, ExportableDataHolder, FullyExportableDataHolder, SessionDataHolder
 from .listing import SessionPage
 from .manager import SessionManager
 from .search import HistoryHit
@@ -70,6 +70,7 @@ __all__ = [
     "DependencyCycle",
     "ErasureReport",
     "ExportableDataHolder",
+    "FullyExportableDataHolder",
     "ExecutionContext",
     "FernetCodec",
     "HistoryPage",

@@ -32,7 +32,7 @@ from .cli_support import (
     summary,
 )
 from .errors import AgentSessionsError, StoreUnavailable
-from .lifecycle import SessionDataHolder
+from .lifecycle import ExportableDataHolder, FullyExportableDataHolder, SessionDataHolder, can_export, can_export_all
 from .ops import (
     DEFAULT_IMPORT_LINE_BYTES,
     BackupFormatError,
@@ -114,10 +114,11 @@ def export_command(
                     include_auth=include_auth,
                     batch_size=batch_size,
                     progress=lambda r: update(r.imported),
+                    holders=await conversation_holders(s),
                 )
 
     report = run_command(store, body)
-    conversations = f", and {report.conversations} conversations," if user is not None else ""
+    conversations = f", and {report.conversations} conversations," if report.conversations or user else ""
     out_console().print(
         f"Exported {report.sessions} sessions, {report.scopes} scopes and {report.history_entries} history "
         f"entries{conversations} to {escape(str(report.path))} ({report.bytes_written:,} bytes"
@@ -237,6 +238,23 @@ def import_command(
         out_console().print(f"Imported from {escape(str(path))}: {summary(report)}.")
 
 
+async def _conversation_pairs(
+    source: SessionStore, target: SessionStore
+) -> list[tuple[FullyExportableDataHolder, ExportableDataHolder]]:
+    """The conversation store beside SRC (if it holds any) paired with the one beside DST; a
+    warning when DST has none to take them (a memory store), so nothing is left behind unsaid."""
+    sources = [h for h in await conversation_holders(source) if can_export_all(h)]
+    if not sources:
+        return []
+    targets = [h for h in await conversation_holders(target, importing=True) if can_export(h)]
+    if not targets:
+        err_console().print(
+            "warning: SRC has a conversation store but DST has none: its conversations are not migrated"
+        )
+        return []
+    return [(sources[0], targets[0])]
+
+
 def migrate_command(
     src: Annotated[str, typer.Argument(metavar="SRC", help="The source store's URL.", callback=checked_url)],
     dst: Annotated[str, typer.Argument(metavar="DST", help="The destination store's URL.", callback=checked_url)],
@@ -253,6 +271,7 @@ def migrate_command(
 
     async def body() -> TransferReport:
         async with opened_store(src) as source, opened_store(dst, must_exist=False) as target:
+            pairs = await _conversation_pairs(source, target)
             total = None
             if count:
                 with console.status("Counting the sessions in SRC…"):
@@ -264,6 +283,7 @@ def migrate_command(
                     batch_size=batch_size,
                     on_conflict=on_conflict.value,
                     progress=lambda r: update(r.sessions_seen),
+                    conversations=pairs,
                 )
 
     report = run_command(None, body)

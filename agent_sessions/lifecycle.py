@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeGuard, TypeVar, runtime_checkable
 
 from .ids import id_hash, validate_user_id
 from .session import Session
@@ -37,14 +37,20 @@ if TYPE_CHECKING:
 __all__ = [
     "ErasureReport",
     "ExportableDataHolder",
+    "FullyExportableDataHolder",
     "ImportedItems",
     "SessionDataHolder",
+    "can_export",
+    "can_export_all",
     "erase_user",
     "export_user",
     "holder_name",
+    "holders_implementing",
 ]
 
 logger = logging.getLogger(__name__)
+
+_Holder = TypeVar("_Holder", bound="SessionDataHolder")
 
 
 @runtime_checkable
@@ -96,6 +102,45 @@ class ExportableDataHolder(SessionDataHolder, Protocol):
         ...
 
 
+@runtime_checkable
+class FullyExportableDataHolder(ExportableDataHolder, Protocol):
+    """An `ExportableDataHolder` that can also export everything it keeps, whoever it belongs
+    to (the SQL and Redis conversation stores): a whole-store `export_sessions` writes its
+    items, and `migrate` copies them into the destination's holder."""
+
+    def export_all(self) -> AsyncIterator[dict[str, Any]]:
+        """Yield every item the holder keeps, in the form of `export_sessions` (each item once
+        if it is kept throughout the export), reading page by page so memory stays bounded."""
+        ...
+
+
+def can_export(holder: SessionDataHolder) -> TypeGuard[ExportableDataHolder]:
+    """Whether `holder` can export one user's data (`export_user`)."""
+    return isinstance(holder, ExportableDataHolder)
+
+
+def can_export_all(holder: SessionDataHolder) -> TypeGuard[FullyExportableDataHolder]:
+    """Whether `holder` can export everything it keeps (`export_sessions`, `migrate`)."""
+    return isinstance(holder, FullyExportableDataHolder)
+
+
+def holders_implementing(
+    holders: Iterable[SessionDataHolder], accepts: Callable[[SessionDataHolder], TypeGuard[_Holder]], doing: str
+) -> tuple[list[_Holder], list[str]]:
+    """The holders of `holders` that `accepts` (`can_export`, `can_export_all`: what `doing`
+    can write), and the names of the others, each logged as a warning: what they keep is not
+    written."""
+    found: list[_Holder] = []
+    others: list[str] = []
+    for holder in holders:
+        if accepts(holder):
+            found.append(holder)
+        else:
+            others.append(holder_name(holder))
+            logger.warning("%s: the data holder %s cannot export: what it keeps is not in the file", doing, others[-1])
+    return found, others
+
+
 def holder_name(holder: object) -> str:
     """How reports and logs name a data holder: its class name."""
     return type(holder).__name__
@@ -143,18 +188,7 @@ async def export_user(
     from .ops.backup import write_export  # ops imports this module (`ops.erase_user`)
 
     uid = validate_user_id(user_id)
-    exporting: list[ExportableDataHolder] = []
-    not_exported: list[str] = []
-    for holder in holders:
-        if isinstance(holder, ExportableDataHolder):
-            exporting.append(holder)
-        else:
-            not_exported.append(holder_name(holder))
-            logger.warning(
-                "export of user %s: the data holder %s cannot export: what it keeps is not in the file",
-                id_hash(uid),
-                holder_name(holder),
-            )
+    exporting, not_exported = holders_implementing(holders, can_export, f"export of user {id_hash(uid)}")
     session_ids = await store.user_session_ids(uid, store.clock()) if exporting else []
     scope = (await store.load_scopes(uid)).user
 

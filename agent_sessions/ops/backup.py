@@ -10,12 +10,11 @@ The file (gzip-compressed when its name ends in ``.gz``) is one JSON object per 
 3. one ``{"kind": "session", "session": {...}, "history": [...]}`` per live session: every
    field but `history` (with its `version` and `history_seq`; `auth_info` is null unless
    exported with ``include_auth=True``), and its full stored history, oldest first;
-4. (version 2 only: `export_user` with a data holder that can export) one
-   ``{"kind": "conversation", "conversation": {"record": {...}, "entries": [...]}}`` per
-   conversation of the user: its pydantic-ai ``ConversationRecord`` (as its JSON) and every
-   entry its history and branches reach, parents before children, each
-   ``{"id", "parent_id", "kind", "message"}`` (the message as pydantic-ai's
-   ``ModelMessagesTypeAdapter`` JSON, bytes as base64); the holder's `export_sessions` item;
+4. (version 2 only) one ``{"kind": "conversation", "conversation": {"record": {...},
+   "entries": [...]}}`` per conversation of the data holders given (all of them; with
+   `export_user`, the user's): its pydantic-ai ``ConversationRecord`` (as its JSON) and every
+   entry its history and branches reach, parents first, each ``{"id", "parent_id", "kind",
+   "message"}`` (pydantic-ai's ``ModelMessagesTypeAdapter`` JSON, bytes as base64);
 5. an end marker ``{"kind": "end", "sessions": n, "scopes": m, "history_entries": h}`` (and
    ``"conversations": c`` in version 2), so a file cut short at a line boundary is still
    recognised as truncated.
@@ -24,9 +23,8 @@ Conversation lines are written by the first `ExportableDataHolder` given to `imp
 (`holders`), under the same `on_conflict` policy. Without one they are not written: they are
 counted as skipped (`TransferReport.conversations_skipped`, with `conversations_skipped_reason`)
 and logged as a warning, never dropped silently. A conversation is one line, bounded like a
-session line (`max_line_bytes`); one the holder refuses as not an item it could have exported
-(`InvalidExportItem`: entries out of order or missing, a naive timestamp, ...) is a bad line
-(`BackupFormatError`), and nothing of it is written.
+session line (`max_line_bytes`); one the holder refuses (`InvalidExportItem`: entries out of
+order or missing, a naive timestamp, ...) is a bad line (`BackupFormatError`), none of it written.
 
 Import reads line by line and writes sessions in batches (`SessionStore.restore_many`). The
 first bad line (not JSON, wrong shape, unknown kind, cut short) stops it with
@@ -54,7 +52,7 @@ from pydantic import ValidationError
 
 from ..errors import AgentSessionsError, InvalidExportItem, InvalidSessionId, InvalidUserId
 from ..ids import validate_session_id, validate_user_id
-from ..lifecycle import ExportableDataHolder, SessionDataHolder
+from ..lifecycle import ExportableDataHolder, SessionDataHolder, can_export_all, holders_implementing
 from ..session import Session
 from ..stores.base import SessionStore
 from ..stores.primitives import Restore
@@ -160,8 +158,10 @@ async def export_sessions(
     batch_size: int = 500,
     compress: bool | None = None,
     progress: Progress | None = None,
+    holders: Iterable[SessionDataHolder] = (),
 ) -> ExportReport:
-    """Write every live session (with its full history) and all scope data to `path`.
+    """Write every live session (with its full history), all scope data and everything the
+    data holders in `holders` keep (the conversation stores beside `store`) to `path`.
 
     Streams: at most `batch_size` sessions are held at once. gzip is used when `path` ends in
     ``.gz`` (or force it with `compress`). `auth_info` is written only with
@@ -169,21 +169,31 @@ async def export_sessions(
     then renamed), with mode 0o600 (owner only, whatever the umask): it holds live session ids,
     which are bearer credentials. `progress` is called with the running counts after each batch.
     Raises `StoreUnavailable` / `SerializationError` from the store; a corrupt stored record
-    stops the export (nothing is left at `path`).
+    stops the export (nothing is left at `path`). A holder that cannot export all it keeps
+    (not a `FullyExportableDataHolder`) is named in the report's `not_exported` (and logged).
     """
     if batch_size <= 0:
         raise ValueError("batch_size must be > 0")
-    sessions = store.iter_sessions(batch_size=batch_size)
-    return await write_export(
+    exporting, not_exported = holders_implementing(holders, can_export_all, "export")
+
+    async def conversations() -> AsyncIterator[dict[str, Any]]:
+        for holder in exporting:
+            async for item in holder.export_all():
+                yield item
+
+    report = await write_export(
         store,
         path,
         store.iter_scopes(),
-        sessions,
+        store.iter_sessions(batch_size=batch_size),
+        conversations=conversations() if exporting else None,
         include_auth=include_auth,
         batch_size=batch_size,
         compress=compress,
         progress=progress,
     )
+    report.not_exported = not_exported
+    return report
 
 
 async def write_export(

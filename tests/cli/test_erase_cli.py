@@ -182,3 +182,56 @@ def test_export_user_and_import_carry_the_users_conversations(runner: CliRunner,
 def test_import_help_says_the_policy_covers_conversations(runner: CliRunner) -> None:
     code, out, _ = run(runner, "import", "--help")
     assert code == 0 and "conversation" in " ".join(out.split())
+
+
+def test_a_whole_store_export_and_a_migration_carry_every_conversation(runner: CliRunner, tmp_path: Path) -> None:
+    from pydantic_ai import Agent
+    from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
+    from pydantic_ai.models.function import AgentInfo, FunctionModel
+
+    from agent_sessions import SessionManager
+    from agent_sessions.integrations.pydantic_ai import DatabaseConversationStore, run_turn
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'agent.db'}"
+
+    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        return ModelResponse(parts=[TextPart(f"ok {len(messages)}")])
+
+    async def chat() -> None:
+        async with SessionManager(create_store(url), auto_cleanup=False) as manager:
+            conversations = DatabaseConversationStore(manager.store)
+            for user in ("alice", "bob"):
+                session = await manager.create_session(user)
+                await run_turn(
+                    Agent(FunctionModel(model)), manager, session.session_id, "hi", conversation_store=conversations
+                )
+
+    async def conversations_in(store_url: str) -> dict[str, list[object]]:
+        async with create_store(store_url) as store:
+            conversations = DatabaseConversationStore(store)
+            return {
+                str(record.scope): [record, await conversations.load_entries(record.conversation_id)]
+                for record in await conversations.read_records()
+            }
+
+    asyncio.run(chat())
+    expected = asyncio.run(conversations_in(url))
+    assert sorted(expected) == ["alice", "bob"]
+    path = tmp_path / "all.jsonl"
+    code, out, err = run(runner, "export", str(path), "--store", url)
+    assert code == 0, err
+    assert "Exported 2 sessions, 0 scopes and 2 history entries, and 2 conversations, to" in out
+    copy = f"sqlite+aiosqlite:///{tmp_path / 'copy.db'}"
+    code, out, err = run(runner, "import", str(path), "--store", copy)
+    assert code == 0, err
+    assert "2 new" in out and "conversations: 2 new, 0 replaced, 0 skipped" in out
+    assert asyncio.run(conversations_in(copy)) == expected
+    moved = f"sqlite+aiosqlite:///{tmp_path / 'moved.db'}"
+    code, out, err = run(runner, "migrate", url, moved)
+    assert code == 0, err
+    assert "conversations: 2 new, 0 replaced, 0 skipped" in out
+    assert asyncio.run(conversations_in(moved)) == expected
+    # A destination with no conversation store: said, not dropped silently.
+    code, out, err = run(runner, "migrate", url, "memory://")
+    assert code == 0, err
+    assert "warning: SRC has a conversation store but DST has none: its conversations are not migrated" in err

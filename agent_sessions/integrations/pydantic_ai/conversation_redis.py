@@ -35,7 +35,7 @@ from pydantic_ai.conversation_store import (
 from ...errors import StoreUnavailable
 from ...lifecycle import ImportedItems
 from ._records import check_id, check_write, decode_entry, decode_record, encode_message, encode_record
-from .conversation_transfer import export_conversations, import_conversations
+from .conversation_transfer import export_all_conversations, export_conversations, import_conversations
 from .turn import conversation_id_for
 
 try:
@@ -45,6 +45,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("RedisConversationStore needs redis: pip install agent-sessions[redis]") from exc
 
 __all__ = ["RedisConversationStore"]
+
+#: Conversation ids asked of ``ZSCAN`` per page by a whole-store export (`export_all`).
+_EXPORT_PAGE: Final = 200
 
 # Drop a stored conversation (its record, index entries and, once no record of its lineage is
 # left, the lineage's entries): the one body of _DELETE, _ERASE and a _WRITE moving a record.
@@ -349,6 +352,29 @@ class RedisConversationStore(ConversationStore):
         entry they reach (`ExportableDataHolder`; the format is `conversation_transfer`'s)."""
         async for item in export_conversations(self, user_id, session_ids):
             yield item
+
+    async def export_all(self) -> AsyncIterator[dict[str, Any]]:
+        """Every conversation, one item each (`FullyExportableDataHolder`), read in pages of
+        the conversation index (``ZSCAN``: a conversation kept throughout is exported exactly
+        once; the ids already exported are remembered, as ``ZSCAN`` may return one twice)."""
+        async for item in export_all_conversations(self, self._record_pages()):
+            yield item
+
+    async def _record_pages(self) -> AsyncIterator[list[ConversationRecord]]:
+        seen: set[str] = set()
+        cursor = 0
+        while True:
+            cursor, members = await self._run(self.client.zscan(self._index_key(), cursor, count=_EXPORT_PAGE))
+            ids = [cid for cid in dict.fromkeys(_text(member) for member, _ in members) if cid not in seen]
+            seen.update(ids)
+            if ids:
+                pipe = self.client.pipeline(transaction=False)
+                for cid in ids:
+                    pipe.hget(self._record_key(cid), "d")
+                found = await self._run(pipe.execute())
+                yield [decode_record(data) for data in found if data is not None]  # None: deleted meanwhile
+            if cursor == 0:
+                return
 
     async def import_items(
         self, items: Sequence[dict[str, Any]], on_conflict: str, *, dry_run: bool = False

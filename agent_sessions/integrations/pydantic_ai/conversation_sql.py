@@ -45,7 +45,7 @@ from ...errors import SerializationError, StoreUnavailable
 from ...lifecycle import ImportedItems
 from ...stores.sql.engine import DB_ERRORS, DatabaseFailure, classify, create_database_engine
 from ._records import check_id, check_write, decode_entry, decode_record, encode_message, encode_record
-from .conversation_transfer import decode_item, export_conversations, import_conversations
+from .conversation_transfer import decode_item, export_all_conversations, export_conversations, import_conversations
 from .turn import conversation_id_for
 
 __all__ = ["DatabaseConversationStore"]
@@ -55,6 +55,8 @@ logger = logging.getLogger(__name__)
 _ID = sa.String(255)
 #: Entry ids per ``IN (...)`` when looking for the ones an import already has.
 _ID_CHUNK = 500
+#: Conversation records read per page by a whole-store export (`export_all`).
+_EXPORT_PAGE = 200
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -415,6 +417,29 @@ class DatabaseConversationStore(ConversationStore):
         entry they reach (`ExportableDataHolder`; the format is `conversation_transfer`'s)."""
         async for item in export_conversations(self, user_id, session_ids):
             yield item
+
+    async def export_all(self) -> AsyncIterator[dict[str, Any]]:
+        """Every conversation, one item each (`FullyExportableDataHolder`), read in pages of
+        `_EXPORT_PAGE` records in conversation id order (keyset: a conversation kept throughout
+        is exported exactly once)."""
+        async for item in export_all_conversations(self, self._record_pages()):
+            yield item
+
+    async def _record_pages(self) -> AsyncIterator[list[ConversationRecord]]:
+        r = self.records.c
+        after: str | None = None
+        while True:
+            query = sa.select(r.conversation_id, r.data).order_by(r.conversation_id).limit(_EXPORT_PAGE)
+            if after is not None:
+                query = query.where(r.conversation_id > after)
+            async with self._reading() as conn:
+                rows = (await conn.execute(query)).all()
+            if not rows:
+                return
+            after = rows[-1][0]
+            yield [decode_record(data) for _, data in rows]
+            if len(rows) < _EXPORT_PAGE:
+                return
 
     async def import_items(
         self, items: Sequence[dict[str, Any]], on_conflict: str, *, dry_run: bool = False

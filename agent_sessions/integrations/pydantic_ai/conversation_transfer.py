@@ -1,5 +1,6 @@
-"""Exporting one user's conversations as JSON-safe items and importing them back: the
-`ExportableDataHolder` side of the SQL and Redis conversation stores, over the public
+"""Exporting conversations as JSON-safe items (one user's, or every one a store keeps: pages
+of records from the backend) and importing them back: the `ExportableDataHolder` and
+`FullyExportableDataHolder` side of the SQL and Redis conversation stores, over the public
 primitives of a pydantic-ai `ConversationStore` (`read_record(s)`, `read_history`,
 `write_record`, `delete_record`) plus the one thing a backend answers in bulk: which entry ids
 it has already.
@@ -44,7 +45,13 @@ from ...lifecycle import ImportedItems
 from ._records import check_write, decode_entry, decode_record, encode_message, encode_record
 from .turn import conversation_id_for
 
-__all__ = ["KnownEntries", "export_conversations", "import_conversations"]
+__all__ = [
+    "KnownEntries",
+    "export_all_conversations",
+    "export_conversations",
+    "export_record",
+    "import_conversations",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -208,25 +215,44 @@ async def export_conversations(
     `SerializationError` for a conversation whose history the store cannot give whole,
     `SessionConflict` if one kept changing while it was read."""
     for record in await user_records(store, user_id, session_ids):
-        current: ConversationRecord | None = record
-        for _ in range(_ATTEMPTS):
-            assert current is not None
-            found = await _entries(store, current)
-            if found is not None:
-                yield encode_item(*found)
-                break
-            again = await store.read_record(current.conversation_id)  # saved or deleted meanwhile
-            if again is not None and again.revision == current.revision:
-                assert current.head_id is not None  # a None head is always found
-                raise _broken(current, current.head_id)  # unchanged, and its head is missing
-            current = again
-            if current is None:
-                break
-        else:
-            raise SessionConflict(
-                f"conversation {id_hash(record.conversation_id)} kept changing while it was exported "
-                f"({_ATTEMPTS} attempts)"
-            )
+        item = await export_record(store, record)
+        if item is not None:
+            yield item
+
+
+async def export_all_conversations(
+    store: ConversationStore, pages: AsyncIterator[Sequence[ConversationRecord]]
+) -> AsyncIterator[dict[str, Any]]:
+    """One item per record of `pages` (a backend's pages of every conversation it keeps, each
+    conversation in one page), with its entries: a whole-store export or a migration. Errors
+    as `export_conversations`."""
+    async for page in pages:
+        for record in page:
+            item = await export_record(store, record)
+            if item is not None:
+                yield item
+
+
+async def export_record(store: ConversationStore, record: ConversationRecord) -> dict[str, Any] | None:
+    """The export item of `record` with every entry it reaches, read again while it changes
+    under the export (None: it was deleted meanwhile). `SerializationError` for a broken chain,
+    `SessionConflict` after `_ATTEMPTS` reads that each found it changed."""
+    current: ConversationRecord | None = record
+    for _ in range(_ATTEMPTS):
+        assert current is not None
+        found = await _entries(store, current)
+        if found is not None:
+            return encode_item(*found)
+        again = await store.read_record(current.conversation_id)  # saved or deleted meanwhile
+        if again is not None and again.revision == current.revision:
+            assert current.head_id is not None  # a None head is always found
+            raise _broken(current, current.head_id)  # unchanged, and its head is missing
+        current = again
+        if current is None:
+            return None
+    raise SessionConflict(
+        f"conversation {id_hash(record.conversation_id)} kept changing while it was exported ({_ATTEMPTS} attempts)"
+    )
 
 
 def _replace(incoming: ConversationRecord, existing: ConversationRecord, on_conflict: str) -> bool:

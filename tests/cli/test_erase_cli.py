@@ -80,41 +80,17 @@ def test_export_user_writes_only_that_users_data(runner: CliRunner, populated: P
 
 
 def test_erase_also_erases_the_conversations_run_turn_kept(runner: CliRunner, tmp_path: Path) -> None:
-    from pydantic_ai import Agent
-    from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
-    from pydantic_ai.models.function import AgentInfo, FunctionModel
-
-    from agent_sessions import SessionManager
-    from agent_sessions.integrations.pydantic_ai import DatabaseConversationStore, run_turn
-
     url = f"sqlite+aiosqlite:///{tmp_path / 'agent.db'}"
-
-    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-        return ModelResponse(parts=[TextPart("ok")])
-
-    async def chat() -> None:
-        async with SessionManager(create_store(url), auto_cleanup=False) as manager:
-            conversations = DatabaseConversationStore(manager.store)
-            for user in ("alice", "bob"):
-                session = await manager.create_session(user)
-                await run_turn(
-                    Agent(FunctionModel(model)), manager, session.session_id, "hi", conversation_store=conversations
-                )
-
-    asyncio.run(chat())
+    chat(url, ("hi",))
     code, out, err = run(runner, "erase", "--user", "alice", "--yes", "--store", url)
     assert code == 0, err
     assert "Erased user alice: 1 sessions" in out and "and 1 conversations." in out
 
-    async def left() -> list[str | None]:
-        async with create_store(url) as store:
-            conversations = DatabaseConversationStore(store)
-            return [record.scope for record in await conversations.read_records()]
-
-    assert asyncio.run(left()) == ["bob"]
+    assert list(conversations_in(url)) == ["bob"]
 
 
-def test_export_user_and_import_carry_the_users_conversations(runner: CliRunner, tmp_path: Path) -> None:
+def chat(url: str, prompts: tuple[str, ...]) -> None:
+    """A session each for alice and bob, one `run_turn` per prompt, kept in the SQL conversation store."""
     from pydantic_ai import Agent
     from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
     from pydantic_ai.models.function import AgentInfo, FunctionModel
@@ -122,27 +98,26 @@ def test_export_user_and_import_carry_the_users_conversations(runner: CliRunner,
     from agent_sessions import SessionManager
     from agent_sessions.integrations.pydantic_ai import DatabaseConversationStore, run_turn
 
-    url = f"sqlite+aiosqlite:///{tmp_path / 'agent.db'}"
-    copy = f"sqlite+aiosqlite:///{tmp_path / 'copy.db'}"
-
     def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         return ModelResponse(parts=[TextPart(f"ok {len(messages)}")])
 
-    async def chat() -> None:
+    async def body() -> None:
         async with SessionManager(create_store(url), auto_cleanup=False) as manager:
             conversations = DatabaseConversationStore(manager.store)
             for user in ("alice", "bob"):
                 session = await manager.create_session(user)
-                for prompt in ("hi", "again"):
-                    await run_turn(
-                        Agent(FunctionModel(model)),
-                        manager,
-                        session.session_id,
-                        prompt,
-                        conversation_store=conversations,
-                    )
+                for prompt in prompts:
+                    agent = Agent(FunctionModel(model))
+                    await run_turn(agent, manager, session.session_id, prompt, conversation_store=conversations)
 
-    async def conversations_in(store_url: str) -> dict[str, list[object]]:
+    asyncio.run(body())
+
+
+def conversations_in(store_url: str) -> dict[str, list[object]]:
+    """The conversations of the SQL conversation store beside `store_url`, with their entries, by scope."""
+    from agent_sessions.integrations.pydantic_ai import DatabaseConversationStore
+
+    async def body() -> dict[str, list[object]]:
         async with create_store(store_url) as store:
             conversations = DatabaseConversationStore(store)
             return {
@@ -150,7 +125,13 @@ def test_export_user_and_import_carry_the_users_conversations(runner: CliRunner,
                 for record in await conversations.read_records()
             }
 
-    asyncio.run(chat())
+    return asyncio.run(body())
+
+
+def test_export_user_and_import_carry_the_users_conversations(runner: CliRunner, tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'agent.db'}"
+    copy = f"sqlite+aiosqlite:///{tmp_path / 'copy.db'}"
+    chat(url, ("hi", "again"))
     path = tmp_path / "alice.jsonl"
     code, out, err = run(runner, "export", str(path), "--user", "alice", "--store", url)
     assert code == 0, err
@@ -162,7 +143,7 @@ def test_export_user_and_import_carry_the_users_conversations(runner: CliRunner,
     code, out, err = run(runner, "import", str(path), "--store", copy)
     assert code == 0, err
     assert "1 new" in out and "conversations: 1 new, 0 replaced, 0 skipped" in out and "warning" not in err
-    assert asyncio.run(conversations_in(copy)) == {"alice": asyncio.run(conversations_in(url))["alice"]}
+    assert conversations_in(copy) == {"alice": conversations_in(url)["alice"]}
     # A store with no conversation store beside it: the conversations are reported, not dropped.
     code, out, err = run(runner, "import", str(path), "--store", "memory://")
     assert code == 0, err
@@ -185,37 +166,9 @@ def test_import_help_says_the_policy_covers_conversations(runner: CliRunner) -> 
 
 
 def test_a_whole_store_export_and_a_migration_carry_every_conversation(runner: CliRunner, tmp_path: Path) -> None:
-    from pydantic_ai import Agent
-    from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart
-    from pydantic_ai.models.function import AgentInfo, FunctionModel
-
-    from agent_sessions import SessionManager
-    from agent_sessions.integrations.pydantic_ai import DatabaseConversationStore, run_turn
-
     url = f"sqlite+aiosqlite:///{tmp_path / 'agent.db'}"
-
-    def model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
-        return ModelResponse(parts=[TextPart(f"ok {len(messages)}")])
-
-    async def chat() -> None:
-        async with SessionManager(create_store(url), auto_cleanup=False) as manager:
-            conversations = DatabaseConversationStore(manager.store)
-            for user in ("alice", "bob"):
-                session = await manager.create_session(user)
-                await run_turn(
-                    Agent(FunctionModel(model)), manager, session.session_id, "hi", conversation_store=conversations
-                )
-
-    async def conversations_in(store_url: str) -> dict[str, list[object]]:
-        async with create_store(store_url) as store:
-            conversations = DatabaseConversationStore(store)
-            return {
-                str(record.scope): [record, await conversations.load_entries(record.conversation_id)]
-                for record in await conversations.read_records()
-            }
-
-    asyncio.run(chat())
-    expected = asyncio.run(conversations_in(url))
+    chat(url, ("hi",))
+    expected = conversations_in(url)
     assert sorted(expected) == ["alice", "bob"]
     path = tmp_path / "all.jsonl"
     code, out, err = run(runner, "export", str(path), "--store", url)
@@ -225,12 +178,12 @@ def test_a_whole_store_export_and_a_migration_carry_every_conversation(runner: C
     code, out, err = run(runner, "import", str(path), "--store", copy)
     assert code == 0, err
     assert "2 new" in out and "conversations: 2 new, 0 replaced, 0 skipped" in out
-    assert asyncio.run(conversations_in(copy)) == expected
+    assert conversations_in(copy) == expected
     moved = f"sqlite+aiosqlite:///{tmp_path / 'moved.db'}"
     code, out, err = run(runner, "migrate", url, moved)
     assert code == 0, err
     assert "conversations: 2 new, 0 replaced, 0 skipped" in out
-    assert asyncio.run(conversations_in(moved)) == expected
+    assert conversations_in(moved) == expected
     # A destination with no conversation store: said, not dropped silently.
     code, out, err = run(runner, "migrate", url, "memory://")
     assert code == 0, err

@@ -125,7 +125,7 @@ def export_command(
         f"{', auth_info included' if include_auth else ''})."
     )
     for name in report.not_exported:
-        err_console().print(f"warning: the {name} data holder cannot export: what it keeps is not in the file")
+        err_console().print(f"warning: the {name} data holder cannot export this: what it keeps is not in the file")
 
 
 def _import_failure(exc: BaseException, path: Path, store: str, dry_run: bool) -> str | None:
@@ -241,16 +241,17 @@ def import_command(
 async def _conversation_pairs(
     source: SessionStore, target: SessionStore
 ) -> list[tuple[FullyExportableDataHolder, ExportableDataHolder]]:
-    """The conversation store beside SRC (if it holds any) paired with the one beside DST; a
-    warning when DST has none to take them (a memory store), so nothing is left behind unsaid."""
+    """The conversation store beside SRC paired with the one beside DST; a warning when SRC
+    keeps conversations and DST has no conversation store (a memory store) to take them."""
     sources = [h for h in await conversation_holders(source) if can_export_all(h)]
     if not sources:
         return []
     targets = [h for h in await conversation_holders(target, importing=True) if can_export(h)]
     if not targets:
-        err_console().print(
-            "warning: SRC has a conversation store but DST has none: its conversations are not migrated"
-        )
+        from pydantic_ai.conversation_store import ConversationStore  # installed: SRC has a conversation store
+
+        if isinstance(sources[0], ConversationStore) and await sources[0].read_records(limit=1):
+            err_console().print("warning: SRC keeps conversations but DST has no conversation store: not migrated")
         return []
     return [(sources[0], targets[0])]
 
@@ -262,11 +263,13 @@ def migrate_command(
         int, typer.Option("--batch-size", min=1, help="How many sessions to read from SRC at a time.")
     ] = 500,
     on_conflict: Annotated[
-        ConflictPolicy, typer.Option("--on-conflict", help="What to do with session ids DST already has.")
+        ConflictPolicy,
+        typer.Option("--on-conflict", help="What to do with session (and conversation) ids DST already has."),
     ] = ConflictPolicy.newer,
     count: Count = True,
 ) -> None:
-    """Copy every live session, its history and scope data from SRC to DST (safe to re-run)."""
+    """Copy every live session, its history and scope data, and the conversations kept beside
+    SRC, from SRC to DST (safe to re-run)."""
     console = err_console()
 
     async def body() -> TransferReport:

@@ -304,9 +304,10 @@ class JsonCodec:
     `from_json`: Rust, already a dependency through pydantic), two to five times faster than
     the stdlib's C encoder and decoder on records and history windows (measured: a 20-entry
     window decodes in 10 us instead of 23, a record encodes in 1.4 us instead of 5.0). The
-    stdlib `json` decides whatever pydantic-core refuses to decode (a document nested deeper
-    than its limit of 200 levels, a lone surrogate escape), and encodes for a codec told not to
-    validate (it still refuses NaN and non-JSON types, which `to_json` would write).
+    stdlib `json` handles what pydantic-core does not: it decodes what `from_json` refuses (a
+    document nested deeper than its 200 levels, a lone surrogate escape), encodes what
+    `to_json` cannot (deeper than its ~250 levels) or would write as it must not (a non-finite
+    float, which the stdlib refuses), and encodes for a codec told not to validate.
     """
 
     def __init__(self, *, validate: bool = True) -> None:
@@ -316,17 +317,23 @@ class JsonCodec:
         if self._validate:
             check_json(obj, "record")
             return self.encode_checked(obj)
-        try:
-            return _ENCODER.encode(obj).encode()
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise SerializationError(f"cannot encode record: {exc}") from exc
+        return _stdlib_encode(obj)
 
     def encode_checked(self, obj: Any) -> bytes:
-        """Encode `obj`, which the caller has checked with `check_json` (no second walk)."""
+        """Encode `obj`, which the caller has checked with `check_json` (no second walk).
+
+        A record holds values decoded from the store that are not walked again, and one a
+        foreign writer made may hold ``NaN`` or an overflowing number (decoded as infinity):
+        `to_json` would write those as ``NaN`` / ``Infinity``, so bytes that show either word
+        are encoded again by the stdlib, which refuses a non-finite float (``SerializationError``)
+        and writes the rest (the word inside a string) the same."""
         try:
-            return to_json(obj)
-        except PydanticSerializationError as exc:  # cannot happen for a checked value
-            raise SerializationError(f"cannot encode record: {exc}") from exc
+            data = to_json(obj)
+        except PydanticSerializationError:  # nested deeper than pydantic-core serializes
+            return _stdlib_encode(obj)
+        if b"NaN" in data or b"Infinity" in data:
+            return _stdlib_encode(obj)
+        return data
 
     def decode(self, data: bytes) -> Any:
         try:
@@ -401,6 +408,14 @@ class FernetCodec:
         except InvalidToken as exc:
             raise SerializationError("stored record cannot be decrypted with the configured keys") from exc
         return decode_bounded(self._inner, plain, max_depth)
+
+
+def _stdlib_encode(obj: Any) -> bytes:
+    """The stdlib's strict encoding of `obj` (`allow_nan=False`); `SerializationError` if it refuses."""
+    try:
+        return _ENCODER.encode(obj).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise SerializationError(f"cannot encode record: {exc}") from exc
 
 
 def encode_checked(codec: Codec, obj: Any) -> bytes:

@@ -110,7 +110,7 @@ class FullyExportableDataHolder(ExportableDataHolder, Protocol):
 
     def export_all(self) -> AsyncIterator[dict[str, Any]]:
         """Yield every item the holder keeps, in the form of `export_sessions` (each item once
-        if it is kept throughout the export), reading page by page so memory stays bounded."""
+        if it is kept throughout the export), reading the backend page by page."""
         ...
 
 
@@ -137,7 +137,9 @@ def holders_implementing(
             found.append(holder)
         else:
             others.append(holder_name(holder))
-            logger.warning("%s: the data holder %s cannot export: what it keeps is not in the file", doing, others[-1])
+            logger.warning(
+                "%s: the data holder %s cannot export it: what it keeps is not in the file", doing, others[-1]
+            )
     return found, others
 
 

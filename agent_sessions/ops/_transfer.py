@@ -73,7 +73,7 @@ class TransferReport:
 
     `imported` sessions were new in the destination, `replaced` overwrote an existing copy,
     `skipped` already existed and were kept, `expired` had expired and were not written.
-    Conversation lines (an `export_user` file) count apart: `conversations` were new,
+    Conversations (lines of an export file, or a migration's) count apart: `conversations` were new,
     `conversations_replaced` overwrote a copy, `conversations_skipped` were not written: kept
     as the destination had them, or, when `conversations_skipped_reason` says so, because no
     data holder that can import them was given.

@@ -174,7 +174,7 @@ async def export_sessions(
     """
     if batch_size <= 0:
         raise ValueError("batch_size must be > 0")
-    exporting, not_exported = holders_implementing(holders, can_export_all, "export")
+    exporting, not_exported = holders_implementing(holders, can_export_all, "whole-store export")
 
     async def conversations() -> AsyncIterator[dict[str, Any]]:
         for holder in exporting:

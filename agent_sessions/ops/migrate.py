@@ -61,7 +61,10 @@ async def migrate(
     `src` stops the migration, or with ``on_corrupt="skip"`` is logged and left behind.
     `progress` is called with the running counts after every session (once its batch is written).
     Conversations are written under the same `on_conflict` policy, each in one atomic write
-    (counted in the report's `conversations`, `conversations_replaced`, `conversations_skipped`).
+    (counted in the report's `conversations`, `conversations_replaced`, `conversations_skipped`),
+    after the sessions. `on_corrupt` covers sessions only: a conversation the source cannot give
+    whole (`SerializationError`) stops the migration there; fix or delete it and run it again
+    (with ``"newer"`` or ``"skip"`` what was copied is kept).
     """
     if batch_size <= 0:
         raise ValueError("batch_size must be > 0")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from agent_sessions import create_store
+from agent_sessions import Session, create_store
 from agent_sessions.cli import app
 
 from .conftest import Populated
@@ -187,4 +187,20 @@ def test_a_whole_store_export_and_a_migration_carry_every_conversation(runner: C
     # A destination with no conversation store: said, not dropped silently.
     code, out, err = run(runner, "migrate", url, "memory://")
     assert code == 0, err
-    assert "warning: SRC has a conversation store but DST has none: its conversations are not migrated" in err
+    assert "warning: SRC keeps conversations but DST has no conversation store: not migrated" in err
+
+
+def test_a_migration_warns_about_conversations_only_when_there_are_some(runner: CliRunner, tmp_path: Path) -> None:
+    from agent_sessions.integrations.pydantic_ai import DatabaseConversationStore
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'agent.db'}"
+
+    async def empty_conversation_tables() -> None:
+        async with create_store(url) as store:
+            await store.set(Session(user_id="alice"))
+            assert await DatabaseConversationStore(store).read_records() == []  # creates the tables
+
+    asyncio.run(empty_conversation_tables())
+    code, out, err = run(runner, "migrate", url, "memory://")
+    assert code == 0, err
+    assert "1 new" in out and "warning" not in err

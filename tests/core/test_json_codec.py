@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent_sessions import MemorySessionStore, SerializationError, Session
-from agent_sessions.codec import JsonCodec, check_json
+from agent_sessions.codec import MAX_DEPTH_LIMIT, JsonCodec, check_json
 
 from .test_codec_walker import same_json
 
@@ -64,16 +64,40 @@ def test_a_document_deeper_than_pydantic_cores_limit_is_decoded_by_the_stdlib() 
         JsonCodec().decode_bounded(data, 100)
 
 
-async def test_a_store_allowing_deep_values_keeps_one_past_pydantic_cores_limit() -> None:
-    deep: Any = {"leaf": True}
-    for _ in range(240):
-        deep = {"k": deep}
-    async with MemorySessionStore(max_depth=256) as store:
+def nested(depth: int) -> Any:
+    """A value `depth` containers deep (lists and dicts in turn)."""
+    value: Any = "leaf"
+    for level in range(depth):
+        value = [value] if level % 2 else {"k": value}
+    return value
+
+
+async def test_a_store_at_the_deepest_max_depth_keeps_values_past_both_parsers_limits() -> None:
+    # pydantic-core serializes about 250 levels and parses 200: a record wraps a state value in
+    # two more, a history entry wraps its data in one. All of them go through the stdlib.
+    deep = nested(MAX_DEPTH_LIMIT)
+    async with MemorySessionStore(max_depth=MAX_DEPTH_LIMIT) as store:
         session = Session(user_id="u")
         session.state["deep"] = deep
+        session.state["user:deep"] = deep  # the user scope
+        session.history.append({"timestamp": 1.0, "type": "note", "data": deep})
         await store.set(session)
         loaded = await store.get(session.session_id)
-    assert loaded is not None and loaded.state["deep"] == deep
+    assert loaded is not None
+    assert loaded.state["deep"] == deep and loaded.state["user:deep"] == deep
+    assert loaded.history[-1]["data"] == deep
+    assert JsonCodec().encode_checked(nested(400)) == json.dumps(nested(400), separators=(",", ":")).encode()
+
+
+def test_a_non_finite_float_a_foreign_writer_left_is_refused_when_saved_again() -> None:
+    # Values decoded from the store are not walked again before a save: the encoder refuses them.
+    decoded = JsonCodec().decode(b'{"a":NaN,"b":1e400,"c":-1e400}')
+    assert math.isnan(decoded["a"]) and decoded["b"] == math.inf and decoded["c"] == -math.inf
+    for value in ({"a": math.nan}, [math.inf], {"x": [1, -math.inf]}):
+        with pytest.raises(SerializationError, match="cannot encode"):
+            JsonCodec().encode_checked(value)
+    words = {"t": "NaN, Infinity and -Infinity are words here"}
+    assert JsonCodec().encode_checked(words) == json.dumps(words, separators=(",", ":")).encode()
 
 
 def test_a_codec_told_not_to_validate_still_refuses_what_json_cannot_hold() -> None:

@@ -356,7 +356,8 @@ class RedisConversationStore(ConversationStore):
     async def export_all(self) -> AsyncIterator[dict[str, Any]]:
         """Every conversation, one item each (`FullyExportableDataHolder`), read in pages of
         the conversation index (``ZSCAN``: a conversation kept throughout is exported exactly
-        once; the ids already exported are remembered, as ``ZSCAN`` may return one twice)."""
+        once). The ids already exported are remembered, as ``ZSCAN`` may return one twice: the
+        one part of an export that grows with the store, about 100 bytes a conversation."""
         async for item in export_all_conversations(self, self._record_pages()):
             yield item
 

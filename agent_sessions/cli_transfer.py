@@ -60,6 +60,12 @@ Count = Annotated[
 ]
 
 
+async def _session_total(store: SessionStore, status: str, batch_size: int) -> int:
+    """How many live sessions `store` holds (a progress bar's total), under a `status` spinner."""
+    with err_console().status(status):
+        return await count_sessions(store, batch_size=batch_size)
+
+
 def export_command(
     path: Annotated[
         Path,
@@ -103,10 +109,7 @@ def export_command(
             if user is not None:
                 holders = await conversation_holders(s)
                 return await export_user(s, user, path, include_auth=include_auth, holders=holders)
-            total = None
-            if count:
-                with console.status("Counting the sessions…"):
-                    total = await count_sessions(s, batch_size=batch_size)
+            total = await _session_total(s, "Counting the sessions…", batch_size) if count else None
             with progress(console, "Exporting", total) as update:
                 return await export_sessions(
                     s,
@@ -275,10 +278,7 @@ def migrate_command(
     async def body() -> TransferReport:
         async with opened_store(src) as source, opened_store(dst, must_exist=False) as target:
             pairs = await _conversation_pairs(source, target)
-            total = None
-            if count:
-                with console.status("Counting the sessions in SRC…"):
-                    total = await count_sessions(source, batch_size=batch_size)
+            total = await _session_total(source, "Counting the sessions in SRC…", batch_size) if count else None
             with progress(console, "Migrating", total) as update:
                 return await migrate(
                     source,

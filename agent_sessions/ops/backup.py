@@ -109,7 +109,6 @@ FORMAT_VERSION = 2
 PLAIN_FORMAT_VERSION = 1
 #: The reason an import reports for conversation lines it could not write.
 NO_HOLDER_REASON = "no conversation store that can import was given to write them to"
-#: Lines read from the file per hop to the reader thread.
 #: The note `import_sessions` adds to a store error; `failed_line` reads the number back.
 _LINE_NOTE = "while importing line {} of the export file"
 _LINE_NOTE_PATTERN = re.compile(r"while importing line (\d+) of the export file")
